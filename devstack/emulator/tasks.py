@@ -1,0 +1,5 @@
+"""Placeholder: ACR Tasks / runs / agent pools routes are being written (see devstack/emulator/app.py)."""
+
+
+def install(emu):
+    return []
