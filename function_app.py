@@ -1,0 +1,34 @@
+"""acr-airlock Function App: triggers and bindings only; every body hands off to shared.handlers.
+
+Importing this module is cheap: no network, no Azure SDK imports, no settings read. The HTTP
+API (shared.api, Starlette) and the SDK clients are built on first use.
+"""
+import logging
+
+import azure.functions as func
+
+from shared.entrypoints import asgi_app, handle_blob, handle_event, handle_resync
+
+app = func.AsgiFunctionApp(app=asgi_app, http_auth_level=func.AuthLevel.FUNCTION)
+
+
+@app.function_name("manifest_uploaded")
+@app.blob_trigger(arg_name="blob", path="%MANIFESTS_CONTAINER%/{name}", connection="AzureWebJobsStorage",
+                  source=func.BlobSource.EVENT_GRID)
+def manifest_uploaded(blob: func.InputStream) -> None:
+    handle_blob(blob.name, blob.read())
+
+
+@app.function_name("resync_timer")
+@app.timer_trigger(arg_name="timer", schedule="%RESYNC_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def resync_timer(timer: func.TimerRequest) -> None:
+    handle_resync(past_due=timer.past_due)
+
+
+@app.function_name("registry_event")
+@app.event_grid_trigger(arg_name="event")
+def registry_event(event: func.EventGridEvent) -> None:
+    handle_event(event)
+
+
+logging.getLogger(__name__).debug("function index loaded")

@@ -1,0 +1,67 @@
+"""The private ACR: server-side import (ARM) and reading what a tag points at (data plane)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from ..errors import TransientError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    registry_uri: str                # host[:port] the ACR pulls from
+    source_image: str                # repo:tag | repo@digest | repo:tag@digest
+    target_tags: Sequence[str]       # repo:tag
+    untagged_repositories: Sequence[str]
+    mode: str                        # NoForce | Force
+    username: Optional[str] = None
+    password: Optional[str] = None   # never logged, never recorded
+
+    def body(self) -> dict:
+        source: dict = {"registryUri": self.registry_uri, "sourceImage": self.source_image}
+        if self.username and self.password:
+            source["credentials"] = {"username": self.username, "password": self.password}
+        body: dict = {"source": source, "mode": self.mode}
+        if self.target_tags:
+            body["targetTags"] = list(self.target_tags)
+        if self.untagged_repositories:
+            body["untaggedTargetRepositories"] = list(self.untagged_repositories)
+        return body
+
+
+class Acr:
+    def __init__(self, clients):
+        self._clients = clients
+        self._settings = clients.settings
+
+    def import_image(self, request: ImportRequest, *, timeout: float) -> None:
+        """Start an import and wait for it; raises on failure or when ``timeout`` passes."""
+        poller = self._clients.registry_mgmt.registries.begin_import_image(
+            self._settings.resource_group, self._settings.registry_name, request.body())
+        poller.result(timeout=timeout)
+        if not poller.done():
+            raise TransientError(f"import did not finish within {timeout:g}s", code="DeadlineExceeded")
+
+    def tag_digest(self, repository: str, tag: str) -> Optional[str]:
+        """The digest a tag points at in the ACR, or None when the tag (or repository) is absent."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self._clients.data_plane.get_tag_properties(repository, tag).digest
+        except ResourceNotFoundError:
+            return None
+
+    def has_manifest(self, repository: str, digest: str) -> bool:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self._clients.data_plane.get_manifest_properties(repository, digest)
+            return True
+        except ResourceNotFoundError:
+            return False
+
+    def login_server(self) -> str:
+        return self._clients.login_server

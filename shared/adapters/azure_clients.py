@@ -1,0 +1,80 @@
+"""Builds the Azure SDK clients from settings, lazily and once.
+
+Nothing here runs at import time: the SDK modules themselves are imported inside the
+properties, so ``import function_app`` stays cheap. Retries inside the SDK pipelines are
+switched off (``retry_total=0``) for ARM and the ACR data plane because ``shared.adapters.retrying`` owns
+those retries: one place decides back-off, and attempts are counted for the outcome record.
+Blob storage keeps the storage SDK's own retries (records and leases are not counted).
+"""
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+
+from ..config import Settings
+
+
+class AzureClients:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._login_server: str = settings.login_server
+
+    def _common(self, *, sdk_retries: bool = False) -> dict:
+        kwargs: dict = {} if sdk_retries else {"retry_total": 0}
+        if self.settings.ca_bundle:
+            kwargs["connection_verify"] = self.settings.ca_bundle
+        return kwargs
+
+    @cached_property
+    def credential(self):
+        from azure.identity import DefaultAzureCredential
+
+        return DefaultAzureCredential(exclude_interactive_browser_credential=True)
+
+    @cached_property
+    def registry_mgmt(self):
+        from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+
+        s = self.settings
+        return ContainerRegistryManagementClient(
+            self.credential, s.subscription_id, base_url=s.arm_endpoint,
+            credential_scopes=[f"{s.arm_audience}/.default"], **self._common())
+
+    @cached_property
+    def tasks_mgmt(self):
+        from azure.mgmt.containerregistrytasks import ContainerRegistryTasksMgmtClient
+
+        s = self.settings
+        return ContainerRegistryTasksMgmtClient(
+            self.credential, s.subscription_id, base_url=s.arm_endpoint,
+            credential_scopes=[f"{s.arm_audience}/.default"], **self._common())
+
+    @property
+    def login_server(self) -> str:
+        """The ACR's login server, from settings or (once) from ARM."""
+        with self._lock:
+            if not self._login_server:
+                registry = self.registry_mgmt.registries.get(
+                    self.settings.resource_group, self.settings.registry_name)
+                self._login_server = registry.properties.login_server
+            return self._login_server
+
+    @cached_property
+    def data_plane(self):
+        from azure.containerregistry import ContainerRegistryClient
+
+        return ContainerRegistryClient(
+            f"https://{self.login_server}", self.credential,
+            audience=self.settings.acr_audience, **self._common())
+
+    @cached_property
+    def blob_service(self):
+        from azure.storage.blob import BlobServiceClient
+
+        s = self.settings
+        if s.storage_connection_string:
+            return BlobServiceClient.from_connection_string(
+                s.storage_connection_string, **self._common(sdk_retries=True))
+        return BlobServiceClient(account_url=s.blob_service_uri, credential=self.credential,
+                                 **self._common(sdk_retries=True))

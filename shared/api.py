@@ -1,0 +1,172 @@
+"""The HTTP API as one ASGI app (Starlette).
+
+In Azure it is served through ``func.AsgiFunctionApp`` (function_app.py), where the Functions
+host enforces function keys; locally it is served by uvicorn (``python -m shared serve``). Both
+run exactly this code. Errors are ``application/problem+json`` via ``shared.problems``.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from typing import Callable, Optional
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import problems
+from .errors import ManifestError, Problem, ValidationError
+from .handlers import records
+from .handlers.imports import RunLauncher, manifest_from_json, problems_for_json, run_manifest
+
+log = logging.getLogger(__name__)
+
+
+def _json(body, status: int = 200, headers: Optional[dict] = None) -> Response:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _problem_response(exc: BaseException) -> Response:
+    status, body, headers = problems.from_exception(exc)
+    return Response(json.dumps(body), status_code=status, headers=headers, media_type=problems.PROBLEM_JSON)
+
+
+class Api:
+    def __init__(self, services_factory: Callable[[], object]):
+        self._services_factory = services_factory
+        self._services = None
+        self.launcher = RunLauncher()
+
+    @property
+    def services(self):
+        if self._services is None:
+            self._services = self._services_factory()
+        return self._services
+
+    # -- helpers ----------------------------------------------------------------------------
+    async def _body(self, request: Request) -> bytes:
+        limit = self.services.settings.http_max_body
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ValidationError("request body too large", [Problem(f"at most {limit} bytes", field="body")])
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ValidationError("request body too large", [Problem(f"at most {limit} bytes", field="body")])
+        return body
+
+    def _flag(self, request: Request, name: str) -> bool:
+        value = request.query_params.get(name, "false").lower()
+        if value not in ("true", "false", "1", "0", ""):
+            raise ValidationError(f"invalid query parameter {name}", [Problem("must be true or false", field=name)])
+        return value in ("true", "1", "")
+
+    def _wait(self, request: Request) -> float:
+        raw = request.query_params.get("wait", "0")
+        try:
+            wait = float(raw)
+        except ValueError:
+            raise ValidationError("invalid query parameter wait",
+                                  [Problem(f"must be a number of seconds, got {raw!r}", field="wait")]) from None
+        limit = self.services.settings.http_max_wait
+        if not 0 <= wait <= limit:
+            raise ValidationError("invalid query parameter wait",
+                                  [Problem(f"must be between 0 and {limit:g} seconds", field="wait")])
+        return wait
+
+    # -- endpoints --------------------------------------------------------------------------
+    async def imports(self, request: Request) -> Response:
+        plan_only = self._flag(request, "plan") if "plan" in request.query_params else False
+        wait = self._wait(request)
+        body = await self._body(request)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        from_json = content_type == "application/json"
+        if from_json:
+            try:
+                text = manifest_from_json(json.loads(body))
+            except json.JSONDecodeError as exc:
+                where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+                raise ValidationError("body is not valid JSON", [Problem(where, field="body")]) from None
+        elif content_type in ("text/plain", ""):
+            text = body
+        else:
+            raise ValidationError("unsupported content type",
+                                  [Problem("use application/json or text/plain", field="content-type")])
+        name = request.query_params.get("name") or "http"
+        services = self.services
+        from .handlers.sync import check_manifest
+
+        manifest = check_manifest(text, services.settings)
+        if not manifest.ok:
+            errors = [{"line": p.line, "message": str(p)} for p in manifest.errors]
+            found = problems_for_json(errors) if from_json else list(manifest.errors)
+            raise ManifestError(f"{len(found)} error(s); nothing was imported", found)
+        if plan_only:
+            document = await asyncio.to_thread(run_manifest, services, text, name=name, trigger="http",
+                                               apply=False, save=False)
+            return _json(document)
+        run_id, future = await asyncio.to_thread(self.launcher.start, services, text, name=name, trigger="http")
+        location = f"/api/runs/{run_id}"
+        if wait > 0:
+            try:
+                document = await asyncio.wait_for(asyncio.wrap_future(future), timeout=wait)
+                return _json(document, 200, {"Location": location})
+            except asyncio.TimeoutError:
+                pass
+        return _json({"run_id": run_id, "status": "running", "location": location}, 202,
+                     {"Location": location, "Retry-After": "5"})
+
+    async def run(self, request: Request) -> Response:
+        document = await asyncio.to_thread(records.load, self.services, request.path_params["run_id"])
+        return _json(document)
+
+    async def health(self, request: Request) -> Response:
+        from .handlers.health import check
+
+        report = await asyncio.to_thread(check, self._services_factory if self._services is None else
+                                         (lambda: self._services))
+        return _json(report, 200 if report["status"] == "healthy" else 503)
+
+    async def openapi(self, request: Request) -> Response:
+        from .openapi import document
+
+        return _json(document())
+
+
+def create_app(services_factory: Optional[Callable[[], object]] = None) -> Starlette:
+    if services_factory is None:
+        from .services import Services
+
+        def services_factory():
+            return Services.from_env(os.environ)
+    api = Api(services_factory)
+
+    def guarded(handler):
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:  # noqa: BLE001 - mapped to problem+json in one place
+                return _problem_response(exc)
+        return endpoint
+
+    routes = [
+        Route("/api/imports", guarded(api.imports), methods=["POST"]),
+        Route("/api/runs/{run_id}", guarded(api.run), methods=["GET"]),
+        Route("/api/health", guarded(api.health), methods=["GET"]),
+        Route("/api/openapi.json", guarded(api.openapi), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.api = api
+
+    async def not_found(request: Request, exc) -> Response:
+        status = getattr(exc, "status_code", 404)
+        title = "Not found" if status == 404 else "Method not allowed" if status == 405 else "Error"
+        return Response(json.dumps(problems.problem(status, title, f"{request.method} {request.url.path}")),
+                        status_code=status, media_type=problems.PROBLEM_JSON)
+    app.add_exception_handler(404, not_found)
+    app.add_exception_handler(405, not_found)
+    return app

@@ -1,0 +1,220 @@
+"""Every setting acr-airlock reads, in one place, read once and typed.
+
+``Settings.from_env(os.environ)`` is the only code that looks at the environment. Everything
+else receives a ``Settings`` (or the few fields it needs). The table in docs/settings.md and
+local.settings.sample.json list the same names; tests/unit/test_config.py keeps the three in step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+from .errors import ConfigError, Problem
+
+DEFAULT_ALLOWED = ("docker.io", "quay.io", "registry.k8s.io", "mcr.microsoft.com", "ghcr.io")
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    name: str
+    default: Optional[str]
+    doc: str
+    secret: bool = False
+
+
+# name, default, description. The order is the order of the docs table.
+SPECS: tuple[SettingSpec, ...] = (
+    SettingSpec("AZURE_SUBSCRIPTION_ID", None, "Subscription of the private ACR."),
+    SettingSpec("ACR_RESOURCE_GROUP", None, "Resource group of the private ACR."),
+    SettingSpec("ACR_NAME", None, "Name of the private ACR (not its login server)."),
+    SettingSpec("ACR_LOGIN_SERVER", "", "Login server of the ACR; empty: read from ARM (registries.get)."),
+    SettingSpec("ARM_ENDPOINT", "https://management.azure.com", "Azure Resource Manager endpoint."),
+    SettingSpec("ARM_AUDIENCE", "https://management.azure.com", "Token audience for ARM."),
+    SettingSpec("ACR_AUDIENCE", "https://containerregistry.azure.net", "Token audience for the ACR data plane."),
+    SettingSpec("AzureWebJobsStorage", "", "Storage connection string (or use AzureWebJobsStorage__blobServiceUri)."),
+    SettingSpec("AzureWebJobsStorage__blobServiceUri", "",
+                "Blob endpoint for identity-based storage access (managed identity)."),
+    SettingSpec("MANIFESTS_CONTAINER", "manifests", "Container watched for images.txt uploads and rule files."),
+    SettingSpec("OUTCOMES_CONTAINER", "outcomes", "Container that receives one JSON outcome record per run."),
+    SettingSpec("SOURCE_REGISTRY_ALLOWLIST", ",".join(DEFAULT_ALLOWED),
+                "Comma-separated source registries that manifests may name (host[:port], *.suffix)."),
+    SettingSpec("SOURCE_REGISTRY_MIRRORS", "",
+                "Comma-separated REGISTRY=HOST[:PORT] pairs: where a source registry is reached from (mirror)."),
+    SettingSpec("DOCKERHUB_USERNAME", "", "Docker Hub user for pulls and imports from docker.io."),
+    SettingSpec("DOCKERHUB_TOKEN", "", "Docker Hub access token (Key Vault reference in Azure).", secret=True),
+    SettingSpec("SYNC_CONCURRENCY", "8", "Imports run at once."),
+    SettingSpec("PLAN_CONCURRENCY", "16", "Digest look-ups (HEAD requests) run at once while planning."),
+    SettingSpec("IMPORT_TIMEOUT_SECONDS", "600", "Deadline for one import (including polling)."),
+    SettingSpec("RETRY_MAX_ATTEMPTS", "4", "Attempts per call on 429, 5xx and dropped connections."),
+    SettingSpec("RETRY_BASE_SECONDS", "1.0", "First back-off delay; doubles per attempt, with jitter."),
+    SettingSpec("RETRY_MAX_SECONDS", "30", "Largest back-off delay."),
+    SettingSpec("MANIFEST_MAX_BYTES", "1048576", "Largest manifest accepted."),
+    SettingSpec("MANIFEST_MAX_ENTRIES", "5000", "Most entries in one manifest."),
+    SettingSpec("RESYNC_SCHEDULE", "0 0 */6 * * *", "NCRONTAB schedule of the re-sync timer."),
+    SettingSpec("SELF_HEAL_ENABLED", "true", "Re-import a mirrored tag when an ImageDeleted event names it."),
+    SettingSpec("HTTP_MAX_BODY_BYTES", "1048576", "Largest HTTP request body accepted."),
+    SettingSpec("HTTP_MAX_WAIT_SECONDS", "200", "Longest ?wait= an HTTP caller may ask for (platform limit 230 s)."),
+    SettingSpec("BUILD_DEFAULT_AGENT_POOL", "", "Agent pool used when a build request names none."),
+    SettingSpec("POOL_SCALE_UP_COUNT", "1", "Instances a pool at 0 is scaled to when a build needs it."),
+    SettingSpec("POOL_IDLE_MINUTES", "30", "Idle time after which an empty pool is scaled to 0."),
+    SettingSpec("POOL_SCALE_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule of the idle-pool timer."),
+    SettingSpec("BUILD_RULES_BLOB", "build-rules.yaml", "Blob (in MANIFESTS_CONTAINER) holding the build rules."),
+    SettingSpec("REQUESTS_CA_BUNDLE", "", "CA bundle for TLS to Azure and registries; empty: system trust store."),
+)
+
+_BY_NAME = {s.name: s for s in SPECS}
+
+
+def _split_csv(value: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in value.split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    subscription_id: str
+    resource_group: str
+    registry_name: str
+    login_server: str
+    arm_endpoint: str
+    arm_audience: str
+    acr_audience: str
+    storage_connection_string: str
+    blob_service_uri: str
+    manifests_container: str
+    outcomes_container: str
+    allowed_registries: tuple[str, ...]
+    mirrors: Mapping[str, str]
+    dockerhub_username: str
+    dockerhub_token: str = field(repr=False)
+    concurrency: int = 8
+    plan_concurrency: int = 16
+    import_timeout: float = 600.0
+    retry_max_attempts: int = 4
+    retry_base: float = 1.0
+    retry_max: float = 30.0
+    manifest_max_bytes: int = 1_048_576
+    manifest_max_entries: int = 5000
+    self_heal: bool = True
+    http_max_body: int = 1_048_576
+    http_max_wait: float = 200.0
+    build_default_pool: str = ""
+    pool_scale_up_count: int = 1
+    pool_idle_minutes: float = 30.0
+    build_rules_blob: str = "build-rules.yaml"
+    ca_bundle: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, offline: bool = False) -> "Settings":
+        """Read and check every setting; all problems are reported together.
+
+        ``offline`` (manifest validation) does not require the registry and storage settings.
+        """
+        problems: list[Problem] = []
+
+        def raw(name: str) -> str:
+            value = env.get(name)
+            if value is None or value == "":
+                value = _BY_NAME[name].default or ""
+            return value.strip()
+
+        def integer(name: str, low: int, high: int) -> int:
+            text = raw(name)
+            try:
+                value = int(text)
+            except ValueError:
+                problems.append(Problem(f"must be a whole number, got {text!r}", field=name))
+                return int(_BY_NAME[name].default or 0)
+            if not low <= value <= high:
+                problems.append(Problem(f"must be between {low} and {high}, got {value}", field=name))
+            return value
+
+        def number(name: str, low: float, high: float) -> float:
+            text = raw(name)
+            try:
+                value = float(text)
+            except ValueError:
+                problems.append(Problem(f"must be a number, got {text!r}", field=name))
+                return float(_BY_NAME[name].default or 0)
+            if not low <= value <= high:
+                problems.append(Problem(f"must be between {low:g} and {high:g}, got {value:g}", field=name))
+            return value
+
+        def boolean(name: str) -> bool:
+            text = raw(name).lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            problems.append(Problem(f"must be true or false, got {text!r}", field=name))
+            return True
+
+        required = () if offline else ("AZURE_SUBSCRIPTION_ID", "ACR_RESOURCE_GROUP", "ACR_NAME")
+        for name in required:
+            if not raw(name):
+                problems.append(Problem("is required", field=name))
+
+        mirrors: dict[str, str] = {}
+        for pair in _split_csv(raw("SOURCE_REGISTRY_MIRRORS")):
+            registry, sep, target = pair.partition("=")
+            if not sep or not registry.strip() or not target.strip():
+                problems.append(Problem(f"expected REGISTRY=HOST[:PORT], got {pair!r}",
+                                        field="SOURCE_REGISTRY_MIRRORS"))
+                continue
+            mirrors[registry.strip().lower()] = target.strip()
+
+        for name in ("ARM_ENDPOINT", "ARM_AUDIENCE"):
+            if not raw(name).startswith("https://"):
+                problems.append(Problem(f"must be an https:// URL, got {raw(name)!r}", field=name))
+
+        settings = cls(
+            subscription_id=raw("AZURE_SUBSCRIPTION_ID"),
+            resource_group=raw("ACR_RESOURCE_GROUP"),
+            registry_name=raw("ACR_NAME"),
+            login_server=raw("ACR_LOGIN_SERVER"),
+            arm_endpoint=raw("ARM_ENDPOINT").rstrip("/"),
+            arm_audience=raw("ARM_AUDIENCE").rstrip("/"),
+            acr_audience=raw("ACR_AUDIENCE").rstrip("/"),
+            storage_connection_string=raw("AzureWebJobsStorage"),
+            blob_service_uri=raw("AzureWebJobsStorage__blobServiceUri"),
+            manifests_container=raw("MANIFESTS_CONTAINER"),
+            outcomes_container=raw("OUTCOMES_CONTAINER"),
+            allowed_registries=tuple(r.lower() for r in _split_csv(raw("SOURCE_REGISTRY_ALLOWLIST"))),
+            mirrors=mirrors,
+            dockerhub_username=raw("DOCKERHUB_USERNAME"),
+            dockerhub_token=raw("DOCKERHUB_TOKEN"),
+            concurrency=integer("SYNC_CONCURRENCY", 1, 64),
+            plan_concurrency=integer("PLAN_CONCURRENCY", 1, 128),
+            import_timeout=number("IMPORT_TIMEOUT_SECONDS", 1, 3600),
+            retry_max_attempts=integer("RETRY_MAX_ATTEMPTS", 1, 10),
+            retry_base=number("RETRY_BASE_SECONDS", 0, 60),
+            retry_max=number("RETRY_MAX_SECONDS", 0, 600),
+            manifest_max_bytes=integer("MANIFEST_MAX_BYTES", 1, 64 * 1024 * 1024),
+            manifest_max_entries=integer("MANIFEST_MAX_ENTRIES", 1, 100_000),
+            self_heal=boolean("SELF_HEAL_ENABLED"),
+            http_max_body=integer("HTTP_MAX_BODY_BYTES", 1, 64 * 1024 * 1024),
+            http_max_wait=number("HTTP_MAX_WAIT_SECONDS", 0, 229),
+            build_default_pool=raw("BUILD_DEFAULT_AGENT_POOL"),
+            pool_scale_up_count=integer("POOL_SCALE_UP_COUNT", 1, 100),
+            pool_idle_minutes=number("POOL_IDLE_MINUTES", 0, 24 * 60),
+            build_rules_blob=raw("BUILD_RULES_BLOB"),
+            ca_bundle=raw("REQUESTS_CA_BUNDLE"),
+        )
+        if not offline and not settings.storage_connection_string and not settings.blob_service_uri:
+            problems.append(Problem("set a connection string, or AzureWebJobsStorage__blobServiceUri "
+                                    "for managed identity", field="AzureWebJobsStorage"))
+        if problems:
+            raise ConfigError("invalid settings: " + "; ".join(str(p) for p in problems))
+        return settings
+
+    @property
+    def registry_id(self) -> str:
+        return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+                f"/providers/Microsoft.ContainerRegistry/registries/{self.registry_name}")
+
+    def endpoint_for(self, registry: str) -> str:
+        """Host[:port] a source registry is reached at (its mirror, when one is configured)."""
+        return self.mirrors.get(registry.lower(), registry)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never appear in logs, records or errors."""
+        return tuple(v for v in (self.dockerhub_token,) if v)

@@ -1,0 +1,113 @@
+"""Outcome records: what a run did, per entry, as one JSON document. Pure: no I/O.
+
+Shape (snake_case throughout, like ``manifest check --json``)::
+
+    {"run_id", "kind": "sync"|"plan", "trigger": "blob"|"http"|"timer"|"cli"|"event",
+     "status": "succeeded"|"failed"|"invalid"|"running",
+     "manifest": {"name", "sha256", "entries"}, "registry", "started_at", "finished_at",
+     "duration_seconds", "summary": {...counts...}, "errors": [{"line", "message"}],
+     "dockerhub_ratelimit_remaining", "entries": [EntryOutcome.to_dict(), ...]}
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Iterable, Optional, Sequence
+
+from .plan import Action, PlanItem
+
+RESULT_IMPORTED = "imported"
+RESULT_UNCHANGED = "unchanged"
+RESULT_FAILED = "failed"
+RESULT_PLANNED = "planned"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret value in ``text`` with ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+@dataclass
+class EntryOutcome:
+    item: PlanItem
+    result: str
+    attempts: int = 0
+    duration: float = 0.0
+    error_code: Optional[str] = None
+    error_message: Optional[str] = None
+    target_digest_after: Optional[str] = None
+
+    @property
+    def failed(self) -> bool:
+        return self.result == RESULT_FAILED
+
+    def to_dict(self) -> dict:
+        entry = self.item.entry
+        return {
+            "line": entry.line,
+            "source": str(entry.source),
+            "source_digest": self.item.source_digest,
+            "target": entry.target,
+            "previous_target_digest": self.item.target_digest,
+            "target_digest": self.target_digest_after,
+            "action": self.item.action.value,
+            "result": self.result,
+            "attempts": self.attempts,
+            "duration_seconds": round(self.duration, 3),
+            "error": ({"code": self.error_code, "message": self.error_message}
+                      if self.error_code or self.error_message else None),
+        }
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    kind: str
+    trigger: str
+    manifest_name: str
+    manifest_sha256: str
+    registry: str
+    started_at: datetime
+    finished_at: Optional[datetime] = None
+    entries: list[EntryOutcome] = field(default_factory=list)
+    errors: Sequence[dict] = ()
+    dockerhub_ratelimit_remaining: Optional[int] = None
+    entry_count: int = 0
+
+    @property
+    def status(self) -> str:
+        if self.errors:
+            return "invalid"
+        if self.finished_at is None:
+            return "running"
+        return "failed" if any(o.failed for o in self.entries) else "succeeded"
+
+    def summary(self) -> dict:
+        counts = {a.value: 0 for a in Action}
+        results = {RESULT_IMPORTED: 0, RESULT_UNCHANGED: 0, RESULT_FAILED: 0, RESULT_PLANNED: 0}
+        for outcome in self.entries:
+            counts[outcome.item.action.value] += 1
+            results[outcome.result] = results.get(outcome.result, 0) + 1
+        return {**counts, **results, "total": len(self.entries)}
+
+    def to_dict(self) -> dict:
+        duration = ((self.finished_at - self.started_at).total_seconds() if self.finished_at else None)
+        return {
+            "run_id": self.run_id,
+            "kind": self.kind,
+            "trigger": self.trigger,
+            "status": self.status,
+            "manifest": {"name": self.manifest_name, "sha256": self.manifest_sha256,
+                         "entries": self.entry_count},
+            "registry": self.registry,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "duration_seconds": round(duration, 3) if duration is not None else None,
+            "summary": self.summary(),
+            "errors": list(self.errors),
+            "dockerhub_ratelimit_remaining": self.dockerhub_ratelimit_remaining,
+            "entries": [o.to_dict() for o in self.entries],
+        }

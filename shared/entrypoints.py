@@ -1,0 +1,72 @@
+"""What function_app.py calls: one Services per worker process, built on first use.
+
+Kept apart from function_app.py so that the decorators stay declarative and so tests can
+reset the cached services (``reset()``) after changing the environment.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_services = None
+_asgi = None
+
+
+def services():
+    global _services
+    with _lock:
+        if _services is None:
+            from .services import Services
+
+            _services = Services.from_env(os.environ)
+        return _services
+
+
+def reset() -> None:
+    """Forget the cached services and HTTP app (settings are read again on next use)."""
+    global _services, _asgi
+    with _lock:
+        _services = None
+        _asgi = None
+
+
+async def asgi_app(scope, receive, send):
+    """The Starlette API, imported and built on the first request."""
+    global _asgi
+    if _asgi is None:
+        from .api import create_app
+
+        _asgi = create_app(services)
+    await _asgi(scope, receive, send)
+
+
+def handle_blob(path: str, data: bytes) -> None:
+    from .handlers.triggers import on_manifest_blob
+
+    on_manifest_blob(services(), path, data)
+
+
+def handle_resync(*, past_due: bool) -> None:
+    from .handlers.triggers import on_resync_timer
+
+    on_resync_timer(services(), past_due=past_due)
+
+
+def event_body(event) -> dict:
+    """func.EventGridEvent or func.CloudEvent -> the dict of its schema."""
+    if hasattr(event, "specversion"):
+        return {"specversion": event.specversion, "id": event.id, "source": event.source, "type": event.type,
+                "subject": event.subject, "time": event.time.isoformat() if event.time else None,
+                "data": event.get_json() if hasattr(event, "get_json") else event.data}
+    return {"id": event.id, "topic": event.topic, "subject": event.subject, "eventType": event.event_type,
+            "eventTime": event.event_time.isoformat() if event.event_time else None,
+            "dataVersion": event.data_version, "data": event.get_json()}
+
+
+def handle_event(event) -> dict:
+    from .handlers.triggers import on_registry_event
+
+    return on_registry_event(services(), event_body(event))

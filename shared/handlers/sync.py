@@ -1,0 +1,205 @@
+"""The sync engine: manifest -> plan -> imports -> outcome record.
+
+Data flows one way: the core parses and decides (``shared.core``), the adapters act
+(``shared.adapters``), and this module orchestrates them and reports progress. It does not read
+settings from the environment nor construct clients; ``shared.services.Services`` brings both.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import datetime, timezone
+from typing import Callable, Optional
+
+from ..adapters.acr import ImportRequest
+from ..adapters.retrying import Attempts
+from ..core.manifest import ManifestResult, parse_manifest
+from ..core.outcome import (RESULT_FAILED, RESULT_IMPORTED, RESULT_PLANNED, RESULT_UNCHANGED, EntryOutcome,
+                            RunRecord, redact)
+from ..core.plan import Action, Plan, PlanItem, decide, import_mode
+from ..errors import AirlockError
+
+log = logging.getLogger(__name__)
+
+DOCKER_HUB = "docker.io"
+# Progress callback: (event, done, total, outcome) with event in {"planned", "imported", "failed"}.
+Progress = Callable[[str, int, int, Optional[EntryOutcome]], None]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_run_id() -> str:
+    return _now().strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+
+
+def check_manifest(text, settings) -> ManifestResult:
+    """Offline validation with the limits and allow-list from settings."""
+    return parse_manifest(text, allowed_registries=settings.allowed_registries,
+                          max_bytes=settings.manifest_max_bytes, max_entries=settings.manifest_max_entries)
+
+
+class SyncEngine:
+    def __init__(self, services):
+        self.services = services
+        self.settings = services.settings
+        self._dockerhub_remaining: Optional[int] = None
+        self._lock = threading.Lock()
+
+    # -- plan -------------------------------------------------------------------------------
+    def plan(self, manifest: ManifestResult, progress: Optional[Progress] = None) -> Plan:
+        """Resolve source and target digests for every entry. Never imports anything."""
+        entries = manifest.entries
+        items: list[Optional[PlanItem]] = [None] * len(entries)
+        workers = max(1, min(self.settings.plan_concurrency, len(entries) or 1))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="plan") as pool:
+            futures = {pool.submit(self._resolve, e): i for i, e in enumerate(entries)}
+            for done, future in enumerate(as_completed(futures), 1):
+                items[futures[future]] = future.result()
+                if progress:
+                    progress("planned", done, len(entries), None)
+        return Plan([i for i in items if i is not None])
+
+    def _resolve(self, entry) -> PlanItem:
+        retrier = self.services.retrier
+        try:
+            source = retrier.call(lambda: self.services.source.head(entry.source), what=f"HEAD {entry.source}")
+            self._note_ratelimit(entry, source.ratelimit_remaining)
+            if entry.target_tag:
+                target = retrier.call(
+                    lambda: self.services.acr.tag_digest(entry.target_repository, entry.target_tag),
+                    what=f"ACR tag {entry.target}")
+            else:
+                present = retrier.call(
+                    lambda: self.services.acr.has_manifest(entry.target_repository, source.digest),
+                    what=f"ACR manifest {entry.target_repository}@{source.digest}")
+                target = source.digest if present else None
+            return decide(entry, source.digest, target)
+        except AirlockError as exc:
+            return decide(entry, None, None, error=self._describe(exc))
+
+    def _note_ratelimit(self, entry, remaining: Optional[int]) -> None:
+        if remaining is None or entry.source.registry != DOCKER_HUB:
+            return
+        with self._lock:
+            if self._dockerhub_remaining is None or remaining < self._dockerhub_remaining:
+                self._dockerhub_remaining = remaining
+
+    def _describe(self, exc: AirlockError) -> str:
+        return redact(f"{exc.code}: {exc.message}", self.settings.secrets())
+
+    # -- apply ------------------------------------------------------------------------------
+    def apply(self, plan: Plan, progress: Optional[Progress] = None) -> list[EntryOutcome]:
+        """Import every new or updated entry; one failure never stops the others."""
+        outcomes: dict[int, EntryOutcome] = {}
+        todo = []
+        for index, item in enumerate(plan.items):
+            if item.action is Action.UNCHANGED:
+                outcomes[index] = EntryOutcome(item, RESULT_UNCHANGED, target_digest_after=item.target_digest)
+            elif item.action is Action.ERROR:
+                code, _, message = (item.error or "PlanError: unknown").partition(": ")
+                outcomes[index] = EntryOutcome(item, RESULT_FAILED, error_code=code, error_message=message)
+            else:
+                todo.append(index)
+        total = len(todo)
+        if todo:
+            with ThreadPoolExecutor(max_workers=min(self.settings.concurrency, total),
+                                    thread_name_prefix="import") as pool:
+                futures = {pool.submit(self._import_one, plan.items[i]): i for i in todo}
+                for done, future in enumerate(as_completed(futures), 1):
+                    outcome = future.result()
+                    outcomes[futures[future]] = outcome
+                    if progress:
+                        progress("failed" if outcome.failed else "imported", done, total, outcome)
+        return [outcomes[i] for i in range(len(plan.items))]
+
+    def _import_request(self, item: PlanItem) -> ImportRequest:
+        entry = item.entry
+        source = entry.source
+        creds = self.services.credentials_for(source.registry)
+        return ImportRequest(
+            registry_uri=self.settings.endpoint_for(source.registry),
+            # import exactly the digest that was planned, even if the source tag moved since
+            source_image=f"{source.repository}@{item.source_digest}",
+            target_tags=[f"{entry.target_repository}:{entry.target_tag}"] if entry.target_tag else [],
+            untagged_repositories=[] if entry.target_tag else [entry.target_repository],
+            mode=import_mode(item.action),
+            username=creds[0] if creds else None,
+            password=creds[1] if creds else None,
+        )
+
+    def _import_one(self, item: PlanItem) -> EntryOutcome:
+        entry = item.entry
+        started = time.monotonic()
+        deadline = started + self.settings.import_timeout
+        attempts = Attempts()
+        acr = self.services.acr
+        error: Optional[AirlockError] = None
+        if entry.source.registry == DOCKER_HUB and self._dockerhub_remaining == 0:
+            error = AirlockError("Docker Hub pull limit is exhausted; try again after it resets",
+                                 code="DockerHubRateLimited")
+        else:
+            request = self._import_request(item)
+            try:
+                self.services.retrier.call(
+                    lambda: acr.import_image(request, timeout=max(1.0, deadline - time.monotonic())),
+                    what=f"import {entry.target}", attempts=attempts, deadline=deadline)
+            except AirlockError as exc:
+                error = exc
+        after = self._read_back(item)
+        if error is not None and after != item.source_digest:
+            log.warning("import of %s failed: %s", entry.target, self._describe(error))
+            return EntryOutcome(item, RESULT_FAILED, attempts.count, time.monotonic() - started,
+                                error.code, redact(error.message, self.settings.secrets()), after)
+        if after != item.source_digest:
+            message = f"target digest after import is {after}, expected {item.source_digest}"
+            return EntryOutcome(item, RESULT_FAILED, attempts.count, time.monotonic() - started,
+                                "DigestMismatch", message, after)
+        # An error with the right digest in place (e.g. a dropped poll after the import landed,
+        # then a NoForce conflict on retry) is a success: the registry holds what was planned.
+        return EntryOutcome(item, RESULT_IMPORTED, attempts.count, time.monotonic() - started,
+                            target_digest_after=after)
+
+    def _read_back(self, item: PlanItem) -> Optional[str]:
+        entry = item.entry
+        acr = self.services.acr
+        try:
+            if entry.target_tag:
+                return self.services.retrier.call(
+                    lambda: acr.tag_digest(entry.target_repository, entry.target_tag), what="read back")
+            present = self.services.retrier.call(
+                lambda: acr.has_manifest(entry.target_repository, item.source_digest), what="read back")
+            return item.source_digest if present else None
+        except AirlockError as exc:
+            log.warning("could not read back %s: %s", entry.target, self._describe(exc))
+            return None
+
+    # -- whole runs -------------------------------------------------------------------------
+    def run(self, text, *, name: str, trigger: str, apply: bool = True,
+            progress: Optional[Progress] = None, run_id: Optional[str] = None) -> RunRecord:
+        """Validate, plan and (when ``apply``) import; returns the record (not yet saved)."""
+        manifest = check_manifest(text, self.settings)
+        record = RunRecord(run_id=run_id or new_run_id(), kind="sync" if apply else "plan", trigger=trigger,
+                           manifest_name=name, manifest_sha256=manifest.content_hash,
+                           registry=self.settings.registry_name, started_at=_now(),
+                           entry_count=len(manifest.entries))
+        if not manifest.ok:
+            record.errors = [p.to_dict() for p in manifest.errors]
+            record.finished_at = _now()
+            return record
+        plan = self.plan(manifest, progress)
+        record.dockerhub_ratelimit_remaining = self._dockerhub_remaining
+        if apply:
+            record.entries = self.apply(plan, progress)
+        else:
+            record.entries = [
+                EntryOutcome(item, RESULT_FAILED if item.action is Action.ERROR else RESULT_PLANNED,
+                             error_code=(item.error or "").partition(": ")[0] or None,
+                             error_message=(item.error or "").partition(": ")[2] or None)
+                for item in plan.items]
+        record.finished_at = _now()
+        return record

@@ -1,0 +1,129 @@
+"""Blob, timer and Event Grid triggers: the work each one starts, with its record.
+
+function_app.py hands the trigger payload here. Transient failures (TransientError) are
+raised so the Functions runtime retries them (and moves a blob event to poison after its
+retries); permanent problems (an invalid manifest, a failed entry) are recorded and not raised.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Optional
+
+from ..core.events import AcrEvent, EventFormatError, parse_event
+from ..core.manifest import Entry
+from ..errors import ConflictError
+from .imports import run_manifest
+from .sync import check_manifest
+
+log = logging.getLogger(__name__)
+
+MANIFEST_SUFFIXES = (".txt",)
+RESYNC_LEASE = "locks/resync"
+
+
+def is_manifest(name: str) -> bool:
+    return name.lower().endswith(MANIFEST_SUFFIXES)
+
+
+def _blob_name(path: str, container: str) -> str:
+    """The trigger gives ``container/name``; keep just the name."""
+    prefix = container + "/"
+    return path[len(prefix):] if path.startswith(prefix) else path
+
+
+def on_manifest_blob(services, path: str, data: bytes) -> Optional[dict]:
+    """A manifest was uploaded: validate, plan, import, record. Redeliveries do no new work."""
+    s = services.settings
+    name = _blob_name(path, s.manifests_container)
+    if not is_manifest(name):
+        log.info("ignoring %s: not a manifest (*.txt)", name)
+        return None
+    digest = hashlib.sha256(data).hexdigest()
+    marker = f"processed/{name}/{digest}.json"
+    done = services.store.get_json(s.outcomes_container, marker)
+    if done is not None:
+        log.info("manifest %s (sha256 %s) was already processed by run %s; nothing to do",
+                 name, digest[:12], done.get("run_id"))
+        return None
+    document = run_manifest(services, data, name=name, trigger="blob")
+    services.store.put_json(s.outcomes_container, marker,
+                            {"run_id": document["run_id"], "record_url": document.get("record_url")})
+    return document
+
+
+def current_manifests(services) -> list[tuple[str, bytes]]:
+    s = services.settings
+    names = [n for n in services.store.list_names(s.manifests_container) if is_manifest(n)]
+    return [(n, services.store.get_bytes(s.manifests_container, n) or b"") for n in sorted(names)]
+
+
+def on_resync_timer(services, *, past_due: bool = False) -> list[dict]:
+    """Re-sync every current manifest, one re-sync at a time (a blob lease)."""
+    s = services.settings
+    if past_due:
+        log.info("re-sync timer is past due; running once now (missed runs are not replayed)")
+    try:
+        with services.store.lease(s.outcomes_container, RESYNC_LEASE, seconds=60, renew=True):
+            return [run_manifest(services, data, name=name, trigger="timer")
+                    for name, data in current_manifests(services)]
+    except ConflictError:
+        log.info("another re-sync holds the lease; skipping this one")
+        return []
+
+
+def _event_marker(event: AcrEvent) -> str:
+    day = datetime.now(timezone.utc).strftime("%Y/%m/%d")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in event.id)[:120]
+    return f"events/{day}/{safe}.json"
+
+
+def mirrored_entries(services, repository: str, tag: Optional[str]) -> list[tuple[str, Entry]]:
+    """Current manifest entries whose target is ``repository`` (and ``tag`` when given)."""
+    found = []
+    for name, data in current_manifests(services):
+        manifest = check_manifest(data, services.settings)
+        for entry in manifest.entries:
+            if entry.target_repository == repository and (tag is None or entry.target_tag == tag):
+                found.append((name, entry))
+    return found
+
+
+def on_registry_event(services, body: dict) -> dict:
+    """Record an ACR event; self-heal a deleted mirrored image. Duplicate ids do no work."""
+    s = services.settings
+    try:
+        event = parse_event(body)
+    except EventFormatError as exc:
+        log.error("rejected malformed Event Grid event (id=%r): %s", (body or {}).get("id")
+                  if isinstance(body, dict) else None, exc)
+        return {"status": "rejected", "reason": str(exc)}
+    marker = _event_marker(event)
+    record = {"event": event.to_dict(), "received_at": datetime.now(timezone.utc).isoformat(),
+              "status": "recorded", "actions": []}
+    if not services.store.create_once(s.outcomes_container, marker, json.dumps(record).encode()):
+        log.info("event %s was already handled; ignoring the duplicate delivery", event.id)
+        return {"status": "duplicate", "event": event.to_dict()}
+    if not event.known:
+        log.info("recorded event %s of unhandled type %s", event.id, event.type)
+        record["status"] = "ignored"
+    elif event.short_type == "ImageDeleted" and s.self_heal:
+        record["actions"] = _self_heal(services, event)
+    services.store.put_json(s.outcomes_container, marker, record)
+    return record
+
+
+def _self_heal(services, event: AcrEvent) -> list[dict]:
+    entries = mirrored_entries(services, event.repository, event.tag)
+    if not entries:
+        return []
+    lines = "".join(f"{e.source} => {e.target_repository}" + (f":{e.target_tag}" if e.target_tag else "") + "\n"
+                    for _, e in entries)
+    names = sorted({n for n, _ in entries})
+    log.info("%s was deleted; re-importing %d mirrored entr(ies) from %s", event.repository, len(entries),
+             ", ".join(names))
+    document = run_manifest(services, lines, name=f"self-heal:{','.join(names)}", trigger="event")
+    return [{"action": "reimport", "run_id": document["run_id"], "status": document["status"],
+             "targets": [e.target for _, e in entries]}]

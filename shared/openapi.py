@@ -1,0 +1,92 @@
+"""OpenAPI 3.1 description of the HTTP API, served at /api/openapi.json."""
+from __future__ import annotations
+
+PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+def _problem_responses(*codes: int) -> dict:
+    text = {400: "Invalid request", 404: "Not found", 409: "Conflict", 422: "Invalid manifest",
+            502: "Azure or a registry answered with an error", 503: "A dependency is unavailable"}
+    return {str(c): {"description": text[c], "content": {"application/problem+json": {"schema": PROBLEM}}}
+            for c in codes}
+
+
+def document() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "acr-airlock", "version": "1.0.0",
+                 "description": "Reviewed images into a private Azure Container Registry. "
+                                "Every call needs a function key (x-functions-key header or ?code=)."},
+        "servers": [{"url": "/"}],
+        "components": {
+            "securitySchemes": {"functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"}},
+            "schemas": {
+                "Problem": {"type": "object", "required": ["title", "status"], "properties": {
+                    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                    "detail": {"type": "string"}, "code": {"type": "string"},
+                    "errors": {"type": "array", "items": {"type": "object", "properties": {
+                        "message": {"type": "string"}, "line": {"type": "integer"},
+                        "field": {"type": "string"}}}}}},
+                "ImportItem": {"type": "object", "required": ["source"], "additionalProperties": False,
+                               "properties": {"source": {"type": "string", "examples": ["nginx:1.27"]},
+                                              "target": {"type": "string", "examples": ["library/nginx"]}}},
+                "RunRecord": {"type": "object", "properties": {
+                    "run_id": {"type": "string"}, "kind": {"enum": ["sync", "plan"]},
+                    "trigger": {"enum": ["blob", "http", "timer", "cli", "event"]},
+                    "status": {"enum": ["running", "succeeded", "failed", "invalid"]},
+                    "manifest": {"type": "object"}, "summary": {"type": "object"},
+                    "entries": {"type": "array", "items": {"type": "object"}},
+                    "errors": {"type": "array", "items": {"type": "object"}}}},
+                "Build": {"type": "object", "properties": {
+                    "run_id": {"type": "string"}, "status": {"type": "string"}, "agent_pool": {"type": "string"},
+                    "output_images": {"type": "array", "items": {"type": "object"}},
+                    "log_url": {"type": ["string", "null"]}}},
+            }},
+        "security": [{"functionKey": []}],
+        "paths": {
+            "/api/imports": {"post": {
+                "summary": "Import images (or plan an import with ?plan=true)",
+                "parameters": [
+                    {"name": "plan", "in": "query", "schema": {"type": "boolean"},
+                     "description": "Return the plan only; imports nothing (pull-request checks)."},
+                    {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 229},
+                     "description": "Seconds to wait for the run to finish before answering 202."},
+                    {"name": "name", "in": "query", "schema": {"type": "string"},
+                     "description": "Name recorded for the manifest."}],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"type": "array",
+                                                    "items": {"$ref": "#/components/schemas/ImportItem"}}},
+                    "text/plain": {"schema": {"type": "string", "description": "images.txt content"}}}},
+                "responses": {
+                    "200": {"description": "The plan, or the finished run",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunRecord"}}}},
+                    "202": {"description": "Run started; poll the Location",
+                            "headers": {"Location": {"schema": {"type": "string"}}}},
+                    **_problem_responses(400, 422, 502, 503)}}},
+            "/api/runs/{run_id}": {"get": {
+                "summary": "A run's outcome record",
+                "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The record", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/RunRecord"}}}}, **_problem_responses(400, 404)}}},
+            "/api/builds": {"post": {
+                "summary": "Queue a build (quick build or task run) on an agent pool",
+                "responses": {"202": {"description": "Queued", "headers": {"Location": {"schema": {"type": "string"}}},
+                                      "content": {"application/json": {"schema": {
+                                          "$ref": "#/components/schemas/Build"}}}},
+                              **_problem_responses(400, 404, 502)}}},
+            "/api/builds/{run_id}": {"get": {
+                "summary": "Status, timings, output images and log link of a build",
+                "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The build", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Build"}}}}, **_problem_responses(404)}}},
+            "/api/builds/{run_id}/cancel": {"post": {
+                "summary": "Cancel a build",
+                "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"202": {"description": "Cancel requested"}, **_problem_responses(404)}}},
+            "/api/health": {"get": {"summary": "Configuration and reachability of storage, ARM and the registry",
+                                    "responses": {"200": {"description": "Healthy"},
+                                                  "503": {"description": "Unhealthy"}}}},
+            "/api/openapi.json": {"get": {"summary": "This document", "security": [],
+                                          "responses": {"200": {"description": "OpenAPI document"}}}},
+        },
+    }

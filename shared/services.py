@@ -1,0 +1,77 @@
+"""Wires settings to adapters. Handlers receive a ``Services``; tests build one from the stand-in's env.
+
+Clients are created on first use, so constructing ``Services`` does no I/O.
+"""
+from __future__ import annotations
+
+import os
+import random
+import ssl
+import time
+from functools import cached_property
+from typing import Callable, Mapping, Optional
+
+from .config import Settings
+
+DOCKER_HUB = "docker.io"
+
+
+class Services:
+    def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep,
+                 rand: Callable[[], float] = random.random):
+        self.settings = settings
+        self._sleep = sleep
+        self._rand = rand
+
+    @classmethod
+    def from_env(cls, env: Optional[Mapping[str, str]] = None, **kwargs) -> "Services":
+        return cls(Settings.from_env(os.environ if env is None else env), **kwargs)
+
+    @cached_property
+    def clients(self):
+        from .adapters.azure_clients import AzureClients
+
+        return AzureClients(self.settings)
+
+    @cached_property
+    def http(self):
+        import httpx
+
+        verify = ssl.create_default_context(cafile=self.settings.ca_bundle or None)
+        limits = httpx.Limits(max_connections=max(32, self.settings.plan_concurrency * 2))
+        return httpx.Client(verify=verify, timeout=httpx.Timeout(30.0, connect=10.0), limits=limits,
+                            headers={"User-Agent": "acr-airlock"}, follow_redirects=True)
+
+    def credentials_for(self, registry: str) -> Optional[tuple[str, str]]:
+        s = self.settings
+        if registry == DOCKER_HUB and s.dockerhub_username and s.dockerhub_token:
+            return (s.dockerhub_username, s.dockerhub_token)
+        return None
+
+    @cached_property
+    def source(self):
+        from .adapters.registry import SourceRegistry
+
+        return SourceRegistry(self.http, endpoint_for=self.settings.endpoint_for,
+                              credentials_for=self.credentials_for)
+
+    @cached_property
+    def acr(self):
+        from .adapters.acr import Acr
+
+        return Acr(self.clients)
+
+    @cached_property
+    def store(self):
+        from .adapters.blobstore import BlobStore
+
+        return BlobStore(self.clients.blob_service)
+
+    @cached_property
+    def retrier(self):
+        from .adapters.retrying import Retrier
+        from .core.retry import RetryPolicy
+
+        s = self.settings
+        policy = RetryPolicy(max_attempts=s.retry_max_attempts, base_delay=s.retry_base, max_delay=s.retry_max)
+        return Retrier(policy, sleep=self._sleep, rand=self._rand)
