@@ -1,0 +1,70 @@
+"""Settings: parsing, errors naming every bad field, and the three lists kept in step."""
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.config import SPECS, Settings
+from shared.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = {"AZURE_SUBSCRIPTION_ID": "sub", "ACR_RESOURCE_GROUP": "rg", "ACR_NAME": "acr",
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+
+
+def test_defaults():
+    s = Settings.from_env(BASE)
+    assert s.concurrency == 8
+    assert s.manifests_container == "manifests"
+    assert "docker.io" in s.allowed_registries
+    assert s.self_heal is True
+
+
+def test_every_bad_setting_is_named_at_once():
+    env = {**BASE, "SYNC_CONCURRENCY": "eight", "RETRY_MAX_ATTEMPTS": "99", "SELF_HEAL_ENABLED": "maybe",
+           "ARM_ENDPOINT": "http://insecure"}
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    for name in ("SYNC_CONCURRENCY", "RETRY_MAX_ATTEMPTS", "SELF_HEAL_ENABLED", "ARM_ENDPOINT"):
+        assert name in info.value.message
+
+
+def test_required_settings_reported():
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({})
+    for name in ("AZURE_SUBSCRIPTION_ID", "ACR_RESOURCE_GROUP", "ACR_NAME", "AzureWebJobsStorage"):
+        assert name in info.value.message
+
+
+def test_offline_needs_nothing():
+    assert Settings.from_env({}, offline=True).manifest_max_entries == 5000
+
+
+def test_mirrors_parsed_and_malformed_rejected():
+    s = Settings.from_env({**BASE, "SOURCE_REGISTRY_MIRRORS": "docker.io=127.0.0.1:5000, quay.io=mirror:443"})
+    assert s.endpoint_for("docker.io") == "127.0.0.1:5000"
+    assert s.endpoint_for("ghcr.io") == "ghcr.io"
+    with pytest.raises(ConfigError, match="SOURCE_REGISTRY_MIRRORS"):
+        Settings.from_env({**BASE, "SOURCE_REGISTRY_MIRRORS": "docker.io"})
+
+
+def test_secret_not_in_repr():
+    s = Settings.from_env({**BASE, "DOCKERHUB_USERNAME": "bob", "DOCKERHUB_TOKEN": "dckr_pat_SECRET"})
+    assert "dckr_pat_SECRET" not in repr(s)
+    assert s.secrets() == ("dckr_pat_SECRET",)
+
+
+def test_sample_settings_list_every_setting():
+    values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    assert {s.name for s in SPECS} <= set(values)
+    # the sample is a working local configuration
+    Settings.from_env(values)
+
+
+def test_docs_table_lists_every_setting_with_its_default():
+    table = (ROOT / "docs" / "settings.md").read_text()
+    for spec in SPECS:
+        row = next((line for line in table.splitlines() if line.startswith(f"| `{spec.name}` |")), None)
+        assert row is not None, spec.name
+        if spec.default:
+            assert f"`{spec.default}`" in row, spec.name
