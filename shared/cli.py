@@ -4,6 +4,7 @@
     python -m shared plan FILE [--json]
     python -m shared sync FILE [--json] [--concurrency N]
     python -m shared runs show RUN_ID
+    python -m shared serve [--port 7071]       (the HTTP API without the Functions host)
 
 Exit codes: 0 success, 1 invalid manifest or a failed entry, 2 usage or configuration error.
 Settings come from the environment (see docs/settings.md); ``--env-file`` loads KEY=VALUE lines
@@ -58,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--concurrency", type=int, help="imports at once (overrides SYNC_CONCURRENCY)")
     sync.add_argument("--no-record", action="store_true", help="do not write the outcome record")
 
+    serve = sub.add_parser("serve", help="serve the HTTP API locally with uvicorn (no Functions host needed)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7071)
+
     runs = sub.add_parser("runs", help="read outcome records")
     rsub = runs.add_subparsers(dest="runs_command", required=True)
     show = rsub.add_parser("show", help="print one run's outcome record")
@@ -94,6 +99,8 @@ def main(argv: Optional[Sequence[str]] = None, *, out: TextIO = sys.stdout, err:
             return _plan_or_sync(args, env, out, err)
         if args.command == "runs":
             return _runs_show(args, env, out)
+        if args.command == "serve":
+            return _serve(args, env)
     except FileNotFoundError as exc:
         print(f"error: {exc.filename}: no such file", file=err)
         return EXIT_USAGE
@@ -159,6 +166,17 @@ def _runs_show(args, env, out) -> int:
 
     json.dump(records.load(Services.from_env(env), args.run_id), out, indent=2)
     out.write("\n")
+    return EXIT_OK
+
+
+def _serve(args, env) -> int:
+    import uvicorn
+
+    from .api import create_app
+    from .services import Services
+
+    services = Services.from_env(env)  # fail fast on bad settings, before the port opens
+    uvicorn.run(create_app(lambda: services), host=args.host, port=args.port, log_level="info")
     return EXIT_OK
 
 
