@@ -32,7 +32,7 @@ def load_env_file(path: str, environ) -> None:
         key, sep, value = line.partition("=")
         if not sep:
             raise ConfigError(f"{path}:{number}: expected KEY=VALUE")
-        environ.setdefault(key.strip(), value.strip())
+        environ[key.strip()] = value.strip()  # the file wins over the inherited environment
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,9 +77,10 @@ def _read_manifest(path: str) -> tuple[bytes, str]:
 
 
 def _environment(args) -> dict:
-    env = dict(os.environ)
     if args.env_file:
-        load_env_file(args.env_file, env)
+        # into os.environ itself: azure-identity reads IDENTITY_ENDPOINT / IDENTITY_HEADER from there
+        load_env_file(args.env_file, os.environ)
+    env = dict(os.environ)
     for flag, name in (("subscription", "AZURE_SUBSCRIPTION_ID"), ("resource_group", "ACR_RESOURCE_GROUP"),
                        ("registry", "ACR_NAME")):
         if getattr(args, flag):

@@ -21,7 +21,9 @@ class AzureClients:
         self._login_server: str = settings.login_server
 
     def _common(self, *, sdk_retries: bool = False) -> dict:
-        kwargs: dict = {} if sdk_retries else {"retry_total": 0}
+        # blob storage: the SDK's own retries, but short (the Functions host retries the trigger too)
+        kwargs: dict = {"retry_total": 3, "initial_backoff": 1, "increment_base": 2} if sdk_retries \
+            else {"retry_total": 0}
         if self.settings.ca_bundle:
             kwargs["connection_verify"] = self.settings.ca_bundle
         return kwargs

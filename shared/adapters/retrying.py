@@ -32,13 +32,16 @@ def translate(exc: BaseException) -> AirlockError:
     if isinstance(exc, AirlockError):
         return exc
     try:
-        from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+        from azure.core.exceptions import (HttpResponseError, IncompleteReadError, ServiceRequestError,
+                                           ServiceResponseError)
     except ImportError:  # pragma: no cover - azure-core is a hard dependency
-        HttpResponseError = ServiceRequestError = ServiceResponseError = ()  # type: ignore
+        HttpResponseError = IncompleteReadError = ServiceRequestError = ServiceResponseError = ()  # type: ignore
     import httpx
 
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError, httpx.TransportError)):
-        return TransientError(f"connection failed: {type(exc).__name__}", code="ConnectionError")
+    # a body cut short (IncompleteReadError is an HttpResponseError with the status of the cut response)
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError, IncompleteReadError, httpx.TransportError)):
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        return TransientError(f"connection failed: {detail}", code="ConnectionError")
     if isinstance(exc, HttpResponseError):
         status = exc.status_code
         code = getattr(getattr(exc, "error", None), "code", None) or (f"HTTP{status}" if status else "HttpError")

@@ -1,0 +1,147 @@
+"""``make demo``: the main job, end to end, on the local stand-in.
+
+1. start the stand-in (Azurite, upstream + backing registries, ACR emulator) and seed the upstream;
+2. write a sample images.txt (multi-platform images, a digest-pinned entry, a Docker Hub short name);
+3. ``python -m shared sync`` it twice with the CLI: everything new, then everything unchanged;
+4. serve the HTTP API with uvicorn and drive a plan and an import through it with httpx;
+5. deliver the registry's real push events to the Event Grid function and show what it recorded;
+6. print where the outcome records are, then stop everything.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def banner(text: str) -> None:
+    print(f"\n=== {text} " + "=" * max(0, 76 - len(text)), flush=True)
+
+
+def sample_manifest(seeded: dict[str, str]) -> str:
+    busybox = seeded["library/busybox:1.36"]
+    return (
+        "# images.txt - reviewed images for the private AKS clusters\n"
+        "# SOURCE => DESTINATION_REPOSITORY[:TAG]\n"
+        "registry.k8s.io/ingress-nginx/controller:v1.11.1 => ingress-nginx/controller   # multi-platform\n"
+        "registry.k8s.io/ingress-nginx/kube-webhook-certgen:v1.4.1 => ingress-nginx/kube-webhook-certgen\n"
+        "quay.io/jetstack/cert-manager-controller:v1.15.2 => jetstack/cert-manager-controller\n"
+        "mcr.microsoft.com/azuredocs/aks-helloworld:v1 => azuredocs/aks-helloworld\n"
+        "docker.io/cloudflare/cloudflared:latest => cloudflare/cloudflared\n"
+        "nginx:1.27 => library/nginx                          # Docker Hub short name, multi-platform\n"
+        f"docker.io/library/busybox@{busybox} => tools/busybox  # pinned by digest\n"
+    )
+
+
+def run_cli(env_file: Path, *args: str) -> int:
+    command = [sys.executable, "-m", "shared", "--env-file", str(env_file), *args]
+    print("$ python -m shared " + " ".join(args), flush=True)
+    return subprocess.run(command, cwd=ROOT).returncode
+
+
+def main() -> int:
+    import httpx
+
+    from devstack.oci import seed_upstream
+    from devstack.stack import Stack, free_ports
+
+    workdir = ROOT / ".devstack" / "demo"
+    workdir.mkdir(parents=True, exist_ok=True)
+    pushed: list[dict] = []
+    banner("starting the local Azure stand-in")
+    with Stack() as stack:
+        print(f"started in {stack.startup_seconds:.1f}s: Azurite, upstream registry {stack.upstream_host}, "
+              f"ACR emulator {stack.arm_endpoint} (login server {stack.login_server})")
+        unsubscribe = stack.emulator.events.subscribe(pushed.extend)
+        seeded = seed_upstream(stack)
+        print(f"seeded {len(seeded)} images into the upstream registry (stands in for docker.io, quay.io, "
+              "registry.k8s.io, mcr.microsoft.com)")
+        env_file = workdir / "env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in stack.env.items()))
+        manifest = workdir / "images.txt"
+        manifest.write_text(sample_manifest(seeded))
+        banner(f"the manifest: {manifest.relative_to(ROOT)}")
+        print(manifest.read_text(), end="")
+
+        banner("manifest check (offline)")
+        run_cli(env_file, "manifest", "check", str(manifest))
+        banner("first sync: everything is new")
+        first = run_cli(env_file, "sync", str(manifest))
+        banner("second sync: nothing changed, nothing imported")
+        second = run_cli(env_file, "sync", str(manifest))
+
+        banner("the HTTP API, served by uvicorn (python -m shared serve)")
+        os.environ.update(stack.env)
+        port = free_ports(1)[0]
+        server = subprocess.Popen([sys.executable, "-m", "shared", "--env-file", str(env_file), "serve",
+                                   "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    httpx.get(f"{base}/api/openapi.json", timeout=1)
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            body = [{"source": "library/nginx:latest", "target": "library/nginx"}]
+            print(f"POST {base}/api/imports?plan=true  {json.dumps(body)}")
+            plan = httpx.post(f"{base}/api/imports", params={"plan": "true"}, json=body, timeout=60).json()
+            print(f"  -> plan: {[(e['target'], e['action']) for e in plan['entries']]}")
+            print(f"POST {base}/api/imports?wait=60")
+            done = httpx.post(f"{base}/api/imports", params={"wait": "60"}, json=body, timeout=90)
+            document = done.json()
+            print(f"  -> {done.status_code} run {document['run_id']}: {document['status']}, "
+                  f"{document['summary']['imported']} imported; Location: {done.headers.get('location')}")
+            bad = httpx.post(f"{base}/api/imports", content=b"nginx:1.27\nNOT/Valid:ref\n",
+                             headers={"content-type": "text/plain"}, timeout=30)
+            print(f"POST a manifest with a bad line -> {bad.status_code} {bad.headers['content-type']}: "
+                  f"{bad.json()['errors']}")
+        finally:
+            server.terminate()
+            server.wait(10)
+
+        banner("registry events, delivered to the Event Grid function")
+        unsubscribe()
+        import azure.functions as func
+
+        import function_app
+        from shared import entrypoints
+
+        entrypoints.reset()
+        handler = next(f.get_user_function() for f in function_app.app.get_functions()
+                       if f.get_function_name() == "registry_event")
+        for event in pushed:
+            handler(func.EventGridEvent(id=event["id"], data=event["data"], topic=event["topic"],
+                                        subject=event["subject"], event_type=event["eventType"], event_time=None,
+                                        data_version=event["dataVersion"]))
+        kinds: dict[str, int] = {}
+        for event in pushed:
+            kinds[event["eventType"]] = kinds.get(event["eventType"], 0) + 1
+        print(f"recorded {len(pushed)} events from the emulated ACR: {kinds}")
+
+        banner("outcome records")
+        store = entrypoints.services().store
+        container = entrypoints.services().settings.outcomes_container
+        runs = store.list_names(container, "runs/")
+        print(f"{len(runs)} run records in container '{container}' of Azurite:")
+        for name in runs:
+            print(f"  {store.url(container, name)}")
+        print("read one with: python -m shared --env-file .devstack/demo/env runs show RUN_ID "
+              "(while the stand-in runs: python -m devstack up)")
+    banner("stand-in stopped")
+    ok = first == 0 and second == 0
+    print("demo " + ("succeeded" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""ACR data plane: token exchange, the /v2/ registry API (proxied) and the /acr/v1/ metadata API.
+
+Clients authenticate the ACR way: an unauthenticated request gets a 401 Bearer challenge naming
+realm (/oauth2/token), service (the login server) and scope; the client trades its AAD token for
+a refresh token (POST /oauth2/exchange), the refresh token for an access token (POST
+/oauth2/token), and retries. Authorised /v2/ requests are streamed to the backing
+docker-registry. /acr/v1/ answers are computed from the backing registry plus the
+``ManifestLedger`` (distribution keeps no timestamps).
+
+Limit: distribution 2.8 cannot delete a tag, so DELETE /acr/v1/{repo}/_tags/{tag} deletes the
+manifest the tag points to, which removes every tag of that manifest.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .auth import AuthError
+from .errors import acr_error
+
+log = logging.getLogger(__name__)
+
+MANIFEST_ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+FORWARDED_REQUEST_HEADERS = frozenset(
+    {"accept", "content-type", "content-length", "content-range", "range", "user-agent", "if-none-match"}
+)
+DROPPED_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "date", "server"})
+CHANGEABLE_ATTRIBUTES = {"deleteEnabled": True, "writeEnabled": True, "readEnabled": True, "listEnabled": True}
+UNAUTHORIZED_MESSAGE = "authentication required, visit https://aka.ms/acr/authorization for more information."
+_REPOSITORY_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags)/")
+
+
+@dataclass(frozen=True)
+class ManifestHead:
+    digest: str
+    media_type: str
+    size: int
+
+
+class BackingRegistry:
+    """Async client of the backing docker-registry (plain HTTP on loopback)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(30.0, read=300.0))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def head_manifest(self, repository: str, reference: str) -> ManifestHead | None:
+        response = await self.client.head(
+            f"/v2/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_ACCEPT}
+        )
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return ManifestHead(
+            response.headers["docker-content-digest"],
+            response.headers.get("content-type", ""),
+            int(response.headers.get("content-length", 0)),
+        )
+
+    async def get_manifest(self, repository: str, reference: str) -> tuple[ManifestHead, dict[str, Any]] | None:
+        response = await self.client.get(f"/v2/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_ACCEPT})
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        head = ManifestHead(
+            response.headers["docker-content-digest"], response.headers.get("content-type", ""), len(response.content)
+        )
+        return head, response.json()
+
+    async def get_blob_json(self, repository: str, digest: str) -> dict[str, Any]:
+        response = await self.client.get(f"/v2/{repository}/blobs/{digest}", follow_redirects=True)
+        response.raise_for_status()
+        return response.json()
+
+    async def tags(self, repository: str) -> list[str] | None:
+        """The repository's tags, or None when the registry does not know the repository."""
+        response = await self.client.get(f"/v2/{repository}/tags/list")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return sorted(response.json().get("tags") or [])
+
+    async def tag_digests(self, repository: str) -> dict[str, str] | None:
+        tags = await self.tags(repository)
+        if tags is None:
+            return None
+        heads = await asyncio.gather(*(self.head_manifest(repository, tag) for tag in tags))
+        return {tag: head.digest for tag, head in zip(tags, heads) if head is not None}
+
+    async def delete_manifest(self, repository: str, digest: str) -> httpx.Response:
+        return await self.client.delete(f"/v2/{repository}/manifests/{digest}")
+
+
+def _required_access(path: str, method: str) -> tuple[str | None, str | None, str | None]:
+    """(resource type, name, action) a /v2/ request needs; (None, None, None) = any access token."""
+    if path == "/v2/_catalog":
+        return "registry", "catalog", "*"
+    match = _REPOSITORY_PATH.match(path)
+    if match is None:
+        return None, None, None
+    action = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(method, "push")
+    return "repository", match["name"], action
+
+
+def _scope(kind: str | None, name: str | None, action: str | None) -> str | None:
+    if kind is None:
+        return None
+    return f"{kind}:{name}:{'pull,push' if action == 'push' else action}"
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """application/x-www-form-urlencoded body; repeated keys (scope) are joined with spaces."""
+    parsed = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+    return {key: " ".join(values) for key, values in parsed.items()}
+
+
+def routes(emu, backing: BackingRegistry) -> list[Route]:
+    def challenge(scope: str | None) -> Response:
+        header = f'Bearer realm="{emu.base_url}/oauth2/token",service="{emu.login_server}"'
+        if scope:
+            header += f',scope="{scope}"'
+        return acr_error(401, "UNAUTHORIZED", UNAUTHORIZED_MESSAGE, {"WWW-Authenticate": header})
+
+    def denied(request: Request, kind: str | None, name: str | None, action: str | None) -> Response | None:
+        if emu.auth.allows(request.headers.get("authorization"), kind, name, action):
+            return None
+        return challenge(_scope(kind, name, action))
+
+    async def exchange(request: Request) -> Response:
+        form = await _form(request)
+        if form.get("grant_type") != "access_token":
+            return acr_error(400, "UNSUPPORTED", "grant_type must be access_token.")
+        if not form.get("service") or not form.get("access_token"):
+            return acr_error(400, "BAD_REQUEST", "service and access_token are required.")
+        try:
+            refresh_token = emu.auth.issue_refresh_token(form["access_token"], form["service"])
+        except AuthError as exc:
+            return acr_error(401, "UNAUTHORIZED", exc.message)
+        return JSONResponse({"refresh_token": refresh_token})
+
+    async def token(request: Request) -> Response:
+        form = await _form(request)
+        if form.get("grant_type") != "refresh_token":
+            return acr_error(400, "UNSUPPORTED", "grant_type must be refresh_token.")
+        if not all(form.get(key) for key in ("service", "scope", "refresh_token")):
+            return acr_error(400, "BAD_REQUEST", "service, scope and refresh_token are required.")
+        try:
+            access_token = emu.auth.issue_access_token(form["refresh_token"], form["service"], form["scope"])
+        except AuthError as exc:
+            return acr_error(401, "UNAUTHORIZED", exc.message)
+        return JSONResponse({"access_token": access_token})
+
+    async def registry_api(request: Request) -> Response:
+        refusal = denied(request, *_required_access(request.url.path, request.method))
+        return refusal or await _proxy(request)
+
+    async def _proxy(request: Request) -> Response:
+        url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        headers = [(key, value) for key, value in request.headers.items() if key in FORWARDED_REQUEST_HEADERS]
+        body = request.stream() if request.method in ("PUT", "POST", "PATCH") else None
+        try:
+            upstream = await backing.client.send(
+                backing.client.build_request(request.method, url, headers=headers, content=body), stream=True
+            )
+        except httpx.HTTPError as exc:
+            log.warning("backing registry failed for %s %s: %s", request.method, request.url.path, exc)
+            return acr_error(502, "BAD_GATEWAY", "the backing registry is unavailable")
+        out = {key: value for key, value in upstream.headers.items() if key not in DROPPED_RESPONSE_HEADERS}
+        if out.get("location", "").startswith(backing.base_url):
+            out["location"] = emu.base_url + out["location"][len(backing.base_url):]
+        return StreamingResponse(
+            upstream.aiter_raw(),
+            status_code=upstream.status_code,
+            headers=out,
+            background=BackgroundTask(upstream.aclose),
+        )
+
+    def tag_body(repository: str, tag: str, digest: str) -> dict[str, Any]:
+        created, updated = emu.ledger.tag_times(repository, tag)
+        return {
+            "name": tag,
+            "digest": digest,
+            "createdTime": created,
+            "lastUpdateTime": updated,
+            "changeableAttributes": dict(CHANGEABLE_ATTRIBUTES),
+        }
+
+    async def unknown(repository: str, tag: str) -> Response:
+        if await backing.tags(repository) is None:
+            return acr_error(404, "NAME_UNKNOWN", "repository name not known to registry", detail={"name": repository})
+        return acr_error(404, "TAG_UNKNOWN", "the specified tag does not exist", detail={"tag": tag})
+
+    async def tag_attributes(request: Request) -> Response:
+        repository, tag = request.path_params["repository"], request.path_params["tag"]
+        action = "delete" if request.method == "DELETE" else "metadata_read"
+        if refusal := denied(request, "repository", repository, action):
+            return refusal
+        head = await backing.head_manifest(repository, tag)
+        if head is None:
+            return await unknown(repository, tag)
+        if request.method == "GET":
+            return JSONResponse(
+                {"registry": emu.login_server, "imageName": repository, "tag": tag_body(repository, tag, head.digest)}
+            )
+        deleted = await backing.delete_manifest(repository, head.digest)
+        if deleted.status_code != 202:
+            return Response(deleted.content, status_code=deleted.status_code, media_type="application/json")
+        log.info("deleted %s:%s (manifest %s)", repository, tag, head.digest)
+        return Response(status_code=202)
+
+    async def tag_list(request: Request) -> Response:
+        repository = request.path_params["repository"]
+        if refusal := denied(request, "repository", repository, "metadata_read"):
+            return refusal
+        digests = await backing.tag_digests(repository)
+        if digests is None:
+            return acr_error(404, "NAME_UNKNOWN", "repository name not known to registry", detail={"name": repository})
+        tags = [tag_body(repository, tag, digest) for tag, digest in digests.items()]
+        return JSONResponse({"registry": emu.login_server, "imageName": repository, "tags": tags})
+
+    async def manifest_attributes(request: Request) -> Response:
+        repository, digest = request.path_params["repository"], request.path_params["digest"]
+        if refusal := denied(request, "repository", repository, "metadata_read"):
+            return refusal
+        found = await backing.get_manifest(repository, digest)
+        if found is None:
+            return acr_error(404, "MANIFEST_UNKNOWN", "manifest unknown", detail={"digest": digest})
+        head, manifest = found
+        created, updated = emu.ledger.manifest_times(repository, head.digest)
+        body: dict[str, Any] = {
+            "digest": head.digest,
+            "mediaType": head.media_type,
+            "createdTime": created,
+            "lastUpdateTime": updated,
+            "tags": sorted(t for t, d in ((await backing.tag_digests(repository)) or {}).items() if d == head.digest),
+            "changeableAttributes": dict(CHANGEABLE_ATTRIBUTES),
+        }
+        if "manifests" in manifest:
+            body["imageSize"] = head.size
+            body["references"] = [
+                {
+                    "digest": child["digest"],
+                    "architecture": child.get("platform", {}).get("architecture"),
+                    "os": child.get("platform", {}).get("os"),
+                }
+                for child in manifest["manifests"]
+            ]
+        else:
+            config = manifest.get("config", {})
+            layers = manifest.get("layers", [])
+            body["imageSize"] = config.get("size", 0) + sum(layer.get("size", 0) for layer in layers)
+            body["configMediaType"] = config.get("mediaType")
+            is_json = "digest" in config and str(config.get("mediaType", "")).endswith("json")
+            image_config = await backing.get_blob_json(repository, config["digest"]) if is_json else {}
+            body["architecture"] = image_config.get("architecture")
+            body["os"] = image_config.get("os")
+        return JSONResponse({"registry": emu.login_server, "imageName": repository, "manifest": body})
+
+    return [
+        Route("/oauth2/exchange", exchange, methods=["POST"]),
+        Route("/oauth2/token", token, methods=["POST"]),
+        Route("/v2/", registry_api, methods=["GET", "HEAD"]),
+        Route("/v2/{rest:path}", registry_api, methods=["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"]),
+        Route("/acr/v1/{repository:path}/_tags/{tag}", tag_attributes, methods=["GET", "DELETE"]),
+        Route("/acr/v1/{repository:path}/_tags", tag_list, methods=["GET"]),
+        Route("/acr/v1/{repository:path}/_manifests/{digest}", manifest_attributes, methods=["GET"]),
+    ]

@@ -1,0 +1,123 @@
+"""Configuration and runtime state of the ACR emulator.
+
+``EmulatorConfig`` is plain data (loadable from JSON); ``Emulator`` bundles the live parts that the
+routes share: token authority, fault injector, event bus and what the emulator learned about the
+backing registry's manifests (``ManifestLedger``).
+"""
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any
+
+from .auth import TokenAuthority
+from .events import EventBus
+from .faults import FaultInjector
+
+
+@dataclass
+class EmulatorConfig:
+    subscription_id: str = "00000000-0000-0000-0000-000000000000"
+    resource_group: str = "airlock-rg"
+    registry_name: str = "airlockacr"
+    location: str = "westus"
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: the server picks a free port when it starts and writes it back here
+    backing_url: str = "http://127.0.0.1:5000"
+    ca_cert_path: str = ""
+    storage_connection_string: str = ""
+    identity_header: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    arm_audience: str = "https://management.azure.com"
+    import_latency: float = 1.0
+    run_step_seconds: float = 1.0
+    agent_pools: dict[str, dict[str, Any]] = field(default_factory=dict)
+    event_sink_url: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EmulatorConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown emulator config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """ISO 8601 UTC with a trailing Z, the way ACR and Event Grid write times."""
+    moment = moment or datetime.now(timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ManifestLedger:
+    """What the backing registry told us through its notifications.
+
+    distribution 2.8 keeps no tag timestamps and its delete notifications carry no media type, so
+    the emulator remembers when tags were pushed and which digests are manifests.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._manifests: dict[tuple[str, str], tuple[str, str, str]] = {}  # media type, created, updated
+        self._tags: dict[tuple[str, str], tuple[str, str]] = {}  # created, updated
+
+    def record_push(self, repository: str, digest: str, media_type: str, tag: str | None) -> None:
+        now = utc_timestamp()
+        with self._lock:
+            _, created, _ = self._manifests.get((repository, digest), (media_type, now, now))
+            self._manifests[(repository, digest)] = (media_type, created, now)
+            if tag:
+                created, _ = self._tags.get((repository, tag), (now, now))
+                self._tags[(repository, tag)] = (created, now)
+
+    def forget_tag(self, repository: str, tag: str) -> None:
+        with self._lock:
+            self._tags.pop((repository, tag), None)
+
+    def media_type(self, repository: str, digest: str) -> str | None:
+        with self._lock:
+            known = self._manifests.get((repository, digest))
+        return known[0] if known else None
+
+    def manifest_times(self, repository: str, digest: str) -> tuple[str, str]:
+        """(createdTime, lastUpdateTime); something pushed before the emulator listened gets 'now'."""
+        now = utc_timestamp()
+        with self._lock:
+            _, created, updated = self._manifests.get((repository, digest), ("", now, now))
+        return created, updated
+
+    def tag_times(self, repository: str, tag: str) -> tuple[str, str]:
+        now = utc_timestamp()
+        with self._lock:
+            return self._tags.get((repository, tag), (now, now))
+
+
+class Emulator:
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.created = utc_timestamp()
+        self.auth = TokenAuthority(config)
+        self.faults = FaultInjector()
+        self.events = EventBus(config)
+        self.ledger = ManifestLedger()
+        self.tasks: Any = None  # set by tasks.install(emu)
+
+    @property
+    def login_server(self) -> str:
+        return f"{self.config.host}:{self.config.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self.login_server}"
+
+    @property
+    def registry_id(self) -> str:
+        c = self.config
+        return (
+            f"/subscriptions/{c.subscription_id}/resourceGroups/{c.resource_group}"
+            f"/providers/Microsoft.ContainerRegistry/registries/{c.registry_name}"
+        )
+
+    def close(self) -> None:
+        self.events.close()

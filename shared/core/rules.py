@@ -1,0 +1,695 @@
+"""The build rule file: which builds run when an image is pushed to the private registry.
+
+Pure code: no I/O. Standard library plus PyYAML (a ``yaml.SafeLoader`` subclass only),
+``shared.core`` and ``shared.errors``.
+
+The file lives in the manifests container next to ``images.txt`` and is reviewed the same
+way. It is YAML (JSON, being YAML, works too)::
+
+    rules:
+      - name: web-on-nginx            # unique, [a-z0-9-]{1,63}
+        when:
+          repository: library/nginx   # glob (fnmatch, case-sensitive) on the pushed repository
+          tag: "1.27*"                # optional glob on the pushed tag
+        build:                        # a docker build request, as in shared.core.builds
+          source_location: https://git.example.com/team/web.git#main
+          image_names: ["apps/web:{{.Run.ID}}", "apps/web:latest"]
+          agent_pool: vnetpool
+        digest_argument: BASE_IMAGE_DIGEST   # optional (this is the default)
+      - name: api-task
+        when: {repository: "base/*"}
+        task: {task: build-api, agent_pool: vnetpool}
+        outputs: ["apps/api"]         # repositories the task pushes to
+
+* Top level: a mapping with one key, ``rules``, a list (``rules: []`` for none). An empty
+  file is an error, so a truncated upload is not read as "no rules".
+* A rule has ``name``, ``when``, exactly one of ``build`` (a docker build, see
+  ``shared.core.builds``; its ``kind`` may be left out) or ``task`` (a task run), and
+  optionally ``digest_argument`` and, for task rules, ``outputs``. Unknown keys are errors.
+* ``when`` needs ``repository`` and/or ``tag``. Patterns are ``fnmatch`` globs (``*``, ``?``,
+  ``[...]``) matched case-sensitively; the repository is the path inside the private registry
+  (no host), lower case. A pattern without glob characters must be a valid repository / tag.
+  Quote tags that YAML would read as numbers (``"1.27"``).
+* Booleans are YAML 1.2 style: only ``true``/``false``. ``yes``, ``no``, ``on`` and ``off``
+  are plain strings (so ``secret: yes`` is an error, and a key ``on:`` is the string "on").
+* When a rule fires, the pushed image's digest is passed to the build as the argument named
+  ``digest_argument`` (default ``BASE_IMAGE_DIGEST``), so the build must not define an
+  argument of that name itself.
+* Outputs are the repositories a rule pushes to: for ``build`` rules, derived from
+  ``image_names`` (none when ``push`` is false; ``outputs`` is then not allowed); for ``task``
+  rules, whatever ``outputs`` declares (default none -- the task's definition is not visible
+  here, so declare them to get cycle checks; the runtime chain cut still applies).
+* Cycles are refused: a rule whose outputs match its own ``when`` (it would trigger itself),
+  and rules that trigger each other in a loop (A pushes what B watches, B pushes what A
+  watches, through any number of rules). An output tag is compared with ``when.tag`` when it
+  is a literal; a templated tag (``{{.Run.ID}}``) or a task output may have any tag.
+* At runtime, :func:`chain_allows` cuts whatever the static check cannot see: a rule never
+  fires for an image whose chain of producing rules already contains it, and chains stop at
+  :data:`MAX_CHAIN` rules.
+
+Validation is all-or-nothing and reports every problem as a ``Problem`` with the 1-based
+``line`` (of the key, or of the list item, it is about) and a ``field`` path such as
+``rules[1].when.repository`` or ``rules[0].build.image_names[1]``. Duplicate mapping keys
+(which YAML would silently collapse) are errors. Anchors and aliases are allowed; a problem
+in an aliased value is reported at the anchor's line.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+
+import yaml
+
+from shared.core.builds import (
+    KIND_DOCKER,
+    KIND_TASK,
+    BuildSpec,
+    check_build,
+    is_valid_argument_name,
+    with_argument,
+)
+from shared.core.reference import ReferenceSyntaxError, is_registry_component, parse_repository, validate_tag
+from shared.errors import Problem, RuleFileError
+
+__all__ = [
+    "DEFAULT_DIGEST_ARGUMENT",
+    "MAX_CHAIN",
+    "Rule",
+    "RuleSet",
+    "chain_allows",
+    "parse_rules",
+]
+
+DEFAULT_DIGEST_ARGUMENT = "BASE_IMAGE_DIGEST"
+MAX_CHAIN = 5
+MAX_BYTES = 1_048_576
+
+_RULE_NAME = re.compile(r"[a-z0-9-]{1,63}")
+_RULE_KEYS = ("name", "when", "build", "task", "digest_argument", "outputs")
+_WHEN_KEYS = ("repository", "tag")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_REPOSITORY_PATTERN = re.compile(r"[a-z0-9._/*?\[\]!-]+")
+_TAG_PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+")
+_SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_TEMPLATE = re.compile(r"\{\{.*?\}\}")
+_BOM = "\ufeff"
+
+Segment = Union[str, int]
+
+
+# --- the result types --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rule:
+    """One validated rule. ``outputs`` are the repositories it pushes to."""
+
+    name: str
+    line: int
+    repository: Optional[str]  # glob; None matches any repository
+    tag: Optional[str]  # glob; None matches any tag (and untagged pushes)
+    spec: BuildSpec
+    digest_argument: str = DEFAULT_DIGEST_ARGUMENT
+    outputs: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    def matches(self, repository: str, tag: Optional[str]) -> bool:
+        """Does a push of ``repository:tag`` (``tag=None``: pushed by digest only) fire this rule?"""
+        if self.repository is not None and not fnmatchcase(repository, self.repository):
+            return False
+        if self.tag is not None and (tag is None or not fnmatchcase(tag, self.tag)):
+            return False
+        return True
+
+    def spec_for(self, digest: str) -> BuildSpec:
+        """The build to run for a push of ``digest``: the spec plus the digest argument."""
+        return with_argument(self.spec, self.digest_argument, digest)
+
+    def to_dict(self) -> dict:
+        when = {k: v for k, v in (("repository", self.repository), ("tag", self.tag)) if v is not None}
+        body = "build" if self.kind == KIND_DOCKER else "task"
+        return {"name": self.name, "line": self.line, "when": when, body: self.spec.redacted(),
+                "digest_argument": self.digest_argument, "outputs": list(self.outputs)}
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """A validated rule file, rules in file order."""
+
+    rules: tuple[Rule, ...] = ()
+    content_hash: str = ""
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self.rules)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def get(self, name: str) -> Optional[Rule]:
+        return next((r for r in self.rules if r.name == name), None)
+
+    def matching(self, repository: str, tag: Optional[str]) -> list[Rule]:
+        """The rules a push of ``repository:tag`` fires, in file order."""
+        return [r for r in self.rules if r.matches(repository, tag)]
+
+    def to_dict(self) -> dict:
+        """For records and ``--plan`` output; secret argument values are ``***``."""
+        return {"content_hash": self.content_hash, "rules": [r.to_dict() for r in self.rules]}
+
+
+def chain_allows(chain: Sequence[str], rule_name: str) -> bool:
+    """May ``rule_name`` fire for an image produced by the rules in ``chain`` (oldest first)?
+
+    No if the rule is already in the chain (it would rebuild its own ancestry) or the chain
+    already holds :data:`MAX_CHAIN` rules.
+    """
+    return rule_name not in chain and len(chain) < MAX_CHAIN
+
+
+# --- locating problems -----------------------------------------------------------------------
+
+def _format_path(segments: Sequence[Segment], sequence_at: Sequence[bool]) -> str:
+    out = ""
+    for seg, is_index in zip(segments, sequence_at):
+        if is_index:
+            out += f"[{seg}]"
+        elif isinstance(seg, str) and _SIMPLE_KEY.fullmatch(seg):
+            out += f".{seg}" if out else seg
+        else:
+            text = str(seg).replace("\\", "\\\\").replace('"', '\\"')
+            out += f'["{text}"]'
+    return out
+
+
+def _locate(root: Optional[yaml.Node], segments: Sequence[Segment]) -> tuple[Optional[int], str]:
+    """(line, path) of the node at ``segments``; the line of the deepest node that exists."""
+    line = root.start_mark.line + 1 if root is not None else None
+    node = root
+    sequence_at: list[bool] = []
+    for seg in segments:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value
+                          if isinstance(k, yaml.ScalarNode) and k.value == str(seg)), None)
+            if match is not None:
+                line, node = match[0].start_mark.line + 1, match[1]
+                sequence_at.append(False)
+                continue
+        elif isinstance(node, yaml.SequenceNode) and str(seg).isdigit() and int(seg) < len(node.value):
+            node = node.value[int(seg)]
+            line = node.start_mark.line + 1
+            sequence_at.append(True)
+            continue
+        node = None
+        sequence_at.append(isinstance(seg, int))
+    return line, _format_path(segments, sequence_at)
+
+
+def _segments_of(pointer: Optional[str]) -> list[str]:
+    if not pointer:
+        return []
+    return [s.replace("~1", "/").replace("~0", "~") for s in pointer.split("/")[1:]]
+
+
+class _Problems:
+    def __init__(self, root: Optional[yaml.Node]) -> None:
+        self.root = root
+        self.items: list[Problem] = []
+
+    def add(self, segments: Sequence[Segment], message: str) -> None:
+        line, path = _locate(self.root, segments)
+        self.items.append(Problem(message, line=line, field=path or None))
+
+
+# --- reading the YAML ------------------------------------------------------------------------
+
+def _decode(text: Union[str, bytes]) -> str:
+    if isinstance(text, str):
+        return text[1:] if text.startswith(_BOM) else text
+    if not isinstance(text, bytes):
+        raise TypeError(f"rule file must be str or bytes, not {type(text).__name__}")
+    if text.startswith(b"\xef\xbb\xbf"):
+        text = text[3:]
+    try:
+        return text.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = text.count(b"\n", 0, e.start) + 1
+        raise RuleFileError("the rule file is not valid UTF-8", [Problem(
+            f"not valid UTF-8 (byte 0x{text[e.start]:02x})", line=line)]) from None
+
+
+def _yaml_problem(error: yaml.YAMLError, text: str) -> Problem:
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        what = ", ".join(p for p in (error.context, error.problem) if p) or "unreadable YAML"
+        return Problem(f"YAML syntax error: {what}", line=mark.line + 1 if mark else None)
+    position = getattr(error, "position", None)
+    line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
+    reason = getattr(error, "reason", None) or str(error).splitlines()[0]
+    return Problem(f"YAML error: {reason}", line=line)
+
+
+def _duplicate_keys(root: Optional[yaml.Node], problems: _Problems) -> None:
+    """Report repeated keys in any mapping (YAML would keep only the last)."""
+    if root is None:
+        return
+    seen_nodes: set[int] = set()
+    work: list[tuple[yaml.Node, tuple[Segment, ...], tuple[bool, ...]]] = [(root, (), ())]
+    while work:
+        node, where, flags = work.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                    work.append((value, where, flags))
+                    continue
+                line = key.start_mark.line + 1
+                if key.value in first:
+                    problems.items.append(Problem(
+                        f"duplicate key {key.value!r} (first on line {first[key.value]}); YAML would keep only "
+                        "the last one", line=line, field=_format_path(where + (key.value,), flags + (False,))))
+                else:
+                    first[key.value] = line
+                work.append((value, where + (key.value,), flags + (False,)))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                work.append((item, where + (i,), flags + (True,)))
+
+
+def _failing_scalar_line(root: yaml.Node) -> Optional[int]:
+    """The line of the first scalar that cannot be constructed on its own (e.g. a bad date)."""
+    constructor = _Loader("")
+    seen: set[int] = set()
+    work = [root]
+    while work:
+        node = work.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                constructor.construct_object(node)
+            except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+                return node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            work.extend(reversed(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            work.extend(n for pair in reversed(node.value) for n in reversed(pair))
+    return None
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false. ``on``, ``yes``, ``no``... stay strings."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def _load(text: str) -> tuple[Optional[yaml.Node], Any, list[Problem], bool]:
+    """(root node, data, problems, fatal). Duplicate keys are problems but not fatal."""
+    loader = _Loader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+        except yaml.YAMLError as e:
+            return None, None, [_yaml_problem(e, text)], True
+        problems = _Problems(root)
+        _duplicate_keys(root, problems)
+        if root is None:
+            return None, None, problems.items, False
+        try:
+            data = loader.construct_document(root)
+        except yaml.YAMLError as e:
+            return root, None, problems.items + [_yaml_problem(e, text)], True
+        except (ValueError, TypeError, OverflowError) as e:  # e.g. a date such as 2026-13-01
+            line = _failing_scalar_line(root)
+            return root, None, problems.items + [Problem(f"YAML value could not be read: {e}", line=line)], True
+        return root, data, problems.items, False
+    finally:
+        loader.dispose()
+
+
+# --- validation --------------------------------------------------------------------------------
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def _check_repository_pattern(value: Any) -> Optional[str]:
+    if not isinstance(value, str):
+        return f"repository must be a string pattern, not {_type_name(value)}"
+    if not value:
+        return "repository pattern is empty"
+    if value != value.lower():
+        return f"repository pattern {value!r} must be lowercase, as repositories are"
+    if ":" in value or "@" in value:
+        return f"repository pattern {value!r} must not include a tag or digest; use when.tag for the tag"
+    first, slash, _ = value.partition("/")
+    if slash and is_registry_component(first):
+        return (f"repository pattern {value!r} must not include a registry host ({first!r}); "
+                "it matches repositories inside the private registry")
+    if not _REPOSITORY_PATTERN.fullmatch(value):
+        return (f"repository pattern {value!r} has characters a repository cannot contain "
+                "(allowed: a-z 0-9 . _ - / and the glob characters * ? [ ] !)")
+    if not _GLOB_CHARS.search(value):
+        try:
+            parse_repository(value)
+        except ReferenceSyntaxError as e:
+            return f"invalid repository {value!r}: {e.reason}"
+    return None
+
+
+def _check_tag_pattern(value: Any) -> Optional[str]:
+    if not isinstance(value, str):
+        hint = " (quote it, e.g. \"1.27\")" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+        return f"tag must be a string pattern, not {_type_name(value)}{hint}"
+    if not value:
+        return "tag pattern is empty"
+    if not _TAG_PATTERN.fullmatch(value):
+        return (f"tag pattern {value!r} has characters a tag cannot contain "
+                "(allowed: letters, digits, _ . - and the glob characters * ? [ ] !)")
+    if not _GLOB_CHARS.search(value):
+        try:
+            validate_tag(value)
+        except ReferenceSyntaxError as e:
+            return f"invalid tag {value!r}: {e.reason}"
+    return None
+
+
+@dataclass
+class _Draft:
+    """A rule that validated on its own; kept for the cycle check."""
+
+    index: int
+    rule: Rule
+    pushes: list[tuple[str, Optional[str]]] = field(default_factory=list)  # (repository, literal tag or None)
+
+
+def _pushes(rule: Rule) -> list[tuple[str, Optional[str]]]:
+    if rule.kind != KIND_DOCKER:
+        return [(repo, None) for repo in rule.outputs]
+    if not rule.spec.push:
+        return []
+    out = []
+    for name in rule.spec.image_names:
+        repo, _, tag = name.rpartition(":")
+        out.append((repo, None if _TEMPLATE.search(tag) else tag))
+    return out
+
+
+def _triggers(pushes: list[tuple[str, Optional[str]]], rule: Rule) -> Optional[str]:
+    """The first pushed repository (as text) that would fire ``rule``, or None."""
+    for repo, tag in pushes:
+        if rule.repository is not None and not fnmatchcase(repo, rule.repository):
+            continue
+        if rule.tag is not None and tag is not None and not fnmatchcase(tag, rule.tag):
+            continue
+        return f"{repo}:{tag}" if tag is not None else repo
+    return None
+
+
+def _check_rule(i: int, item: Any, problems: _Problems, names: dict[str, int]) -> Optional[_Draft]:
+    at: tuple[Segment, ...] = ("rules", i)
+    if not isinstance(item, Mapping):
+        problems.add(at, f"a rule must be a mapping with name, when and build or task, not {_type_name(item)}")
+        return None
+    before = len(problems.items)
+    line, _ = _locate(problems.root, at)
+    for key in item:
+        if key not in _RULE_KEYS:
+            problems.add(at + (key,), f"unknown key {str(key)!r} in a rule; allowed: {', '.join(_RULE_KEYS)}")
+
+    name = item.get("name")
+    if name is None:
+        problems.add(at, "the rule has no name")
+    elif not isinstance(name, str):
+        problems.add(at + ("name",), f"name must be a string, not {_type_name(name)}")
+    elif not _RULE_NAME.fullmatch(name):
+        problems.add(at + ("name",), f"invalid rule name {name!r}: 1-63 lowercase letters, digits or '-'")
+    elif name in names:
+        first_line, _ = _locate(problems.root, ("rules", names[name]))
+        problems.add(at + ("name",), f"duplicate rule name {name!r} (first used on line {first_line})")
+    else:
+        names[name] = i
+
+    repository = tag = None
+    when = item.get("when")
+    if "when" not in item:
+        problems.add(at, "the rule has no 'when' (which pushes fire it)")
+    elif not isinstance(when, Mapping):
+        problems.add(at + ("when",), f"when must be a mapping with repository and/or tag, not {_type_name(when)}")
+    elif not when:
+        problems.add(at + ("when",), "when is empty: give repository and/or tag, or the rule would fire on every push")
+    else:
+        for key in when:
+            if key not in _WHEN_KEYS:
+                problems.add(at + ("when", key), f"unknown key {str(key)!r} in when; allowed: repository, tag")
+        if "repository" in when:
+            message = _check_repository_pattern(when["repository"])
+            if message:
+                problems.add(at + ("when", "repository"), message)
+            repository = when["repository"]
+        if "tag" in when:
+            message = _check_tag_pattern(when["tag"])
+            if message:
+                problems.add(at + ("when", "tag"), message)
+            tag = when["tag"]
+
+    spec = None
+    has_build, has_task = "build" in item, "task" in item
+    if has_build and has_task:
+        problems.add(at + ("task",), "give either build or task, not both")
+    elif not has_build and not has_task:
+        problems.add(at, "the rule needs a build (a docker build) or a task (a task run)")
+    else:
+        body_key, kind = ("build", KIND_DOCKER) if has_build else ("task", KIND_TASK)
+        spec, build_problems = check_build(item[body_key], kind=kind)
+        for p in build_problems:
+            problems.add(at + (body_key, *_segments_of(p.field)), p.message)
+
+    outputs: tuple[str, ...] = ()
+    if "outputs" in item:
+        raw = item["outputs"]
+        if has_build and not has_task:
+            problems.add(at + ("outputs",), "outputs is only for task rules: a build's outputs come from its "
+                                            "image_names")
+        elif not isinstance(raw, list):
+            problems.add(at + ("outputs",), f"outputs must be a list of repositories, not {_type_name(raw)}")
+        else:
+            seen: dict[str, int] = {}
+            for j, repo in enumerate(raw):
+                if not isinstance(repo, str):
+                    problems.add(at + ("outputs", j), f"an output must be a repository string, not {_type_name(repo)}")
+                    continue
+                try:
+                    parse_repository(repo)
+                except ReferenceSyntaxError as e:
+                    problems.add(at + ("outputs", j), f"invalid output repository {repo!r}: {e.reason}")
+                    continue
+                if repo in seen:
+                    problems.add(at + ("outputs", j), f"output {repo!r} is listed twice (also at index {seen[repo]})")
+                    continue
+                seen[repo] = j
+            outputs = tuple(seen)
+
+    digest_argument = DEFAULT_DIGEST_ARGUMENT
+    if "digest_argument" in item:
+        value = item["digest_argument"]
+        if not is_valid_argument_name(value):
+            shown = repr(value) if isinstance(value, str) else _type_name(value)
+            problems.add(at + ("digest_argument",),
+                         f"invalid digest_argument {shown}: a build argument name ([A-Za-z_][A-Za-z0-9_]*)")
+        else:
+            digest_argument = value
+    if spec is not None and spec.argument(digest_argument) is not None:
+        body_key = "build" if spec.kind == KIND_DOCKER else "task"
+        problems.add(at + (body_key, "arguments", digest_argument),
+                     f"argument {digest_argument} clashes with the digest argument: the pushed digest is passed "
+                     "under this name; rename the argument or set digest_argument")
+
+    if len(problems.items) != before or spec is None:
+        return None
+    if spec.kind == KIND_DOCKER:
+        outputs = spec.outputs
+    rule = Rule(name, line or 0, repository, tag, spec, digest_argument, outputs)
+    return _Draft(i, rule, _pushes(rule))
+
+
+def _strongly_connected(edges: list[list[int]]) -> list[list[int]]:
+    """Tarjan's algorithm, iterative; components with members in ascending order."""
+    n = len(edges)
+    index: list[Optional[int]] = [None] * n
+    low = [0] * n
+    on_stack = [False] * n
+    stack: list[int] = []
+    components: list[list[int]] = []
+    counter = 0
+    for root in range(n):
+        if index[root] is not None:
+            continue
+        work = [(root, 0)]
+        while work:
+            v, i = work[-1]
+            if i == 0 and index[v] is None:
+                index[v] = low[v] = counter
+                counter += 1
+                stack.append(v)
+                on_stack[v] = True
+            if i < len(edges[v]):
+                work[-1] = (v, i + 1)
+                w = edges[v][i]
+                if index[w] is None:
+                    work.append((w, 0))
+                elif on_stack[w]:
+                    low[v] = min(low[v], index[w])  # type: ignore[arg-type]
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[v])
+            if low[v] == index[v]:
+                component = []
+                while True:
+                    w = stack.pop()
+                    on_stack[w] = False
+                    component.append(w)
+                    if w == v:
+                        break
+                components.append(sorted(component))
+    return components
+
+
+def _shortest_cycle(start: int, members: set[int], edges: list[list[int]]) -> list[int]:
+    """Nodes of a shortest cycle through ``start`` inside ``members`` (start first, not repeated)."""
+    parent: dict[int, int] = {start: start}
+    queue = [start]
+    for v in queue:
+        for w in edges[v]:
+            if w == start and v == start:
+                continue  # a self-loop is reported on its own
+            if w == start:
+                path = [v]
+                while path[-1] != start:
+                    path.append(parent[path[-1]])
+                return path[::-1]
+            if w in members and w not in parent:
+                parent[w] = v
+                queue.append(w)
+    return [start]  # unreachable for a real component
+
+
+def _check_cycles(drafts: list[_Draft], problems: _Problems) -> None:
+    n = len(drafts)
+    edges: list[list[int]] = [[] for _ in range(n)]
+    via: dict[tuple[int, int], str] = {}
+    for a, source in enumerate(drafts):
+        for b, target in enumerate(drafts):
+            pushed = _triggers(source.pushes, target.rule)
+            if pushed is not None:
+                edges[a].append(b)
+                via[(a, b)] = pushed
+
+    for a, draft in enumerate(drafts):
+        if (a, a) in via:
+            problems.add(("rules", draft.index),
+                         f"rule {draft.rule.name!r} would trigger itself: it pushes {via[(a, a)]}, which its own "
+                         f"when ({_describe_when(draft.rule)}) matches")
+
+    for component in _strongly_connected(edges):
+        if len(component) < 2:
+            continue
+        cycle = _shortest_cycle(component[0], set(component), edges)
+        hops = list(zip(cycle, cycle[1:] + cycle[:1]))
+        names = " -> ".join(drafts[v].rule.name for v in cycle + cycle[:1])
+        detail = "; ".join(f"{drafts[a].rule.name} pushes {via[(a, b)]}, which {drafts[b].rule.name} watches"
+                           for a, b in hops)
+        message = f"rules trigger each other in a cycle: {names} ({detail})"
+        if len(component) > len(cycle):
+            message += f"; rules in the loop: {', '.join(drafts[v].rule.name for v in component)}"
+        problems.add(("rules", drafts[component[0]].index), message)
+
+
+def _describe_when(rule: Rule) -> str:
+    parts = [f"{k} {v!r}" for k, v in (("repository", rule.repository), ("tag", rule.tag)) if v is not None]
+    return ", ".join(parts)
+
+
+def parse_rules(text: Union[str, bytes], *, max_bytes: int = MAX_BYTES) -> RuleSet:
+    """Parse and validate a whole rule file; raise ``RuleFileError`` listing every problem.
+
+    ``bytes`` are decoded strictly as UTF-8 (a BOM is allowed). Raises ``TypeError`` for input
+    that is neither ``str`` nor ``bytes``.
+    """
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass") \
+        if isinstance(text, str) else None
+    if raw is None:
+        raise TypeError(f"rule file must be str or bytes, not {type(text).__name__}")
+    content_hash = hashlib.sha256(raw).hexdigest()
+    if len(raw) > max_bytes:
+        raise RuleFileError("the rule file is too large", [Problem(
+            f"rule file is {len(raw)} bytes; the limit is {max_bytes} bytes")])
+    decoded = _decode(text)
+
+    root, data, load_problems, fatal = _load(decoded)
+    if fatal:
+        _raise(load_problems)
+    problems = _Problems(root)
+    problems.items.extend(load_problems)
+    if root is None or data is None:
+        problems.items.append(Problem("the rule file is empty; write 'rules: []' for no rules",
+                                      line=1 if root is None else root.start_mark.line + 1))
+        _raise(problems.items)
+    if not isinstance(data, Mapping):
+        problems.add((), f"the rule file must be a mapping with a 'rules' list, not {_type_name(data)}")
+        _raise(problems.items)
+
+    for key in data:
+        if key != "rules":
+            problems.add((key,), f"unknown top-level key {str(key)!r}; the file has one key, rules")
+    rules = data.get("rules")
+    drafts: list[_Draft] = []
+    if "rules" not in data:
+        problems.add((), "the rule file has no 'rules' list (write 'rules: []' for no rules)")
+    elif not isinstance(rules, list):
+        problems.add(("rules",), f"rules must be a list, not {_type_name(rules)} (write 'rules: []' for no rules)")
+    else:
+        names: dict[str, int] = {}
+        for i, item in enumerate(rules):
+            draft = _check_rule(i, item, problems, names)
+            if draft is not None:
+                drafts.append(draft)
+    _check_cycles(drafts, problems)
+
+    if problems.items:
+        _raise(problems.items)
+    return RuleSet(tuple(d.rule for d in drafts), content_hash)
+
+
+def _raise(problems: list[Problem]) -> None:
+    ordered = sorted(problems, key=lambda p: (p.line is not None, p.line or 0))
+    n = len(ordered)
+    raise RuleFileError(f"the rule file has {n} problem{'s' if n != 1 else ''}", ordered)
+

@@ -1,0 +1,281 @@
+"""Every registered function, called through app.get_functions() with real azure.functions objects,
+against the local stand-in (Azurite, the registries, the ACR emulator)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import azure.functions as func
+from azure.functions.timer import TimerRequest
+import pytest
+
+from devstack import oci
+from shared import entrypoints
+from shared.services import Services
+
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "azure" / "eventgrid"
+
+
+@pytest.fixture
+def env(stack, seeded, airlock_env, monkeypatch):
+    monkeypatch.setenv("RETRY_BASE_SECONDS", "0.05")
+    monkeypatch.setenv("MANIFESTS_CONTAINER", f"manifests-{uuid.uuid4().hex[:8]}")
+    entrypoints.reset()
+    yield
+    entrypoints.reset()
+
+
+@pytest.fixture
+def functions(registered):
+    return {name: f.get_user_function() for name, f in registered.items()}
+
+
+@pytest.fixture
+def prefix():
+    return f"f{uuid.uuid4().hex[:8]}"
+
+
+def services() -> Services:
+    return entrypoints.services()
+
+
+def upload_manifest(name: str, text: str) -> None:
+    s = services()
+    s.store.put_bytes(s.settings.manifests_container, name, text.encode())
+
+
+def run_records() -> list[dict]:
+    s = services()
+    return [s.store.get_json(s.settings.outcomes_container, n)
+            for n in s.store.list_names(s.settings.outcomes_container, "runs/")]
+
+
+def records_for(name: str) -> list[dict]:
+    return [r for r in run_records() if r.get("manifest", {}).get("name") == name]
+
+
+def backing_digest(stack, ref: str) -> str:
+    return oci.sha256_digest(oci.inspect_raw(f"{stack.backing_host}/{ref}", tls_verify=False))
+
+
+# -- the function index -----------------------------------------------------------------------
+
+def test_function_index_contract(registered):
+    """The index as the Functions host reads it (get_function_json): names, triggers, routes, auth, settings."""
+    index = {name: json.loads(f.get_function_json()) for name, f in registered.items()}
+    assert set(index) == {"http_app_func", "manifest_uploaded", "resync_timer", "registry_event"}
+
+    def trigger(name):
+        [binding] = [b for b in index[name]["bindings"] if b["type"].endswith("Trigger")]
+        return binding
+
+    assert trigger("http_app_func") == {"direction": "IN", "type": "httpTrigger", "name": "req",
+                                        "methods": ["GET", "POST", "DELETE", "HEAD", "PATCH", "PUT", "OPTIONS"],
+                                        "authLevel": "FUNCTION", "route": "/{*route}"}
+    assert trigger("manifest_uploaded") == {"direction": "IN", "type": "blobTrigger", "name": "blob",
+                                            "path": "%MANIFESTS_CONTAINER%/{name}",
+                                            "connection": "AzureWebJobsStorage", "source": "EventGrid"}
+    assert trigger("resync_timer") == {"direction": "IN", "type": "timerTrigger", "name": "timer",
+                                       "schedule": "%RESYNC_SCHEDULE%", "runOnStartup": False, "useMonitor": True}
+    assert trigger("registry_event") == {"direction": "IN", "type": "eventGridTrigger", "name": "event"}
+    # every %SETTING% a binding names is a documented setting
+    from shared.config import SPECS
+
+    names = {s.name for s in SPECS}
+    assert {"MANIFESTS_CONTAINER", "RESYNC_SCHEDULE"} <= names
+
+
+def test_import_function_app_is_cheap():
+    """No Azure SDK client modules, no Starlette, no settings read at import time."""
+    import subprocess
+    import sys
+
+    code = ("import sys, function_app; heavy = [m for m in sys.modules if m.startswith(("
+            "'azure.mgmt', 'azure.identity', 'azure.storage', 'azure.containerregistry', 'starlette', 'httpx'))]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2], env={"PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == "[]"
+
+
+# -- blob trigger -----------------------------------------------------------------------------
+
+def test_blob_trigger_imports_and_redelivery_does_nothing(env, stack, seeded, functions, prefix):
+    text = f"registry.k8s.io/ingress-nginx/controller:v1.11.1 => {prefix}/controller\n"
+    name = f"{prefix}.txt"
+    upload_manifest(name, text)
+    container = services().settings.manifests_container
+    blob = func.blob.InputStream(data=text.encode(), name=f"{container}/{name}")
+    functions["manifest_uploaded"](blob)
+    [record] = records_for(name)
+    assert record["trigger"] == "blob" and record["status"] == "succeeded"
+    assert backing_digest(stack, f"{prefix}/controller:v1.11.1") == seeded["ingress-nginx/controller:v1.11.1"]
+
+    functions["manifest_uploaded"](func.blob.InputStream(data=text.encode(), name=f"{container}/{name}"))
+    assert len(records_for(name)) == 1
+
+
+def test_blob_trigger_invalid_manifest_is_recorded_not_raised(env, functions, prefix):
+    text = "nginx:1.27 => ok\nNot A Reference => x\nfoo:bar:baz\n"
+    name = f"{prefix}-bad.txt"
+    container = services().settings.manifests_container
+    functions["manifest_uploaded"](func.blob.InputStream(data=text.encode(), name=f"{container}/{name}"))
+    [record] = records_for(name)
+    assert record["status"] == "invalid"
+    assert [e["line"] for e in record["errors"]] == [2, 3]
+
+
+def test_blob_trigger_transient_failure_raises_for_retry(env, stack, functions, prefix, monkeypatch):
+    """Storage unreachable: the error reaches the runtime so its retry and poison handling apply."""
+    monkeypatch.setenv("AzureWebJobsStorage",
+                       stack.env["AzureWebJobsStorage"].replace(str(stack.blob_port), "1"))
+    monkeypatch.setenv("OUTCOMES_CONTAINER", "outcomes")
+    entrypoints.reset()
+    with pytest.raises(Exception):  # noqa: B017 - any error: the point is that it is not swallowed
+        functions["manifest_uploaded"](func.blob.InputStream(data=b"nginx:1.27\n", name=f"x/{prefix}.txt"))
+
+
+def test_blob_trigger_ignores_non_manifest_blobs(env, functions, prefix):
+    container = services().settings.manifests_container
+    functions["manifest_uploaded"](func.blob.InputStream(data=b"rules: []\n", name=f"{container}/{prefix}.yaml"))
+    assert records_for(f"{prefix}.yaml") == []
+
+
+# -- timer --------------------------------------------------------------------------------------
+
+def test_timer_resyncs_current_manifests(env, stack, seeded, functions, prefix):
+    upload_manifest("a.txt", f"library/busybox:1.36 => {prefix}/busybox\n")
+    upload_manifest("b.txt", f"quay.io/jetstack/cert-manager-controller:v1.15.2 => {prefix}/cm\n")
+    functions["resync_timer"](TimerRequest(past_due=True))
+    a, b = records_for("a.txt"), records_for("b.txt")
+    assert len(a) == 1 and len(b) == 1 and a[0]["trigger"] == "timer"
+    assert a[0]["summary"]["imported"] == 1
+    functions["resync_timer"](TimerRequest())
+    latest = sorted(records_for("a.txt"), key=lambda r: r["started_at"])[-1]
+    assert latest["summary"]["unchanged"] == 1 and latest["summary"]["imported"] == 0
+
+
+def test_timer_skips_while_another_resync_holds_the_lease(env, functions, prefix):
+    upload_manifest("c.txt", f"library/busybox:1.36 => {prefix}/busybox\n")
+    s = services()
+    entered = threading.Event()
+    release = threading.Event()
+
+    def hold():
+        with s.store.lease(s.settings.outcomes_container, "locks/resync", seconds=15):
+            entered.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert entered.wait(10)
+        functions["resync_timer"](TimerRequest())
+        assert records_for("c.txt") == []
+    finally:
+        release.set()
+        holder.join()
+
+
+# -- Event Grid ---------------------------------------------------------------------------------
+
+def grid_event(body: dict) -> func.EventGridEvent:
+    return func.EventGridEvent(id=body["id"], data=body["data"], topic=body["topic"], subject=body["subject"],
+                               event_type=body["eventType"], event_time=datetime.now(timezone.utc),
+                               data_version=body["dataVersion"])
+
+
+def event_records(event_id: str) -> list[dict]:
+    s = services()
+    names = [n for n in s.store.list_names(s.settings.outcomes_container, "events/") if event_id in n]
+    return [s.store.get_json(s.settings.outcomes_container, n) for n in names]
+
+
+@pytest.mark.parametrize("fixture", ["image_pushed.json", "image_deleted.json", "chart_pushed.json",
+                                     "chart_deleted.json"])
+def test_event_fixtures_are_recorded_once(env, functions, fixture):
+    body = json.loads((FIXTURES / "event-grid-schema" / fixture).read_text())
+    body["id"] = f"{uuid.uuid4()}"
+    functions["registry_event"](grid_event(body))
+    functions["registry_event"](grid_event(body))  # duplicate delivery
+    [record] = event_records(body["id"])
+    assert record["event"]["type"] == body["eventType"]
+    assert record["status"] == "recorded"
+
+
+def test_cloud_event_schema_is_accepted(env, functions):
+    body = json.loads((FIXTURES / "event-grid-schema" / "image_pushed.json").read_text())
+    event = func.CloudEvent(id=str(uuid.uuid4()), source=body["topic"], type=body["eventType"],
+                            specversion="1.0", subject=body["subject"], data=body["data"])
+    functions["registry_event"](event)
+    [record] = event_records(event.id)
+    assert record["event"]["schema"] == "cloudevents"
+    assert record["event"]["repository"] == "samples/nginx"
+
+
+def test_unknown_and_malformed_events_never_crash(env, functions, caplog):
+    unknown = {"id": str(uuid.uuid4()), "topic": "t", "subject": "s", "eventType": "Contoso.Thing.Happened",
+               "dataVersion": "1", "data": {}}
+    functions["registry_event"](grid_event(unknown))
+    assert event_records(unknown["id"])[0]["status"] == "ignored"
+    malformed = {"id": str(uuid.uuid4()), "topic": "t", "subject": "s",
+                 "eventType": "Microsoft.ContainerRegistry.ImagePushed", "dataVersion": "1",
+                 "data": {"target": {"digest": "sha256:" + "0" * 64}}}
+    functions["registry_event"](grid_event(malformed))
+    assert event_records(malformed["id"]) == []
+    assert "rejected malformed Event Grid event" in caplog.text
+
+
+def test_deleted_mirrored_image_is_reimported(env, stack, seeded, functions, prefix):
+    """ImageDeleted of a mirrored tag (a real delete on the emulated ACR) re-imports it."""
+    upload_manifest("mirror.txt", f"library/nginx:1.27 => {prefix}/nginx\n")
+    s = services()
+    from shared.handlers.imports import run_manifest
+
+    assert run_manifest(s, f"library/nginx:1.27 => {prefix}/nginx\n", name="mirror.txt",
+                        trigger="cli")["status"] == "succeeded"
+    seen: list[dict] = []
+    unsubscribe = stack.emulator.events.subscribe(lambda events: seen.extend(events))
+    try:
+        s.clients.data_plane.delete_tag(f"{prefix}/nginx", "1.27")
+        deadline = time.monotonic() + 20
+        while not any(e["eventType"].endswith("ImageDeleted") and e["data"]["target"]["repository"] ==
+                      f"{prefix}/nginx" for e in seen):
+            assert time.monotonic() < deadline, f"no ImageDeleted event; saw {seen}"
+            time.sleep(0.1)
+    finally:
+        unsubscribe()
+    deleted = next(e for e in seen if e["eventType"].endswith("ImageDeleted"))
+    functions["registry_event"](grid_event(deleted))
+    [record] = event_records(deleted["id"])
+    assert record["actions"] and record["actions"][0]["status"] == "succeeded"
+    assert backing_digest(stack, f"{prefix}/nginx:1.27") == seeded["library/nginx:1.27"]
+
+
+# -- HTTP through the registered function ----------------------------------------------------
+
+def call_http(functions, method: str, url: str, body: bytes = b"", headers=None) -> func.HttpResponse:
+    request = func.HttpRequest(method=method, url=url, headers=headers or {}, body=body)
+    return asyncio.run(functions["http_app_func"](request, None))
+
+
+def test_http_function_plans_through_asgi(env, stack, seeded, functions, prefix):
+    response = call_http(functions, "POST", "http://localhost/api/imports?plan=true",
+                         f"nginx:1.27 => {prefix}/nginx\n".encode(), {"content-type": "text/plain"})
+    assert response.status_code == 200, response.get_body()
+    plan = json.loads(response.get_body())
+    assert plan["kind"] == "plan" and plan["entries"][0]["action"] == "new"
+
+
+def test_http_function_problem_json_for_bad_manifest(env, functions):
+    response = call_http(functions, "POST", "http://localhost/api/imports", b"ok:1\nBAD REF\n",
+                         {"content-type": "text/plain"})
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = json.loads(response.get_body())
+    assert problem["errors"][0]["line"] == 2
