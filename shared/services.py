@@ -59,7 +59,7 @@ class Services:
     def acr(self):
         from .adapters.acr import Acr
 
-        return Acr(self.clients)
+        return Acr(self.clients, self.http)
 
     @cached_property
     def store(self):
@@ -75,3 +75,9 @@ class Services:
         s = self.settings
         policy = RetryPolicy(max_attempts=s.retry_max_attempts, base_delay=s.retry_base, max_delay=s.retry_max)
         return Retrier(policy, sleep=self._sleep, rand=self._rand)
+
+    @cached_property
+    def tasks(self):
+        from .adapters.tasks import Tasks
+
+        return Tasks(self.clients, self.retrier, self.http)

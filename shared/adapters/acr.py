@@ -33,9 +33,17 @@ class ImportRequest:
 
 
 class Acr:
-    def __init__(self, clients):
+    """Import through ARM (azure-mgmt-containerregistry); read digests on the data plane (registry.py)."""
+
+    def __init__(self, clients, http):
+        from .registry import AcrTokenAuth, ManifestReader
+
         self._clients = clients
         self._settings = clients.settings
+        audience = f"{self._settings.acr_audience}/.default"
+        auth = AcrTokenAuth(http, lambda: clients.login_server,
+                            lambda: clients.credential.get_token(audience).token)
+        self._reader = ManifestReader(http, lambda: clients.login_server, auth, name="the ACR")
 
     def import_image(self, request: ImportRequest, *, timeout: float) -> None:
         """Start an import and wait for it; raises on failure or when ``timeout`` passes."""
@@ -47,21 +55,11 @@ class Acr:
 
     def tag_digest(self, repository: str, tag: str) -> Optional[str]:
         """The digest a tag points at in the ACR, or None when the tag (or repository) is absent."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            return self._clients.data_plane.get_tag_properties(repository, tag).digest
-        except ResourceNotFoundError:
-            return None
+        response = self._reader.head(repository, tag)
+        return None if response is None else response.headers["Docker-Content-Digest"]
 
     def has_manifest(self, repository: str, digest: str) -> bool:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            self._clients.data_plane.get_manifest_properties(repository, digest)
-            return True
-        except ResourceNotFoundError:
-            return False
+        return self._reader.head(repository, digest) is not None
 
     def login_server(self) -> str:
         return self._clients.login_server

@@ -1,20 +1,30 @@
-"""Reads manifest digests from source registries over the OCI distribution API (httpx).
+"""Manifest digests over the OCI distribution API (httpx): source registries and the ACR data plane.
 
 A HEAD on ``/v2/<repo>/manifests/<ref>`` with the OCI and Docker Accept types gives the digest
-without pulling (and does not count against Docker Hub's pull limit). A 401 challenge is
-answered the way registries expect: ``Bearer`` -> fetch a token from the realm (with Docker Hub
-credentials when configured for docker.io), ``Basic`` -> send the credentials.
+without pulling (and does not count against Docker Hub's pull limit). A 401 challenge is answered
+by an authenticator, and its token is cached per repository until it expires:
+
+- ``DockerTokenAuth``: the registry token flow (``Bearer realm=...``; Docker Hub credentials sent
+  to the realm for docker.io) and ``Basic``;
+- ``AcrTokenAuth``: the ACR flow: the managed identity's AAD token is exchanged once for an ACR
+  refresh token (``/oauth2/exchange``), then per repository for an access token (``/oauth2/token``).
+
+The ACR is read this way rather than with azure-containerregistry 1.2.0 because that client
+re-exchanges its refresh token on every 401 (its expiry test in ``get_refresh_token`` is
+inverted) and starts each call with a 401 round trip: four requests per tag where this needs one.
 """
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import json
 import re
 import threading
 import time
-from datetime import datetime, timezone
 from dataclasses import dataclass
-from typing import Optional
+from datetime import datetime, timezone
+from typing import Callable, Optional
 
 import httpx
 
@@ -47,94 +57,189 @@ def parse_ratelimit(value: Optional[str]) -> Optional[int]:
     return int(head) if head.isdigit() else None
 
 
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, params = header.partition(" ")
+    return scheme.lower(), dict(_CHALLENGE.findall(params))
+
+
+def jwt_expiry(token: str) -> Optional[float]:
+    """The ``exp`` claim of a JWT (unverified: only to know when to refresh), as epoch seconds."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, KeyError, ValueError, TypeError, binascii.Error):
+        return None
+
+
+def _status_error(response: httpx.Response, what: str) -> Exception:
+    status = response.status_code
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(timezone.utc))
+    if status == 429 or status >= 500:
+        return TransientError(f"{what} answered {status}", code=f"HTTP{status}", status=status,
+                              retry_after=retry_after)
+    if status in (401, 403):
+        return UpstreamError(f"{what} denied access ({status})", code="Unauthorized", status=status)
+    return UpstreamError(f"{what} answered {status}", code=f"HTTP{status}", status=status)
+
+
+class _TokenCache:
+    """Tokens by key, each until shortly before it expires."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[object, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key) -> Optional[str]:
+        with self._lock:
+            token, until = self._tokens.get(key, ("", 0.0))
+        return token if token and until > time.time() else None
+
+    def put(self, key, token: str, expires_at: float) -> None:
+        with self._lock:
+            self._tokens[key] = (token, expires_at - 60)
+
+
+class DockerTokenAuth:
+    """Answers ``Bearer`` (token realm) and ``Basic`` challenges; credentials only when configured."""
+
+    def __init__(self, http: httpx.Client, credentials: Optional[tuple[str, str]] = None):
+        self._http = http
+        self._credentials = credentials
+        self._cache = _TokenCache()
+
+    def cached(self, repository: str) -> Optional[str]:
+        token = self._cache.get(repository)
+        return f"Bearer {token}" if token else None
+
+    def answer(self, challenge: str, repository: str, what: str) -> str:
+        scheme, params = parse_challenge(challenge)
+        if scheme == "basic":
+            if not self._credentials:
+                raise UpstreamError(f"{what} requires credentials", code="SourceUnauthorized", status=401)
+            user, secret = self._credentials
+            return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+        if scheme != "bearer" or "realm" not in params:
+            raise UpstreamError(f"{what} sent an unsupported challenge", code="SourceUnauthorized", status=401)
+        query = {"scope": f"repository:{repository}:pull"}
+        if "service" in params:
+            query["service"] = params["service"]
+        auth = httpx.BasicAuth(*self._credentials) if self._credentials else None
+        response = self._http.get(params["realm"], params=query, auth=auth)
+        if response.status_code != 200:
+            raise _status_error(response, f"token service of {what}")
+        body = response.json()
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise UpstreamError(f"token service of {what} sent no token", code="SourceUnauthorized")
+        self._cache.put(repository, token, time.time() + float(body.get("expires_in") or 60))
+        return f"Bearer {token}"
+
+
+class AcrTokenAuth:
+    """The ACR data-plane flow: AAD token -> refresh token (once) -> access token per repository."""
+
+    def __init__(self, http: httpx.Client, login_server: Callable[[], str], aad_token: Callable[[], str]):
+        self._http = http
+        self._login_server = login_server
+        self._aad_token = aad_token
+        self._cache = _TokenCache()
+        self._refresh_lock = threading.Lock()
+
+    def cached(self, repository: str) -> Optional[str]:
+        token = self._cache.get(("access", repository))
+        return f"Bearer {token}" if token else None
+
+    def _post(self, path: str, form: dict, what: str) -> dict:
+        response = self._http.post(f"https://{self._login_server()}{path}", data=form)
+        if response.status_code != 200:
+            raise _status_error(response, what)
+        return response.json()
+
+    def _refresh_token(self, service: str) -> str:
+        with self._refresh_lock:
+            token = self._cache.get("refresh")
+            if token:
+                return token
+            body = self._post("/oauth2/exchange", {"grant_type": "access_token", "service": service,
+                                                   "access_token": self._aad_token()}, "ACR token exchange")
+            token = body["refresh_token"]
+            self._cache.put("refresh", token, jwt_expiry(token) or time.time() + 600)
+            return token
+
+    def answer(self, challenge: str, repository: str, what: str) -> str:
+        scheme, params = parse_challenge(challenge)
+        service = params.get("service") or self._login_server()
+        scope = params.get("scope") or f"repository:{repository}:pull"
+        body = self._post("/oauth2/token", {"grant_type": "refresh_token", "service": service, "scope": scope,
+                                            "refresh_token": self._refresh_token(service)}, "ACR token service")
+        token = body["access_token"]
+        self._cache.put(("access", repository), token, jwt_expiry(token) or time.time() + 300)
+        return f"Bearer {token}"
+
+
+class ManifestReader:
+    """HEADs manifests on one registry host, answering challenges with ``auth``."""
+
+    def __init__(self, http: httpx.Client, host: Callable[[], str], auth, *, name: str):
+        self._http = http
+        self._host = host
+        self._auth = auth
+        self.name = name
+
+    def head(self, repository: str, reference: str) -> Optional[httpx.Response]:
+        """The HEAD response, or None when the manifest (or repository) does not exist."""
+        url = f"https://{self._host()}/v2/{repository}/manifests/{reference}"
+        headers = {"Accept": MANIFEST_ACCEPT}
+        cached = self._auth.cached(repository)
+        if cached:
+            headers["Authorization"] = cached
+        response = self._http.head(url, headers=headers)
+        if response.status_code == 401:
+            headers["Authorization"] = self._auth.answer(response.headers.get("WWW-Authenticate", ""),
+                                                         repository, self.name)
+            response = self._http.head(url, headers=headers)
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise _status_error(response, self.name)
+        if not response.headers.get("Docker-Content-Digest"):
+            # some registries omit the digest on HEAD: fetch the manifest and hash it
+            response = self._http.get(url, headers=headers)
+            if response.status_code >= 400:
+                raise _status_error(response, self.name)
+            response.headers["Docker-Content-Digest"] = "sha256:" + hashlib.sha256(response.content).hexdigest()
+        return response
+
+
 class SourceRegistry:
-    """Resolves source digests. ``endpoint_for`` maps a registry name to the host it is reached at."""
+    """Source digests. ``endpoint_for`` maps a registry name to the host it is reached at (a mirror)."""
 
     def __init__(self, http: httpx.Client, *, endpoint_for, credentials_for):
         self._http = http
         self._endpoint_for = endpoint_for
-        self._credentials_for = credentials_for  # registry -> (user, secret) | None
-        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        self._credentials_for = credentials_for
+        self._readers: dict[str, ManifestReader] = {}
         self._lock = threading.Lock()
 
     def host_for(self, registry: str) -> str:
         host = self._endpoint_for(registry)
         return DOCKER_HUB_API if host == "docker.io" else host
 
+    def _reader(self, registry: str) -> ManifestReader:
+        with self._lock:
+            if registry not in self._readers:
+                host = self.host_for(registry)
+                auth = DockerTokenAuth(self._http, self._credentials_for(registry))
+                self._readers[registry] = ManifestReader(self._http, lambda: host, auth, name=registry)
+            return self._readers[registry]
+
     def head(self, ref: ImageReference) -> SourceDigest:
-        host = self.host_for(ref.registry)
-        reference = ref.digest or ref.tag or "latest"
-        url = f"https://{host}/v2/{ref.repository}/manifests/{reference}"
-        headers = {"Accept": MANIFEST_ACCEPT}
-        auth = self._cached_auth(host, ref.repository)
-        if auth:
-            headers["Authorization"] = auth
-        response = self._send("HEAD", url, headers)
-        if response.status_code == 401:
-            headers["Authorization"] = self._answer_challenge(response, host, ref)
-            response = self._send("HEAD", url, headers)
-        self._raise_for_status(response, ref)
-        digest = response.headers.get("Docker-Content-Digest")
-        if not digest:  # some registries omit it on HEAD: fetch and hash the manifest itself
-            response = self._send("GET", url, headers)
-            self._raise_for_status(response, ref)
-            digest = "sha256:" + hashlib.sha256(response.content).hexdigest()
+        response = self._reader(ref.registry).head(ref.repository, ref.digest or ref.tag or "latest")
+        if response is None:
+            raise UpstreamError(f"{ref} not found at the source registry", code="SourceNotFound", status=404)
+        digest = response.headers["Docker-Content-Digest"]
         if ref.digest and digest != ref.digest:
             raise UpstreamError(f"source answered digest {digest} for pinned {ref.digest}", code="DigestMismatch")
         return SourceDigest(digest=digest, media_type=response.headers.get("Content-Type"),
                             ratelimit_remaining=parse_ratelimit(response.headers.get("ratelimit-remaining")))
-
-    def _send(self, method: str, url: str, headers: dict) -> httpx.Response:
-        return self._http.request(method, url, headers=headers)
-
-    @staticmethod
-    def _raise_for_status(response: httpx.Response, ref: ImageReference) -> None:
-        status = response.status_code
-        if status < 400:
-            return
-        if status == 404:
-            raise UpstreamError(f"{ref} not found at the source registry", code="SourceNotFound", status=404)
-        if status in (401, 403):
-            raise UpstreamError(f"access to {ref.registry}/{ref.repository} was denied ({status})",
-                                code="SourceUnauthorized", status=status)
-        if status == 429 or status >= 500:
-            raise TransientError(f"source registry answered {status}", code=f"HTTP{status}", status=status,
-                                 retry_after=parse_retry_after(response.headers.get("Retry-After"),
-                                                                 datetime.now(timezone.utc)))
-        raise UpstreamError(f"source registry answered {status}", code=f"HTTP{status}", status=status)
-
-    def _cached_auth(self, host: str, repository: str) -> Optional[str]:
-        with self._lock:
-            token, expires = self._tokens.get((host, repository), ("", 0.0))
-        return f"Bearer {token}" if token and expires > time.monotonic() else None
-
-    def _answer_challenge(self, response: httpx.Response, host: str, ref: ImageReference) -> str:
-        challenge = response.headers.get("WWW-Authenticate", "")
-        scheme, _, params_text = challenge.partition(" ")
-        params = dict(_CHALLENGE.findall(params_text))
-        creds = self._credentials_for(ref.registry)
-        if scheme.lower() == "basic":
-            if not creds:
-                raise UpstreamError(f"{ref.registry} requires credentials", code="SourceUnauthorized", status=401)
-            return "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
-        if scheme.lower() != "bearer" or "realm" not in params:
-            raise UpstreamError(f"{ref.registry} sent an unsupported challenge", code="SourceUnauthorized",
-                                status=401)
-        query = {"scope": f"repository:{ref.repository}:pull"}
-        if "service" in params:
-            query["service"] = params["service"]
-        token_response = self._http.get(params["realm"], params=query, auth=httpx.BasicAuth(*creds) if creds else None)
-        if token_response.status_code == 429 or token_response.status_code >= 500:
-            raise TransientError(f"token service answered {token_response.status_code}",
-                                 code=f"HTTP{token_response.status_code}", status=token_response.status_code)
-        if token_response.status_code != 200:
-            raise UpstreamError(f"token service of {ref.registry} answered {token_response.status_code}",
-                                code="SourceUnauthorized", status=token_response.status_code)
-        body = token_response.json()
-        token = body.get("token") or body.get("access_token")
-        if not token:
-            raise UpstreamError(f"token service of {ref.registry} sent no token", code="SourceUnauthorized")
-        lifetime = float(body.get("expires_in") or 60)
-        with self._lock:
-            self._tokens[(host, ref.repository)] = (token, time.monotonic() + max(lifetime - 10, 1))
-        return f"Bearer {token}"

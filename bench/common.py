@@ -1,0 +1,60 @@
+"""Helpers for the benchmarks: a running stand-in and many upstream tags made cheaply."""
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def running_stack(**emulator_options) -> Iterator[object]:
+    from devstack.stack import Stack
+
+    with Stack(emulator_options=emulator_options) as stack:
+        saved = dict(os.environ)
+        os.environ.update(stack.env)  # azure-identity reads the managed-identity endpoint from here
+        try:
+            yield stack
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def push_base(stack, repository: str, seed: str) -> tuple[bytes, str]:
+    """Push one small image to the upstream registry; returns (raw manifest, media type)."""
+    from devstack import oci
+
+    layout = oci.build_image(repository, seed=seed)
+    oci.push(layout, f"{stack.upstream_host}/{repository}:seed-{seed}", cert_dir=stack.certs_dir)
+    return layout.raw, layout.media_type
+
+
+def tag_many(stack, repository: str, manifest: bytes, media_type: str, tags: list[str]) -> None:
+    """PUT one manifest under many tags (the blobs are already there): one request per tag."""
+    with httpx.Client(base_url=stack.upstream_url, verify=stack.ssl_context(), timeout=30) as client:
+        for tag in tags:
+            response = client.put(f"/v2/{repository}/manifests/{tag}", content=manifest,
+                                  headers={"Content-Type": media_type})
+            response.raise_for_status()
+
+
+def run_cli(env: dict, *args: str) -> tuple[float, float, subprocess.CompletedProcess]:
+    """Run ``python -m shared ARGS`` in a fresh process: (wall seconds, peak RSS MiB, result)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "shared", *args], cwd=ROOT, env={**os.environ, **env},
+                            capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if peak_kib <= before:  # ru_maxrss of children is a max over all of them; report what we can see
+        peak_kib = before
+    return wall, peak_kib / 1024, result
