@@ -38,9 +38,20 @@ def push_base(stack, repository: str, seed: str) -> tuple[bytes, str]:
     return layout.raw, layout.media_type
 
 
-def tag_many(stack, repository: str, manifest: bytes, media_type: str, tags: list[str]) -> None:
+def push_backing(stack, repository: str, seed: str) -> tuple[bytes, str]:
+    """Push one small image straight into the emulated ACR's backing registry."""
+    from devstack import oci
+
+    layout = oci.build_image(repository, seed=seed)
+    oci.push(layout, f"{stack.backing_host}/{repository}:seed-{seed}", tls_verify=False)
+    return layout.raw, layout.media_type
+
+
+def tag_many(stack, repository: str, manifest: bytes, media_type: str, tags: list[str], *,
+             backing: bool = False) -> None:
     """PUT one manifest under many tags (the blobs are already there): one request per tag."""
-    with httpx.Client(base_url=stack.upstream_url, verify=stack.ssl_context(), timeout=30) as client:
+    base, verify = (stack.backing_url, False) if backing else (stack.upstream_url, stack.ssl_context())
+    with httpx.Client(base_url=base, verify=verify, timeout=30) as client:
         for tag in tags:
             response = client.put(f"/v2/{repository}/manifests/{tag}", content=manifest,
                                   headers={"Content-Type": media_type})

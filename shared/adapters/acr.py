@@ -58,6 +58,10 @@ class Acr:
         response = self._reader.head(repository, tag)
         return None if response is None else response.headers["Docker-Content-Digest"]
 
+    def tag_digests(self, repository: str) -> dict[str, str]:
+        """All tags of a repository with their digests (one listing instead of a HEAD per tag)."""
+        return self._reader.acr_tag_digests(repository)
+
     def has_manifest(self, repository: str, digest: str) -> bool:
         return self._reader.head(repository, digest) is not None
 

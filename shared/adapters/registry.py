@@ -108,11 +108,11 @@ class DockerTokenAuth:
         self._credentials = credentials
         self._cache = _TokenCache()
 
-    def cached(self, repository: str) -> Optional[str]:
-        token = self._cache.get(repository)
+    def cached(self, scope: str) -> Optional[str]:
+        token = self._cache.get(scope)
         return f"Bearer {token}" if token else None
 
-    def answer(self, challenge: str, repository: str, what: str) -> str:
+    def answer(self, challenge: str, scope: str, what: str) -> str:
         scheme, params = parse_challenge(challenge)
         if scheme == "basic":
             if not self._credentials:
@@ -121,7 +121,7 @@ class DockerTokenAuth:
             return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
         if scheme != "bearer" or "realm" not in params:
             raise UpstreamError(f"{what} sent an unsupported challenge", code="SourceUnauthorized", status=401)
-        query = {"scope": f"repository:{repository}:pull"}
+        query = {"scope": params.get("scope") or scope}
         if "service" in params:
             query["service"] = params["service"]
         auth = httpx.BasicAuth(*self._credentials) if self._credentials else None
@@ -132,7 +132,7 @@ class DockerTokenAuth:
         token = body.get("token") or body.get("access_token")
         if not token:
             raise UpstreamError(f"token service of {what} sent no token", code="SourceUnauthorized")
-        self._cache.put(repository, token, time.time() + float(body.get("expires_in") or 60))
+        self._cache.put(scope, token, time.time() + float(body.get("expires_in") or 60))
         return f"Bearer {token}"
 
 
@@ -146,8 +146,8 @@ class AcrTokenAuth:
         self._cache = _TokenCache()
         self._refresh_lock = threading.Lock()
 
-    def cached(self, repository: str) -> Optional[str]:
-        token = self._cache.get(("access", repository))
+    def cached(self, scope: str) -> Optional[str]:
+        token = self._cache.get(("access", scope))
         return f"Bearer {token}" if token else None
 
     def _post(self, path: str, form: dict, what: str) -> dict:
@@ -167,19 +167,19 @@ class AcrTokenAuth:
             self._cache.put("refresh", token, jwt_expiry(token) or time.time() + 600)
             return token
 
-    def answer(self, challenge: str, repository: str, what: str) -> str:
-        scheme, params = parse_challenge(challenge)
+    def answer(self, challenge: str, scope: str, what: str) -> str:
+        _, params = parse_challenge(challenge)
         service = params.get("service") or self._login_server()
-        scope = params.get("scope") or f"repository:{repository}:pull"
+        scope = params.get("scope") or scope
         body = self._post("/oauth2/token", {"grant_type": "refresh_token", "service": service, "scope": scope,
                                             "refresh_token": self._refresh_token(service)}, "ACR token service")
         token = body["access_token"]
-        self._cache.put(("access", repository), token, jwt_expiry(token) or time.time() + 300)
+        self._cache.put(("access", scope), token, jwt_expiry(token) or time.time() + 300)
         return f"Bearer {token}"
 
 
 class ManifestReader:
-    """HEADs manifests on one registry host, answering challenges with ``auth``."""
+    """Reads one registry host (manifest HEADs, JSON listings), answering challenges with ``auth``."""
 
     def __init__(self, http: httpx.Client, host: Callable[[], str], auth, *, name: str):
         self._http = http
@@ -187,29 +187,58 @@ class ManifestReader:
         self._auth = auth
         self.name = name
 
-    def head(self, repository: str, reference: str) -> Optional[httpx.Response]:
-        """The HEAD response, or None when the manifest (or repository) does not exist."""
-        url = f"https://{self._host()}/v2/{repository}/manifests/{reference}"
-        headers = {"Accept": MANIFEST_ACCEPT}
-        cached = self._auth.cached(repository)
+    def _send(self, method: str, path: str, scope: str, headers: dict) -> httpx.Response:
+        url = f"https://{self._host()}{path}"
+        cached = self._auth.cached(scope)
         if cached:
             headers["Authorization"] = cached
-        response = self._http.head(url, headers=headers)
+        response = self._http.request(method, url, headers=headers)
         if response.status_code == 401:
-            headers["Authorization"] = self._auth.answer(response.headers.get("WWW-Authenticate", ""),
-                                                         repository, self.name)
-            response = self._http.head(url, headers=headers)
+            headers["Authorization"] = self._auth.answer(response.headers.get("WWW-Authenticate", ""), scope,
+                                                         self.name)
+            response = self._http.request(method, url, headers=headers)
+        return response
+
+    def head(self, repository: str, reference: str) -> Optional[httpx.Response]:
+        """The HEAD response, or None when the manifest (or repository) does not exist."""
+        path = f"/v2/{repository}/manifests/{reference}"
+        headers = {"Accept": MANIFEST_ACCEPT}
+        response = self._send("HEAD", path, f"repository:{repository}:pull", headers)
         if response.status_code == 404:
             return None
         if response.status_code >= 400:
             raise _status_error(response, self.name)
         if not response.headers.get("Docker-Content-Digest"):
             # some registries omit the digest on HEAD: fetch the manifest and hash it
-            response = self._http.get(url, headers=headers)
+            response = self._send("GET", path, f"repository:{repository}:pull", headers)
             if response.status_code >= 400:
                 raise _status_error(response, self.name)
             response.headers["Docker-Content-Digest"] = "sha256:" + hashlib.sha256(response.content).hexdigest()
         return response
+
+    def acr_tag_digests(self, repository: str, page_size: int = 100) -> dict[str, str]:
+        """Every tag of an ACR repository with its digest (``/acr/v1/<repo>/_tags``, following pages)."""
+        digests: dict[str, str] = {}
+        path: Optional[str] = f"/acr/v1/{repository}/_tags?n={page_size}"
+        scope = f"repository:{repository}:metadata_read"
+        while path:
+            response = self._send("GET", path, scope, {"Accept": "application/json"})
+            if response.status_code == 404:
+                return digests
+            if response.status_code >= 400:
+                raise _status_error(response, self.name)
+            for tag in response.json().get("tags") or []:
+                digests[tag["name"]] = tag["digest"]
+            path = _next_link(response.headers.get("Link"))
+        return digests
+
+
+def _next_link(header: Optional[str]) -> Optional[str]:
+    """``</acr/v1/repo/_tags?last=x&n=100>; rel="next"`` -> the path."""
+    if not header or 'rel="next"' not in header:
+        return None
+    start, end = header.find("<"), header.find(">")
+    return header[start + 1:end] if 0 <= start < end else None
 
 
 class SourceRegistry:

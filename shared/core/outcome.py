@@ -86,11 +86,14 @@ class RunRecord:
         return "failed" if any(o.failed for o in self.entries) else "succeeded"
 
     def summary(self) -> dict:
+        """Counts by planned action (new, update, unchanged, error) and by what happened
+        (imported, failed, planned); an unchanged entry is counted once, as an action."""
         counts = {a.value: 0 for a in Action}
-        results = {RESULT_IMPORTED: 0, RESULT_UNCHANGED: 0, RESULT_FAILED: 0, RESULT_PLANNED: 0}
+        results = {RESULT_IMPORTED: 0, RESULT_FAILED: 0, RESULT_PLANNED: 0}
         for outcome in self.entries:
             counts[outcome.item.action.value] += 1
-            results[outcome.result] = results.get(outcome.result, 0) + 1
+            if outcome.result in results:
+                results[outcome.result] += 1
         return {**counts, **results, "total": len(self.entries)}
 
     def to_dict(self) -> dict:

@@ -10,7 +10,8 @@ import logging
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
@@ -25,6 +26,7 @@ from ..errors import AirlockError
 log = logging.getLogger(__name__)
 
 DOCKER_HUB = "docker.io"
+LIST_TAGS_FROM = 3  # entries writing to one repository from which its tags are listed, not HEADed
 # Progress callback: (event, done, total, outcome) with event in {"planned", "imported", "failed"}.
 Progress = Callable[[str, int, int, Optional[EntryOutcome]], None]
 
@@ -56,20 +58,41 @@ class SyncEngine:
         entries = manifest.entries
         items: list[Optional[PlanItem]] = [None] * len(entries)
         workers = max(1, min(self.settings.plan_concurrency, len(entries) or 1))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="plan") as pool:
-            futures = {pool.submit(self._resolve, e): i for i, e in enumerate(entries)}
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="list") as lister, \
+                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="plan") as pool:
+            listings = self._list_busy_repositories(entries, lister)  # overlaps with the source HEADs
+            futures = {pool.submit(self._resolve, e, listings): i for i, e in enumerate(entries)}
             for done, future in enumerate(as_completed(futures), 1):
                 items[futures[future]] = future.result()
                 if progress:
                     progress("planned", done, len(entries), None)
         return Plan([i for i in items if i is not None])
 
-    def _resolve(self, entry) -> PlanItem:
+    def _list_busy_repositories(self, entries, pool) -> dict[str, Future]:
+        """Tag listings of target repositories that several entries write to: one request per
+        repository (a page per 100 tags) instead of one HEAD per tag. Each future gives the
+        listing, or None when it failed (its entries then fall back to HEADs)."""
+        counts = Counter(e.target_repository for e in entries if e.target_tag)
+
+        def listing(repo) -> Optional[dict[str, str]]:
+            try:
+                return self.services.retrier.call(lambda: self.services.acr.tag_digests(repo),
+                                                  what=f"ACR tags of {repo}")
+            except AirlockError as exc:
+                log.warning("could not list the tags of %s (%s); reading them one by one", repo, exc.code)
+                return None
+
+        return {repo: pool.submit(listing, repo) for repo, n in counts.items() if n >= LIST_TAGS_FROM}
+
+    def _resolve(self, entry, listings: dict[str, Future]) -> PlanItem:
         retrier = self.services.retrier
         try:
             source = retrier.call(lambda: self.services.source.head(entry.source), what=f"HEAD {entry.source}")
             self._note_ratelimit(entry, source.ratelimit_remaining)
-            if entry.target_tag:
+            listed = listings[entry.target_repository].result() if entry.target_repository in listings else None
+            if entry.target_tag and listed is not None:
+                target = listed.get(entry.target_tag)
+            elif entry.target_tag:
                 target = retrier.call(
                     lambda: self.services.acr.tag_digest(entry.target_repository, entry.target_tag),
                     what=f"ACR tag {entry.target}")
