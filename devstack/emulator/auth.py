@@ -5,15 +5,12 @@ one emulator run are worthless to the next. Token values are never logged.
 """
 from __future__ import annotations
 
-import logging
 import secrets
 import time
 import uuid
 from typing import Any, Iterable
 
 import jwt
-
-log = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
 ACR_ISSUER = "Azure Container Registry"

@@ -134,10 +134,6 @@ class EventBus:
                 raise TimeoutError(f"no matching event within {timeout}s")
             return found[0]
 
-    def clear(self) -> None:
-        with self._changed:
-            self.history.clear()
-
     def close(self) -> None:
         with self._changed:
             worker, self._worker = self._worker, None

@@ -29,10 +29,6 @@ class ServerHandle:
         self._server = server
         self._thread = thread
 
-    @property
-    def base_url(self) -> str:
-        return self.emu.base_url
-
     def stop(self, timeout: float = 10.0) -> None:
         self._server.should_exit = True
         self._thread.join(timeout)

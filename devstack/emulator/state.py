@@ -44,17 +44,16 @@ class EmulatorConfig:
         return cls(**data)
 
 
-def utc_timestamp(moment: datetime | None = None) -> str:
-    """ISO 8601 UTC with a trailing Z, the way ACR and Event Grid write times."""
-    moment = moment or datetime.now(timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def utc_timestamp() -> str:
+    """Now, ISO 8601 UTC with a trailing Z, the way ACR and Event Grid write times."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class ManifestLedger:
     """What the backing registry told us through its notifications.
 
     distribution 2.8 keeps no tag timestamps and its delete notifications carry no media type, so
-    the emulator remembers when tags were pushed and which digests are manifests.
+    the emulator remembers when manifests and tags were pushed and which digests are manifests.
     """
 
     def __init__(self) -> None:
@@ -88,6 +87,7 @@ class ManifestLedger:
         return created, updated
 
     def tag_times(self, repository: str, tag: str) -> tuple[str, str]:
+        """(createdTime, lastUpdateTime) of a tag, 'now' for one pushed before the emulator listened."""
         now = utc_timestamp()
         with self._lock:
             return self._tags.get((repository, tag), (now, now))

@@ -1072,7 +1072,9 @@ def _platform_text(platform: dict) -> str:
 
 
 def _without_query(url: str) -> str:
-    return url.split("?", 1)[0]
+    """A source URL fit for the log: no query (SAS tokens) and no user:password@."""
+    base = url.split("?", 1)[0]
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", base)
 
 
 def _final_word(status: str) -> str:
