@@ -40,8 +40,9 @@ from azure.mgmt.containerregistry.models import ImportImageParameters, ImportSou
 
 from devstack.emulator.server import ServerHandle, start_in_thread
 from devstack.emulator.state import Emulator, EmulatorConfig
+from tests.fixture_paths import AZURE_FIXTURES
 
-FIXTURES = Path(os.environ.get("AIRLOCK_AZURE_FIXTURES", "/work/shared/fixtures/azure"))
+FIXTURES = Path(os.environ.get("AIRLOCK_AZURE_FIXTURES", AZURE_FIXTURES))
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"  # the fixtures' target registry
 RESOURCE_GROUP, REGISTRY, LOCATION = "myResourceGroup", "myRegistry", "westus"
 API_VERSION = "2025-11-01"

@@ -25,12 +25,13 @@ from azure.mgmt.containerregistrytasks import ContainerRegistryTasksMgmtClient
 from azure.mgmt.containerregistrytasks import models as m
 
 from devstack.emulator import tasks as emulator_tasks
+from tests.fixture_paths import AZURE_FIXTURES
 
 pytestmark = pytest.mark.timeout(300)
 
 API_VERSION = "2025-03-01-preview"
 STEP = 0.2
-FIXTURES = Path(os.environ.get("AIRLOCK_AZURE_FIXTURES", "/work/shared/fixtures/azure")) / "arm"
+FIXTURES = Path(os.environ.get("AIRLOCK_AZURE_FIXTURES", AZURE_FIXTURES)) / "arm"
 FINAL = {"Succeeded", "Failed", "Canceled", "Error", "Timeout"}
 POOL_ONE, POOL_ZERO, POOL_BUSY = "ctp-one", "ctp-zero", "ctp-busy"
 SECRET = "s3cr3t-build-value-7f1c"

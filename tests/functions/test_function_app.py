@@ -17,8 +17,9 @@ import pytest
 from devstack import oci
 from shared import entrypoints
 from shared.services import Services
+from tests.fixture_paths import AZURE_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "azure" / "eventgrid"
+FIXTURES = AZURE_FIXTURES / "eventgrid"
 
 
 @pytest.fixture

@@ -19,12 +19,13 @@ from shared.core.builds import (
     with_argument,
 )
 from shared.errors import ValidationError
+from tests.fixture_paths import AZURE_FIXTURES
 
 REGISTRY_ID = ("/subscriptions/4385cf00-2d3a-425a-832f-f4285b1c9dce/resourceGroups/rg"
                "/providers/Microsoft.ContainerRegistry/registries/myacr")
 GIT = "https://git.example.com/team/web.git#main"
 SECRET = "hunter2-very-secret"
-FIXTURES = Path(os.environ.get("AIRLOCK_AZURE_FIXTURES", "/work/shared/fixtures/azure")) / "arm" / "schedule_run"
+FIXTURES = Path(os.environ.get("AIRLOCK_AZURE_FIXTURES", AZURE_FIXTURES)) / "arm" / "schedule_run"
 
 
 def docker(**fields) -> dict:
