@@ -45,6 +45,12 @@ def check_manifest(text, settings) -> ManifestResult:
                           max_bytes=settings.manifest_max_bytes, max_entries=settings.manifest_max_entries)
 
 
+def _plan_failure(item: PlanItem) -> EntryOutcome:
+    """An entry whose digests could not be resolved; ``item.error`` is "Code: message" (``_describe``)."""
+    code, _, message = (item.error or "PlanError: digest could not be resolved").partition(": ")
+    return EntryOutcome(item, RESULT_FAILED, error_code=code, error_message=message)
+
+
 class SyncEngine:
     def __init__(self, services):
         self.services = services
@@ -124,8 +130,7 @@ class SyncEngine:
             if item.action is Action.UNCHANGED:
                 outcomes[index] = EntryOutcome(item, RESULT_UNCHANGED, target_digest_after=item.target_digest)
             elif item.action is Action.ERROR:
-                code, _, message = (item.error or "PlanError: unknown").partition(": ")
-                outcomes[index] = EntryOutcome(item, RESULT_FAILED, error_code=code, error_message=message)
+                outcomes[index] = _plan_failure(item)
             else:
                 todo.append(index)
         total = len(todo)
@@ -219,10 +224,7 @@ class SyncEngine:
         if apply:
             record.entries = self.apply(plan, progress)
         else:
-            record.entries = [
-                EntryOutcome(item, RESULT_FAILED if item.action is Action.ERROR else RESULT_PLANNED,
-                             error_code=(item.error or "").partition(": ")[0] or None,
-                             error_message=(item.error or "").partition(": ")[2] or None)
-                for item in plan.items]
+            record.entries = [_plan_failure(item) if item.action is Action.ERROR
+                              else EntryOutcome(item, RESULT_PLANNED) for item in plan.items]
         record.finished_at = _now()
         return record
