@@ -39,6 +39,7 @@ class EntryOutcome:
     error_code: Optional[str] = None
     error_message: Optional[str] = None
     target_digest_after: Optional[str] = None
+    retryable: bool = False  # failed on something transient (429, 5xx, connection, deadline)
 
     @property
     def failed(self) -> bool:
@@ -57,7 +58,7 @@ class EntryOutcome:
             "result": self.result,
             "attempts": self.attempts,
             "duration_seconds": round(self.duration, 3),
-            "error": ({"code": self.error_code, "message": self.error_message}
+            "error": ({"code": self.error_code, "message": self.error_message, "retryable": self.retryable}
                       if self.error_code or self.error_message else None),
         }
 
@@ -85,6 +86,12 @@ class RunRecord:
             return "running"
         return "failed" if any(o.failed for o in self.entries) else "succeeded"
 
+    @property
+    def only_transient_failures(self) -> bool:
+        """Something failed, and everything that failed failed on something transient."""
+        failed = [o for o in self.entries if o.failed]
+        return bool(failed) and all(o.retryable for o in failed)
+
     def summary(self) -> dict:
         """Counts by planned action (new, update, unchanged, error) and by what happened
         (imported, failed, planned); an unchanged entry is counted once, as an action."""
@@ -110,6 +117,7 @@ class RunRecord:
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "duration_seconds": round(duration, 3) if duration is not None else None,
             "summary": self.summary(),
+            "retryable": self.only_transient_failures,
             "errors": list(self.errors),
             "dockerhub_ratelimit_remaining": self.dockerhub_ratelimit_remaining,
             "entries": [o.to_dict() for o in self.entries],

@@ -21,7 +21,7 @@ from ..core.manifest import ManifestResult, parse_manifest
 from ..core.outcome import (RESULT_FAILED, RESULT_IMPORTED, RESULT_PLANNED, RESULT_UNCHANGED, EntryOutcome,
                             RunRecord, redact)
 from ..core.plan import Action, Plan, PlanItem, decide, import_mode
-from ..errors import AirlockError
+from ..errors import AirlockError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,10 @@ def check_manifest(text, settings) -> ManifestResult:
                           max_bytes=settings.manifest_max_bytes, max_entries=settings.manifest_max_entries)
 
 
-def _plan_failure(item: PlanItem) -> EntryOutcome:
+def _plan_failure(item: PlanItem, retryable: bool) -> EntryOutcome:
     """An entry whose digests could not be resolved; ``item.error`` is "Code: message" (``_describe``)."""
     code, _, message = (item.error or "PlanError: digest could not be resolved").partition(": ")
-    return EntryOutcome(item, RESULT_FAILED, error_code=code, error_message=message)
+    return EntryOutcome(item, RESULT_FAILED, error_code=code, error_message=message, retryable=retryable)
 
 
 class SyncEngine:
@@ -57,6 +57,7 @@ class SyncEngine:
         self.settings = services.settings
         self._dockerhub_remaining: Optional[int] = None
         self._lock = threading.Lock()
+        self._transient_lines: set[int] = set()  # entries whose plan failed on a transient error
 
     # -- plan -------------------------------------------------------------------------------
     def plan(self, manifest: ManifestResult, progress: Optional[Progress] = None) -> Plan:
@@ -109,6 +110,9 @@ class SyncEngine:
                 target = source.digest if present else None
             return decide(entry, source.digest, target)
         except AirlockError as exc:
+            if isinstance(exc, TransientError):
+                with self._lock:
+                    self._transient_lines.add(entry.line)
             return decide(entry, None, None, error=self._describe(exc))
 
     def _note_ratelimit(self, entry, remaining: Optional[int]) -> None:
@@ -130,7 +134,7 @@ class SyncEngine:
             if item.action is Action.UNCHANGED:
                 outcomes[index] = EntryOutcome(item, RESULT_UNCHANGED, target_digest_after=item.target_digest)
             elif item.action is Action.ERROR:
-                outcomes[index] = _plan_failure(item)
+                outcomes[index] = _plan_failure(item, item.entry.line in self._transient_lines)
             else:
                 todo.append(index)
         total = len(todo)
@@ -182,7 +186,8 @@ class SyncEngine:
         if error is not None and after != item.source_digest:
             log.warning("import of %s failed: %s", entry.target, self._describe(error))
             return EntryOutcome(item, RESULT_FAILED, attempts.count, time.monotonic() - started,
-                                error.code, redact(error.message, self.settings.secrets()), after)
+                                error.code, redact(error.message, self.settings.secrets()), after,
+                                retryable=isinstance(error, TransientError))
         if after != item.source_digest:
             message = f"target digest after import is {after}, expected {item.source_digest}"
             return EntryOutcome(item, RESULT_FAILED, attempts.count, time.monotonic() - started,
@@ -224,7 +229,8 @@ class SyncEngine:
         if apply:
             record.entries = self.apply(plan, progress)
         else:
-            record.entries = [_plan_failure(item) if item.action is Action.ERROR
+            record.entries = [_plan_failure(item, item.entry.line in self._transient_lines)
+                              if item.action is Action.ERROR
                               else EntryOutcome(item, RESULT_PLANNED) for item in plan.items]
         record.finished_at = _now()
         return record
