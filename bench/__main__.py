@@ -4,6 +4,7 @@
     python -m bench coldstart  # import cost of function_app and the first HTTP request
     python -m bench sync       # 200 entries / 20 changed vs the seed script's way
     python -m bench plan       # a 1,000-entry plan: wall time and peak memory
+    python -m bench standin    # the stand-in's start-up time and one emulated import
 """
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    from . import coldstart, plan, sync
+    from . import coldstart, plan, standin, sync
 
-    chosen = argv or ["coldstart", "sync", "plan"]
-    for name in chosen:
-        {"coldstart": coldstart.main, "sync": sync.main, "plan": plan.main}[name]()
+    benches = {"standin": standin.main, "coldstart": coldstart.main, "plan": plan.main, "sync": sync.main}
+    for name in argv or list(benches):
+        if name not in benches:
+            print(f"unknown benchmark {name!r}; choose from {', '.join(benches)}", file=sys.stderr)
+            return 2
+        benches[name]()
     return 0
 
 
