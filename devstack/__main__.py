@@ -2,7 +2,8 @@
 
     up     start the stand-in (Azurite, registries, ACR emulator), write the env file
            (.devstack/devstack.env, or $DEVSTACK_STATE_DIR/devstack.env), print its path and
-           content, and run until Ctrl-C or SIGTERM; then stop everything.
+           content (the upstream-auth password masked), and run until Ctrl-C or SIGTERM; then stop
+           everything.
     down   send SIGTERM to a running ``up`` and wait for it to finish.
     env    print the running stack's env file (KEY=VALUE); ``--export`` prints shell
            ``export KEY='VALUE'`` lines for ``eval "$(python -m devstack env --export)"``.
@@ -63,7 +64,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             try:
                 print(f"devstack: up in {stack.startup_seconds:.2f}s (data in {stack.workdir})")
                 print(f"devstack: env file {stack.env_path}")
-                sys.stdout.write(stack.env_text())
+                sys.stdout.write(stack.env_text(mask_secrets=True))
                 print("devstack: Ctrl-C or `python -m devstack down` stops it", flush=True)
                 while not stop.wait(0.5):
                     dead = stack.exited_children()

@@ -63,6 +63,14 @@ CATALOGUE: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("library/busybox:1.36", ("linux/amd64",)),
 )
 
+# The authenticated upstream's catalogue (pushed with the stack's credentials): private
+# repositories, docker.io-style paths (for a docker.io mirror), and one anonymous-pull repository.
+AUTH_CATALOGUE: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("private/app:1.0", ("linux/amd64",)),
+    ("library/redis:7", MULTI),
+    ("public/hello:latest", ("linux/amd64",)),
+)
+
 
 class OciError(RuntimeError):
     """Building or pushing an image failed (skopeo's stderr is in the message)."""
@@ -497,5 +505,27 @@ def seed_upstream(stack, *, seed: str = "1", force: bool = False, workers: int =
 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             result = dict(pool.map(one, [name for name, _ in CATALOGUE]))
+        _seeded[key] = result
+        return dict(result)
+
+
+def auth_catalogue_image(ref: str, *, seed: str = "1") -> ImageLayout:
+    """The (cached) image for one AUTH_CATALOGUE entry ``repo:tag``."""
+    for name, platforms in AUTH_CATALOGUE:
+        if name == ref:
+            return build_image(name.rsplit(":", 1)[0], platforms=platforms, layers=2, seed=f"auth:{name}#{seed}")
+    raise KeyError(ref)
+
+
+def seed_upstream_auth(stack, *, seed: str = "1", force: bool = False) -> dict[str, str]:
+    """Push AUTH_CATALOGUE to the stack's token-auth upstream with its credentials; returns
+    ``{"repo:tag": digest}``. Cached per stack and seed like ``seed_upstream``."""
+    key = (stack.upstream_auth_host, str(stack.workdir), "auth", seed)
+    with _seed_lock:
+        if not force and key in _seeded:
+            return dict(_seeded[key])
+        result = {ref: push(auth_catalogue_image(ref, seed=seed), f"{stack.upstream_auth_host}/{ref}",
+                            cert_dir=stack.certs_dir, creds=stack.upstream_auth_creds)
+                  for ref, _ in AUTH_CATALOGUE}
         _seeded[key] = result
         return dict(result)

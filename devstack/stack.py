@@ -1,4 +1,4 @@
-"""The local stand-in for Azure: Azurite, two registries and the ACR emulator, on 127.0.0.1.
+"""The local stand-in for Azure: Azurite, three registries and the ACR emulator, on 127.0.0.1.
 
     with Stack() as stack:
         stack.env            # what a client needs (see ENV KEYS below); also written to stack.env_path
@@ -16,6 +16,14 @@ Pieces
   skopeo's --cert-dir).
 - "upstream": docker-registry over TLS, standing in for docker.io, quay.io, registry.k8s.io,
   mcr.microsoft.com and ghcr.io (``stack.upstream_host`` = "127.0.0.1:PORT").
+- "upstream-auth": docker-registry over TLS with ``auth: token``, a private source registry
+  (``stack.upstream_auth_host``). Its realm is the emulator's /_devstack/upstream-token (service
+  ``stack.upstream_auth_service``, issuer ``stack.upstream_auth_issuer``), which signs tokens with
+  a per-stack key whose self-signed certificate is the registry's rootcertbundle. The user and
+  password (``stack.upstream_auth_user``, ``stack.upstream_auth_password``; ``upstream_auth_creds``
+  is "user:password" for skopeo) are random per stack and get the requested actions on every
+  repository; anonymous clients may pull repositories under ``public/`` only. Without the emulator
+  the registry runs but no token can be had.
 - "backing": docker-registry over plain HTTP, the emulated ACR's store (``stack.backing_url``);
   its notifications go to the emulator's /_devstack/registry-notifications.
 - The ACR emulator (devstack.emulator) over TLS in a thread of this process (``stack.emulator``,
@@ -23,7 +31,9 @@ Pieces
 
 ENV KEYS: AZURE_SUBSCRIPTION_ID, ACR_RESOURCE_GROUP, ACR_NAME, ARM_ENDPOINT, IDENTITY_ENDPOINT,
 IDENTITY_HEADER, REQUESTS_CA_BUNDLE, SSL_CERT_FILE, AzureWebJobsStorage, SOURCE_REGISTRY_MIRRORS,
-DEVSTACK_UPSTREAM, DEVSTACK_BACKING, DEVSTACK_CERTS_DIR, NO_PROXY.
+DEVSTACK_UPSTREAM, DEVSTACK_UPSTREAM_AUTH, DEVSTACK_UPSTREAM_AUTH_USER, DEVSTACK_UPSTREAM_AUTH_PASSWORD,
+DEVSTACK_BACKING, DEVSTACK_CERTS_DIR, NO_PROXY. The env file is written with mode 0600; the password
+is never logged (``env_text(mask_secrets=True)`` hides it).
 """
 from __future__ import annotations
 
@@ -63,12 +73,17 @@ DEFAULT_REGISTRY = "airlockacr"
 DEFAULT_LOCATION = "westeurope"
 MIRRORED_REGISTRIES = ("docker.io", "quay.io", "registry.k8s.io", "mcr.microsoft.com", "ghcr.io")
 NOTIFICATIONS_PATH = "/_devstack/registry-notifications"
+UPSTREAM_TOKEN_PATH = "/_devstack/upstream-token"
+UPSTREAM_AUTH_SERVICE = "upstream-auth"
+UPSTREAM_AUTH_ISSUER = "airlock-devstack"
 
 ENV_KEYS = (
     "AZURE_SUBSCRIPTION_ID", "ACR_RESOURCE_GROUP", "ACR_NAME", "ARM_ENDPOINT", "IDENTITY_ENDPOINT",
     "IDENTITY_HEADER", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "AzureWebJobsStorage",
-    "SOURCE_REGISTRY_MIRRORS", "DEVSTACK_UPSTREAM", "DEVSTACK_BACKING", "DEVSTACK_CERTS_DIR", "NO_PROXY",
+    "SOURCE_REGISTRY_MIRRORS", "DEVSTACK_UPSTREAM", "DEVSTACK_UPSTREAM_AUTH", "DEVSTACK_UPSTREAM_AUTH_USER",
+    "DEVSTACK_UPSTREAM_AUTH_PASSWORD", "DEVSTACK_BACKING", "DEVSTACK_CERTS_DIR", "NO_PROXY",
 )
+SECRET_ENV_KEYS = ("DEVSTACK_UPSTREAM_AUTH_PASSWORD",)
 
 
 class StackError(RuntimeError):
@@ -163,7 +178,8 @@ def _child_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
 
 
 class Stack:
-    """Azurite + upstream registry (TLS) + backing registry (HTTP) + ACR emulator, on 127.0.0.1.
+    """Azurite + upstream registries (TLS; one anonymous, one with token auth) + backing registry
+    (HTTP) + ACR emulator, on 127.0.0.1.
 
     Arguments: ``workdir`` (default: a new temp folder, removed on stop unless ``keep_workdir``),
     ``env_file`` (default ``workdir/devstack.env``), ``with_emulator`` (False starts everything
@@ -195,7 +211,12 @@ class Stack:
         self.ca_pem = self.server_cert = self.server_key = self.certs_dir = None
         self.identity_header: Optional[str] = None
         self.blob_port = self.queue_port = self.table_port = None
-        self.upstream_port = self.backing_port = self.emulator_port = None
+        self.upstream_port = self.upstream_auth_port = self.backing_port = self.emulator_port = None
+        self.upstream_auth_service = UPSTREAM_AUTH_SERVICE
+        self.upstream_auth_issuer = UPSTREAM_AUTH_ISSUER
+        self.upstream_auth_user: Optional[str] = None
+        self.upstream_auth_password: Optional[str] = None
+        self.token_signer_key = self.token_signer_cert = None  # the cert is the registry's rootcertbundle
         self.connection_string: Optional[str] = None
         self.emulator = None  # devstack.emulator.state.Emulator
         self._emulator_handle = None
@@ -213,6 +234,24 @@ class Stack:
     @property
     def upstream_url(self) -> str:
         return f"https://{self.upstream_host}"
+
+    @property
+    def upstream_auth_host(self) -> str:
+        return f"127.0.0.1:{self.upstream_auth_port}"
+
+    @property
+    def upstream_auth_url(self) -> str:
+        return f"https://{self.upstream_auth_host}"
+
+    @property
+    def upstream_auth_creds(self) -> str:
+        """``user:password`` of the authenticated upstream (skopeo's --creds form). A secret."""
+        return f"{self.upstream_auth_user}:{self.upstream_auth_password}"
+
+    @property
+    def upstream_token_realm(self) -> str:
+        """The token endpoint the authenticated upstream sends clients to (served by the emulator)."""
+        return f"{self.arm_endpoint}{UPSTREAM_TOKEN_PATH}"
 
     @property
     def backing_host(self) -> str:
@@ -261,9 +300,11 @@ class Stack:
             self._atexit_registered = True
         try:
             self._prepare_workdir()
-            (self.blob_port, self.queue_port, self.table_port,
-             self.upstream_port, self.backing_port, self.emulator_port) = free_ports(6)
+            (self.blob_port, self.queue_port, self.table_port, self.upstream_port,
+             self.upstream_auth_port, self.backing_port, self.emulator_port) = free_ports(7)
             self.identity_header = secrets.token_urlsafe(24)
+            self.upstream_auth_user = f"airlock-{secrets.token_hex(4)}"
+            self.upstream_auth_password = secrets.token_urlsafe(24)
             self.connection_string = (
                 f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
                 f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{AZURITE_ACCOUNT};"
@@ -273,7 +314,9 @@ class Stack:
             # Azurite (node) is the slowest, so it goes first, before the certificates.
             self._spawn_azurite()
             self._make_certs()
+            self._make_token_signer()
             self._spawn_registry("upstream", self.upstream_port, tls=True)
+            self._spawn_registry("upstream-auth", self.upstream_auth_port, tls=True, token_auth=True)
             self._spawn_registry("backing", self.backing_port, tls=False,
                                  notify_url=f"https://127.0.0.1:{self.emulator_port}{NOTIFICATIONS_PATH}")
             deadline = time.monotonic() + self.startup_timeout
@@ -284,6 +327,7 @@ class Stack:
             for port in (self.blob_port, self.queue_port, self.table_port):
                 self._wait_port("azurite", port, deadline)
             self._wait_registry("upstream", deadline)
+            self._wait_registry("upstream-auth", deadline)
             self._wait_registry("backing", deadline)
             self._write_env()
         except BaseException:
@@ -359,6 +403,39 @@ class Stack:
         self.certs_dir.mkdir(exist_ok=True)
         shutil.copyfile(self.ca_pem, self.certs_dir / "ca.crt")
 
+    def _make_token_signer(self) -> None:
+        """An EC P-256 key and its self-signed certificate: the certificate is the token-auth
+        registry's rootcertbundle, the key signs the emulator's upstream tokens (ES256)."""
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "acr-airlock devstack"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, "upstream token signer")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder()
+                .subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(hours=1))
+                .not_valid_after(now + datetime.timedelta(days=30))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, content_commitment=False,
+                                             key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                             crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                .sign(key, hashes.SHA256()))
+        d = self.workdir / "tls"
+        self.token_signer_key = d / "token-signer.key"
+        self.token_signer_cert = d / "token-signer.pem"
+        with open(os.open(self.token_signer_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+            fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+        self.token_signer_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
     def _spawn(self, name: str, args: list[str], env: Optional[dict[str, str]] = None) -> _Child:
         log_path = self.workdir / "logs" / f"{name}.log"
         log_file = open(log_path, "ab")
@@ -390,7 +467,8 @@ class Stack:
             "--skipApiVersionCheck", "--loose", "--silent", "--disableTelemetry", "--disableProductStyleUrl",
         ])
 
-    def _registry_config(self, name: str, port: int, *, tls: bool, notify_url: Optional[str]) -> dict:
+    def _registry_config(self, name: str, port: int, *, tls: bool, notify_url: Optional[str],
+                         token_auth: bool = False) -> dict:
         root = self.workdir / "registries" / name
         root.mkdir(parents=True, exist_ok=True)
         http_cfg: dict[str, Any] = {
@@ -413,6 +491,13 @@ class Stack:
             "http": http_cfg,
             "health": {"storagedriver": {"enabled": False}},
         }
+        if token_auth:
+            cfg["auth"] = {"token": {
+                "realm": self.upstream_token_realm,
+                "service": self.upstream_auth_service,
+                "issuer": self.upstream_auth_issuer,
+                "rootcertbundle": str(self.token_signer_cert),
+            }}
         if notify_url:
             cfg["notifications"] = {
                 "events": {"includereferences": True},
@@ -427,13 +512,14 @@ class Stack:
             }
         return cfg
 
-    def _spawn_registry(self, name: str, port: int, *, tls: bool, notify_url: Optional[str] = None) -> None:
+    def _spawn_registry(self, name: str, port: int, *, tls: bool, notify_url: Optional[str] = None,
+                        token_auth: bool = False) -> None:
         exe = os.environ.get("DEVSTACK_DOCKER_REGISTRY") or shutil.which("docker-registry")
         if not exe:
             raise StackError("docker-registry is not installed; run scripts/setup.sh")
         cfg_path = self.workdir / f"registry-{name}.yml"
-        cfg_path.write_text(yaml.safe_dump(self._registry_config(name, port, tls=tls, notify_url=notify_url),
-                                           sort_keys=False))
+        cfg = self._registry_config(name, port, tls=tls, notify_url=notify_url, token_auth=token_auth)
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         os.chmod(cfg_path, 0o600)  # holds the http secret
         self._spawn(f"registry-{name}", [exe, "serve", str(cfg_path)], env={"SSL_CERT_FILE": str(self.ca_pem)})
 
@@ -453,6 +539,12 @@ class Stack:
             storage_connection_string=self.connection_string,
             identity_header=self.identity_header,
             agent_pools={"vnetpool": {"count": 0, "tier": "S1", "os": "Linux"}},
+            upstream_token_key_path=str(self.token_signer_key),
+            upstream_token_cert_path=str(self.token_signer_cert),
+            upstream_token_service=self.upstream_auth_service,
+            upstream_token_issuer=self.upstream_auth_issuer,
+            upstream_token_username=self.upstream_auth_user,
+            upstream_token_password=self.upstream_auth_password,
         )
         options.update(self.emulator_options)
         self.emulator = Emulator(EmulatorConfig(**options))
@@ -476,13 +568,14 @@ class Stack:
 
     def _wait_registry(self, name: str, deadline: float) -> None:
         child = self._child(f"registry-{name}")
-        port = self.upstream_port if name == "upstream" else self.backing_port
+        port = {"upstream": self.upstream_port, "upstream-auth": self.upstream_auth_port}.get(name, self.backing_port)
+        ready = 401 if name == "upstream-auth" else 200  # token auth: /v2/ challenges, which means it is up
         last: Any = None
         while True:
             self._check_alive(child)
             try:
-                status, _ = self._http("GET", port, "/v2/", tls=(name == "upstream"), timeout=2)
-                if status == 200:
+                status, _ = self._http("GET", port, "/v2/", tls=name.startswith("upstream"), timeout=2)
+                if status == ready:
                     return
                 last = f"HTTP {status}"
             except (OSError, http.client.HTTPException) as exc:
@@ -542,6 +635,9 @@ class Stack:
             "AzureWebJobsStorage": self.connection_string,
             "SOURCE_REGISTRY_MIRRORS": ",".join(f"{r}={up}" for r in MIRRORED_REGISTRIES),
             "DEVSTACK_UPSTREAM": up,
+            "DEVSTACK_UPSTREAM_AUTH": self.upstream_auth_host,
+            "DEVSTACK_UPSTREAM_AUTH_USER": self.upstream_auth_user,
+            "DEVSTACK_UPSTREAM_AUTH_PASSWORD": self.upstream_auth_password,
             "DEVSTACK_BACKING": self.backing_url,
             "DEVSTACK_CERTS_DIR": str(self.certs_dir),
             "NO_PROXY": "127.0.0.1,localhost",
@@ -556,9 +652,9 @@ class Stack:
             fh.write(self.env_text())
         os.replace(tmp, self.env_path)
 
-    def env_text(self) -> str:
-        """The env file's content: KEY=VALUE lines, unquoted."""
-        return "".join(f"{k}={v}\n" for k, v in self.env.items())
+    def env_text(self, *, mask_secrets: bool = False) -> str:
+        """The env file's content: KEY=VALUE lines, unquoted; ``mask_secrets`` shows secrets as ***."""
+        return "".join(f"{k}={'***' if mask_secrets and k in SECRET_ENV_KEYS else v}\n" for k, v in self.env.items())
 
     def apply_env(self, target: Any = None) -> Any:
         """Put ``stack.env`` into ``target``: a pytest monkeypatch (setenv), a mapping, or os.environ."""

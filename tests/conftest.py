@@ -5,6 +5,8 @@ tests/unit never starts anything.
 Fixtures
 - ``stack``        (session) the running Stack; stopped at the end of the session.
 - ``seeded``       (session) ``{"repo:tag": digest}`` of the upstream catalogue (devstack.oci.CATALOGUE).
+- ``seeded_auth``  (session) the same for the token-auth upstream (devstack.oci.AUTH_CATALOGUE); needs
+                   the emulator (it serves the token realm), else the test skips.
 - ``airlock_env``  (function) applies ``stack.env`` to os.environ for one test; returns the dict.
 - ``clean_faults`` (function) clears the emulator's injected faults before and after the test.
 
@@ -30,6 +32,15 @@ def seeded(stack):
     from devstack.oci import seed_upstream
 
     return seed_upstream(stack)
+
+
+@pytest.fixture(scope="session")
+def seeded_auth(stack):
+    from devstack.oci import seed_upstream_auth
+
+    if stack.emulator is None:
+        pytest.skip("the token-auth upstream needs the ACR emulator (it serves the token realm)")
+    return seed_upstream_auth(stack)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import dataplane, identity, registry, tasks
+from . import dataplane, identity, registry, tasks, upstream_auth
 from .auth import AuthError
 from .errors import acr_error, arm_error
 from .events import MANIFEST_MEDIA_TYPES, to_event_grid
@@ -47,6 +47,7 @@ def create_app(emu: Emulator) -> Starlette:
         *tasks.install(emu),
         *dataplane.routes(emu, backing),
         *admin_routes(emu),
+        *upstream_auth.routes(emu),
         Route("/subscriptions/{rest:path}", _arm_fallback(emu), methods=ALL_METHODS),
     ]
     return Starlette(

@@ -15,6 +15,7 @@ from typing import Any
 from .auth import TokenAuthority
 from .events import EventBus
 from .faults import FaultInjector
+from .upstream_auth import UpstreamTokenService
 
 
 @dataclass
@@ -34,6 +35,16 @@ class EmulatorConfig:
     run_step_seconds: float = 1.0
     agent_pools: dict[str, dict[str, Any]] = field(default_factory=dict)
     event_sink_url: str | None = None
+    # The token service (realm) of the authenticated upstream registry, see upstream_auth.py;
+    # off unless a signing key is given.
+    upstream_token_key_path: str = ""  # PEM private key (EC or RSA) that signs the tokens
+    upstream_token_cert_path: str = ""  # PEM certificate of that key: the registry's rootcertbundle
+    upstream_token_service: str = "upstream-auth"
+    upstream_token_issuer: str = "airlock-devstack"
+    upstream_token_username: str = ""
+    upstream_token_password: str = field(default="", repr=False)
+    upstream_token_public_prefix: str = "public/"
+    upstream_token_seconds: float = 300.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EmulatorConfig:
@@ -102,6 +113,7 @@ class Emulator:
         self.events = EventBus(config)
         self.ledger = ManifestLedger()
         self.tasks: Any = None  # set by tasks.install(emu)
+        self.upstream_tokens = UpstreamTokenService.from_config(config)  # None when not configured
 
     @property
     def login_server(self) -> str:

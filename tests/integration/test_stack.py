@@ -1,20 +1,23 @@
 """The local stand-in itself: processes, TLS, storage, registries, seeded images, events, stop."""
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import http.client
 import json
+import logging
 import os
 import ssl
 import time
 import uuid
+from urllib.parse import urlencode
 
 import certifi
 import pytest
 
 from devstack import oci
-from devstack.stack import ENV_KEYS, Stack, group_alive, pid_alive, port_open
+from devstack.stack import ENV_KEYS, SECRET_ENV_KEYS, Stack, group_alive, pid_alive, port_open
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -64,6 +67,13 @@ def test_stack_is_up_with_env(stack):
     assert stack.env["ARM_ENDPOINT"].startswith("https://127.0.0.1:")
     assert stack.env["IDENTITY_ENDPOINT"] == stack.env["ARM_ENDPOINT"] + "/msi/token"
     assert stack.env["DEVSTACK_BACKING"] == stack.backing_url
+    assert stack.env["DEVSTACK_UPSTREAM_AUTH"] == stack.upstream_auth_host != up
+    assert stack.env["DEVSTACK_UPSTREAM_AUTH_USER"] == stack.upstream_auth_user
+    assert stack.env["DEVSTACK_UPSTREAM_AUTH_PASSWORD"] == stack.upstream_auth_password
+    assert len(stack.upstream_auth_password) >= 24
+    # the printable form hides the password
+    masked = dict(line.split("=", 1) for line in stack.env_text(mask_secrets=True).splitlines())
+    assert masked == {**stack.env, **{k: "***" for k in SECRET_ENV_KEYS}}
     assert os.path.isfile(stack.env["REQUESTS_CA_BUNDLE"])
     assert os.path.isfile(os.path.join(stack.env["DEVSTACK_CERTS_DIR"], "ca.crt"))
     # The env file says the same, one KEY=VALUE per line.
@@ -71,7 +81,8 @@ def test_stack_is_up_with_env(stack):
     assert dict(line.split("=", 1) for line in lines) == stack.env
     assert oct(stack.env_path.stat().st_mode & 0o777) == "0o600"
     # Every child listens on loopback only.
-    for port in (stack.blob_port, stack.queue_port, stack.table_port, stack.upstream_port, stack.backing_port):
+    for port in (stack.blob_port, stack.queue_port, stack.table_port, stack.upstream_port, stack.upstream_auth_port,
+                 stack.backing_port):
         assert port_open(port)
 
 
@@ -274,19 +285,133 @@ def test_clean_faults_fixture(clean_faults):
     clean_faults.clear_faults()  # idempotent
 
 
+# --- the token-auth upstream ------------------------------------------------------------------
+
+ACCEPT_MANIFESTS = {"Accept": f"{oci.MEDIA_OCI_MANIFEST}, {oci.MEDIA_OCI_INDEX}"}
+
+
+def _token(stack, *scopes: str, creds: str | None = None, service: str | None = None,
+           authorization: str | None = None) -> tuple[int, dict, dict]:
+    query = urlencode([("service", service or stack.upstream_auth_service), *(("scope", s) for s in scopes)])
+    headers = {"Authorization": authorization} if authorization else {}
+    if creds:
+        headers["Authorization"] = "Basic " + base64.b64encode(creds.encode()).decode()
+    status, response_headers, body = _get(stack, stack.emulator_port, f"/_devstack/upstream-token?{query}", tls=True,
+                                          headers=headers)
+    return status, {k.lower(): v for k, v in response_headers.items()}, json.loads(body)
+
+
+def _manifest_status(stack, repo: str, ref: str, token: str | None) -> int:
+    headers = dict(ACCEPT_MANIFESTS, **({"Authorization": f"Bearer {token}"} if token else {}))
+    status, _, _ = _get(stack, stack.upstream_auth_port, f"/v2/{repo}/manifests/{ref}", tls=True, headers=headers)
+    return status
+
+
+def test_token_auth_registry_challenges_for_the_emulator_realm(stack):
+    status, headers, _ = _get(stack, stack.upstream_auth_port, "/v2/", tls=True)
+    assert status == 401
+    challenge = headers["Www-Authenticate"]
+    assert challenge.startswith("Bearer ")
+    assert f'realm="{stack.upstream_token_realm}"' in challenge
+    assert f'service="{stack.upstream_auth_service}"' in challenge
+    assert stack.upstream_token_realm == f"{stack.arm_endpoint}/_devstack/upstream-token"
+    status, headers, _ = _get(stack, stack.upstream_auth_port, "/v2/private/app/manifests/1.0", tls=True)
+    assert status == 401 and 'scope="repository:private/app:pull"' in headers["Www-Authenticate"]
+
+
+def test_upstream_token_service_grants(stack, seeded_auth):
+    _need_emulator(stack)
+    # the user gets what it asks for, on any repository, several scopes at once
+    status, headers, body = _token(stack, "repository:private/app:pull,push", "repository:library/redis:pull",
+                                   creds=stack.upstream_auth_creds)
+    assert status == 200 and body["token"] == body["access_token"] and body["expires_in"] >= 60
+    assert headers.get("cache-control") == "no-store"
+    claims = json.loads(base64.urlsafe_b64decode(body["token"].split(".")[1] + "=="))
+    assert claims["access"] == [{"type": "repository", "name": "private/app", "actions": ["pull", "push"]},
+                                {"type": "repository", "name": "library/redis", "actions": ["pull"]}]
+    assert (claims["iss"], claims["aud"], claims["sub"]) == (
+        stack.upstream_auth_issuer, stack.upstream_auth_service, stack.upstream_auth_user)
+    assert claims["nbf"] <= claims["iat"] < claims["exp"] and claims["jti"]
+    assert _manifest_status(stack, "private/app", "1.0", body["token"]) == 200
+    assert _manifest_status(stack, "library/redis", "7", body["token"]) == 200
+    # anonymous: a token, but pull only and only under public/
+    status, _, body = _token(stack, "repository:private/app:pull")
+    assert status == 200 and json.loads(base64.urlsafe_b64decode(body["token"].split(".")[1] + "=="))[
+        "access"] == [{"type": "repository", "name": "private/app", "actions": []}]
+    assert _manifest_status(stack, "private/app", "1.0", body["token"]) == 401
+    status, _, body = _token(stack, "repository:public/hello:pull,push")
+    claims = json.loads(base64.urlsafe_b64decode(body["token"].split(".")[1] + "=="))
+    assert claims["access"] == [{"type": "repository", "name": "public/hello", "actions": ["pull"]}]
+    assert claims["sub"] == ""
+    assert _manifest_status(stack, "public/hello", "latest", body["token"]) == 200
+    # wrong password, unknown user, another scheme: 401 with a Basic challenge and no token
+    for creds in (f"{stack.upstream_auth_user}:nope", f"someone:{stack.upstream_auth_password}"):
+        status, headers, body = _token(stack, "repository:public/hello:pull", creds=creds)
+        assert status == 401 and "token" not in body and headers["www-authenticate"].startswith("Basic ")
+    status, _, body = _token(stack, "repository:public/hello:pull", authorization="Bearer abc")
+    assert status == 401 and "token" not in body
+    # a service this issuer does not serve
+    status, _, body = _token(stack, "repository:public/hello:pull", service="registry.docker.io")
+    assert status == 400 and body["errors"][0]["code"] == "INVALID_REQUEST"
+    # the request log (admin endpoint) shows who asked, never a token
+    log = stack.admin("GET", "/_devstack/upstream-token/requests")
+    assert log and {"status", "outcome", "account", "scopes", "access"} <= set(log[-1])
+    assert all("token" not in entry for entry in log)
+
+
+def test_registry_verifies_the_tokens(stack, seeded_auth):
+    """distribution's checks, as the emulator's tokens must meet them: signature by the key of the
+    rootcertbundle (x5c chain or libtrust kid), iss, aud, exp/nbf and the access claim."""
+    import trustme
+
+    from devstack.emulator.upstream_auth import UpstreamTokenService
+
+    _need_emulator(stack)
+    issuer = stack.emulator.upstream_tokens
+    pull = [{"type": "repository", "name": "private/app", "actions": ["pull"]}]
+    now = time.time()
+    assert _manifest_status(stack, "private/app", "1.0", issuer.issue("u", pull)) == 200
+    assert _manifest_status(stack, "private/app", "1.0", issuer.issue("u", pull, with_x5c=False)) == 200
+    refused = {
+        "no token": None,
+        "another audience": issuer.issue("u", pull, aud="registry.docker.io"),
+        "another issuer": issuer.issue("u", pull, iss="someone-else"),
+        "expired": issuer.issue("u", pull, now=now - 3600),
+        "not yet valid": issuer.issue("u", pull, nbf=int(now) + 3600),
+        "another repository": issuer.issue("u", [{"type": "repository", "name": "private/other",
+                                                  "actions": ["pull"]}]),
+        "no pull action": issuer.issue("u", [{"type": "repository", "name": "private/app", "actions": ["push"]}]),
+    }
+    signer = trustme.CA().issue_cert("stranger.invalid")
+    stranger = UpstreamTokenService(service=stack.upstream_auth_service, issuer=stack.upstream_auth_issuer,
+                                    private_key_pem=signer.private_key_pem.bytes(),
+                                    certificate_pem=signer.cert_chain_pems[0].bytes(), username="u", password="p")
+    refused["foreign key (x5c)"] = stranger.issue("u", pull)
+    refused["foreign key (kid)"] = stranger.issue("u", pull, with_x5c=False)
+    for what, token in refused.items():
+        assert _manifest_status(stack, "private/app", "1.0", token) == 401, what
+
+
 # --- start/stop ---------------------------------------------------------------------------------
 
 
-def test_stop_leaves_no_process_behind():
+def test_stop_leaves_no_process_behind(caplog):
+    caplog.set_level(logging.DEBUG)
     with Stack(with_emulator=os.environ.get("DEVSTACK_NO_EMULATOR") != "1") as st:
         pids = st.pids
         workdir = st.workdir
-        ports = [st.blob_port, st.queue_port, st.table_port, st.upstream_port, st.backing_port]
+        ports = [st.blob_port, st.queue_port, st.table_port, st.upstream_port, st.upstream_auth_port, st.backing_port]
         if st.emulator is not None:
             ports.append(st.emulator_port)
-        assert len(pids) == 3 and all(pid_alive(p) for p in pids)
+        assert len(pids) == 4 and all(pid_alive(p) for p in pids)
+        assert set(st.children) == {"azurite", "registry-upstream", "registry-upstream-auth", "registry-backing"}
         assert all(port_open(p) for p in ports)
+        # the password is in the env file (0600) and nowhere else in the work folder
+        secret = st.upstream_auth_password.encode()
+        holders = [p for p in workdir.rglob("*") if p.is_file() and secret in p.read_bytes()]
+        assert holders == [st.env_path]
     assert not st.running
+    assert st.upstream_auth_password not in caplog.text
     _assert_gone(pids)
     assert not any(port_open(p) for p in ports)
     assert not workdir.exists()
