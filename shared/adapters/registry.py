@@ -84,11 +84,17 @@ def _status_error(response: httpx.Response, what: str) -> Exception:
 
 
 class _TokenCache:
-    """Tokens by key, each until shortly before it expires."""
+    """Tokens by key, each until shortly before it expires, and one lock per key so that
+    concurrent look-ups of one scope fetch one token between them."""
 
     def __init__(self) -> None:
         self._tokens: dict[object, tuple[str, float]] = {}
         self._lock = threading.Lock()
+        self._fetching: dict[object, threading.Lock] = {}
+
+    def fetch_lock(self, key) -> threading.Lock:
+        with self._lock:
+            return self._fetching.setdefault(key, threading.Lock())
 
     def get(self, key) -> Optional[str]:
         with self._lock:
@@ -96,8 +102,11 @@ class _TokenCache:
         return token if token and until > time.time() else None
 
     def put(self, key, token: str, expires_at: float) -> None:
+        # refresh a little early: 60 s before expiry, or a quarter of a short lifetime (the token
+        # spec's minimum is 60 s, which a fixed 60 s margin would never reuse)
+        margin = min(60.0, max(0.0, expires_at - time.time()) / 4)
         with self._lock:
-            self._tokens[key] = (token, expires_at - 60)
+            self._tokens[key] = (token, expires_at - margin)
 
 
 class DockerTokenAuth:
@@ -121,11 +130,22 @@ class DockerTokenAuth:
             return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
         if scheme != "bearer" or "realm" not in params:
             raise UpstreamError(f"{what} sent an unsupported challenge", code="SourceUnauthorized", status=401)
+        with self._cache.fetch_lock(scope):
+            cached = self.cached(scope)  # another thread may have fetched it meanwhile
+            if cached:
+                return cached
+            return self._fetch(params, scope, what)
+
+    def _fetch(self, params: dict[str, str], scope: str, what: str) -> str:
         query = {"scope": params.get("scope") or scope}
         if "service" in params:
             query["service"] = params["service"]
         auth = httpx.BasicAuth(*self._credentials) if self._credentials else None
         response = self._http.get(params["realm"], params=query, auth=auth)
+        if response.status_code in (401, 403):
+            reason = "refused the configured credentials" if self._credentials else "requires credentials"
+            raise UpstreamError(f"token service of {what} {reason} ({response.status_code})",
+                                code="SourceUnauthorized", status=response.status_code)
         if response.status_code != 200:
             raise _status_error(response, f"token service of {what}")
         body = response.json()
@@ -134,6 +154,13 @@ class DockerTokenAuth:
             raise UpstreamError(f"token service of {what} sent no token", code="SourceUnauthorized")
         self._cache.put(scope, token, time.time() + float(body.get("expires_in") or 60))
         return f"Bearer {token}"
+
+    def denied(self, what: str, status: int) -> UpstreamError:
+        """The error for a request still refused after the challenge was answered."""
+        reason = ("the configured credentials do not allow pulling it" if self._credentials
+                  else "it needs credentials and none are configured for this registry")
+        return UpstreamError(f"{what} denied access ({status}): {reason}", code="SourceUnauthorized",
+                             status=status)
 
 
 class AcrTokenAuth:
@@ -168,14 +195,25 @@ class AcrTokenAuth:
             return token
 
     def answer(self, challenge: str, scope: str, what: str) -> str:
+        with self._cache.fetch_lock(("access", scope)):
+            cached = self.cached(scope)  # another thread may have fetched it meanwhile
+            if cached:
+                return cached
+            return self._fetch_access(challenge, scope)
+
+    def _fetch_access(self, challenge: str, scope: str) -> str:
         _, params = parse_challenge(challenge)
         service = params.get("service") or self._login_server()
-        scope = params.get("scope") or scope
-        body = self._post("/oauth2/token", {"grant_type": "refresh_token", "service": service, "scope": scope,
+        body = self._post("/oauth2/token", {"grant_type": "refresh_token", "service": service,
+                                            "scope": params.get("scope") or scope,
                                             "refresh_token": self._refresh_token(service)}, "ACR token service")
         token = body["access_token"]
         self._cache.put(("access", scope), token, jwt_expiry(token) or time.time() + 300)
         return f"Bearer {token}"
+
+    def denied(self, what: str, status: int) -> UpstreamError:
+        return UpstreamError(f"{what} denied access ({status}); check the app identity's roles on the registry",
+                             code="Unauthorized", status=status)
 
 
 class ManifestReader:
@@ -206,6 +244,8 @@ class ManifestReader:
         response = self._send("HEAD", path, f"repository:{repository}:pull", headers)
         if response.status_code == 404:
             return None
+        if response.status_code in (401, 403):
+            raise self._auth.denied(self.name, response.status_code)
         if response.status_code >= 400:
             raise _status_error(response, self.name)
         if not response.headers.get("Docker-Content-Digest"):
