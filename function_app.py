@@ -7,7 +7,7 @@ import logging
 
 import azure.functions as func
 
-from shared.entrypoints import asgi_app, handle_blob, handle_event, handle_resync
+from shared.entrypoints import asgi_app, handle_blob, handle_event, handle_pool_timer, handle_resync
 
 app = func.AsgiFunctionApp(app=asgi_app, http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -23,6 +23,12 @@ def manifest_uploaded(blob: func.InputStream) -> None:
 @app.timer_trigger(arg_name="timer", schedule="%RESYNC_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def resync_timer(timer: func.TimerRequest) -> None:
     handle_resync(past_due=timer.past_due)
+
+
+@app.function_name("pool_scaler")
+@app.timer_trigger(arg_name="timer", schedule="%POOL_SCALE_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def pool_scaler(timer: func.TimerRequest) -> None:
+    handle_pool_timer(past_due=timer.past_due)
 
 
 @app.function_name("registry_event")

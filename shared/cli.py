@@ -4,9 +4,15 @@
     python -m shared plan FILE [--json]
     python -m shared sync FILE [--json] [--concurrency N]
     python -m shared runs show RUN_ID
+    python -m shared build --source SRC --image REPO:TAG [--arg N=V] [--secret-arg N[=V]] [--pool P] [--wait]
+    python -m shared build --task NAME [--arg N=V] [--pool P] [--wait]
+    python -m shared build show|cancel RUN_ID [--json]
+    python -m shared pool status [NAME] [--json]
+    python -m shared pool scale NAME COUNT
     python -m shared serve [--port 7071]       (the HTTP API without the Functions host)
 
-Exit codes: 0 success, 1 invalid manifest or a failed entry, 2 usage or configuration error.
+Exit codes: 0 success, 1 invalid manifest, a failed entry, a bad build request or a followed
+build that did not succeed, 2 usage or configuration error.
 Settings come from the environment (see docs/settings.md); ``--env-file`` loads KEY=VALUE lines
 first (e.g. the local stand-in's ``.devstack/env``); flags override the registry settings.
 """
@@ -19,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
-from .errors import AirlockError, ConfigError
+from .errors import AirlockError, ConfigError, ValidationError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -67,7 +73,34 @@ def _parser() -> argparse.ArgumentParser:
     rsub = runs.add_subparsers(dest="runs_command", required=True)
     show = rsub.add_parser("show", help="print one run's outcome record")
     show.add_argument("run_id")
+    _build_parser(sub)
+    _pool_parser(sub)
     return p
+
+
+def _build_parser(sub) -> None:
+    from .cli_builds import add_build_arguments
+
+    build = sub.add_parser("build", help="queue a build on an agent pool; build show|cancel RUN_ID")
+    add_build_arguments(build)
+    bsub = build.add_subparsers(dest="build_command")
+    for name, text in (("show", "status, timings, output images and log link of a build"),
+                       ("cancel", "cancel a build")):
+        command = bsub.add_parser(name, help=text)
+        command.add_argument("run_id")
+        command.add_argument("--json", action="store_true")
+
+
+def _pool_parser(sub) -> None:
+    pool = sub.add_parser("pool", help="agent pools: status and scaling")
+    psub = pool.add_subparsers(dest="pool_command", required=True)
+    status = psub.add_parser("status", help="instances, queued and running runs of every pool (or one)")
+    status.add_argument("name", nargs="?")
+    status.add_argument("--json", action="store_true")
+    scale = psub.add_parser("scale", help="set a pool's instance count (recorded)")
+    scale.add_argument("name")
+    scale.add_argument("count", type=int)
+    scale.add_argument("--json", action="store_true")
 
 
 def _read_manifest(path: str) -> tuple[bytes, str]:
@@ -102,6 +135,10 @@ def main(argv: Optional[Sequence[str]] = None, *, out: TextIO = sys.stdout, err:
             return _runs_show(args, env, out)
         if args.command == "serve":
             return _serve(args, env)
+        if args.command in ("build", "pool"):
+            from . import cli_builds
+
+            return cli_builds.run(args, env, out, err)
     except FileNotFoundError as exc:
         print(f"error: {exc.filename}: no such file", file=err)
         return EXIT_USAGE
@@ -110,8 +147,19 @@ def main(argv: Optional[Sequence[str]] = None, *, out: TextIO = sys.stdout, err:
         return EXIT_USAGE
     except AirlockError as exc:
         print(f"error: {exc.code}: {exc.message}", file=err)
+        if isinstance(exc, ValidationError):
+            for problem in exc.problems:
+                print(f"  {_describe(problem, args)}", file=err)
         return EXIT_FAILED
     return EXIT_USAGE
+
+
+def _describe(problem, args) -> str:
+    if args.command == "build" and problem.field is not None:
+        from .cli_builds import flag_for
+
+        return f"{flag_for(problem.field)}: {problem.message}"
+    return str(problem)
 
 
 def _manifest_check(args, env, out) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
+from .core.builds import is_valid_pool_name
 from .errors import ConfigError, Problem
 
 DEFAULT_ALLOWED = ("docker.io", "quay.io", "registry.k8s.io", "mcr.microsoft.com", "ghcr.io")
@@ -161,6 +162,11 @@ class Settings:
                                         field="SOURCE_REGISTRY_MIRRORS"))
                 continue
             mirrors[registry.strip().lower()] = target.strip()
+
+        pool = raw("BUILD_DEFAULT_AGENT_POOL")
+        if pool and not is_valid_pool_name(pool):
+            problems.append(Problem(f"must be an agent pool name (3-20 letters, digits or '-'), got {pool!r}",
+                                    field="BUILD_DEFAULT_AGENT_POOL"))
 
         for name in ("ARM_ENDPOINT", "ARM_AUDIENCE"):
             if not raw(name).startswith("https://"):

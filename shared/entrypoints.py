@@ -55,6 +55,12 @@ def handle_resync(*, past_due: bool) -> None:
     on_resync_timer(services(), past_due=past_due)
 
 
+def handle_pool_timer(*, past_due: bool) -> None:
+    from .handlers.triggers import on_pool_timer
+
+    on_pool_timer(services(), past_due=past_due)
+
+
 def event_body(event) -> dict:
     """func.EventGridEvent or func.CloudEvent -> the dict of its schema."""
     if hasattr(event, "specversion"):

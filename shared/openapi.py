@@ -5,7 +5,8 @@ PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
 
 def _problem_responses(*codes: int) -> dict:
-    text = {400: "Invalid request", 404: "Not found", 409: "Conflict", 422: "Invalid manifest",
+    text = {400: "Invalid request (errors name the field, as a JSON pointer)", 404: "Not found", 409: "Conflict",
+            422: "Invalid manifest",
             502: "Azure or a registry answered with an error", 503: "A dependency is unavailable"}
     return {str(c): {"description": text[c], "content": {"application/problem+json": {"schema": PROBLEM}}}
             for c in codes}
@@ -37,10 +38,50 @@ def document() -> dict:
                     "manifest": {"type": "object"}, "summary": {"type": "object"},
                     "entries": {"type": "array", "items": {"type": "object"}},
                     "errors": {"type": "array", "items": {"type": "object"}}}},
+                "BuildArgument": {"oneOf": [
+                    {"type": "string"},
+                    {"type": "object", "required": ["value"], "additionalProperties": False,
+                     "properties": {"value": {"type": "string"}, "secret": {"type": "boolean", "default": False,
+                                    "description": "never logged, recorded or echoed"}}}]},
+                "BuildRequest": {"type": "object", "description": (
+                    "A quick build (kind docker) or a run of an existing ACR task (kind task, or any body "
+                    "with a task field). Fields of the other kind are errors."), "properties": {
+                    "kind": {"enum": ["docker", "task"]},
+                    "source_location": {"type": "string", "description": (
+                        "https git URL (https://host/repo.git#ref:dir; no credentials, no query) or the "
+                        "relative path a build-source upload returned (source/.../name.tar.gz)")},
+                    "dockerfile": {"type": "string", "default": "Dockerfile"},
+                    "image_names": {"type": "array", "items": {"type": "string"}, "examples": [
+                        ["apps/web:{{.Run.ID}}", "apps/web:latest"]]},
+                    "arguments": {"type": "object",
+                                  "additionalProperties": {"$ref": "#/components/schemas/BuildArgument"}},
+                    "platform": {"type": "string", "default": "linux/amd64"},
+                    "target": {"type": "string"},
+                    "timeout": {"type": "integer", "minimum": 300, "maximum": 28800, "default": 3600},
+                    "no_cache": {"type": "boolean", "default": False},
+                    "push": {"type": "boolean", "default": True},
+                    "agent_pool": {"type": "string", "description": "default: BUILD_DEFAULT_AGENT_POOL"},
+                    "task": {"type": "string"}}},
                 "Build": {"type": "object", "properties": {
-                    "run_id": {"type": "string"}, "status": {"type": "string"}, "agent_pool": {"type": "string"},
-                    "output_images": {"type": "array", "items": {"type": "object"}},
-                    "log_url": {"type": ["string", "null"]}}},
+                    "run_id": {"type": "string"}, "kind": {"const": "build"},
+                    "build_kind": {"enum": ["docker", "task", None]},
+                    "trigger": {"enum": ["http", "cli", "rule", None]},
+                    "origin": {"type": ["object", "null"], "description": "the rule and push behind a rule build"},
+                    "status": {"type": "string", "examples": ["Queued", "Running", "Succeeded", "Failed", "Canceled"]},
+                    "agent_pool": {"type": ["string", "null"]}, "task": {"type": ["string", "null"]},
+                    "request": {"type": ["object", "null"], "description": "the request, secret values as ***"},
+                    "scaling": {"type": ["object", "null"], "description": "the scale-up this build caused"},
+                    "transitions": {"type": "array", "items": {"type": "object", "properties": {
+                        "status": {"type": "string"}, "at": {"type": "string", "format": "date-time"}}}},
+                    "created_at": {"type": ["string", "null"]}, "started_at": {"type": ["string", "null"]},
+                    "finished_at": {"type": ["string", "null"]}, "queued_seconds": {"type": ["number", "null"]},
+                    "duration_seconds": {"type": ["number", "null"]},
+                    "output_images": {"type": "array", "items": {"type": "object", "properties": {
+                        "registry": {"type": "string"}, "repository": {"type": "string"}, "tag": {"type": "string"},
+                        "digest": {"type": "string"}}}},
+                    "error": {"type": ["string", "null"]},
+                    "cancel_requested_at": {"type": ["string", "null"]},
+                    "log_url": {"type": ["string", "null"], "description": "read SAS URL of the run log"}}},
             }},
         "security": [{"functionKey": []}],
         "paths": {
@@ -70,19 +111,28 @@ def document() -> dict:
                     "schema": {"$ref": "#/components/schemas/RunRecord"}}}}, **_problem_responses(400, 404)}}},
             "/api/builds": {"post": {
                 "summary": "Queue a build (quick build or task run) on an agent pool",
-                "responses": {"202": {"description": "Queued", "headers": {"Location": {"schema": {"type": "string"}}},
+                "description": ("The pool (or task) must exist; a pool at count 0 is scaled up to "
+                                "POOL_SCALE_UP_COUNT first. Nothing is queued when the request is refused."),
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/BuildRequest"}}}},
+                "responses": {"202": {"description": "Queued; poll the Location",
+                                      "headers": {"Location": {"schema": {"type": "string"}}},
                                       "content": {"application/json": {"schema": {
                                           "$ref": "#/components/schemas/Build"}}}},
-                              **_problem_responses(400, 404, 502)}}},
+                              **_problem_responses(400, 502, 503)}}},
             "/api/builds/{run_id}": {"get": {
                 "summary": "Status, timings, output images and log link of a build",
                 "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "The build", "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/Build"}}}}, **_problem_responses(404)}}},
+                    "schema": {"$ref": "#/components/schemas/Build"}}}}, **_problem_responses(400, 404, 502)}}},
             "/api/builds/{run_id}/cancel": {"post": {
-                "summary": "Cancel a build",
+                "summary": "Cancel a build (a finished build stays as it is)",
                 "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"202": {"description": "Cancel requested"}, **_problem_responses(404)}}},
+                "responses": {"202": {"description": "Cancel requested; the build as it is now",
+                                      "headers": {"Location": {"schema": {"type": "string"}}},
+                                      "content": {"application/json": {"schema": {
+                                          "$ref": "#/components/schemas/Build"}}}},
+                              **_problem_responses(400, 404, 502)}}},
             "/api/health": {"get": {"summary": "Configuration and reachability of storage, ARM and the registry",
                                     "responses": {"200": {"description": "Healthy"},
                                                   "503": {"description": "Unhealthy"}}}},

@@ -80,4 +80,4 @@ class Services:
     def tasks(self):
         from .adapters.tasks import Tasks
 
-        return Tasks(self.clients, self.retrier, self.http)
+        return Tasks(self.clients, self.retrier)

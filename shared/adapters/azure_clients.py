@@ -80,3 +80,10 @@ class AzureClients:
                 s.storage_connection_string, **self._common(sdk_retries=True))
         return BlobServiceClient(account_url=s.blob_service_uri, credential=self.credential,
                                  **self._common(sdk_retries=True))
+
+    def blob_at(self, sas_url: str):
+        """A blob client for a SAS URL (a run log, a build-source upload). The storage SDK redacts the
+        signature when it logs URLs; a plain HTTP client would log the whole credential."""
+        from azure.storage.blob import BlobClient
+
+        return BlobClient.from_blob_url(sas_url, **self._common(sdk_retries=True))

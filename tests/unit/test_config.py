@@ -68,3 +68,9 @@ def test_docs_table_lists_every_setting_with_its_default():
         assert row is not None, spec.name
         if spec.default:
             assert f"`{spec.default}`" in row, spec.name
+
+
+def test_default_agent_pool_must_be_a_pool_name():
+    assert Settings.from_env({**BASE, "BUILD_DEFAULT_AGENT_POOL": "vnetpool"}).build_default_pool == "vnetpool"
+    with pytest.raises(ConfigError, match="BUILD_DEFAULT_AGENT_POOL"):
+        Settings.from_env({**BASE, "BUILD_DEFAULT_AGENT_POOL": "no pool!"})

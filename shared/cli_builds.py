@@ -1,0 +1,238 @@
+"""The ``build`` and ``pool`` commands of the command line (see ``shared.cli``).
+
+    build [--source SRC] [--dockerfile F] [--image REPO:TAG]... [--arg N=V]... [--secret-arg N[=V]]...
+          [--platform P] [--target T] [--timeout S] [--no-cache] [--no-push] [--task NAME] [--pool P]
+          [--json] [--wait [--poll S]]
+    build show RUN_ID [--json]
+    build cancel RUN_ID [--json]
+    pool status [NAME] [--json]
+    pool scale NAME COUNT [--json]
+
+The flags make the same JSON request as ``POST /api/builds`` and are validated by the same code
+(``shared.core.builds.parse_build``); problems name the flag at fault. ``--source`` takes an https
+git URL, a path returned by an earlier upload, or a local directory / ``.tar.gz`` that is uploaded
+(``listBuildSourceUploadUrl``) only after the rest of the request has validated.
+``--secret-arg NAME`` (no ``=``) reads the value from the environment variable NAME, which keeps
+it out of the process list and shell history. Secret values are never printed.
+"""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Mapping, Optional, TextIO
+
+from .errors import Problem, ValidationError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_PENDING_UPLOAD = "source/pending/context.tar.gz"  # stands in for a local context while validating
+_FLAGS = {"source_location": "--source", "dockerfile": "--dockerfile", "image_names": "--image",
+          "arguments": "--arg/--secret-arg", "platform": "--platform", "target": "--target", "timeout": "--timeout",
+          "no_cache": "--no-cache", "push": "--no-push", "agent_pool": "--pool", "task": "--task"}
+
+
+def add_build_arguments(parser) -> None:
+    a = parser.add_argument
+    a("--source", help="https git URL (https://host/repo.git#ref:dir), a local directory or .tar.gz to "
+                       "upload, or an uploaded source path")
+    a("--dockerfile", help="Dockerfile path in the context (default Dockerfile)")
+    a("--image", action="append", default=[], metavar="REPO:TAG",
+      help="image to push, repeatable; the tag may use {{.Run.ID}}")
+    a("--arg", action="append", default=[], metavar="NAME=VALUE", help="build argument, repeatable")
+    a("--secret-arg", action="append", default=[], metavar="NAME[=VALUE]",
+      help="secret build argument, never logged; NAME alone reads the environment variable NAME")
+    a("--platform", help="os/architecture[/variant] (default linux/amd64)")
+    a("--target", help="build stage to stop at")
+    a("--timeout", type=int, help="seconds, 300..28800 (default 3600)")
+    a("--no-cache", action="store_true", default=None, help="build without the layer cache")
+    a("--no-push", action="store_true", help="build only; push nothing")
+    a("--task", help="run this existing ACR task instead of a quick build")
+    a("--pool", help="agent pool (default BUILD_DEFAULT_AGENT_POOL)")
+    a("--json", action="store_true", help="print the build record as JSON")
+    a("--wait", action="store_true", help="follow the run to its end, streaming its log")
+    a("--poll", type=float, default=2.0, metavar="SECONDS", help="how often --wait looks (default 2)")
+
+
+def flag_for(pointer: str) -> str:
+    """``/image_names/1`` -> ``--image #2``; ``/arguments/X`` -> ``--arg/--secret-arg X``."""
+    parts = pointer.strip("/").split("/") if pointer else []
+    if not parts or parts[0] not in _FLAGS:
+        return pointer or "request"
+    flag = _FLAGS[parts[0]]
+    if len(parts) > 1:
+        return f"{flag} #{int(parts[1]) + 1}" if parts[1].isdigit() else f"{flag} {parts[1]}"
+    return flag
+
+
+def run(args, env: Mapping[str, str], out: TextIO, err: TextIO) -> int:
+    from .services import Services
+
+    services = Services.from_env(env)
+    if args.command == "pool":
+        return _pool(services, args, out)
+    if args.build_command == "show":
+        from .handlers.builds import get_build
+
+        return _print_build(get_build(services, args.run_id), args, out)
+    if args.build_command == "cancel":
+        from .handlers.builds import cancel_build
+
+        return _print_build(cancel_build(services, args.run_id), args, out)
+    return _queue(services, args, env, out, err)
+
+
+# -- build ---------------------------------------------------------------------------------------
+
+def request_from_args(args, env: Mapping[str, str]) -> dict:
+    """The JSON build request the flags describe (secret values inside, as in an API body)."""
+    data: dict = {}
+    for key, value in (("task", args.task), ("source_location", args.source), ("dockerfile", args.dockerfile),
+                       ("platform", args.platform), ("target", args.target), ("timeout", args.timeout),
+                       ("agent_pool", args.pool), ("no_cache", args.no_cache)):
+        if value is not None:
+            data[key] = value
+    if args.image:
+        data["image_names"] = list(args.image)
+    if args.no_push:
+        data["push"] = False
+    arguments = _arguments(args.arg, args.secret_arg, env)
+    if arguments:
+        data["arguments"] = arguments
+    return data
+
+
+def _arguments(plain: list[str], secret: list[str], env: Mapping[str, str]) -> dict:
+    arguments: dict = {}
+    problems: list[Problem] = []
+    for text, is_secret in [(t, False) for t in plain] + [(t, True) for t in secret]:
+        name, sep, value = text.partition("=")
+        flag = "--secret-arg" if is_secret else "--arg"
+        if not sep and is_secret:
+            if name not in env:
+                problems.append(Problem(f"{name}: no '=VALUE' and no environment variable {name}", field=flag))
+                continue
+            value = env[name]
+        elif not sep:
+            problems.append(Problem(f"{text!r}: expected NAME=VALUE", field=flag))
+            continue
+        if name in arguments:
+            problems.append(Problem(f"argument {name} is given twice", field=flag))
+            continue
+        arguments[name] = {"value": value, "secret": True} if is_secret else value
+    if problems:
+        raise ValidationError("invalid build arguments", problems)
+    return arguments
+
+
+def _local_context(source: Optional[str]) -> Optional[Path]:
+    if not source or "://" in source:
+        return None
+    path = Path(source)
+    if path.is_dir() or (path.is_file() and source.endswith((".tar.gz", ".tgz"))):
+        return path
+    return None
+
+
+def pack_context(path: Path) -> bytes:
+    """A directory as a gzipped tar (``.git`` left out), or a ``.tar.gz`` file as it is."""
+    if path.is_file():
+        return path.read_bytes()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for item in sorted(path.rglob("*")):
+            relative = item.relative_to(path)
+            if ".git" in relative.parts or not (item.is_file() or item.is_dir()):
+                continue
+            tar.add(item, arcname=str(relative), recursive=False)
+    return buffer.getvalue()
+
+
+def _queue(services, args, env, out: TextIO, err: TextIO) -> int:
+    from .core.builds import parse_build
+    from .handlers.builds import follow_build, queue_build, resolve_target
+
+    data = request_from_args(args, env)
+    context = _local_context(args.source)
+    if context is not None:
+        data["source_location"] = _PENDING_UPLOAD
+    spec = parse_build(data)  # the whole request validates before anything is uploaded or queued
+    if context is not None:
+        resolve_target(services, spec)  # and the pool (or task) exists
+        data["source_location"] = services.tasks.upload_source(pack_context(context))
+        spec = parse_build(data)
+    record = queue_build(services, spec, trigger="cli")
+    notes = err if args.json else out
+    scaled = record["scaling"]
+    extra = f" (scaled from 0 to {scaled['to_count']} instance(s))" if scaled else ""
+    notes.write(f"queued build {record['run_id']} on agent pool {record['agent_pool']}{extra}\n")
+    notes.flush()
+    if not args.wait:
+        return _print_build(record, args, out, summary=False)
+    final = follow_build(services, record["run_id"], on_log=_writer(notes), poll_seconds=args.poll)
+    _print_build(final, args, out)
+    return EXIT_OK if final["status"] == "Succeeded" else EXIT_FAILED
+
+
+def _writer(stream: TextIO):
+    def write(text: str) -> None:
+        stream.write(text)
+        stream.flush()
+    return write
+
+
+def _print_build(document: dict, args, out: TextIO, *, summary: bool = True) -> int:
+    if args.json:
+        json.dump(document, out, indent=2)
+        out.write("\n")
+    elif summary:
+        out.write(render_build(document))
+    else:
+        out.write(f"follow it with: python -m shared build show {document['run_id']}\n")
+    return EXIT_OK
+
+
+def render_build(document: dict) -> str:
+    lines = [f"build {document['run_id']}: {document.get('status')}"
+             + (f" in {document['duration_seconds']}s" if document.get("duration_seconds") is not None else "")
+             + f" on agent pool {document.get('agent_pool')}"
+             + (f" (trigger {document['trigger']})" if document.get("trigger") else "")]
+    seen = " -> ".join(t["status"] for t in document.get("transitions", []))
+    if seen:
+        lines.append(f"  statuses seen: {seen}")
+    if document.get("error"):
+        lines.append(f"  error: {document['error']}")
+    for image in document.get("output_images", []):
+        lines.append(f"  pushed {image['repository']}:{image['tag']}  {image['digest']}")
+    if document.get("log_url"):
+        lines.append(f"  log: {document['log_url']}")
+    return "\n".join(lines) + "\n"
+
+
+# -- pool ----------------------------------------------------------------------------------------
+
+def _pool(services, args, out: TextIO) -> int:
+    from .handlers.builds import pool_status, scale_pool
+
+    if args.pool_command == "scale":
+        result = [scale_pool(services, args.name, args.count, trigger="cli")]
+    else:
+        result = pool_status(services, args.name)
+    if args.json:
+        json.dump(result if args.pool_command == "status" else result[0], out, indent=2)
+        out.write("\n")
+    else:
+        out.write(render_pools(result))
+    return EXIT_OK
+
+
+def render_pools(pools: list[dict]) -> str:
+    rows = [("POOL", "COUNT", "STATE", "QUEUED", "RUNNING", "IDLE SINCE", "LAST DECISION")]
+    for p in pools:
+        last = p.get("last_decision") or {}
+        decision = f"{last.get('action')}: {last.get('reason')}" if last else ""
+        rows.append((p["name"], str(p["count"]), p.get("provisioning_state") or "", str(p["queued"]),
+                     str(p["running"]), p.get("idle_since") or "", decision))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(r[:6], widths, strict=True)) + "  " + r[6] + "\n"
+                   for r in rows)

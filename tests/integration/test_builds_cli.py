@@ -1,0 +1,143 @@
+"""``python -m shared build ...`` and ``pool ...`` against the local stand-in (shared.cli.main in-process)."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import uuid
+
+import pytest
+
+from shared.cli import main
+from shared.services import Services
+from tests.agent_pools import create_pool, fast_runs
+
+pytestmark = [pytest.mark.usefixtures("airlock_env"), pytest.mark.timeout(300)]
+GIT = "https://git.example.com/team/web.git#main"
+SECRET = "cli-s3cret-4e1f"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quick_clock(stack):
+    if stack.emulator is None:
+        pytest.skip("the stack runs without the ACR emulator")
+    with fast_runs(stack):
+        yield
+
+
+@pytest.fixture
+def services(stack):
+    return Services.from_env({**stack.env, "RETRY_BASE_SECONDS": "0.05"})
+
+
+@pytest.fixture
+def pool(services, stack):
+    return create_pool(services, stack, 0)
+
+
+@pytest.fixture
+def prefix():
+    return f"c{uuid.uuid4().hex[:8]}"
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(args), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def newest_run_id(services) -> str:
+    s = services.settings
+    runs = list(services.clients.tasks_mgmt.runs.list(s.resource_group, s.registry_name, top=1))
+    return runs[0].properties.run_id if runs else ""
+
+
+def uploaded_sources(stack) -> int:
+    from azure.storage.blob import BlobServiceClient
+
+    container = BlobServiceClient.from_connection_string(stack.connection_string).get_container_client(
+        "acr-build-sources")
+    return sum(1 for _ in container.list_blobs()) if container.exists() else 0
+
+
+def test_build_wait_streams_the_log_and_exits_0(pool, prefix, monkeypatch):
+    monkeypatch.setenv("NPM_TOKEN", SECRET)
+    code, out, err = cli("build", "--source", GIT, "--image", f"{prefix}/web:{{{{.Run.ID}}}}",
+                         "--arg", "VERSION=1.2", "--secret-arg", "NPM_TOKEN", "--pool", pool, "--wait", "--poll", "0.1")
+    assert code == 0, (out, err)
+    assert f"on agent pool {pool} (scaled from 0 to 1 instance(s))" in out
+    assert "Step 1/2" in out and "VERSION=1.2" in out and "NPM_TOKEN=*****" in out
+    assert ": Succeeded in " in out and f"pushed {prefix}/web:" in out and "sha256:" in out
+    assert SECRET not in out + err
+
+
+def test_build_wait_exits_1_when_the_run_fails(pool, prefix):
+    code, out, _ = cli("build", "--source", GIT, "--image", f"{prefix}/web:v1", "--dockerfile", "fail.Dockerfile",
+                       "--pool", pool, "--wait", "--poll", "0.1")
+    assert code == 1 and ": Failed" in out
+
+
+def test_build_json_wait_keeps_stdout_json(pool, prefix):
+    code, out, err = cli("build", "--source", GIT, "--image", f"{prefix}/web:v1", "--pool", pool, "--json",
+                         "--wait", "--poll", "0.1")
+    assert code == 0, err
+    document = json.loads(out)
+    assert document["status"] == "Succeeded" and document["trigger"] == "cli"
+    assert "queued build" in err and "was successful" in err
+
+
+def test_a_local_directory_is_uploaded_as_the_build_context(pool, prefix, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY app /app\n")
+    (tmp_path / "app").write_text("hello\n")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config").write_text("[core]\n")
+    code, out, err = cli("build", "--source", str(tmp_path), "--image", f"{prefix}/local:v1", "--pool", pool,
+                         "--wait", "--poll", "0.1")
+    assert code == 0, (out, err)
+    assert "Downloaded uploaded source 'source/" in out
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    assert "sig=REDACTED" in logged and not re.search(r"sig=(?!REDACTED)", logged)  # SAS URLs are redacted
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--arg", "NOEQUALS"], "--arg: 'NOEQUALS': expected NAME=VALUE"),
+    (["--secret-arg", "NOT_IN_ENV_7f"], "--secret-arg: NOT_IN_ENV_7f: no '=VALUE'"),
+    (["--image", "Bad/Name:1"], "--image #2:"),  # the second --image given
+    (["--timeout", "10"], "--timeout: timeout 10 is out of range"),
+    (["--platform", "linux/sparc"], "--platform:"),
+    (["--pool", "no-such-pool"], "--pool: agent pool 'no-such-pool' does not exist"),
+])
+def test_bad_flags_name_the_flag_and_queue_nothing(stack, services, pool, prefix, tmp_path, flags, expected):
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    before, uploads = newest_run_id(services), uploaded_sources(stack)
+    args = ["build", "--source", str(tmp_path), "--image", f"{prefix}/web:v1", "--pool", pool]
+    code, out, err = cli(*args[:-2], *(flags if "--pool" in flags else ["--pool", pool, *flags]))
+    assert code == 1, (out, err)
+    assert expected in err
+    assert newest_run_id(services) == before
+    assert uploaded_sources(stack) == uploads  # the local context was not uploaded either
+
+
+def test_build_show_and_cancel(pool, prefix):
+    code, out, _ = cli("build", "--source", GIT, "--image", f"{prefix}/web:v1", "--dockerfile", "hang.Dockerfile",
+                       "--pool", pool, "--json")
+    run_id = json.loads(out)["run_id"]
+    code, out, _ = cli("build", "show", run_id)
+    assert code == 0 and out.startswith(f"build {run_id}: ")
+    code, out, _ = cli("build", "cancel", run_id, "--json")
+    assert code == 0 and json.loads(out)["status"] == "Canceled"
+    code, _, err = cli("build", "show", "cbzzzzzz")
+    assert code == 1 and "NotFound" in err
+
+
+def test_pool_status_and_scale(pool):
+    code, out, _ = cli("pool", "status", pool, "--json")
+    assert code == 0 and json.loads(out)[0]["count"] == 0
+    code, out, _ = cli("pool", "scale", pool, "2")
+    assert code == 0 and out.splitlines()[1].split()[:2] == [pool, "2"]
+    code, out, _ = cli("pool", "status")
+    assert code == 0 and out.startswith("POOL") and pool in out
+    code, _, err = cli("pool", "scale", pool, "500")
+    assert code == 1 and "count: must be a whole number from 0 to 100" in err
