@@ -124,11 +124,39 @@ class Api:
         document = await asyncio.to_thread(records.load, self.services, request.path_params["run_id"])
         return _json(document)
 
+    async def queue_build(self, request: Request) -> Response:
+        from .core.builds import parse_build
+        from .handlers.builds import queue_build
+
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise ValidationError("unsupported content type", [Problem("use application/json", field="content-type")])
+        body = await self._body(request)
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError as exc:
+            where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+            raise ValidationError("body is not valid JSON", [Problem(where, field="body")]) from None
+        spec = parse_build(data)
+        record = await asyncio.to_thread(queue_build, self.services, spec, trigger="http")
+        location = f"/api/builds/{record['run_id']}"
+        return _json({**record, "location": location}, 202, {"Location": location, "Retry-After": "5"})
+
+    async def build(self, request: Request) -> Response:
+        from .handlers.builds import get_build
+
+        return _json(await asyncio.to_thread(get_build, self.services, request.path_params["run_id"]))
+
+    async def cancel_build(self, request: Request) -> Response:
+        from .handlers.builds import cancel_build
+
+        document = await asyncio.to_thread(cancel_build, self.services, request.path_params["run_id"])
+        return _json(document, 202, {"Location": f"/api/builds/{document['run_id']}"})
+
     async def health(self, request: Request) -> Response:
         from .handlers.health import check
 
-        report = await asyncio.to_thread(check, self._services_factory if self._services is None else
-                                         (lambda: self._services))
+        report = await asyncio.to_thread(check, lambda: self.services)  # ConfigError is reported
         return _json(report, 200 if report["status"] == "healthy" else 503)
 
     async def openapi(self, request: Request) -> Response:
@@ -156,6 +184,9 @@ def create_app(services_factory: Optional[Callable[[], object]] = None) -> Starl
     routes = [
         Route("/api/imports", guarded(api.imports), methods=["POST"]),
         Route("/api/runs/{run_id}", guarded(api.run), methods=["GET"]),
+        Route("/api/builds", guarded(api.queue_build), methods=["POST"]),
+        Route("/api/builds/{run_id}", guarded(api.build), methods=["GET"]),
+        Route("/api/builds/{run_id}/cancel", guarded(api.cancel_build), methods=["POST"]),
         Route("/api/health", guarded(api.health), methods=["GET"]),
         Route("/api/openapi.json", guarded(api.openapi), methods=["GET"]),
     ]

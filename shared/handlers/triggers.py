@@ -1,5 +1,9 @@
 """Blob, timer and Event Grid triggers: the work each one starts, with its record.
 
+Blob: ``*.txt`` manifests are synced; the build rule file (``BUILD_RULES_BLOB``) is validated
+(``handlers.rules``). Timers: the re-sync, and the idle-pool scaler (``handlers.builds``). Event
+Grid: every event is recorded once; ImageDeleted self-heals, ImagePushed fires build rules.
+
 function_app.py hands the trigger payload here. Transient failures (TransientError) are
 raised so the Functions runtime retries them (and moves a blob event to poison after its
 retries); permanent problems (an invalid manifest, a failed entry) are recorded and not raised.
@@ -14,7 +18,7 @@ from typing import Optional
 
 from ..core.events import AcrEvent, EventFormatError, parse_event
 from ..core.manifest import Entry
-from ..errors import ConflictError
+from ..errors import ConflictError, TransientError
 from .imports import run_manifest
 from .sync import check_manifest
 
@@ -38,8 +42,12 @@ def on_manifest_blob(services, path: str, data: bytes) -> Optional[dict]:
     """A manifest was uploaded: validate, plan, import, record. Redeliveries do no new work."""
     s = services.settings
     name = _blob_name(path, s.manifests_container)
+    if name == s.build_rules_blob:
+        from .rules import check_rule_file
+
+        return check_rule_file(services, name, data)
     if not is_manifest(name):
-        log.info("ignoring %s: not a manifest (*.txt)", name)
+        log.info("ignoring %s: not a manifest (*.txt) nor the build rule file", name)
         return None
     digest = hashlib.sha256(data).hexdigest()
     marker = f"processed/{name}/{digest}.json"
@@ -49,6 +57,12 @@ def on_manifest_blob(services, path: str, data: bytes) -> Optional[dict]:
                  name, digest[:12], done.get("run_id"))
         return None
     document = run_manifest(services, data, name=name, trigger="blob")
+    if document.get("retryable"):
+        # every failure was transient (registry or ARM unreachable, throttled): let the runtime
+        # retry the trigger (and move it to poison after its retries); entries already imported
+        # are unchanged on the next attempt
+        raise TransientError(f"run {document['run_id']} of {name} failed on transient errors; retrying",
+                             code="TransientRunFailure")
     services.store.put_json(s.outcomes_container, marker,
                             {"run_id": document["run_id"], "record_url": document.get("record_url")})
     return document
@@ -111,8 +125,31 @@ def on_registry_event(services, body: dict) -> dict:
         record["status"] = "ignored"
     elif event.short_type == "ImageDeleted" and s.self_heal:
         record["actions"] = _self_heal(services, event)
+    elif event.short_type == "ImagePushed":
+        record.update(_run_rules(services, event, marker))
     services.store.put_json(s.outcomes_container, marker, record)
     return record
+
+
+def _run_rules(services, event: AcrEvent, marker: str) -> dict:
+    """Build rules for a push. On a transient failure the event is un-recorded and the error raised,
+    so Event Grid delivers it again (rules that already fired then count as duplicates)."""
+    from .rules import on_image_pushed
+
+    try:
+        return on_image_pushed(services, event)
+    except TransientError:
+        services.store.delete(services.settings.outcomes_container, marker)
+        raise
+
+
+def on_pool_timer(services, *, past_due: bool = False) -> list[dict]:
+    """Scale idle agent pools to 0 (and pools at 0 with queued runs up)."""
+    from .builds import scale_idle_pools
+
+    if past_due:
+        log.info("idle-pool timer is past due; running once now")
+    return scale_idle_pools(services)
 
 
 def _self_heal(services, event: AcrEvent) -> list[dict]:

@@ -69,7 +69,7 @@ def backing_digest(stack, ref: str) -> str:
 def test_function_index_contract(registered):
     """The index as the Functions host reads it (get_function_json): names, triggers, routes, auth, settings."""
     index = {name: json.loads(f.get_function_json()) for name, f in registered.items()}
-    assert set(index) == {"http_app_func", "manifest_uploaded", "resync_timer", "registry_event"}
+    assert set(index) == {"http_app_func", "manifest_uploaded", "resync_timer", "pool_scaler", "registry_event"}
 
     def trigger(name):
         [binding] = [b for b in index[name]["bindings"] if b["type"].endswith("Trigger")]
@@ -83,12 +83,14 @@ def test_function_index_contract(registered):
                                             "connection": "AzureWebJobsStorage", "source": "EventGrid"}
     assert trigger("resync_timer") == {"direction": "IN", "type": "timerTrigger", "name": "timer",
                                        "schedule": "%RESYNC_SCHEDULE%", "runOnStartup": False, "useMonitor": True}
+    assert trigger("pool_scaler") == {"direction": "IN", "type": "timerTrigger", "name": "timer",
+                                      "schedule": "%POOL_SCALE_SCHEDULE%", "runOnStartup": False, "useMonitor": True}
     assert trigger("registry_event") == {"direction": "IN", "type": "eventGridTrigger", "name": "event"}
     # every %SETTING% a binding names is a documented setting
     from shared.config import SPECS
 
     names = {s.name for s in SPECS}
-    assert {"MANIFESTS_CONTAINER", "RESYNC_SCHEDULE"} <= names
+    assert {"MANIFESTS_CONTAINER", "RESYNC_SCHEDULE", "POOL_SCALE_SCHEDULE"} <= names
 
 
 def test_import_function_app_is_cheap():
@@ -139,6 +141,25 @@ def test_blob_trigger_transient_failure_raises_for_retry(env, stack, functions, 
     entrypoints.reset()
     with pytest.raises(Exception):  # noqa: B017 - any error: the point is that it is not swallowed
         functions["manifest_uploaded"](func.blob.InputStream(data=b"nginx:1.27\n", name=f"x/{prefix}.txt"))
+
+
+def test_blob_trigger_retries_a_run_that_failed_only_on_transient_errors(env, stack, seeded, functions, prefix):
+    """ARM answering 503 past every retry: the record says retryable, the trigger raises so the runtime
+    retries it, and no 'processed' marker is written, so the redelivery does the work."""
+    text = f"library/busybox:1.36 => {prefix}/bb\n"
+    name = f"{prefix}-transient.txt"
+    container = services().settings.manifests_container
+    stack.emulator.faults.add("status", method="POST", path="/importImage$", status=503, times=50)
+    try:
+        with pytest.raises(Exception, match="transient"):
+            functions["manifest_uploaded"](func.blob.InputStream(data=text.encode(), name=f"{container}/{name}"))
+    finally:
+        stack.emulator.faults.clear()
+    [failed] = records_for(name)
+    assert failed["retryable"] is True and failed["entries"][0]["error"]["retryable"] is True
+    functions["manifest_uploaded"](func.blob.InputStream(data=text.encode(), name=f"{container}/{name}"))
+    latest = max(records_for(name), key=lambda r: r["started_at"])
+    assert latest["status"] == "succeeded" and latest["summary"]["imported"] == 1
 
 
 def test_blob_trigger_ignores_non_manifest_blobs(env, functions, prefix):
