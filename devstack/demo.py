@@ -5,10 +5,14 @@
 3. ``python -m shared sync`` it twice with the CLI: everything new, then everything unchanged;
 4. serve the HTTP API with uvicorn and drive a plan and an import through it with httpx;
 5. deliver the registry's real push events to the Event Grid function and show what it recorded;
-6. print where the outcome records are, then stop everything.
+6. builds: upload a build rule file, refresh the upstream base image (nginx:1.27) and sync it; the
+   import's push events queue the dependent build on agent pool "vnetpool" (scaled up from 0),
+   which is followed to its end; the idle-pool timer then scales the pool back to 0;
+7. print where the outcome records are, then stop everything.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -36,6 +40,20 @@ def sample_manifest(seeded: dict[str, str]) -> str:
         "nginx:1.27 => library/nginx                          # Docker Hub short name, multi-platform\n"
         f"docker.io/library/busybox@{busybox} => tools/busybox  # pinned by digest\n"
     )
+
+
+RULES = """\
+# build-rules.yaml - reviewed like images.txt
+rules:
+  - name: web-on-nginx
+    when:
+      repository: library/nginx
+      tag: "1.27*"
+    build:
+      source_location: https://git.example.com/team/web.git#main
+      image_names: ["apps/web:{{.Run.ID}}", "apps/web:latest"]
+      agent_pool: vnetpool
+"""
 
 
 def run_cli(env_file: Path, *args: str) -> int:
@@ -111,22 +129,19 @@ def main() -> int:
 
         banner("registry events, delivered to the Event Grid function")
         unsubscribe()
-        import azure.functions as func
-
         import function_app
         from shared import entrypoints
 
         entrypoints.reset()
-        handler = next(f.get_user_function() for f in function_app.app.get_functions()
-                       if f.get_function_name() == "registry_event")
+        functions = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
         for event in pushed:
-            handler(func.EventGridEvent(id=event["id"], data=event["data"], topic=event["topic"],
-                                        subject=event["subject"], event_type=event["eventType"], event_time=None,
-                                        data_version=event["dataVersion"]))
+            functions["registry_event"](grid_event(event))
         kinds: dict[str, int] = {}
         for event in pushed:
             kinds[event["eventType"]] = kinds.get(event["eventType"], 0) + 1
         print(f"recorded {len(pushed)} events from the emulated ACR: {kinds}")
+
+        built = builds_demo(stack, env_file, manifest, functions)
 
         banner("outcome records")
         store = entrypoints.services().store
@@ -135,12 +150,88 @@ def main() -> int:
         print(f"{len(runs)} run records in container '{container}' of Azurite:")
         for name in runs:
             print(f"  {store.url(container, name)}")
+        for kind in ("builds/", "scaling/", "rules/"):
+            names = store.list_names(container, kind)
+            print(f"{len(names)} {kind.rstrip('/')} record(s), e.g. {store.url(container, names[0]) if names else '-'}")
         print("read one with: python -m shared --env-file .devstack/demo/env runs show RUN_ID "
               "(while the stand-in runs: python -m devstack up)")
     banner("stand-in stopped")
-    ok = first == 0 and second == 0
+    ok = first == 0 and second == 0 and built
     print("demo " + ("succeeded" if ok else "FAILED"))
     return 0 if ok else 1
+
+
+def grid_event(event: dict):
+    import azure.functions as func
+
+    return func.EventGridEvent(id=event["id"], data=event["data"], topic=event["topic"], subject=event["subject"],
+                               event_type=event["eventType"], event_time=None, data_version=event["dataVersion"])
+
+
+def builds_demo(stack, env_file: Path, manifest: Path, functions: dict) -> bool:
+    """A refreshed base image rebuilds its dependant once, on a pool that scales up and back down."""
+    import azure.functions as func
+    from azure.functions.timer import TimerRequest
+
+    from devstack import oci
+    from shared import entrypoints
+    from shared.cli_builds import render_build
+    from shared.handlers.builds import follow_build
+
+    stack.settings(run_step_seconds=0.5)
+    services = entrypoints.services()
+    s = services.settings
+    banner(f"builds: the rule file {s.manifests_container}/{s.build_rules_blob}")
+    print(RULES, end="")
+    services.store.put_bytes(s.manifests_container, s.build_rules_blob, RULES.encode())
+    functions["manifest_uploaded"](func.blob.InputStream(
+        data=RULES.encode(), name=f"{s.manifests_container}/{s.build_rules_blob}"))
+    checked = services.store.get_json(s.outcomes_container, f"rules/{hashlib.sha256(RULES.encode()).hexdigest()}.json")
+    print(f"manifest_uploaded checked it: {checked['status']}, rules {[r['name'] for r in checked['rules']]}")
+    run_cli(env_file, "pool", "status", "vnetpool")
+
+    banner("a refreshed base image upstream (nginx:1.27), synced into the ACR")
+    layout = oci.catalogue_image("library/nginx:1.27", seed="2")
+    digest = oci.push(layout, f"{stack.upstream_host}/library/nginx:1.27", cert_dir=stack.certs_dir)
+    print(f"pushed a new library/nginx:1.27 upstream: {digest}")
+    events: list[dict] = []
+    unsubscribe = stack.emulator.events.subscribe(events.extend)
+    try:
+        run_cli(env_file, "sync", str(manifest))
+        stack.emulator.events.wait_for(lambda e: e["data"]["target"].get("digest") == digest, timeout=30)
+        time.sleep(0.5)
+    finally:
+        unsubscribe()
+
+    banner("its ImagePushed events, delivered to registry_event (twice: a redelivery)")
+    for event in events + events:
+        functions["registry_event"](grid_event(event))
+    queued = []
+    names = services.store.list_names(s.outcomes_container, "events/")
+    for event in events:
+        record = next(services.store.get_json(s.outcomes_container, n) for n in names if event["id"] in n)
+        for action in record["actions"] or [{"action": "no rule matches"}]:
+            scaled = " (pool scaled up from 0)" if action.get("scaled") else ""
+            print(f"  {event['subject']}: {action['action']} {action.get('rule') or ''} "
+                  f"{action.get('run_id') or ''}{scaled}")
+            queued += [action["run_id"]] if action["action"] == "queued" else []
+    print(f"{len(events)} push events (per-platform manifests untagged, then the tagged index), each delivered "
+          f"twice -> {len(queued)} build queued")
+    if len(queued) != 1:
+        return False
+
+    banner(f"following build {queued[0]} (its log, then its record)")
+    final = follow_build(services, queued[0], on_log=lambda text: print(text, end="", flush=True),
+                         poll_seconds=0.5, timeout=120)
+    print(render_build({**final, "log_url": None}), end="")
+    run_cli(env_file, "pool", "status", "vnetpool")
+
+    banner("the idle-pool timer (POOL_IDLE_MINUTES=0 for the demo) scales vnetpool back to 0")
+    os.environ["POOL_IDLE_MINUTES"] = "0"
+    entrypoints.reset()
+    functions["pool_scaler"](TimerRequest())
+    run_cli(env_file, "pool", "status", "vnetpool")
+    return final["status"] == "Succeeded"
 
 
 if __name__ == "__main__":
