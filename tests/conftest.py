@@ -65,3 +65,14 @@ def registered():
     import function_app
 
     return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+@pytest.fixture(scope="module")
+def quick_clock(stack):
+    """ACR Task runs move on a fast clock for a module's tests (needs the emulator)."""
+    from tests.agent_pools import fast_runs
+
+    if stack.emulator is None:
+        pytest.skip("the stack runs without the ACR emulator")
+    with fast_runs(stack):
+        yield

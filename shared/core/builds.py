@@ -132,7 +132,8 @@ def pointer(*segments: Any) -> str:
     return "".join("/" + str(s).replace("~", "~0").replace("/", "~1") for s in segments)
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
+    """How an error message names the JSON/YAML type of a value."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -208,7 +209,7 @@ class Platform:
 def parse_platform(text: Any) -> Platform:
     """Parse ``linux/amd64``, ``linux/arm64/v8``, ``windows/amd64``...; raise ``ValueError``."""
     if not isinstance(text, str):
-        raise ValueError(f"platform must be a string such as {DEFAULT_PLATFORM!r}, not {_type_name(text)}")
+        raise ValueError(f"platform must be a string such as {DEFAULT_PLATFORM!r}, not {type_name(text)}")
     parts = text.split("/")
     if not 2 <= len(parts) <= 3 or not all(parts):
         raise ValueError(f"platform {text!r} must be os/architecture[/variant], e.g. 'linux/arm64/v8'")
@@ -344,7 +345,7 @@ def with_argument(spec: BuildSpec, name: str, value: str) -> BuildSpec:
     if not is_valid_argument_name(name):
         raise ValueError(f"invalid argument name {name!r}")
     if not isinstance(value, str):
-        raise ValueError(f"argument {name} must be a string, not {_type_name(value)}")
+        raise ValueError(f"argument {name} must be a string, not {type_name(value)}")
     if spec.argument(name) is not None:
         raise ValueError(f"the build already has an argument named {name}")
     return replace(spec, arguments=spec.arguments + (BuildArgument(name, value, False),))
@@ -454,7 +455,7 @@ def _check_upload_path(text: str) -> Optional[str]:
 
 def _check_source_location(value: Any) -> Optional[str]:
     if not isinstance(value, str):
-        return f"source_location must be a string, not {_type_name(value)}"
+        return f"source_location must be a string, not {type_name(value)}"
     if not value:
         return "source_location is empty"
     if len(value) > SOURCE_LOCATION_MAX:
@@ -468,7 +469,7 @@ def _check_source_location(value: Any) -> Optional[str]:
 
 def _parse_arguments(value: Any, out: _Collector) -> tuple[BuildArgument, ...]:
     if not isinstance(value, Mapping):
-        out.add(("arguments",), f"arguments must be an object of name -> value, not {_type_name(value)}")
+        out.add(("arguments",), f"arguments must be an object of name -> value, not {type_name(value)}")
         return ()
     result: list[BuildArgument] = []
     for name, item in value.items():
@@ -482,7 +483,7 @@ def _parse_arguments(value: Any, out: _Collector) -> tuple[BuildArgument, ...]:
             continue
         if not isinstance(item, Mapping):
             out.add(where, f"argument {name} must be a string or {{\"value\": ..., \"secret\": ...}}, "
-                           f"not {_type_name(item)} (quote numbers and booleans)")
+                           f"not {type_name(item)} (quote numbers and booleans)")
             continue
         ok = True
         for key in item:
@@ -491,14 +492,14 @@ def _parse_arguments(value: Any, out: _Collector) -> tuple[BuildArgument, ...]:
                 ok = False
         secret = item.get("secret", False)
         if not isinstance(secret, bool):
-            out.add(where + ("secret",), f"argument {name}: secret must be true or false, not {_type_name(secret)}")
+            out.add(where + ("secret",), f"argument {name}: secret must be true or false, not {type_name(secret)}")
             ok = False
         if "value" not in item:
             out.add(where, f"argument {name} has no value")
             ok = False
         elif not isinstance(item["value"], str):  # never echo the value: it may be a secret
             out.add(where + ("value",),
-                    f"argument {name}: value must be a string, not {_type_name(item['value'])} (quote it)")
+                    f"argument {name}: value must be a string, not {type_name(item['value'])} (quote it)")
             ok = False
         if ok:
             result.append(BuildArgument(name, item["value"], secret))
@@ -510,7 +511,7 @@ def _optional_name(data: Mapping, key: str, regex: re.Pattern, rule: str, out: _
     if value is None:
         return None
     if not isinstance(value, str):
-        out.add((key,), f"{key} must be a string, not {_type_name(value)}")
+        out.add((key,), f"{key} must be a string, not {type_name(value)}")
     elif not regex.fullmatch(value):
         out.add((key,), f"invalid {key.replace('_', ' ')} name {value!r}: {rule}")
     else:
@@ -523,7 +524,7 @@ def _bool(data: Mapping, key: str, default: bool, out: _Collector) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        out.add((key,), f"{key} must be true or false, not {_type_name(value)}")
+        out.add((key,), f"{key} must be true or false, not {type_name(value)}")
         return default
     return value
 
@@ -531,7 +532,7 @@ def _bool(data: Mapping, key: str, default: bool, out: _Collector) -> bool:
 def _check_kind(data: Mapping, kind: Optional[str], out: _Collector) -> Optional[str]:
     given = data.get("kind")
     if given is not None and not isinstance(given, str):
-        out.add(("kind",), f"kind must be a string, not {_type_name(given)}")
+        out.add(("kind",), f"kind must be a string, not {type_name(given)}")
         return None
     if given is not None and given not in (KIND_DOCKER, KIND_TASK):
         out.add(("kind",), f"unknown kind {given!r}; use {KIND_DOCKER!r} or {KIND_TASK!r}")
@@ -556,7 +557,7 @@ def check_build(data: Any, *, kind: Optional[str] = None) -> tuple[Optional[Buil
         raise ValueError(f"kind must be {KIND_DOCKER!r}, {KIND_TASK!r} or None")
     out = _Collector()
     if not isinstance(data, Mapping):
-        out.add((), f"a build request must be an object, not {_type_name(data)}")
+        out.add((), f"a build request must be an object, not {type_name(data)}")
         return None, out.problems
     chosen = _check_kind(data, kind, out)
     if chosen is None:
@@ -567,7 +568,7 @@ def check_build(data: Any, *, kind: Optional[str] = None) -> tuple[Optional[Buil
         if key in allowed:
             continue
         if not isinstance(key, str):
-            out.add((key,), f"field names must be strings, not {_type_name(key)}")
+            out.add((key,), f"field names must be strings, not {type_name(key)}")
         elif key == "values" and chosen == KIND_TASK:
             out.add((key,), "task values are not supported; pass them as arguments")
         elif key in _DOCKER_FIELDS or key in _TASK_FIELDS:
@@ -587,7 +588,7 @@ def check_build(data: Any, *, kind: Optional[str] = None) -> tuple[Optional[Buil
         if task is None:
             out.add(("task",), "task is required: the name of the ACR task to run")
         elif not isinstance(task, str):
-            out.add(("task",), f"task must be a string, not {_type_name(task)}")
+            out.add(("task",), f"task must be a string, not {type_name(task)}")
         elif not _TASK_NAME.fullmatch(task):
             out.add(("task",), f"invalid task name {task!r}: 5-50 letters, digits, '-' or '_'")
         if out.problems:
@@ -606,7 +607,7 @@ def check_build(data: Any, *, kind: Optional[str] = None) -> tuple[Optional[Buil
     if dockerfile is None:
         dockerfile = DEFAULT_DOCKERFILE
     elif not isinstance(dockerfile, str):
-        out.add(("dockerfile",), f"dockerfile must be a string, not {_type_name(dockerfile)}")
+        out.add(("dockerfile",), f"dockerfile must be a string, not {type_name(dockerfile)}")
     else:
         problem = _check_relative_path(dockerfile, "dockerfile")
         if problem:
@@ -621,12 +622,12 @@ def check_build(data: Any, *, kind: Optional[str] = None) -> tuple[Optional[Buil
     if names is None:
         names = []
     if not isinstance(names, list):
-        out.add(("image_names",), f"image_names must be a list of 'repository:tag', not {_type_name(names)}")
+        out.add(("image_names",), f"image_names must be a list of 'repository:tag', not {type_name(names)}")
     else:
         first: dict[str, int] = {}
         for i, name in enumerate(names):
             if not isinstance(name, str):
-                out.add(("image_names", i), f"image name must be a string, not {_type_name(name)}")
+                out.add(("image_names", i), f"image name must be a string, not {type_name(name)}")
                 continue
             problem = _check_image_name(name)
             if problem:
@@ -651,7 +652,7 @@ def check_build(data: Any, *, kind: Optional[str] = None) -> tuple[Optional[Buil
 
     target = data.get("target")
     if target is not None and not isinstance(target, str):
-        out.add(("target",), f"target must be a string, not {_type_name(target)}")
+        out.add(("target",), f"target must be a string, not {type_name(target)}")
         target = None
     elif target is not None and not _TARGET.fullmatch(target):
         out.add(("target",), f"invalid build stage name {target!r}: letters, digits, '_', '.', '-'")
@@ -661,7 +662,7 @@ def check_build(data: Any, *, kind: Optional[str] = None) -> tuple[Optional[Buil
     if timeout is None:
         timeout = TIMEOUT_DEFAULT
     elif isinstance(timeout, bool) or not isinstance(timeout, int):
-        out.add(("timeout",), f"timeout must be a whole number of seconds, not {_type_name(timeout)}")
+        out.add(("timeout",), f"timeout must be a whole number of seconds, not {type_name(timeout)}")
     elif not TIMEOUT_MIN <= timeout <= TIMEOUT_MAX:
         out.add(("timeout",), f"timeout {timeout} is out of range: {TIMEOUT_MIN}..{TIMEOUT_MAX} seconds")
 

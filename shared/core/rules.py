@@ -69,6 +69,7 @@ from shared.core.builds import (
     BuildSpec,
     check_build,
     is_valid_argument_name,
+    type_name,
     with_argument,
 )
 from shared.core.reference import ReferenceSyntaxError, is_registry_component, parse_repository, validate_tag
@@ -342,25 +343,9 @@ def _load(text: str) -> tuple[Optional[yaml.Node], Any, list[Problem], bool]:
 
 # --- validation --------------------------------------------------------------------------------
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    return f"a {type(value).__name__}"
-
-
 def _check_repository_pattern(value: Any) -> Optional[str]:
     if not isinstance(value, str):
-        return f"repository must be a string pattern, not {_type_name(value)}"
+        return f"repository must be a string pattern, not {type_name(value)}"
     if not value:
         return "repository pattern is empty"
     if value != value.lower():
@@ -385,7 +370,7 @@ def _check_repository_pattern(value: Any) -> Optional[str]:
 def _check_tag_pattern(value: Any) -> Optional[str]:
     if not isinstance(value, str):
         hint = " (quote it, e.g. \"1.27\")" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
-        return f"tag must be a string pattern, not {_type_name(value)}{hint}"
+        return f"tag must be a string pattern, not {type_name(value)}{hint}"
     if not value:
         return "tag pattern is empty"
     if not _TAG_PATTERN.fullmatch(value):
@@ -434,7 +419,7 @@ def _triggers(pushes: list[tuple[str, Optional[str]]], rule: Rule) -> Optional[s
 def _check_rule(i: int, item: Any, problems: _Problems, names: dict[str, int]) -> Optional[_Draft]:
     at: tuple[Segment, ...] = ("rules", i)
     if not isinstance(item, Mapping):
-        problems.add(at, f"a rule must be a mapping with name, when and build or task, not {_type_name(item)}")
+        problems.add(at, f"a rule must be a mapping with name, when and build or task, not {type_name(item)}")
         return None
     before = len(problems.items)
     line, _ = _locate(problems.root, at)
@@ -446,7 +431,7 @@ def _check_rule(i: int, item: Any, problems: _Problems, names: dict[str, int]) -
     if name is None:
         problems.add(at, "the rule has no name")
     elif not isinstance(name, str):
-        problems.add(at + ("name",), f"name must be a string, not {_type_name(name)}")
+        problems.add(at + ("name",), f"name must be a string, not {type_name(name)}")
     elif not _RULE_NAME.fullmatch(name):
         problems.add(at + ("name",), f"invalid rule name {name!r}: 1-63 lowercase letters, digits or '-'")
     elif name in names:
@@ -460,7 +445,7 @@ def _check_rule(i: int, item: Any, problems: _Problems, names: dict[str, int]) -
     if "when" not in item:
         problems.add(at, "the rule has no 'when' (which pushes fire it)")
     elif not isinstance(when, Mapping):
-        problems.add(at + ("when",), f"when must be a mapping with repository and/or tag, not {_type_name(when)}")
+        problems.add(at + ("when",), f"when must be a mapping with repository and/or tag, not {type_name(when)}")
     elif not when:
         problems.add(at + ("when",), "when is empty: give repository and/or tag, or the rule would fire on every push")
     else:
@@ -497,12 +482,12 @@ def _check_rule(i: int, item: Any, problems: _Problems, names: dict[str, int]) -
             problems.add(at + ("outputs",), "outputs is only for task rules: a build's outputs come from its "
                                             "image_names")
         elif not isinstance(raw, list):
-            problems.add(at + ("outputs",), f"outputs must be a list of repositories, not {_type_name(raw)}")
+            problems.add(at + ("outputs",), f"outputs must be a list of repositories, not {type_name(raw)}")
         else:
             seen: dict[str, int] = {}
             for j, repo in enumerate(raw):
                 if not isinstance(repo, str):
-                    problems.add(at + ("outputs", j), f"an output must be a repository string, not {_type_name(repo)}")
+                    problems.add(at + ("outputs", j), f"an output must be a repository string, not {type_name(repo)}")
                     continue
                 try:
                     parse_repository(repo)
@@ -519,7 +504,7 @@ def _check_rule(i: int, item: Any, problems: _Problems, names: dict[str, int]) -
     if "digest_argument" in item:
         value = item["digest_argument"]
         if not is_valid_argument_name(value):
-            shown = repr(value) if isinstance(value, str) else _type_name(value)
+            shown = repr(value) if isinstance(value, str) else type_name(value)
             problems.add(at + ("digest_argument",),
                          f"invalid digest_argument {shown}: a build argument name ([A-Za-z_][A-Za-z0-9_]*)")
         else:
@@ -663,7 +648,7 @@ def parse_rules(text: Union[str, bytes], *, max_bytes: int = MAX_BYTES) -> RuleS
                                       line=1 if root is None else root.start_mark.line + 1))
         _raise(problems.items)
     if not isinstance(data, Mapping):
-        problems.add((), f"the rule file must be a mapping with a 'rules' list, not {_type_name(data)}")
+        problems.add((), f"the rule file must be a mapping with a 'rules' list, not {type_name(data)}")
         _raise(problems.items)
 
     for key in data:
@@ -674,7 +659,7 @@ def parse_rules(text: Union[str, bytes], *, max_bytes: int = MAX_BYTES) -> RuleS
     if "rules" not in data:
         problems.add((), "the rule file has no 'rules' list (write 'rules: []' for no rules)")
     elif not isinstance(rules, list):
-        problems.add(("rules",), f"rules must be a list, not {_type_name(rules)} (write 'rules: []' for no rules)")
+        problems.add(("rules",), f"rules must be a list, not {type_name(rules)} (write 'rules: []' for no rules)")
     else:
         names: dict[str, int] = {}
         for i, item in enumerate(rules):

@@ -13,18 +13,12 @@ from devstack import oci
 from shared import entrypoints
 from shared.handlers import builds
 from shared.handlers.imports import run_manifest
-from tests.agent_pools import create_pool, fast_runs
+from tests.agent_pools import create_pool
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.usefixtures("quick_clock"), pytest.mark.timeout(300)]
 GIT = "https://git.example.com/team/web.git#main"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quick_clock(stack):
-    if stack.emulator is None:
-        pytest.skip("the stack runs without the ACR emulator")
-    with fast_runs(stack):
-        yield
 
 
 @pytest.fixture

@@ -20,20 +20,14 @@ from shared.handlers import builds as handler
 from shared.handlers.rules import check_rule_file
 from shared.handlers.triggers import on_registry_event
 from shared.services import Services
-from tests.agent_pools import create_pool, fast_runs
+from tests.agent_pools import create_pool
 
-pytestmark = [pytest.mark.usefixtures("clean_faults", "airlock_env"), pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.usefixtures("quick_clock", "clean_faults", "airlock_env"), pytest.mark.timeout(300)]
 
 SECRET = "s3cr3t-token-5b9e2d"
 GIT = "https://git.example.com/team/web.git#main"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quick_clock(stack):
-    if stack.emulator is None:
-        pytest.skip("the stack runs without the ACR emulator")
-    with fast_runs(stack):
-        yield
 
 
 def make_services(stack, **overrides) -> Services:

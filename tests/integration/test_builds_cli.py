@@ -11,19 +11,13 @@ import pytest
 
 from shared.cli import main
 from shared.services import Services
-from tests.agent_pools import create_pool, fast_runs
+from tests.agent_pools import create_pool
 
-pytestmark = [pytest.mark.usefixtures("airlock_env"), pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.usefixtures("quick_clock", "airlock_env"), pytest.mark.timeout(300)]
 GIT = "https://git.example.com/team/web.git#main"
 SECRET = "cli-s3cret-4e1f"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quick_clock(stack):
-    if stack.emulator is None:
-        pytest.skip("the stack runs without the ACR emulator")
-    with fast_runs(stack):
-        yield
 
 
 @pytest.fixture
