@@ -22,20 +22,6 @@ GIT = "https://git.example.com/team/web.git#main"
 
 
 @pytest.fixture
-def env(stack, seeded, airlock_env, monkeypatch):
-    monkeypatch.setenv("RETRY_BASE_SECONDS", "0.05")
-    monkeypatch.setenv("MANIFESTS_CONTAINER", f"manifests-{uuid.uuid4().hex[:8]}")
-    entrypoints.reset()
-    yield monkeypatch
-    entrypoints.reset()
-
-
-@pytest.fixture
-def functions(registered):
-    return {name: f.get_user_function() for name, f in registered.items()}
-
-
-@pytest.fixture
 def prefix():
     return f"fb{uuid.uuid4().hex[:8]}"
 

@@ -23,20 +23,6 @@ FIXTURES = AZURE_FIXTURES / "eventgrid"
 
 
 @pytest.fixture
-def env(stack, seeded, airlock_env, monkeypatch):
-    monkeypatch.setenv("RETRY_BASE_SECONDS", "0.05")
-    monkeypatch.setenv("MANIFESTS_CONTAINER", f"manifests-{uuid.uuid4().hex[:8]}")
-    entrypoints.reset()
-    yield
-    entrypoints.reset()
-
-
-@pytest.fixture
-def functions(registered):
-    return {name: f.get_user_function() for name, f in registered.items()}
-
-
-@pytest.fixture
 def prefix():
     return f"f{uuid.uuid4().hex[:8]}"
 
