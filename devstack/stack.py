@@ -539,6 +539,7 @@ class Stack:
             storage_connection_string=self.connection_string,
             identity_header=self.identity_header,
             agent_pools={"vnetpool": {"count": 0, "tier": "S1", "os": "Linux"}},
+            backing_storage_path=str(self.workdir / "registries" / "backing"),
             upstream_token_key_path=str(self.token_signer_key),
             upstream_token_cert_path=str(self.token_signer_cert),
             upstream_token_service=self.upstream_auth_service,

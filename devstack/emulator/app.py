@@ -30,7 +30,7 @@ ALL_METHODS = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"]
 
 
 def create_app(emu: Emulator) -> Starlette:
-    backing = dataplane.BackingRegistry(emu.config.backing_url)
+    backing = dataplane.BackingRegistry(emu.config.backing_url, emu.config.backing_storage_path)
     importer = registry.Importer(emu, backing)
 
     @asynccontextmanager

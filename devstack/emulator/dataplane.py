@@ -16,6 +16,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -57,8 +58,9 @@ class ManifestHead:
 class BackingRegistry:
     """Async client of the backing docker-registry (plain HTTP on loopback)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, storage_path: str = "") -> None:
         self.base_url = base_url.rstrip("/")
+        self.storage = Path(storage_path) if storage_path else None
         self.client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(30.0, read=300.0))
 
     async def aclose(self) -> None:
@@ -101,11 +103,30 @@ class BackingRegistry:
         return sorted(response.json().get("tags") or [])
 
     async def tag_digests(self, repository: str) -> dict[str, str] | None:
+        if self.storage is not None:
+            return await asyncio.to_thread(self._stored_tag_digests, repository)
         tags = await self.tags(repository)
         if tags is None:
             return None
         heads = await asyncio.gather(*(self.head_manifest(repository, tag) for tag in tags))
         return {tag: head.digest for tag, head in zip(tags, heads) if head is not None}
+
+    def _stored_tag_digests(self, repository: str) -> dict[str, str] | None:
+        """Tag -> digest from distribution's storage layout: ``_manifests/tags/<tag>/current/link``
+        holds the digest, and ``_manifests/revisions/<alg>/<hex>/link`` exists while the manifest does."""
+        manifests = self.storage / "docker" / "registry" / "v2" / "repositories" / repository / "_manifests"
+        if not manifests.is_dir():
+            return None
+        digests = {}
+        for link in sorted((manifests / "tags").glob("*/current/link")):
+            try:
+                digest = link.read_text().strip()
+            except FileNotFoundError:  # untagged meanwhile
+                continue
+            algorithm, _, hex_digest = digest.partition(":")
+            if (manifests / "revisions" / algorithm / hex_digest / "link").exists():
+                digests[link.parent.parent.name] = digest
+        return digests
 
     async def delete_manifest(self, repository: str, digest: str) -> httpx.Response:
         return await self.client.delete(f"/v2/{repository}/manifests/{digest}")

@@ -27,6 +27,10 @@ class EmulatorConfig:
     host: str = "127.0.0.1"
     port: int = 0  # 0: the server picks a free port when it starts and writes it back here
     backing_url: str = "http://127.0.0.1:5000"
+    # The backing registry's storage root (its filesystem driver's rootdirectory). When set, tag
+    # listings read the tag links there, as ACR answers them from its metadata index, instead of
+    # one HEAD per tag; empty: HEADs.
+    backing_storage_path: str = ""
     ca_cert_path: str = ""
     storage_connection_string: str = ""
     identity_header: str = field(default_factory=lambda: secrets.token_urlsafe(24))

@@ -197,3 +197,19 @@ def test_stuck_import_hits_the_deadline(stack, seeded, prefix):
     [entry] = document["entries"]
     assert entry["result"] == "failed" and entry["error"]["code"] == "DeadlineExceeded"
     assert entry["duration_seconds"] < 10
+
+
+def test_tag_listing_matches_heads_after_overwrite_and_delete(stack, services, prefix):
+    """The ACR's tag listing (used by plans with several entries per repository) agrees with
+    per-tag HEADs after a tag is moved and a manifest is deleted."""
+    repo = f"{prefix}/listed"
+    one = oci.push(oci.build_image(repo, seed="one"), f"{stack.backing_host}/{repo}:a", tls_verify=False)
+    two = oci.push(oci.build_image(repo, seed="two"), f"{stack.backing_host}/{repo}:b", tls_verify=False)
+    oci.push(oci.build_image(repo, seed="one"), f"{stack.backing_host}/{repo}:c", tls_verify=False)
+    oci.push(oci.build_image(repo, seed="two"), f"{stack.backing_host}/{repo}:c", tls_verify=False)  # c moves
+    assert services.acr.tag_digests(repo) == {"a": one, "b": two, "c": two}
+    services.clients.data_plane.delete_tag(repo, "b")  # deletes manifest two, and so tags b and c
+    listed = services.acr.tag_digests(repo)
+    assert listed == {"a": one}
+    assert {t: services.acr.tag_digest(repo, t) for t in "abc"} == {"a": one, "b": None, "c": None}
+    assert services.acr.tag_digests(f"{prefix}/never-pushed") == {}
