@@ -137,19 +137,22 @@ def _scrubbed(exc: AirlockError, secrets: tuple[str, ...]) -> AirlockError:
     return exc
 
 
+def _record(**fields) -> dict:
+    """A build record: every key present, so readers never meet a half-shaped document."""
+    return {"run_id": None, "kind": "build", "build_kind": None, "trigger": None, "origin": None,
+            "registry": None, "agent_pool": None, "task": None, "request": None, "outputs": [], "scaling": None,
+            "status": None, "transitions": [], "created_at": None, "started_at": None, "finished_at": None,
+            "queued_seconds": None, "duration_seconds": None, "output_images": [], "error": None,
+            "cancel_requested_at": None, **fields}
+
+
 def _new_record(services, spec, run, target: Target, trigger: str, origin: Optional[dict],
                 scaling: Optional[dict]) -> dict:
     created = _iso(run.created or _now())
-    return {
-        "run_id": run.run_id, "kind": "build", "build_kind": spec.kind, "trigger": trigger, "origin": origin,
-        "registry": services.settings.registry_name,
-        "agent_pool": target.pool.name if target.pool else None, "task": spec.task,
-        "request": spec.redacted(), "outputs": list(target.outputs), "scaling": scaling,
-        "status": run.status, "transitions": [{"status": run.status, "at": created}],
-        "created_at": created, "started_at": None, "finished_at": None,
-        "queued_seconds": None, "duration_seconds": None,
-        "output_images": [], "error": None, "cancel_requested_at": None,
-    }
+    return _record(run_id=run.run_id, build_kind=spec.kind, trigger=trigger, origin=origin,
+                   registry=services.settings.registry_name, agent_pool=target.pool.name if target.pool else None,
+                   task=spec.task, request=spec.redacted(), outputs=list(target.outputs), scaling=scaling,
+                   status=run.status, transitions=[{"status": run.status, "at": created}], created_at=created)
 
 
 def _scale_up_for_build(services, pool) -> Optional[dict]:
@@ -187,13 +190,9 @@ def get_build(services, run_id: str, *, log_url: bool = True) -> dict:
 
 
 def _foreign_record(services, run) -> dict:
-    created = _iso(run.created)
-    return {"run_id": run.run_id, "kind": "build", "build_kind": "task" if run.task else None, "trigger": None,
-            "origin": None, "registry": services.settings.registry_name, "agent_pool": run.agent_pool,
-            "task": run.task, "request": None, "outputs": [], "scaling": None, "status": None,
-            "transitions": [], "created_at": created, "started_at": None, "finished_at": None,
-            "queued_seconds": None, "duration_seconds": None, "output_images": [], "error": None,
-            "cancel_requested_at": None}
+    return _record(run_id=run.run_id, build_kind="task" if run.task else None,
+                   registry=services.settings.registry_name, agent_pool=run.agent_pool, task=run.task,
+                   created_at=_iso(run.created))
 
 
 def _refresh(record: dict, run) -> bool:
@@ -327,8 +326,8 @@ def scale_idle_pools(services, *, now: Optional[datetime] = None) -> list[dict]:
         except AirlockError as exc:
             log.warning("idle-pool timer: agent pool %s: %s: %s", pool.name, exc.code, exc.message)
             decisions.append({"pool": pool.name, "action": "error", "reason": f"{exc.code}: {exc.message}"})
-    acted = [d for d in decisions if d["action"] not in ("none",)]
-    log.info("idle-pool timer: %d pool(s), %d acted on", len(decisions), len(acted))
+    acted = sum(1 for d in decisions if d["action"] != "none")
+    log.info("idle-pool timer: %d pool(s), %d acted on", len(decisions), acted)
     return decisions
 
 
