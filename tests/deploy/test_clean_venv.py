@@ -122,8 +122,9 @@ def test_clean_venv_has_only_requirements(clean_venv):
 
 def test_clean_venv_runs_every_function(clean_venv, stack, seeded, registered):
     prefix = f"cv{uuid.uuid4().hex[:8]}"
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "HOME": os.environ.get("HOME", "/"),
-           **stack.env, "MANIFESTS_CONTAINER": f"manifests-{prefix}", "RETRY_BASE_SECONDS": "0.05"}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
+           "HOME": os.environ.get("HOME", "/"), **stack.env,
+           "MANIFESTS_CONTAINER": f"manifests-{prefix}", "RETRY_BASE_SECONDS": "0.05"}
     # every %SETTING% a binding names, as the host needs it, from the documented defaults
     from shared.config import SPECS
 

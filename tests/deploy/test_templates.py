@@ -315,7 +315,7 @@ def test_every_event_driven_function_has_a_subscription(index):
     for name, function in index.items():
         binding = trigger(function)
         if binding["type"] == "blobTrigger":
-            assert binding.get("source") == "EventGrid", f"{name}: Flex Consumption supports only EventGrid blob triggers"
+            assert binding.get("source") == "EventGrid", f"{name}: Flex supports only EventGrid blob triggers"
             url = ("'https://${site.properties.defaultHostName}/runtime/webhooks/blobs?functionName=Host.Functions."
                    f"{name}&code=${{host.listKeys().systemKeys.blobs_extension}}'")
             [body] = [b for u, b in subscriptions if u == url] or [None]
