@@ -19,7 +19,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 GITHUB = ROOT / ".github" / "workflows" / "images.yml"
 DEVOPS = ROOT / "pipelines" / "azure-pipelines.yml"
-OURS = re.compile(r"(?:python -m shared|airlock)\s")
+OURS = re.compile(r"(?:-m shared|\bairlock)\s")
 
 
 def load(path: Path) -> dict:
@@ -46,6 +46,8 @@ def commands(script: str) -> list[list[str]]:
     joined = script.replace("\\\n", " ")
     found = []
     for line in joined.splitlines():
+        if line.lstrip().startswith("#"):
+            continue
         for m in OURS.finditer(line):
             words = []
             for word in shlex.split(line[m.end():], comments=True):
@@ -103,6 +105,14 @@ def test_the_command_checker_rejects_unknown_commands_and_flags():
 def uploads(path: Path) -> list[str]:
     return [line for script in scripts(load(path)) for line in script.replace("\\\n", " ").splitlines()
             if "az storage blob upload" in line]
+
+
+def test_smoke_script_waits_with_a_command_that_exists():
+    text = (ROOT / "scripts" / "smoke.sh").read_text()
+    [argv] = commands(text)
+    parsed = parse(argv)
+    assert parsed.command == "runs" and parsed.runs_command == "wait" and parsed.timeout == 600
+    assert "--auth-mode login" in text and "x-functions-key" in text
 
 
 def test_github_workflow_triggers_and_oidc():
