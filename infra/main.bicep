@@ -69,9 +69,8 @@ var token = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
 var newRegistry = empty(existingRegistryId)
 // /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{name}
-var registryId = newRegistry
-  ? '/subscriptions/${subscription().subscriptionId}/resourceGroups/${resourceGroupName}/providers/Microsoft.ContainerRegistry/registries/cr${token}'
-  : existingRegistryId
+var newRegistryId = '/subscriptions/${subscription().subscriptionId}/resourceGroups/${resourceGroupName}/providers/Microsoft.ContainerRegistry/registries/cr${token}'
+var registryId = newRegistry ? newRegistryId : existingRegistryId
 var registryParts = split(registryId, '/')
 var registrySubscriptionId = registryParts[2]
 var registryResourceGroupName = registryParts[4]
