@@ -35,11 +35,9 @@ FORBIDDEN_SETTINGS = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION",
 
 
 @pytest.fixture(scope="module")
-def index() -> dict[str, dict]:
-    """function name -> its bindings as the Functions host reads them."""
-    import function_app
-
-    return {f.get_function_name(): json.loads(f.get_function_json()) for f in function_app.app.get_functions()}
+def index(registered) -> dict[str, dict]:
+    """function name -> its bindings as the Functions host reads them (the app is indexed once per session)."""
+    return {name: json.loads(f.get_function_json()) for name, f in registered.items()}
 
 
 def trigger(function: dict) -> dict:
