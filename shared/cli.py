@@ -4,6 +4,7 @@
     python -m shared plan FILE [--json]
     python -m shared sync FILE [--json] [--concurrency N]
     python -m shared runs show RUN_ID
+    python -m shared runs wait --file images.txt [--name BLOB] [--timeout S]   (see cli_runs.py)
     python -m shared build --source SRC --image REPO:TAG [--arg N=V] [--secret-arg N[=V]] [--pool P] [--wait]
     python -m shared build --task NAME [--arg N=V] [--pool P] [--wait]
     python -m shared build show|cancel RUN_ID [--json]
@@ -73,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     rsub = runs.add_subparsers(dest="runs_command", required=True)
     show = rsub.add_parser("show", help="print one run's outcome record")
     show.add_argument("run_id")
+    from .cli_runs import add_wait_parser  # runs wait: follow the run an upload started (pipelines)
+
+    add_wait_parser(rsub)
     _build_parser(sub)
     _pool_parser(sub)
     return p
@@ -131,6 +135,10 @@ def main(argv: Optional[Sequence[str]] = None, *, out: TextIO = sys.stdout, err:
             return _manifest_check(args, env, out)
         if args.command in ("plan", "sync"):
             return _plan_or_sync(args, env, out, err)
+        if args.command == "runs" and args.runs_command == "wait":
+            from . import cli_runs
+
+            return cli_runs.wait(args, env, out, err)
         if args.command == "runs":
             return _runs_show(args, env, out)
         if args.command == "serve":

@@ -1,0 +1,55 @@
+// Key Vault (Azure RBAC, no access policies) holding DOCKERHUB_TOKEN. The app reads it only through
+// a Key Vault reference in its app settings, with the Key Vault Secrets User role on that secret.
+param location string
+param tags object
+param name string
+param vnetEnabled bool
+@secure()
+param dockerHubToken string
+param appPrincipalId string
+
+var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
+var secretName = 'dockerhub-token'
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: name
+  location: location
+  tags: tags
+  properties: {
+    tenantId: tenant().tenantId
+    sku: { family: 'A', name: 'standard' }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    enablePurgeProtection: true
+    softDeleteRetentionInDays: 30
+    publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
+    networkAcls: {
+      defaultAction: vnetEnabled ? 'Deny' : 'Allow'
+      bypass: 'AzureServices'
+    }
+  }
+}
+
+resource token 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(dockerHubToken)) {
+  parent: vault
+  name: secretName
+  properties: {
+    value: dockerHubToken
+    contentType: 'Docker Hub access token (DOCKERHUB_TOKEN)'
+  }
+}
+
+resource reader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(vault.id, appPrincipalId, keyVaultSecretsUser)
+  scope: vault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUser)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+output id string = vault.id
+output name string = vault.name
+// the versionless secret URI: a Key Vault reference to it follows rotation
+output dockerHubTokenUri string = '${vault.properties.vaultUri}secrets/${secretName}'

@@ -1,0 +1,69 @@
+// Deployed into the registry's resource group (a new registry's, or an existing one's, possibly in
+// another subscription): the app's roles on the ACR, the operators' pull role, and the Event Grid
+// system topic on the ACR (a system topic lives with its source).
+param registryName string
+param tags object
+param appPrincipalId string
+param operatorPrincipalIds array
+param buildsEnabled bool
+param systemTopicName string
+param eventGridIdentityId string
+
+// importImage (and reading tags and manifests on the data plane): docs/deployment.md
+var containerRegistryDataImporterAndDataReader = '577a9874-89fd-4f24-9dbd-b5034d0ad23a'
+// quick builds, task runs, agent pools (only when builds are used): docs/builds.md
+var containerRegistryTasksContributor = 'fb382eab-e894-4461-af04-94435c366c3f'
+// operators and pipelines: `plan` reads target digests on the data plane
+var acrPull = '7f951dda-4ed3-4680-a7ca-43fe172d538d'
+
+resource registry 'Microsoft.ContainerRegistry/registries@2025-04-01' existing = {
+  name: registryName
+}
+
+resource importer 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(registry.id, appPrincipalId, containerRegistryDataImporterAndDataReader)
+  scope: registry
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', containerRegistryDataImporterAndDataReader)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource tasks 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (buildsEnabled) {
+  name: guid(registry.id, appPrincipalId, containerRegistryTasksContributor)
+  scope: registry
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', containerRegistryTasksContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource operatorPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for id in operatorPrincipalIds: {
+  name: guid(registry.id, id, acrPull)
+  scope: registry
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', acrPull)
+    principalId: id
+  }
+}]
+
+resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
+  name: systemTopicName
+  location: registry.location
+  tags: tags
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: { '${eventGridIdentityId}': {} }
+  }
+  properties: {
+    source: registry.id
+    topicType: 'Microsoft.ContainerRegistry.Registries'
+  }
+}
+
+output id string = registry.id
+output location string = registry.location
+output loginServer string = registry.properties.loginServer
+output systemTopicName string = topic.name

@@ -1,0 +1,109 @@
+"""``runs wait``: follow the run an upload of a manifest started, to its end (pipelines use it).
+
+    python -m shared runs wait --file images.txt [--name BLOB_NAME] [--timeout 3600] [--interval 10] [--json]
+
+A pipeline uploads ``images.txt`` to the manifests container; the blob trigger runs it and writes
+an outcome record. This finds that run by the manifest's blob name and content (sha256: the same
+bytes the pipeline uploaded) and waits until the record's status is final. Exit 0 when the run
+succeeded; 1 when it failed, was invalid or abandoned, or nothing finished within ``--timeout``.
+
+The run is found through the blob trigger's "processed" marker (``processed/<name>/<sha256>.json``,
+naming the run id) or, until that marker exists, among the records under ``runs/`` whose manifest
+name and sha256 match (the newest wins). An upload of bytes already processed finds the earlier run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional, TextIO
+
+FINAL = ("succeeded", "failed", "invalid", "abandoned")
+
+
+def add_wait_parser(runs_subparsers) -> None:
+    wait = runs_subparsers.add_parser("wait", help="wait for the run an upload of a manifest started; exit 0 "
+                                                   "when it succeeded")
+    wait.add_argument("--file", required=True, help="the manifest file that was uploaded (its sha256 finds the run)")
+    wait.add_argument("--name", help="its blob name in the manifests container (default: the file's name)")
+    wait.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait at most (default 3600)")
+    wait.add_argument("--interval", type=float, default=10.0, help="seconds between looks (default 10)")
+    wait.add_argument("--json", action="store_true", help="print the final record as JSON")
+
+
+class RunFinder:
+    """Finds the newest record of (name, sha256) in the outcomes container; remembers what it read."""
+
+    def __init__(self, services, name: str, sha256: str):
+        self.services, self.name, self.sha256 = services, name, sha256
+        self.container = services.settings.outcomes_container
+        self._other: set[str] = set()   # records of other manifests: never read again
+
+    def find(self) -> Optional[dict]:
+        store = self.services.store
+        marker = store.get_json(self.container, f"processed/{self.name}/{self.sha256}.json")
+        if marker and marker.get("run_id"):
+            record = store.get_json(self.container, f"runs/{marker['run_id']}.json")
+            if record is not None:
+                return record
+        newest = None
+        for blob in store.list_names(self.container, "runs/"):
+            if blob in self._other:
+                continue
+            record = store.get_json(self.container, blob)
+            manifest = (record or {}).get("manifest") or {}
+            if manifest.get("name") != self.name or manifest.get("sha256") != self.sha256:
+                self._other.add(blob)
+                continue
+            if newest is None or (record.get("started_at") or "") > (newest.get("started_at") or ""):
+                newest = record
+        return newest
+
+
+def wait_for_run(services, name: str, sha256: str, *, timeout: float, interval: float,
+                 report: Callable[[str], None], clock=time.monotonic, sleep=time.sleep) -> Optional[dict]:
+    """The final record of the run of (name, sha256), or None if none was final within ``timeout``."""
+    finder = RunFinder(services, name, sha256)
+    deadline = clock() + timeout
+    last = None
+    while True:
+        record = finder.find()
+        state = (record or {}).get("status")
+        if record is not None and (record.get("run_id"), state) != last:
+            last = (record.get("run_id"), state)
+            report(f"run {record.get('run_id')}: {state}")
+        if state in FINAL:
+            return record
+        if clock() >= deadline:
+            return None
+        sleep(max(0.0, min(interval, deadline - clock())))
+
+
+def wait(args, env, out: TextIO, err: TextIO) -> int:
+    from .cli import EXIT_FAILED, EXIT_OK, render_summary
+    from .services import Services
+
+    data = Path(args.file).read_bytes()
+    name = args.name or Path(args.file).name
+    sha256 = hashlib.sha256(data).hexdigest()
+    services = Services.from_env(env)
+    err.write(f"waiting for the run of {name} (sha256 {sha256[:12]}), at most {args.timeout:g}s\n")
+    err.flush()
+
+    def report(line: str) -> None:
+        err.write(line + "\n")
+        err.flush()
+
+    record = wait_for_run(services, name, sha256, timeout=args.timeout, interval=args.interval, report=report)
+    if record is None:
+        err.write(f"error: no finished run of {name} (sha256 {sha256[:12]}) within {args.timeout:g}s\n")
+        return EXIT_FAILED
+    if args.json:
+        json.dump(record, out, indent=2)
+        out.write("\n")
+    elif "entries" in record and "summary" in record:
+        out.write(render_summary(record))
+    else:
+        out.write(f"run {record.get('run_id')}: {record.get('status')}\n")
+    return EXIT_OK if record.get("status") == "succeeded" else EXIT_FAILED
