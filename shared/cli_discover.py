@@ -95,6 +95,9 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
             print(f"{name}:{problem.line}: {problem.message}" if problem.line else f"{name}: {problem.message}",
                   file=err)
         if manifest is None:
+            for use in found.uses:
+                if use.error:
+                    print(f"{use.where}: {use.error} ({use.image or 'no image'}); not listed", file=err)
             for line in core.manifest_lines(found.uses, host or None):
                 out.write(line + "\n")
             private = sum(1 for i in listed if i["manifest_line"] is None and i["reference"])
