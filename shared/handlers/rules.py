@@ -30,6 +30,7 @@ from typing import Optional
 
 from ..core.builds import run_status_is_terminal
 from ..core.events import AcrEvent
+from ..core.names import blob_segment
 from ..core.rules import MAX_CHAIN, Rule, RuleSet, chain_allows, parse_rules
 from ..errors import AirlockError, NotFoundError, RuleFileError, TransientError
 from .builds import queue_build
@@ -133,11 +134,11 @@ def on_image_pushed(services, event: AcrEvent) -> dict:
 
 
 def _rule_marker(rule: str, digest: str) -> str:
-    return f"rule-runs/{rule}/{digest.replace(':', '-')}.json"
+    return f"rule-runs/{rule}/{blob_segment(digest.replace(':', '-'))}.json"  # the digest comes from the event
 
 
 def _outputs_marker(repository: str) -> str:
-    return f"build-outputs/{repository}.json"
+    return f"build-outputs/{blob_segment(repository)}.json"
 
 
 def inherited_chain(services, event: AcrEvent) -> tuple[str, ...]:
