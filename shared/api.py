@@ -174,6 +174,10 @@ class Api:
                 raise ValidationError("body is not valid JSON", [Problem(where, field="body")]) from None
             if not isinstance(data, dict) or not isinstance(data.get("yaml"), str):
                 raise ValidationError("invalid request", [Problem("a string: the Kubernetes YAML", field="/yaml")])
+            unknown = sorted(set(data) - {"yaml", "manifest", "manifest_blob", "name"})
+            if unknown:
+                raise ValidationError("invalid request", [Problem(
+                    "unknown field; use yaml, manifest, manifest_blob or name", field=f"/{unknown[0]}")])
             for key in ("manifest", "manifest_blob", "name"):
                 if data.get(key) is not None and not isinstance(data[key], str):
                     raise ValidationError("invalid request", [Problem("must be a string", field=f"/{key}")])

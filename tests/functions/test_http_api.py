@@ -175,4 +175,6 @@ def test_discover_errors_are_problems(api, prefix):
                           422)
     assert body["errors"][0]["line"] == 1
     assert_problem(api.post("/api/discover", json={"manifest": "x"}), 400)
+    body = assert_problem(api.post("/api/discover", json={"yaml": "kind: Pod\n", "manifests": "x"}), 400)
+    assert body["errors"][0]["field"] == "/manifests"
     assert_problem(api.post("/api/discover", content=b"x", headers={"content-type": "image/png"}), 400)
