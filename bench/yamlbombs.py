@@ -51,3 +51,24 @@ def main() -> None:
         print(f"    SafeLoader : {naive[0] * 1000:9.1f} ms {naive[1] / 2**20:8.2f} MiB  {naive[2][:90]}")
         print(f"    rules      : {safe[0] * 1000:9.1f} ms {safe[1] / 2**20:8.2f} MiB  {safe[2][:90]}")
         print(f"    time ratio : {ratio:,.0f}x")
+    _discover_throughput()
+
+
+def _discover_throughput() -> None:
+    """discover's reader: the bounded loader over libyaml beside the pure-Python one, same input."""
+    from pathlib import Path
+
+    from shared.core.safeyaml import FastSafeLoader, SafeLoader, compose_all
+
+    chart = (Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "discover" / "shop.yaml").read_text()
+    text = chart * 300
+    timings = {}
+    for loader in (SafeLoader, FastSafeLoader):
+        started = time.perf_counter()
+        documents = sum(1 for _ in compose_all(text, loader=loader))
+        timings[loader.__name__] = time.perf_counter() - started
+    size = len(text.encode()) / 2**20
+    print(f"yaml: discover's reader on {size:.2f} MiB of rendered chart ({documents} documents)")
+    for name, seconds in timings.items():
+        print(f"  {name:15}: {seconds:6.2f} s  ({size / seconds:5.2f} MiB/s)")
+    print(f"  ratio          : {timings['SafeLoader'] / timings['FastSafeLoader']:.1f}x")

@@ -36,7 +36,7 @@ import yaml
 
 from shared.core.manifest import DEFAULT_TAG, ManifestResult, parse_manifest
 from shared.core.reference import ImageReference, ReferenceSyntaxError, normalise_registry, parse_reference
-from shared.core.safeyaml import Limits, SafeLoader, yaml_problem
+from shared.core.safeyaml import FastSafeLoader, Limits, yaml_problem
 from shared.errors import Problem
 
 __all__ = ["LIMITS", "Discovery", "Finding", "ImageUse", "check", "discover", "images", "manifest_lines", "scan"]
@@ -124,6 +124,10 @@ class Discovery:
 
 def _decode(data: Union[str, bytes]) -> tuple[Optional[str], Optional[Problem]]:
     if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate, e.g. from a JSON "\ud800" escape
+            return None, Problem("not valid Unicode (a lone surrogate)", line=data.count("\n", 0, e.start) + 1)
         return (data[1:] if data.startswith(_BOM) else data), None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -206,7 +210,7 @@ def scan(data: Union[str, bytes], file: str, limits: Limits = LIMITS) -> Discove
         result.problems.append((file, problem))  # type: ignore[arg-type]
         return result
     try:
-        loader = SafeLoader(text)
+        loader = FastSafeLoader(text)
     except yaml.YAMLError as e:  # the reader checks characters up front (a NUL byte)
         result.problems.append((file, yaml_problem(e, text)))
         return result

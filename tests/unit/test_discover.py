@@ -128,6 +128,7 @@ def test_cli_listing_without_a_registry_host_lists_everything(capsys):
     ("kind: Pod\nspec:\n  containers:\n  - image: a\n   name: x\n", 5, "YAML syntax error"),
     (b"kind: Pod\n\x00\n", 2, "0x00"),
     (b"kind: Pod\nmetadata: {name: caf\xe9}\n", 2, "not valid UTF-8"),
+    ("kind: Pod\nmetadata: {name: \"\ud800\"}\n", 2, "lone surrogate"),
     (yaml_bombs.merge_bomb(), 3, "merge keys"),
     (yaml_bombs.alias_bomb(levels=3, width=300), 2, "more than 256 aliases"),
 ])

@@ -103,3 +103,34 @@ def test_rule_files_are_parsed_once_per_content(monkeypatch):
             handler.parse_cached(bad)
         assert info.value.problems[0].line == 1
     assert calls == [good, bad]
+
+
+@pytest.mark.parametrize("text", [
+    yaml_bombs.nested_brackets(), "a: &x [1]\nb: {<<: *x}\n", "a: &x [*x]\n", "a: *y\n", "a: [\n",
+    "a: café\nb: 1\n\x00\n", yaml_bombs.merge_bomb(), yaml_bombs.alias_bomb(), "rules:\n" + "- " * 1000 + "x\n",
+])
+def test_the_libyaml_loader_reports_the_same_lines(text):
+    from shared.core.safeyaml import FastSafeLoader, yaml_problem
+
+    def problem(loader):
+        with pytest.raises((yaml.YAMLError, RecursionError)) as info:
+            list(compose_all(text, loader=loader))
+        return yaml_problem(info.value, text)
+    slow, fast = problem(SafeLoader), problem(FastSafeLoader)
+    assert slow.line == fast.line
+    assert slow.message.split(":")[0] == fast.message.split(":")[0]
+
+
+def test_the_libyaml_loader_composes_the_same_nodes():
+    from pathlib import Path
+
+    from shared.core.safeyaml import FastSafeLoader
+
+    text = (Path(__file__).resolve().parents[1] / "fixtures" / "discover" / "shop.yaml").read_text()
+
+    def shape(node):
+        if isinstance(node, yaml.ScalarNode):
+            return (node.tag, node.value, node.start_mark.line, node.start_mark.column)
+        children = node.value if isinstance(node, yaml.SequenceNode) else [c for kv in node.value for c in kv]
+        return (node.tag, node.start_mark.line, [shape(c) for c in children])
+    assert [shape(n) for n in compose_all(text)] == [shape(n) for n in compose_all(text, loader=FastSafeLoader)]
