@@ -15,6 +15,9 @@ Markers in ``OUTCOMES_CONTAINER``:
                                        fires for an image its own build produced (runtime cycle cut)
     rules/<sha256>.json                the validation result of an uploaded rule file
 
+<digest> and <repository> come from the event and are encoded as one name segment
+(``shared.core.names.blob_segment``), so no event can write outside these prefixes.
+
 Pushes without a tag fire no rules: they are the per-platform manifests of a multi-platform
 image, whose tagged push (the index) follows.
 """
