@@ -67,3 +67,24 @@ def test_odd_blob_names_are_processed_once_inside_their_prefix(env, stack, seede
     assert mine == {f"processed/{blob_segment(n)}/{digest}.json" for n in names.values()}
     for marker in mine:
         assert marker.count("/") == 2 and len(marker) <= 1024 and "\x00" not in marker
+
+
+def test_an_odd_event_id_is_recorded_once_inside_events(env, functions, prefix):
+    s = entrypoints.services()
+    outcomes = s.settings.outcomes_container
+    odd = f"../../{prefix}/a_b ünï\x00%2F" + "x" * 300
+    similar = odd.replace("_", "/")  # an ad-hoc sanitiser (non-alnum -> "_") would merge these two
+    for event_id in (odd, similar, odd):
+        body = {"id": event_id, "topic": "/subscriptions/x/registries/airlockacr", "subject": f"{prefix}/app:1",
+                "eventType": "Microsoft.ContainerRegistry.ImageDeleted", "eventTime": "2026-12-01T00:00:00Z",
+                "dataVersion": "1.0", "data": {"target": {"repository": f"{prefix}/app", "tag": "1",
+                                                          "digest": "sha256:" + "cd" * 32}}}
+        functions["registry_event"](func.EventGridEvent(
+            id=body["id"], data=body["data"], topic=body["topic"], subject=body["subject"],
+            event_type=body["eventType"], event_time=None, data_version=body["dataVersion"]))
+    names = [n for n in s.store.list_names(outcomes, "events/") if blob_segment(odd, 120)[:60] in n
+             or blob_segment(similar, 120)[:60] in n]
+    assert len(names) == 2, names  # two distinct events, the redelivery of the first one did nothing
+    for name in names:
+        assert name.count("/") == 4 and name.startswith("events/")
+        assert s.store.get_json(outcomes, name)["event"]["id"] in (odd, similar)
