@@ -5,6 +5,7 @@
     python -m bench sync       # 200 entries / 20 changed vs the seed script's way
     python -m bench plan       # a 1,000-entry plan: wall time and peak memory
     python -m bench standin    # the stand-in's start-up time and one emulated import
+    python -m bench yaml       # rule-file bombs: plain SafeLoader vs the bounded loader
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ def main(argv: list[str]) -> int:
     from . import coldstart, plan, standin, sync
 
     benches = {"standin": standin.main, "coldstart": coldstart.main, "plan": plan.main, "sync": sync.main}
+    from . import yamlbombs
+
+    benches["yaml"] = yamlbombs.main
     for name in argv or list(benches):
         if name not in benches:
             print(f"unknown benchmark {name!r}; choose from {', '.join(benches)}", file=sys.stderr)

@@ -42,6 +42,8 @@ MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
+MEDIA_HELM_CHART = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
 
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 FIXED_MTIME = 1704067200  # 2024-01-01T00:00:00Z
@@ -392,6 +394,45 @@ def build_image(name: str, *, platforms: Sequence[str] = ("linux/amd64",), layer
         layout = build_layout(name, platforms=platforms, layers=layers, seed=seed, out_dir=out)
         _cache[key] = layout
         log.debug("built %s (%s) -> %s", name, ",".join(layout.platforms), layout.digest)
+        return layout
+
+
+def build_chart(name: str, version: str, *, seed: str = "1") -> ImageLayout:
+    """A Helm chart as ``helm push`` stores it: an OCI image manifest whose config is the chart's
+    metadata (``application/vnd.cncf.helm.config.v1+json``) and whose one layer is the packaged
+    chart (``application/vnd.cncf.helm.chart.content.v1.tar+gzip``). Cached like ``build_image``."""
+    key = ("helm-chart", name, version, seed)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None and (hit.path / "index.json").exists():
+            return hit
+        chart_yaml = (f"apiVersion: v2\nname: {name}\nversion: {version}\nappVersion: \"{seed}\"\n"
+                      f"description: a chart for the local stand-in\ntype: application\n").encode()
+        values = f"image:\n  repository: library/nginx\n  tag: \"1.27\"\nseed: \"{seed}\"\n".encode()
+        template = (b"apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n"
+                    b"  template:\n    spec:\n      containers:\n        - name: web\n"
+                    b"          image: \"{{ .Values.image.repository }}:{{ .Values.image.tag }}\"\n")
+        files = {f"{name}/Chart.yaml": (0o644, chart_yaml), f"{name}/values.yaml": (0o644, values),
+                 f"{name}/templates/deployment.yaml": (0o644, template)}
+        content = Blob(MEDIA_HELM_CHART, _gzip(_tar(files)))
+        config = Blob(MEDIA_HELM_CONFIG, canonical_json({
+            "apiVersion": "v2", "name": name, "version": version, "appVersion": seed,
+            "description": "a chart for the local stand-in", "type": "application"}))
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_OCI_MANIFEST,
+            "config": config.descriptor(),
+            "layers": [content.descriptor()],
+            "annotations": {"org.opencontainers.image.created": CREATED,
+                            "org.opencontainers.image.title": name,
+                            "org.opencontainers.image.version": version},
+        }
+        top = Blob(MEDIA_OCI_MANIFEST, canonical_json(manifest))
+        out = _cache_dir() / hashlib.sha256(repr(key).encode()).hexdigest()[:24]
+        _write_layout(out, top, [config, content], LAYOUT_REF)
+        layout = ImageLayout(name=name, seed=seed, path=out, ref=LAYOUT_REF, digest=top.digest,
+                             media_type=top.media_type, size=top.size, raw=top.data, images=())
+        _cache[key] = layout
         return layout
 
 

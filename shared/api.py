@@ -23,6 +23,7 @@ from .handlers import records
 from .handlers.imports import RunLauncher, manifest_from_json, problems_for_json, run_manifest
 
 log = logging.getLogger(__name__)
+_YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain", "")
 
 
 def _json(body, status: int = 200, headers: Optional[dict] = None) -> Response:
@@ -159,6 +160,36 @@ class Api:
         report = await asyncio.to_thread(check, lambda: self.services)  # ConfigError is reported
         return _json(report, 200 if report["status"] == "healthy" else 503)
 
+    async def discover(self, request: Request) -> Response:
+        from .handlers.discover import check_yaml
+
+        body = await self._body(request)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        manifest, blob, name = None, request.query_params.get("manifest"), request.query_params.get("name") or "body"
+        if content_type == "application/json":
+            try:
+                data = json.loads(body)
+            except json.JSONDecodeError as exc:
+                where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+                raise ValidationError("body is not valid JSON", [Problem(where, field="body")]) from None
+            if not isinstance(data, dict) or not isinstance(data.get("yaml"), str):
+                raise ValidationError("invalid request", [Problem("a string: the Kubernetes YAML", field="/yaml")])
+            unknown = sorted(set(data) - {"yaml", "manifest", "manifest_blob", "name"})
+            if unknown:
+                raise ValidationError("invalid request", [Problem(
+                    "unknown field; use yaml, manifest, manifest_blob or name", field=f"/{unknown[0]}")])
+            for key in ("manifest", "manifest_blob", "name"):
+                if data.get(key) is not None and not isinstance(data[key], str):
+                    raise ValidationError("invalid request", [Problem("must be a string", field=f"/{key}")])
+            body, manifest = data["yaml"], data.get("manifest")
+            blob, name = data.get("manifest_blob") or blob, data.get("name") or name
+        elif content_type not in _YAML_TYPES:
+            raise ValidationError("unsupported content type", [Problem(
+                "use application/yaml (the YAML itself) or application/json", field="content-type")])
+        document = await asyncio.to_thread(check_yaml, self.services, [(name, body)], manifest=manifest,
+                                           manifest_blob=blob)
+        return _json(document)
+
     async def openapi(self, request: Request) -> Response:
         from .openapi import document
 
@@ -187,6 +218,7 @@ def create_app(services_factory: Optional[Callable[[], object]] = None) -> Starl
         Route("/api/builds", guarded(api.queue_build), methods=["POST"]),
         Route("/api/builds/{run_id}", guarded(api.build), methods=["GET"]),
         Route("/api/builds/{run_id}/cancel", guarded(api.cancel_build), methods=["POST"]),
+        Route("/api/discover", guarded(api.discover), methods=["POST"]),
         Route("/api/health", guarded(api.health), methods=["GET"]),
         Route("/api/openapi.json", guarded(api.openapi), methods=["GET"]),
     ]

@@ -11,6 +11,7 @@
     python -m shared pool status [NAME] [--json]
     python -m shared pool scale NAME COUNT
     python -m shared serve [--port 7071]       (the HTTP API without the Functions host)
+    python -m shared discover FILE... [--json] [--check images.txt] [--registry-host HOST]
 
 Exit codes: 0 success, 1 invalid manifest, a failed entry, a bad build request or a followed
 build that did not succeed, 2 usage or configuration error.
@@ -79,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     add_wait_parser(rsub)
     _build_parser(sub)
     _pool_parser(sub)
+    from .cli_discover import add_parser as _discover_parser  # discover FILE... [--check images.txt]
+    _discover_parser(sub)
     return p
 
 
@@ -143,6 +146,10 @@ def main(argv: Optional[Sequence[str]] = None, *, out: TextIO = sys.stdout, err:
             return _runs_show(args, env, out)
         if args.command == "serve":
             return _serve(args, env)
+        if args.command == "discover":
+            from . import cli_discover
+
+            return cli_discover.run(args, env, out, err)
         if args.command in ("build", "pool"):
             from . import cli_builds
 

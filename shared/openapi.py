@@ -133,6 +133,39 @@ def document() -> dict:
                                       "content": {"application/json": {"schema": {
                                           "$ref": "#/components/schemas/Build"}}}},
                               **_problem_responses(400, 404, 502)}}},
+            "/api/discover": {"post": {
+                "summary": "Check Kubernetes YAML (helm template / kustomize build output) against the mirrored images",
+                "description": ("Reports every use of an image that no manifest mirrors (not-mirrored), that does "
+                                "not point at the private registry (not-private), or that is not a reference "
+                                "(invalid-reference), with file, document, line and column. Checked against the "
+                                "manifest blob named by ?manifest=, an inline manifest, or every current manifest."),
+                "parameters": [
+                    {"name": "manifest", "in": "query", "schema": {"type": "string"},
+                     "description": "Blob name of the manifest in MANIFESTS_CONTAINER (default: all *.txt)."},
+                    {"name": "name", "in": "query", "schema": {"type": "string"},
+                     "description": "File name shown in positions (default: body)."}],
+                "requestBody": {"required": True, "content": {
+                    "application/yaml": {"schema": {"type": "string", "description": "multi-document YAML"}},
+                    "application/json": {"schema": {"type": "object", "required": ["yaml"],
+                                                    "additionalProperties": False, "properties": {
+                        "yaml": {"type": "string"}, "manifest": {"type": "string",
+                                                                 "description": "images.txt content"},
+                        "manifest_blob": {"type": "string"}, "name": {"type": "string"}}}}}},
+                "responses": {
+                    "200": {"description": "The check; ok is false when there are findings",
+                            "content": {"application/json": {"schema": {"type": "object", "properties": {
+                                "ok": {"type": "boolean"}, "registry_host": {"type": "string"},
+                                "manifests": {"type": "array", "items": {"type": "string"}},
+                                "images": {"type": "array", "items": {"type": "object"}},
+                                "findings": {"type": "array", "items": {"type": "object", "properties": {
+                                    "code": {"enum": ["not-mirrored", "not-private", "invalid-reference"]},
+                                    "message": {"type": "string"}, "suggestion": {"type": ["string", "null"]},
+                                    "image": {"type": "string"}, "file": {"type": "string"},
+                                    "document": {"type": "integer"}, "line": {"type": "integer"},
+                                    "column": {"type": "integer"}, "kind": {"type": "string"},
+                                    "name": {"type": "string"}, "container": {"type": "string"},
+                                    "field": {"type": "string"}}}}}}}}},
+                    **_problem_responses(400, 404, 422, 502, 503)}}},
             "/api/health": {"get": {"summary": "Configuration and reachability of storage, ARM and the registry",
                                     "responses": {"200": {"description": "Healthy"},
                                                   "503": {"description": "Unhealthy"}}}},

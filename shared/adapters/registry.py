@@ -37,6 +37,7 @@ MANIFEST_ACCEPT = ", ".join((
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.artifact.manifest.v1+json",  # OCI artifacts as some registries serve them (1.1-rc)
 ))
 DOCKER_HUB_API = "registry-1.docker.io"
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')

@@ -50,8 +50,10 @@ way. It is YAML (JSON, being YAML, works too)::
 Validation is all-or-nothing and reports every problem as a ``Problem`` with the 1-based
 ``line`` (of the key, or of the list item, it is about) and a ``field`` path such as
 ``rules[1].when.repository`` or ``rules[0].build.image_names[1]``. Duplicate mapping keys
-(which YAML would silently collapse) are errors. Anchors and aliases are allowed; a problem
-in an aliased value is reported at the anchor's line.
+(which YAML would silently collapse) are errors. Anchors and aliases are allowed (up to
+:data:`LIMITS`, see ``shared.core.safeyaml``); a problem in an aliased value is reported at the
+anchor's line. Merge keys (``<<``) are not. Whatever the YAML library raises (nesting too
+deep, a NUL byte, an alias bomb) becomes a line-numbered problem, never an exception.
 """
 from __future__ import annotations
 
@@ -72,6 +74,7 @@ from shared.core.builds import (
     type_name,
     with_argument,
 )
+from shared.core.safeyaml import Limits, SafeLoader, yaml_problem
 from shared.core.reference import ReferenceSyntaxError, is_registry_component, parse_repository, validate_tag
 from shared.errors import Problem, RuleFileError
 
@@ -87,6 +90,7 @@ __all__ = [
 DEFAULT_DIGEST_ARGUMENT = "BASE_IMAGE_DIGEST"
 MAX_CHAIN = 5
 MAX_BYTES = 1_048_576
+LIMITS = Limits(max_depth=32, max_aliases=64, max_nodes=50_000)  # a rule file is small and shallow
 
 _RULE_NAME = re.compile(r"[a-z0-9-]{1,63}")
 _RULE_KEYS = ("name", "when", "build", "task", "digest_argument", "outputs")
@@ -243,15 +247,8 @@ def _decode(text: Union[str, bytes]) -> str:
             f"not valid UTF-8 (byte 0x{text[e.start]:02x})", line=line)]) from None
 
 
-def _yaml_problem(error: yaml.YAMLError, text: str) -> Problem:
-    if isinstance(error, yaml.MarkedYAMLError):
-        mark = error.problem_mark or error.context_mark
-        what = ", ".join(p for p in (error.context, error.problem) if p) or "unreadable YAML"
-        return Problem(f"YAML syntax error: {what}", line=mark.line + 1 if mark else None)
-    position = getattr(error, "position", None)
-    line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
-    reason = getattr(error, "reason", None) or str(error).splitlines()[0]
-    return Problem(f"YAML error: {reason}", line=line)
+def _yaml_problem(error: BaseException, text: str) -> Problem:
+    return yaml_problem(error, text)
 
 
 def _duplicate_keys(root: Optional[yaml.Node], problems: _Problems) -> None:
@@ -306,8 +303,10 @@ def _failing_scalar_line(root: yaml.Node) -> Optional[int]:
     return None
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans: only true/false. ``on``, ``yes``, ``no``... stay strings."""
+class _Loader(SafeLoader):
+    """The bounded SafeLoader with YAML 1.2 booleans: only true/false; ``on``, ``yes``... stay strings."""
+
+    limits = LIMITS
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -319,11 +318,14 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|Tr
 
 def _load(text: str) -> tuple[Optional[yaml.Node], Any, list[Problem], bool]:
     """(root node, data, problems, fatal). Duplicate keys are problems but not fatal."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader checks the characters here (a NUL is a ReaderError)
+    except yaml.YAMLError as e:
+        return None, None, [_yaml_problem(e, text)], True
     try:
         try:
             root = loader.get_single_node()
-        except yaml.YAMLError as e:
+        except (yaml.YAMLError, RecursionError) as e:
             return None, None, [_yaml_problem(e, text)], True
         problems = _Problems(root)
         _duplicate_keys(root, problems)
@@ -331,7 +333,7 @@ def _load(text: str) -> tuple[Optional[yaml.Node], Any, list[Problem], bool]:
             return None, None, problems.items, False
         try:
             data = loader.construct_document(root)
-        except yaml.YAMLError as e:
+        except (yaml.YAMLError, RecursionError) as e:
             return root, None, problems.items + [_yaml_problem(e, text)], True
         except (ValueError, TypeError, OverflowError) as e:  # e.g. a date such as 2026-13-01
             line = _failing_scalar_line(root)

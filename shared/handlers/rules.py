@@ -2,7 +2,9 @@
 
 The rule file is ``BUILD_RULES_BLOB`` in ``MANIFESTS_CONTAINER`` (format: ``shared.core.rules``).
 It is read on every push event, so a new file applies from the next event on; a missing file
-means no rules, an invalid one queues nothing and its problems go into the event record.
+means no rules, an invalid one queues nothing: the event record says why (``rule_file``) with
+its problems, and the file's validation record is written if it was not yet. Parsing is cached
+by content hash (:func:`parse_cached`), so a burst of pushes reads the blob but parses it once.
 
 Markers in ``OUTCOMES_CONTAINER``:
 
@@ -13,6 +15,9 @@ Markers in ``OUTCOMES_CONTAINER``:
                                        fires for an image its own build produced (runtime cycle cut)
     rules/<sha256>.json                the validation result of an uploaded rule file
 
+<digest> and <repository> come from the event and are encoded as one name segment
+(``shared.core.names.blob_segment``), so no event can write outside these prefixes.
+
 Pushes without a tag fire no rules: they are the per-platform manifests of a multi-platform
 image, whose tagged push (the index) follows.
 """
@@ -21,11 +26,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Optional
 
 from ..core.builds import run_status_is_terminal
 from ..core.events import AcrEvent
+from ..core.names import blob_segment
 from ..core.rules import MAX_CHAIN, Rule, RuleSet, chain_allows, parse_rules
 from ..errors import AirlockError, NotFoundError, RuleFileError, TransientError
 from .builds import queue_build
@@ -37,11 +45,41 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+_CACHE_SIZE = 8
+_cache: "OrderedDict[str, object]" = OrderedDict()  # sha256 -> RuleSet or the RuleFileError
+_cache_lock = threading.Lock()
+
+
+def parse_cached(data: bytes) -> RuleSet:
+    """``parse_rules(data)``, remembered (result or error) for the last few contents."""
+    key = hashlib.sha256(data).hexdigest()
+    with _cache_lock:
+        found = _cache.get(key)
+        if found is not None:
+            _cache.move_to_end(key)
+    if found is None:
+        try:
+            found = parse_rules(data)
+        except RuleFileError as exc:
+            found = exc
+        with _cache_lock:
+            _cache[key] = found
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+    if isinstance(found, RuleFileError):
+        raise RuleFileError(found.message, list(found.problems))
+    return found  # type: ignore[return-value]
+
+
 def load_rules(services) -> Optional[RuleSet]:
     """The current rule set; None when there is no rule file; RuleFileError when it is invalid."""
+    data = _rule_file(services)
+    return None if data is None else parse_cached(data)
+
+
+def _rule_file(services) -> Optional[bytes]:
     s = services.settings
-    data = services.store.get_bytes(s.manifests_container, s.build_rules_blob)
-    return None if data is None else parse_rules(data)
+    return services.store.get_bytes(s.manifests_container, s.build_rules_blob)
 
 
 def check_rule_file(services, name: str, data: bytes) -> Optional[dict]:
@@ -51,7 +89,7 @@ def check_rule_file(services, name: str, data: bytes) -> Optional[dict]:
     marker = f"rules/{digest}.json"
     document: dict = {"name": name, "sha256": digest, "checked_at": _now_iso()}
     try:
-        document.update(status="valid", rules=parse_rules(data).to_dict()["rules"], errors=[])
+        document.update(status="valid", rules=parse_cached(data).to_dict()["rules"], errors=[])
     except RuleFileError as exc:
         document.update(status="invalid", rules=[], errors=[p.to_dict() for p in exc.problems])
     if not services.store.create_once(s.outcomes_container, marker, json.dumps(document, indent=2).encode()):
@@ -71,12 +109,21 @@ def on_image_pushed(services, event: AcrEvent) -> dict:
     Raises TransientError (after un-claiming that rule) so the event can be delivered again;
     rules already queued are then reported as duplicates.
     """
+    s = services.settings
+    data = _rule_file(services)
     try:
-        rules = load_rules(services)
+        rules = None if data is None else parse_cached(data)
     except RuleFileError as exc:
-        log.error("the build rule file is invalid (%d problem(s)); no rule builds for %s", len(exc.problems),
-                  event.subject or event.repository)
-        return {"actions": [], "rule_errors": [p.to_dict() for p in exc.problems]}
+        digest = hashlib.sha256(data or b"").hexdigest()
+        check_rule_file(services, s.build_rules_blob, data or b"")  # its validation record, once per content
+        n = len(exc.problems)
+        reason = (f"no build was queued: the build rule file {s.build_rules_blob} (sha256 {digest[:12]}) is "
+                  f"invalid ({n} problem{'s' if n != 1 else ''}; first: {exc.problems[0] if n else exc.message})")
+        log.error("%s; event %s", reason, event.subject or event.repository)
+        return {"actions": [], "reason": reason,
+                "rule_file": {"name": s.build_rules_blob, "sha256": digest, "status": "invalid",
+                              "validation_record": f"rules/{digest}.json"},
+                "rule_errors": [p.to_dict() for p in exc.problems]}
     if not rules:
         return {"actions": []}
     matching = rules.matching(event.repository, event.tag)
@@ -90,11 +137,11 @@ def on_image_pushed(services, event: AcrEvent) -> dict:
 
 
 def _rule_marker(rule: str, digest: str) -> str:
-    return f"rule-runs/{rule}/{digest.replace(':', '-')}.json"
+    return f"rule-runs/{rule}/{blob_segment(digest.replace(':', '-'))}.json"  # the digest comes from the event
 
 
 def _outputs_marker(repository: str) -> str:
-    return f"build-outputs/{repository}.json"
+    return f"build-outputs/{blob_segment(repository)}.json"
 
 
 def inherited_chain(services, event: AcrEvent) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from typing import Optional
 
 from ..core.events import AcrEvent, EventFormatError, parse_event
 from ..core.manifest import Entry
+from ..core.names import blob_segment
 from ..errors import ConflictError, TransientError
 from .imports import run_manifest
 from .sync import check_manifest
@@ -50,7 +51,7 @@ def on_manifest_blob(services, path: str, data: bytes) -> Optional[dict]:
         log.info("ignoring %s: not a manifest (*.txt) nor the build rule file", name)
         return None
     digest = hashlib.sha256(data).hexdigest()
-    marker = f"processed/{name}/{digest}.json"
+    marker = f"processed/{blob_segment(name)}/{digest}.json"  # any blob name stays inside processed/
     done = services.store.get_json(s.outcomes_container, marker)
     if done is not None:
         log.info("manifest %s (sha256 %s) was already processed by run %s; nothing to do",
@@ -90,8 +91,7 @@ def on_resync_timer(services, *, past_due: bool = False) -> list[dict]:
 
 def _event_marker(event: AcrEvent) -> str:
     day = datetime.now(timezone.utc).strftime("%Y/%m/%d")
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in event.id)[:120]
-    return f"events/{day}/{safe}.json"
+    return f"events/{day}/{blob_segment(event.id, 120)}.json"
 
 
 def mirrored_entries(services, repository: str, tag: Optional[str]) -> list[tuple[str, Entry]]:

@@ -127,3 +127,31 @@ def test_a_refreshed_base_image_rebuilds_its_dependant_once(env, stack, seeded, 
     latest = next(i for i in final["output_images"] if i["tag"] == "latest")
     raw = oci.inspect_raw(f"{stack.backing_host}/{prefix}/web:latest", tls_verify=False)
     assert oci.sha256_digest(raw) == latest["digest"]
+
+
+def test_an_unreadable_rule_file_is_recorded_and_a_push_says_why_nothing_was_queued(env, stack, functions, prefix):
+    """1,000 nested brackets: once a RecursionError that wrote no record and silenced every push."""
+    import hashlib
+
+    from tests.unit import yaml_bombs
+
+    s = services()
+    bomb = upload_rules(yaml_bombs.nested_brackets())
+    blob_upload(functions, s.settings.build_rules_blob, bomb)
+    sha = hashlib.sha256(bomb).hexdigest()
+    record = outcome(f"rules/{sha}.json")
+    assert record["status"] == "invalid"
+    assert [(e["line"], "nested more than" in e["message"]) for e in record["errors"]] == [(1, True)]
+
+    body = {"id": str(uuid.uuid4()), "topic": "/subscriptions/x/registries/airlockacr",
+            "subject": f"{prefix}/nginx:1.27", "eventType": "Microsoft.ContainerRegistry.ImagePushed",
+            "eventTime": "2026-12-01T00:00:00Z", "dataVersion": "1.0",
+            "data": {"target": {"mediaType": "application/vnd.oci.image.index.v1+json", "size": 100,
+                                "digest": "sha256:" + "ab" * 32, "repository": f"{prefix}/nginx", "tag": "1.27"}}}
+    functions["registry_event"](grid_event(body))
+    pushed = event_record(body["id"])
+    assert pushed["actions"] == []
+    assert "no build was queued" in pushed["reason"] and s.settings.build_rules_blob in pushed["reason"]
+    assert pushed["rule_file"] == {"name": s.settings.build_rules_blob, "sha256": sha, "status": "invalid",
+                                   "validation_record": f"rules/{sha}.json"}
+    assert pushed["rule_errors"][0]["line"] == 1

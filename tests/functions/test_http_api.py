@@ -138,3 +138,43 @@ def test_openapi_document(api):
 def test_unknown_route_is_problem_json(api):
     assert_problem(api.get("/api/nope"), 404)
     assert_problem(api.delete("/api/imports"), 405)
+
+
+DISCOVER_FIXTURES = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "discover"
+
+
+def test_discover_checks_yaml_against_a_manifest_blob_and_inline(api, stack, prefix):
+    services = Services.from_env(stack.env)
+    host = services.clients.login_server
+    chart = (DISCOVER_FIXTURES / "shop.yaml").read_text().replace("airlockacr.azurecr.io", host)
+    services.store.put_bytes(services.settings.manifests_container, f"{prefix}.txt",
+                             (DISCOVER_FIXTURES / "images.txt").read_bytes())
+    response = api.post("/api/discover", params={"manifest": f"{prefix}.txt", "name": "shop.yaml"},
+                        content=chart.encode(), headers={"content-type": "application/yaml"})
+    assert response.status_code == 200, response.text
+    document = response.json()
+    assert document["ok"] is False and document["registry_host"] == host
+    assert [(f["code"], f["file"], f["document"], f["line"], f["container"]) for f in document["findings"]] == [
+        ("not-mirrored", "shop.yaml", 4, 57, "migrate"), ("not-mirrored", "shop.yaml", 6, 106, "cleanup")]
+
+    inline = (DISCOVER_FIXTURES / "images.txt").read_text() + "quay.io/shop/migrate:2.3.0\nquay.io/shop/cleanup:2.3.0\n"
+    response = api.post("/api/discover", json={"yaml": chart, "manifest": inline})
+    assert response.status_code == 200 and response.json()["ok"] is True, response.text
+
+
+def test_discover_errors_are_problems(api, prefix):
+    body = assert_problem(api.post("/api/discover", content=b"kind: Pod\nspec: [\n",
+                                   headers={"content-type": "application/yaml"}, params={"manifest": "x.txt"}), 400)
+    assert body["errors"][0]["line"] == 3 and body["errors"][0]["field"] == "body"
+    bomb = "rules: " + "[" * 1000 + "]" * 1000 + "\n"
+    body = assert_problem(api.post("/api/discover", json={"yaml": bomb, "manifest": "nginx:1.27\n"}), 400)
+    assert "nested more than" in body["errors"][0]["message"]
+    assert_problem(api.post("/api/discover", params={"manifest": f"{prefix}-missing.txt"}, content=b"kind: Pod\n",
+                            headers={"content-type": "application/yaml"}), 404)
+    body = assert_problem(api.post("/api/discover", json={"yaml": "kind: Pod\n", "manifest": "nginx:1.27 => a b\n"}),
+                          422)
+    assert body["errors"][0]["line"] == 1
+    assert_problem(api.post("/api/discover", json={"manifest": "x"}), 400)
+    body = assert_problem(api.post("/api/discover", json={"yaml": "kind: Pod\n", "manifests": "x"}), 400)
+    assert body["errors"][0]["field"] == "/manifests"
+    assert_problem(api.post("/api/discover", content=b"x", headers={"content-type": "image/png"}), 400)
