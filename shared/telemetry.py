@@ -48,6 +48,8 @@ class RunContext:
 
 
 _run: contextvars.ContextVar[Optional[RunContext]] = contextvars.ContextVar("airlock_run", default=None)
+# (thread_local_storage, invocation_id) of the Functions invocation that started this work, when known
+_invocation: contextvars.ContextVar[Optional[tuple]] = contextvars.ContextVar("airlock_invocation", default=None)
 _lock = threading.Lock()
 _mode: Optional[str] = None
 _factory_installed = False
@@ -56,6 +58,16 @@ _instruments = None
 
 def current_run() -> Optional[RunContext]:
     return _run.get()
+
+
+def bind_invocation(thread_local_storage, invocation_id: Optional[str]) -> None:
+    """Remember the Functions invocation (``context.thread_local_storage``, ``context.invocation_id``)
+    in this context. The Python worker's log handler attributes a record to an invocation through
+    that thread-local, which it sets only on threads it started (azure-functions-python-worker
+    issues 1158, 1358); records created on other threads that carry this context set it first."""
+    if thread_local_storage is not None and invocation_id:
+        _install_log_factory()
+        _invocation.set((thread_local_storage, invocation_id))
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -95,6 +107,9 @@ def _install_log_factory() -> None:
 
     def factory(*args, **kwargs) -> logging.LogRecord:
         record = previous(*args, **kwargs)
+        invocation = _invocation.get()
+        if invocation is not None and getattr(invocation[0], "invocation_id", None) != invocation[1]:
+            invocation[0].invocation_id = invocation[1]  # what `context.thread_local_storage.invocation_id = ...` does
         run = _run.get()
         if run is not None:
             record.run_id = run.run_id

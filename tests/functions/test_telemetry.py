@@ -2,7 +2,10 @@
 observed with the OpenTelemetry SDK's in-memory exporters (spans, metrics, logs)."""
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import threading
 import uuid
 
 import azure.functions as func
@@ -149,3 +152,59 @@ def test_telemetry_mode():
     assert telemetry.telemetry_mode("", True) == telemetry.MODE_LOGGING
     assert telemetry.telemetry_mode("InstrumentationKey=x", False) == telemetry.MODE_AZURE_MONITOR
     assert telemetry.telemetry_mode("InstrumentationKey=x", True) == telemetry.MODE_WORKER
+
+
+class WorkerContext(func.Context):
+    """The invocation context the Python worker passes (azure.functions only declares the interface):
+    its thread_local_storage is the thread-local the worker's log handler reads the invocation id from."""
+
+    def __init__(self, invocation_id: str):
+        self._invocation_id = invocation_id
+        self._tls = threading.local()
+
+    invocation_id = property(lambda self: self._invocation_id)
+    thread_local_storage = property(lambda self: self._tls)
+    function_name = property(lambda self: "http_app_func")
+    function_directory = property(lambda self: ".")
+    trace_context = property(lambda self: None)
+    retry_context = property(lambda self: None)
+
+
+class WorkerLikeHandler(logging.Handler):
+    """Reads the invocation id as the worker's handler does when it emits (the thread-local, per thread)."""
+
+    def __init__(self, tls):
+        super().__init__(logging.INFO)
+        self.tls = tls
+        self.seen: list[tuple[str, str, str]] = []
+
+    def emit(self, record):
+        self.seen.append((record.threadName, getattr(self.tls, "invocation_id", None), record.getMessage()))
+
+
+def test_http_run_log_lines_from_pool_threads_keep_the_invocation(env, stack, seeded, functions):
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    context = WorkerContext(f"inv-{prefix}")
+    handler = WorkerLikeHandler(context.thread_local_storage)
+    logger = logging.getLogger("shared")
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    body = (f"library/busybox:1.36 => {prefix}/busybox\n"
+            f"quay.io/jetstack/cert-manager-controller:v1.15.2 => {prefix}/cm\n").encode()
+    request = func.HttpRequest(method="POST", url="http://localhost/api/imports?wait=120",
+                               headers={"content-type": "text/plain"}, body=body)
+    stack.emulator.faults.add("import-fail", times=1)
+    try:
+        response = asyncio.run(functions["http_app_func"](request, context))
+    finally:
+        stack.emulator.faults.clear()
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+    document = json.loads(response.get_body())
+    assert response.status_code == 200 and document["status"] == "failed", document
+    run_id = document["run_id"]
+    mine = [(thread, invocation) for thread, invocation, message in handler.seen if run_id in message]
+    threads = {thread.split("_")[0] for thread, _ in mine}
+    assert {"import", "run"} <= threads  # lines from the run's thread and an import pool thread
+    assert {invocation for _, invocation in mine} == {context.invocation_id}
