@@ -51,6 +51,7 @@ _run: contextvars.ContextVar[Optional[RunContext]] = contextvars.ContextVar("air
 # (thread_local_storage, invocation_id) of the Functions invocation that started this work, when known
 _invocation: contextvars.ContextVar[Optional[tuple]] = contextvars.ContextVar("airlock_invocation", default=None)
 _lock = threading.Lock()
+_factory_lock = threading.Lock()
 _mode: Optional[str] = None
 _factory_installed = False
 _instruments = None
@@ -101,10 +102,16 @@ def configure(settings) -> str:
 def _install_log_factory() -> None:
     """Wrap the current LogRecord factory (keeping any other wrapper) so records know their run."""
     global _factory_installed
-    if _factory_installed:
-        return
-    previous = logging.getLogRecordFactory()
+    with _factory_lock:
+        if _factory_installed:
+            return
+        previous = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(_wrap(previous))
+        _factory_installed = True
 
+
+def _wrap(previous):
+    """The factory: the invocation's thread-local on this thread, then the run id on the record."""
     def factory(*args, **kwargs) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         invocation = _invocation.get()
@@ -114,11 +121,11 @@ def _install_log_factory() -> None:
         if run is not None:
             record.run_id = run.run_id
             if isinstance(record.msg, str) and not _names(record, run.run_id):
-                record.msg = f"[run {run.run_id}] " + record.msg  # run ids have no '%'
+                prefix = f"[run {run.run_id}] "
+                record.msg = (prefix.replace("%", "%%") if record.args else prefix) + record.msg
         return record
 
-    logging.setLogRecordFactory(factory)
-    _factory_installed = True
+    return factory
 
 
 def _names(record: logging.LogRecord, run_id: str) -> bool:
