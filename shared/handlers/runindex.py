@@ -7,6 +7,7 @@ run racing each other cannot leave a finished run looking unfinished.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from datetime import datetime, timezone
 from typing import Optional
@@ -15,7 +16,7 @@ from ..core import runindex as core
 
 log = logging.getLogger(__name__)
 
-PAGE = 1000        # names per storage listing page
+PAGES = (100, 400, 1000)  # names per storage listing page: small first (most calls stop early), then larger
 MAX_SCAN = 5000    # index entries looked at per call; a filtered call returns a token to go on
 
 
@@ -28,6 +29,8 @@ def update(services, record: dict) -> bool:
     container = services.settings.outcomes_container
     store = services.store
     try:
+        if store.put_json_if(container, name, item, core.to_metadata(item), etag=None):
+            return True  # the run's first save: created, one request
         for _ in range(5):
             current = store.get_metadata(container, name)
             if current is not None and not core.replaces(current[0].get("status"), item.get("status")):
@@ -50,8 +53,9 @@ def list_runs(services, *, status: Optional[str] = None, since: Optional[datetim
     container = services.settings.outcomes_container
     runs: list[dict] = []
     scanned = 0
-    while True:
-        items, next_marker = services.store.list_page(container, core.PREFIX, marker, PAGE)
+    for page_number in itertools.count():
+        size = PAGES[min(page_number, len(PAGES) - 1)]
+        items, next_marker = services.store.list_page(container, core.PREFIX, marker, size)
         for name, metadata in items:
             if after is not None and name <= after:
                 continue
@@ -66,5 +70,6 @@ def list_runs(services, *, status: Optional[str] = None, since: Optional[datetim
             if len(runs) == limit or scanned >= MAX_SCAN:
                 return {"runs": runs, "next": core.encode_token(marker, name)}
         if next_marker is None:
-            return {"runs": runs, "next": None}
+            break
         marker = next_marker
+    return {"runs": runs, "next": None}

@@ -63,8 +63,8 @@ def test_list_is_newest_first_filtered_and_stops_at_since(services, monkeypatch)
     recent = runindex.list_runs(services, since=BASE + timedelta(minutes=30), limit=100)["runs"]
     assert [r["run_id"] for r in recent] == [ids[m] for m in (45, 40, 35, 30)]
 
-    # paging: storage pages of 3 names, pages of 4 runs; the tokens walk every run exactly once
-    monkeypatch.setattr(runindex, "PAGE", 3)
+    # paging: storage pages of 2, then 3 names, pages of 4 runs; the tokens walk every run exactly once
+    monkeypatch.setattr(runindex, "PAGES", (2, 3))
     seen, token, pages = [], None, 0
     while True:
         page = runindex.list_runs(services, limit=4, token=token)
