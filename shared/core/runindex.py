@@ -105,7 +105,10 @@ def parse_since(text: str, now: datetime, *, field: str = "since") -> datetime:
     value = (text or "").strip()
     match = _SINCE.match(value)
     if match:
-        return now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        try:
+            return now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        except OverflowError:  # further back than datetime goes: everything
+            return datetime.min.replace(tzinfo=timezone.utc)
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

@@ -51,6 +51,7 @@ def test_since_durations_and_times():
     assert core.parse_since("24h", NOW) == NOW - timedelta(hours=24)
     assert core.parse_since("30m", NOW) == NOW - timedelta(minutes=30)
     assert core.parse_since("7d", NOW) == NOW - timedelta(days=7)
+    assert core.parse_since("999999d", NOW) == datetime.min.replace(tzinfo=timezone.utc)
     assert core.parse_since("2026-11-30T00:00:00Z", NOW) == datetime(2026, 11, 30, tzinfo=timezone.utc)
     for bad in ("yesterday", "24", "-1h", "1w", ""):
         with pytest.raises(ValidationError) as info:
