@@ -6,6 +6,7 @@
     python -m bench plan       # a 1,000-entry plan: wall time and peak memory
     python -m bench standin    # the stand-in's start-up time and one emulated import
     python -m bench yaml       # rule-file bombs: plain SafeLoader vs the bounded loader
+    python -m bench runindex   # finding failed runs: the run index vs reading every record
 """
 from __future__ import annotations
 
@@ -13,12 +14,10 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    from . import coldstart, plan, standin, sync
+    from . import coldstart, plan, runindex, standin, sync, yamlbombs
 
-    benches = {"standin": standin.main, "coldstart": coldstart.main, "plan": plan.main, "sync": sync.main}
-    from . import yamlbombs
-
-    benches["yaml"] = yamlbombs.main
+    benches = {"standin": standin.main, "coldstart": coldstart.main, "plan": plan.main, "sync": sync.main,
+               "yaml": yamlbombs.main, "runindex": runindex.main}
     for name in argv or list(benches):
         if name not in benches:
             print(f"unknown benchmark {name!r}; choose from {', '.join(benches)}", file=sys.stderr)

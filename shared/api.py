@@ -121,6 +121,19 @@ class Api:
         return _json({"run_id": run_id, "status": "running", "location": location}, 202,
                      {"Location": location, "Retry-After": "5"})
 
+    async def runs(self, request: Request) -> Response:
+        """GET /api/runs?status=&since=&limit=&next= : the run index, newest first, paged."""
+        from datetime import datetime, timezone
+
+        from .core.runindex import check_limit, parse_since
+        from .handlers.runindex import list_runs
+
+        query = request.query_params
+        since = parse_since(query["since"], datetime.now(timezone.utc)) if query.get("since") else None
+        page = await asyncio.to_thread(list_runs, self.services, status=query.get("status"), since=since,
+                                       limit=check_limit(query.get("limit")), token=query.get("next"))
+        return _json(page)
+
     async def run(self, request: Request) -> Response:
         document = await asyncio.to_thread(records.load, self.services, request.path_params["run_id"])
         return _json(document)
@@ -214,6 +227,7 @@ def create_app(services_factory: Optional[Callable[[], object]] = None) -> Starl
 
     routes = [
         Route("/api/imports", guarded(api.imports), methods=["POST"]),
+        Route("/api/runs", guarded(api.runs), methods=["GET"]),
         Route("/api/runs/{run_id}", guarded(api.run), methods=["GET"]),
         Route("/api/builds", guarded(api.queue_build), methods=["POST"]),
         Route("/api/builds/{run_id}", guarded(api.build), methods=["GET"]),

@@ -5,6 +5,7 @@
     python -m shared sync FILE [--json] [--concurrency N]
     python -m shared runs show RUN_ID
     python -m shared runs wait --file images.txt [--name BLOB] [--timeout S]   (see cli_runs.py)
+    python -m shared runs list [--status failed] [--since 24h] [--limit N] [--json]
     python -m shared build --source SRC --image REPO:TAG [--arg N=V] [--secret-arg N[=V]] [--pool P] [--wait]
     python -m shared build --task NAME [--arg N=V] [--pool P] [--wait]
     python -m shared build show|cancel RUN_ID [--json]
@@ -75,9 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     rsub = runs.add_subparsers(dest="runs_command", required=True)
     show = rsub.add_parser("show", help="print one run's outcome record")
     show.add_argument("run_id")
-    from .cli_runs import add_wait_parser  # runs wait: follow the run an upload started (pipelines)
+    from .cli_runs import add_list_parser, add_wait_parser  # runs list (the run index), runs wait (pipelines)
 
     add_wait_parser(rsub)
+    add_list_parser(rsub)
     _build_parser(sub)
     _pool_parser(sub)
     from .cli_discover import add_parser as _discover_parser  # discover FILE... [--check images.txt]
@@ -228,6 +230,10 @@ def _runs_show(args, env, out) -> int:
     from .handlers import records
     from .services import Services
 
+    if args.runs_command == "list":
+        from .cli_runs import runs_list
+
+        return runs_list(args, env, out)
     json.dump(records.load(Services.from_env(env), args.run_id), out, indent=2)
     out.write("\n")
     return EXIT_OK

@@ -26,7 +26,8 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 
 def add_parser(sub) -> None:
     p = sub.add_parser("discover", help="list the images Kubernetes YAML uses; --check them against images.txt")
-    p.add_argument("files", nargs="+", metavar="FILE", help="Kubernetes YAML (helm template / kustomize build); - for stdin")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="Kubernetes YAML (helm template / kustomize build); - for stdin")
     p.add_argument("--json", action="store_true")
     p.add_argument("--check", metavar="IMAGES_TXT", help="report images the manifest does not mirror")
     p.add_argument("--registry-host", help="the private registry's host (default: ACR_LOGIN_SERVER)")

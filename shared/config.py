@@ -61,6 +61,12 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("POOL_SCALE_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule of the idle-pool timer."),
     SettingSpec("BUILD_RULES_BLOB", "build-rules.yaml", "Blob (in MANIFESTS_CONTAINER) holding the build rules."),
     SettingSpec("REQUESTS_CA_BUNDLE", "", "CA bundle for TLS to Azure and registries; empty: system trust store."),
+    # telemetry (docs/operations.md)
+    SettingSpec("APPLICATIONINSIGHTS_CONNECTION_STRING", "",
+                "Application Insights connection string; set: spans, metrics and logs go to Azure Monitor "
+                "(OpenTelemetry); empty: plain logging.", secret=True),
+    SettingSpec("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", "false",
+                "true: the Functions worker configures Azure Monitor itself and the app does not configure it again."),
 )
 
 _BY_NAME = {s.name: s for s in SPECS}
@@ -103,6 +109,8 @@ class Settings:
     pool_idle_minutes: float = 30.0
     build_rules_blob: str = "build-rules.yaml"
     ca_bundle: str = ""
+    appinsights_connection_string: str = field(default="", repr=False)
+    worker_telemetry: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, offline: bool = False) -> "Settings":
@@ -204,6 +212,8 @@ class Settings:
             pool_idle_minutes=number("POOL_IDLE_MINUTES", 0, 24 * 60),
             build_rules_blob=raw("BUILD_RULES_BLOB"),
             ca_bundle=raw("REQUESTS_CA_BUNDLE"),
+            appinsights_connection_string=raw("APPLICATIONINSIGHTS_CONNECTION_STRING"),
+            worker_telemetry=boolean("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"),
         )
         if not offline and not settings.storage_connection_string and not settings.blob_service_uri:
             problems.append(Problem("set a connection string, or AzureWebJobsStorage__blobServiceUri "

@@ -36,6 +36,9 @@ def reset() -> None:
 async def asgi_app(scope, receive, send):
     """The Starlette API, imported and built on the first request."""
     global _asgi
+    from .telemetry import bind_invocation  # log records of threads serving this request reach the host
+
+    bind_invocation(scope.get("azure_functions.thread_local_storage"), scope.get("azure_functions.invocation_id"))
     if _asgi is None:
         from .api import create_app
 

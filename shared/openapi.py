@@ -1,6 +1,9 @@
 """OpenAPI 3.1 description of the HTTP API, served at /api/openapi.json."""
 from __future__ import annotations
 
+from .core.runindex import MAX_LIMIT as RUNS_MAX_LIMIT
+from .core.runindex import STATUSES as RUN_STATUSES
+
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
 
@@ -38,6 +41,16 @@ def document() -> dict:
                     "manifest": {"type": "object"}, "summary": {"type": "object"},
                     "entries": {"type": "array", "items": {"type": "object"}},
                     "errors": {"type": "array", "items": {"type": "object"}}}},
+                "RunIndexEntry": {"type": "object", "required": ["run_id", "created_at", "status"], "properties": {
+                    "run_id": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"},
+                    "status": {"type": ["string", "null"]}, "kind": {"type": ["string", "null"]},
+                    "trigger": {"type": ["string", "null"]}, "manifest": {"type": ["string", "null"]},
+                    "started_at": {"type": ["string", "null"]}, "finished_at": {"type": ["string", "null"]},
+                    "total": {"type": ["integer", "null"]}, "imported": {"type": ["integer", "null"]},
+                    "failed": {"type": ["integer", "null"]}}},
+                "RunPage": {"type": "object", "required": ["runs", "next"], "properties": {
+                    "runs": {"type": "array", "items": {"$ref": "#/components/schemas/RunIndexEntry"}},
+                    "next": {"type": ["string", "null"], "description": "pass as ?next= for the next page"}}},
                 "BuildArgument": {"oneOf": [
                     {"type": "string"},
                     {"type": "object", "required": ["value"], "additionalProperties": False,
@@ -104,6 +117,21 @@ def document() -> dict:
                     "202": {"description": "Run started; poll the Location",
                             "headers": {"Location": {"schema": {"type": "string"}}}},
                     **_problem_responses(400, 422, 502, 503)}}},
+            "/api/runs": {"get": {
+                "summary": "Runs, newest first, from the run index (paged)",
+                "description": ("Reads the run index (one small blob per run), never the records. Follow "
+                                "'next' until it is null; a filtered page may hold fewer than 'limit' runs."),
+                "parameters": [
+                    {"name": "status", "in": "query", "required": False, "schema": {"enum": list(RUN_STATUSES)}},
+                    {"name": "since", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "a duration back from now (30m, 24h, 7d) or an ISO 8601 time",
+                     "examples": {"day": {"value": "24h"}}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": RUNS_MAX_LIMIT, "default": 50}},
+                    {"name": "next", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "the 'next' token of the previous page"}],
+                "responses": {"200": {"description": "A page of runs", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/RunPage"}}}}, **_problem_responses(400)}}},
             "/api/runs/{run_id}": {"get": {
                 "summary": "A run's outcome record",
                 "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],

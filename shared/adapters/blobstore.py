@@ -113,3 +113,44 @@ class BlobStore:
                 renewer.join()
             with contextlib.suppress(HttpResponseError):
                 lease.release()
+
+    # -- index blobs (handlers.runindex): metadata in listings, conditional writes ----------
+    def list_page(self, container: str, prefix: str, marker: Optional[str], size: int
+                  ) -> tuple[list[tuple[str, dict]], Optional[str]]:
+        """One listing page in name order: ([(name, metadata)], marker of the next page or None)."""
+        pages = self._container(container).list_blobs(name_starts_with=prefix, include=["metadata"],
+                                                      results_per_page=size).by_page(continuation_token=marker)
+        page = next(pages, None)
+        items = [(b.name, dict(b.metadata or {})) for b in page] if page is not None else []
+        return items, pages.continuation_token or None
+
+    def get_metadata(self, container: str, name: str) -> Optional[tuple[dict, str]]:
+        """(metadata, etag) of a blob, or None when it does not exist."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            props = self._container(container).get_blob_client(name).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        return dict(props.metadata or {}), props.etag
+
+    def put_json_if(self, container: str, name: str, document: dict, metadata: dict, *,
+                    etag: Optional[str]) -> bool:
+        """Write only if the blob is still at ``etag`` (None: only if it does not exist); False when
+        someone else wrote it first."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.storage.blob import ContentSettings
+
+        blob = self._container(container).get_blob_client(name)
+        data = json.dumps(document).encode()
+        settings = ContentSettings(content_type="application/json")
+        try:
+            if etag is None:
+                blob.upload_blob(data, overwrite=False, metadata=metadata, content_settings=settings)
+            else:
+                blob.upload_blob(data, overwrite=True, metadata=metadata, content_settings=settings,
+                                 etag=etag, match_condition=MatchConditions.IfNotModified)
+            return True
+        except (ResourceExistsError, ResourceModifiedError):
+            return False

@@ -14,7 +14,8 @@ from ..errors import ManifestError, NotFoundError, Problem, ValidationError
 from .sync import check_manifest
 
 
-def _manifests(services, manifest: Optional[Union[str, bytes]], blob: Optional[str]) -> tuple[list[str], ManifestResult]:
+def _manifests(services, manifest: Optional[Union[str, bytes]],
+               blob: Optional[str]) -> tuple[list[str], ManifestResult]:
     s = services.settings
     if manifest is not None:
         sources = [("inline", manifest)]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Optional
 
 from ..core.outcome import RunRecord
 from ..errors import Problem, ValidationError
+from ..telemetry import ContextThreadPoolExecutor as ThreadPoolExecutor  # runs keep the request's log context
 from . import records
 from .sync import SyncEngine, new_run_id
 

@@ -5,6 +5,7 @@ import re
 from typing import Optional
 
 from ..errors import NotFoundError, Problem, ValidationError
+from . import runindex
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -17,8 +18,10 @@ def record_name(run_id: str) -> str:
 
 
 def save(services, record: dict) -> str:
-    """Write the record; returns its blob URL."""
-    return services.store.put_json(services.settings.outcomes_container, record_name(record["run_id"]), record)
+    """Write the record (and its entry in the run index); returns its blob URL."""
+    url = services.store.put_json(services.settings.outcomes_container, record_name(record["run_id"]), record)
+    runindex.update(services, record)
+    return url
 
 
 def load(services, run_id: str) -> dict:

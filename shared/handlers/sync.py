@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, as_completed
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
@@ -22,6 +22,8 @@ from ..core.outcome import (RESULT_FAILED, RESULT_IMPORTED, RESULT_PLANNED, RESU
                             RunRecord, redact)
 from ..core.plan import Action, Plan, PlanItem, decide, import_mode
 from ..errors import AirlockError, TransientError
+from ..telemetry import ContextThreadPoolExecutor as ThreadPoolExecutor  # pools see the run (log run id, spans)
+from ..telemetry import traced_import, traced_plan, traced_run
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class SyncEngine:
         self._transient_lines: set[int] = set()  # entries whose plan failed on a transient error
 
     # -- plan -------------------------------------------------------------------------------
+    @traced_plan
     def plan(self, manifest: ManifestResult, progress: Optional[Progress] = None) -> Plan:
         """Resolve source and target digests for every entry. Never imports anything."""
         entries = manifest.entries
@@ -164,6 +167,7 @@ class SyncEngine:
             password=creds[1] if creds else None,
         )
 
+    @traced_import
     def _import_one(self, item: PlanItem) -> EntryOutcome:
         entry = item.entry
         started = time.monotonic()
@@ -212,6 +216,7 @@ class SyncEngine:
             return None
 
     # -- whole runs -------------------------------------------------------------------------
+    @traced_run
     def run(self, text, *, name: str, trigger: str, apply: bool = True,
             progress: Optional[Progress] = None, run_id: Optional[str] = None) -> RunRecord:
         """Validate, plan and (when ``apply``) import; returns the record (not yet saved)."""
