@@ -213,6 +213,8 @@ var appSettings = {
   // Application Insights with local auth disabled: Entra ID ingestion with the app's identity
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identities.outputs.appClientId};Authorization=AAD'
+  // the worker passes the host's trace context to the app: run spans are children of the invocation
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
   // the registry
   AZURE_SUBSCRIPTION_ID: registrySubscriptionId
   ACR_RESOURCE_GROUP: registryResourceGroupName

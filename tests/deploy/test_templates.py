@@ -28,6 +28,7 @@ PLATFORM_SETTINGS = {
     "AZURE_CLIENT_ID": "azure-identity: the user-assigned identity DefaultAzureCredential uses",
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "the Functions host and OpenTelemetry exporters",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Entra ID ingestion (Application Insights local auth is off)",
+    "PYTHON_ENABLE_OPENTELEMETRY": "the Python worker passes the host's trace context to the app (docs/operations.md)",
 }
 # not to be set on Flex Consumption (its runtime lives in functionAppConfig), nor with shared keys off
 FORBIDDEN_SETTINGS = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
@@ -138,12 +139,16 @@ def test_settings_named_in_bindings_resolve_to_what_infra_creates(index):
 
 
 def test_secrets_are_key_vault_references():
+    """A secret setting is a Key Vault reference, or the output of a resource this template deploys
+    (the Application Insights connection string): never a literal or a parameter's value."""
     from shared.config import SPECS
 
     settings = app_settings()
     for spec in SPECS:
         if spec.secret and spec.name in settings:
-            assert settings[spec.name].startswith("'@Microsoft.KeyVault(SecretUri="), spec.name
+            value = settings[spec.name]
+            assert value.startswith("'@Microsoft.KeyVault(SecretUri=") or re.fullmatch(r"\w+\.outputs\.\w+", value), \
+                f"{spec.name} = {value}"
     assert "DOCKERHUB_TOKEN" in settings
     function = bicep.read(INFRA / "app" / "function.bicep")
     assert bicep.find_key(function, "keyVaultReferenceIdentity") == ["identityId"]
