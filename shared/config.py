@@ -6,6 +6,7 @@ local.settings.sample.json list the same names; tests/unit/test_config.py keeps 
 """
 from __future__ import annotations
 
+import os.path
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
@@ -205,6 +206,8 @@ class Settings:
             build_rules_blob=raw("BUILD_RULES_BLOB"),
             ca_bundle=raw("REQUESTS_CA_BUNDLE"),
         )
+        if settings.ca_bundle and not offline and not os.path.isfile(settings.ca_bundle):
+            problems.append(Problem(f"{settings.ca_bundle}: no such file", field="REQUESTS_CA_BUNDLE"))
         if not offline and not settings.storage_connection_string and not settings.blob_service_uri:
             problems.append(Problem("set a connection string, or AzureWebJobsStorage__blobServiceUri "
                                     "for managed identity", field="AzureWebJobsStorage"))
