@@ -319,7 +319,8 @@ def _configure_logging(args, err: TextIO) -> None:
     root.addHandler(_HANDLER)
     level = logging.DEBUG if args.verbose >= 2 else logging.INFO if args.verbose else \
         logging.ERROR if args.quiet else logging.WARNING
-    root.setLevel(level)
+    _HANDLER.setLevel(level)
+    root.setLevel(min(root.getEffectiveLevel(), level))  # never hides records from handlers others installed
     if level <= logging.DEBUG:
         # the SDKs' own HTTP logging (headers and URLs; redacted by shared.redact too)
         logging.getLogger("azure").setLevel(logging.DEBUG)
