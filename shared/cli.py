@@ -391,9 +391,13 @@ def _runs_show(args, env, out) -> int:
 
 
 def _serve(args, env) -> int:
-    import uvicorn
+    try:
+        import uvicorn
 
-    from .api import create_app
+        from .api import create_app
+    except ImportError as exc:
+        raise ConfigError(f"serve needs {exc.name}: pip install 'acr-airlock[serve]' "
+                          "(or the repository's requirements-dev.txt)") from None
     from .services import Services
 
     services = Services.from_env(env)  # fail fast on bad settings, before the port opens
