@@ -112,7 +112,7 @@ def test_405_says_what_is_allowed(client):
     response = client.delete("/api/imports")
     problem(response, 405)
     assert response.headers["allow"] == "POST"
-    assert client.put("/api/runs/abc").headers["allow"] == "GET, HEAD"
+    assert set(client.put("/api/runs/abc").headers["allow"].split(", ")) == {"GET", "HEAD"}
 
 
 def test_document_states_what_the_server_enforces(client):
