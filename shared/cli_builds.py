@@ -235,7 +235,9 @@ def render_build(document: dict) -> str:
     for image in document.get("output_images", []):
         lines.append(f"  pushed {image['repository']}:{image['tag']}  {image['digest']}")
     if document.get("log_url"):
-        lines.append(f"  log: {document['log_url']}")
+        from .redact import redact
+
+        lines.append(f"  log: {redact(document['log_url'])}")  # where, never the signature
     return "\n".join(lines) + "\n"
 
 
