@@ -34,7 +34,7 @@ class RedactingFilter(logging.Filter):
         except Exception:  # noqa: BLE001 - a malformed record: keep its template, drop the arguments
             message = str(record.msg)
         cleaned = redact(message)
-        if cleaned != message or record.args:
+        if cleaned != message:  # otherwise the record keeps its template and arguments
             record.msg, record.args = cleaned, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
