@@ -321,9 +321,8 @@ def _configure_logging(args, err: TextIO) -> None:
         logging.ERROR if args.quiet else logging.WARNING
     _HANDLER.setLevel(level)
     root.setLevel(min(root.getEffectiveLevel(), level))  # never hides records from handlers others installed
-    if level <= logging.DEBUG:
-        # the SDKs' own HTTP logging (headers and URLs; redacted by shared.redact too)
-        logging.getLogger("azure").setLevel(logging.DEBUG)
+    # -vv: the SDKs' own HTTP logging too (headers and URLs; redacted by shared.redact); else inherit
+    logging.getLogger("azure").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.NOTSET)
     install(root)
 
 
