@@ -25,7 +25,7 @@ from shared.services import Services
 from tests.servers import serve_asgi
 
 # a deeper search, off the default path: AIRLOCK_SCHEMATHESIS_EXAMPLES=500 AIRLOCK_SCHEMATHESIS_SECONDS=900
-MAX_EXAMPLES = int(os.environ.get("AIRLOCK_SCHEMATHESIS_EXAMPLES", "12"))
+MAX_EXAMPLES = int(os.environ.get("AIRLOCK_SCHEMATHESIS_EXAMPLES", "20"))
 BUDGET_SECONDS = float(os.environ.get("AIRLOCK_SCHEMATHESIS_SECONDS", "75"))
 _started: list[float] = []
 
@@ -52,7 +52,7 @@ schema = schemathesis.openapi.from_dict(document(max_wait=MAX_WAIT, max_body=MAX
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=MAX_EXAMPLES <= 12, database=None,
+@settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=MAX_EXAMPLES <= 20, database=None,
           suppress_health_check=list(HealthCheck))
 @pytest.mark.timeout(BUDGET_SECONDS + 240)
 def test_every_operation_keeps_the_contract(case, base_url):
