@@ -30,6 +30,51 @@ def _json(body, status: int = 200, headers: Optional[dict] = None) -> Response:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+MAX_JSON_DEPTH = 32  # deeper request bodies are refused (400) before any handler walks them
+
+
+def parse_json_body(body: bytes):
+    """A request body as JSON, or a ValidationError naming what is wrong (field ``body``): empty, not
+    UTF-8, not JSON (line and column), NaN/Infinity, or nested deeper than ``MAX_JSON_DEPTH``."""
+    if not body.strip():
+        raise ValidationError("a request body is required", [Problem("the body is empty", field="body")])
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError("body is not UTF-8",
+                              [Problem(f"invalid byte at offset {exc.start}", field="body")]) from None
+
+    def no_constant(name: str):
+        raise ValueError(f"{name} is not JSON")
+    try:
+        data = json.loads(text, parse_constant=no_constant)
+    except json.JSONDecodeError as exc:
+        where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise ValidationError("body is not valid JSON", [Problem(where, field="body")]) from None
+    except ValueError as exc:
+        raise ValidationError("body is not valid JSON", [Problem(str(exc), field="body")]) from None
+    except RecursionError:
+        data = None
+        depth = MAX_JSON_DEPTH + 1
+    else:
+        depth = _depth(data)
+    if depth > MAX_JSON_DEPTH:
+        raise ValidationError("body is nested too deeply",
+                              [Problem(f"at most {MAX_JSON_DEPTH} levels of arrays and objects", field="body")])
+    return data
+
+
+def _depth(data) -> int:
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, (list, dict)):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:
+                stack.extend((v, level + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
 def _problem_response(exc: BaseException) -> Response:
     status, body, headers = problems.from_exception(exc)
     return Response(json.dumps(body), status_code=status, headers=headers, media_type=problems.PROBLEM_JSON)
@@ -87,12 +132,10 @@ class Api:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         from_json = content_type == "application/json"
         if from_json:
-            try:
-                text = manifest_from_json(json.loads(body))
-            except json.JSONDecodeError as exc:
-                where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-                raise ValidationError("body is not valid JSON", [Problem(where, field="body")]) from None
+            text = manifest_from_json(parse_json_body(body))
         elif content_type in ("text/plain", ""):
+            if not body.strip():
+                raise ValidationError("a request body is required", [Problem("the body is empty", field="body")])
             text = body
         else:
             raise ValidationError("unsupported content type",
@@ -145,13 +188,7 @@ class Api:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise ValidationError("unsupported content type", [Problem("use application/json", field="content-type")])
-        body = await self._body(request)
-        try:
-            data = json.loads(body)
-        except json.JSONDecodeError as exc:
-            where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-            raise ValidationError("body is not valid JSON", [Problem(where, field="body")]) from None
-        spec = parse_build(data)
+        spec = parse_build(parse_json_body(await self._body(request)))
         record = await asyncio.to_thread(queue_build, self.services, spec, trigger="http")
         location = f"/api/builds/{record['run_id']}"
         return _json({**record, "location": location}, 202, {"Location": location, "Retry-After": "5"})
@@ -204,9 +241,14 @@ class Api:
         return _json(document)
 
     async def openapi(self, request: Request) -> Response:
+        from .errors import ConfigError
         from .openapi import document
 
-        return _json(document())
+        try:
+            settings = self.services.settings
+        except ConfigError:  # still describe the API; /api/health reports the configuration
+            return _json(document())
+        return _json(document(max_wait=settings.http_max_wait, max_body=settings.http_max_body))
 
 
 def create_app(services_factory: Optional[Callable[[], object]] = None) -> Starlette:
@@ -242,8 +284,9 @@ def create_app(services_factory: Optional[Callable[[], object]] = None) -> Starl
     async def not_found(request: Request, exc) -> Response:
         status = getattr(exc, "status_code", 404)
         title = "Not found" if status == 404 else "Method not allowed" if status == 405 else "Error"
+        headers = {k: v for k, v in (getattr(exc, "headers", None) or {}).items() if k.lower() == "allow"}
         return Response(json.dumps(problems.problem(status, title, f"{request.method} {request.url.path}")),
-                        status_code=status, media_type=problems.PROBLEM_JSON)
+                        status_code=status, headers=headers, media_type=problems.PROBLEM_JSON)
     app.add_exception_handler(404, not_found)
     app.add_exception_handler(405, not_found)
     return app

@@ -1,76 +1,172 @@
 """Command line: the same handlers as the Function App, from a terminal or a pipeline.
 
-    python -m shared manifest check FILE [--json]
-    python -m shared plan FILE [--json]
-    python -m shared sync FILE [--json] [--concurrency N]
+    python -m shared manifest check FILE
+    python -m shared plan FILE [--all]
+    python -m shared sync FILE [--all] [--concurrency N]
     python -m shared runs show RUN_ID
     python -m shared runs wait --file images.txt [--name BLOB] [--timeout S]   (see cli_runs.py)
-    python -m shared runs list [--status failed] [--since 24h] [--limit N] [--json]
-    python -m shared build --source SRC --image REPO:TAG [--arg N=V] [--secret-arg N[=V]] [--pool P] [--wait]
+    python -m shared runs list [--status failed] [--since 24h] [--limit N]
+    python -m shared build --source SRC --image REPO:TAG [--arg N=V] [--secret-arg N[=V]] [--pool P]
+                           [--wait [--wait-timeout SECONDS]]
     python -m shared build --task NAME [--arg N=V] [--pool P] [--wait]
-    python -m shared build show|cancel RUN_ID [--json]
-    python -m shared pool status [NAME] [--json]
+    python -m shared build show|cancel RUN_ID
+    python -m shared pool status [NAME]
     python -m shared pool scale NAME COUNT
     python -m shared serve [--port 7071]       (the HTTP API without the Functions host)
     python -m shared discover FILE... [--json] [--check images.txt] [--registry-host HOST]
 
-Exit codes: 0 success, 1 invalid manifest, a failed entry, a bad build request or a followed
-build that did not succeed, 2 usage or configuration error.
-Settings come from the environment (see docs/settings.md); ``--env-file`` loads KEY=VALUE lines
-first (e.g. the local stand-in's ``.devstack/env``); flags override the registry settings.
+Global flags, accepted before or after the subcommand (``CliParser`` adds them to every parser,
+including subcommands registered by other modules): ``--env-file FILE``, ``--json``,
+``-q/--quiet``, ``-v/--verbose`` (``-vv``: debug), ``--subscription``, ``--resource-group``,
+``--registry``.
+
+Exit codes: 0 success; 1 the work failed (invalid manifest, a failed entry, a bad build request,
+a followed build that did not succeed or did not end in time, Azure or storage unreachable);
+2 usage or configuration error (bad flags or numbers, unknown subcommand, missing or unreadable
+file, bad env file or settings); 130 interrupted (Ctrl-C). No error prints a traceback (``-vv``
+logs it at DEBUG). Settings come from the environment (see docs/settings.md); ``--env-file`` loads
+KEY=VALUE lines first (e.g. the local stand-in's ``.devstack/env``); flags override the registry
+settings. Nothing printed or logged carries a SAS signature (``shared.redact``).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
 from .errors import AirlockError, ConfigError, ValidationError
+from .redact import redact
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+PROG = "python -m shared"
+log = logging.getLogger(__name__)
+
+
+class UsageError(Exception):
+    """A command line that does not parse (argparse's complaint, with the usage of the parser at fault)."""
+
+    def __init__(self, usage: str, prog: str, message: str):
+        super().__init__(message)
+        self.usage, self.prog, self.message = usage, prog, message
+
+
+_GLOBAL_OPTIONS = ("--env-file", "--json", "-q", "--quiet", "-v", "--verbose", "--subscription",
+                   "--resource-group", "--registry")
+_GLOBAL_DEFAULTS = {"env_file": None, "json": False, "quiet": False, "verbose": 0, "subscription": None,
+                    "resource_group": None, "registry": None}
+
+
+class CliParser(argparse.ArgumentParser):
+    """An ArgumentParser that carries the global flags on itself and on every subparser made from it
+    (``add_subparsers`` creates parsers of the same class), so ``--json`` or ``--env-file`` work before
+    or after any subcommand, including ones other modules add. Their defaults are SUPPRESS, so a value
+    given before the subcommand is not reset by the subparser; ``parse_args`` fills in the defaults.
+    A subcommand that declares a global flag itself gets the global one (the declaration is ignored).
+    Errors raise ``UsageError`` instead of exiting."""
+
+    def __init__(self, *args, **kwargs):
+        self._globals_ready = False
+        super().__init__(*args, **kwargs)
+        group = self.add_argument_group("global options (before or after the subcommand)")
+        g = group.add_argument
+        g("--env-file", default=argparse.SUPPRESS, metavar="FILE", help="load KEY=VALUE settings from this file first")
+        g("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON on stdout")
+        g("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress or notes on stderr")
+        g("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="log INFO (-vv: DEBUG) on stderr")
+        g("--subscription", default=argparse.SUPPRESS, help="overrides AZURE_SUBSCRIPTION_ID")
+        g("--resource-group", default=argparse.SUPPRESS, help="overrides ACR_RESOURCE_GROUP")
+        g("--registry", default=argparse.SUPPRESS, help="overrides ACR_NAME")
+        self._globals_ready = True
+
+    def add_argument(self, *names, **kwargs):
+        if self._globals_ready and names and all(n in _GLOBAL_OPTIONS for n in names):
+            return self._option_string_actions[names[0]]  # already there, global
+        return super().add_argument(*names, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        for key, value in _GLOBAL_DEFAULTS.items():
+            if not hasattr(parsed, key):
+                setattr(parsed, key, value)
+        return parsed
+
+    def error(self, message: str):
+        raise UsageError(self.format_usage(), self.prog, message)
+
+
+def whole(low: int, high: Optional[int] = None):
+    """argparse type: a whole number in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(
+                f"must be {'from %d to %d' % (low, high) if high is not None else 'at least %d' % low}, got {value}")
+        return value
+    return parse
+
+
+def seconds(low: float, high: float):
+    """argparse type: a finite number of seconds, low < value <= high."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+        if not math.isfinite(value) or not low < value <= high:
+            raise argparse.ArgumentTypeError(f"must be more than {low:g} and at most {high:g} seconds, got {text}")
+        return value
+    return parse
 
 
 def load_env_file(path: str, environ) -> None:
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"--env-file {path}: {_os_reason(exc)}") from None
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         key, sep, value = line.partition("=")
-        if not sep:
+        if not sep or not key.strip() or "\0" in line:
             raise ConfigError(f"{path}:{number}: expected KEY=VALUE")
         environ[key.strip()] = value.strip()  # the file wins over the inherited environment
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m shared", description="acr-airlock: reviewed images into a private ACR")
-    p.add_argument("--env-file", help="load KEY=VALUE settings from this file first")
-    p.add_argument("--subscription", help="overrides AZURE_SUBSCRIPTION_ID")
-    p.add_argument("--resource-group", help="overrides ACR_RESOURCE_GROUP")
-    p.add_argument("--registry", help="overrides ACR_NAME")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = CliParser(prog=PROG, description="acr-airlock: reviewed images into a private ACR",
+                  epilog="exit codes: 0 ok, 1 the work failed, 2 usage or configuration error, 130 interrupted")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     manifest = sub.add_parser("manifest", help="work on an images.txt offline")
     msub = manifest.add_subparsers(dest="manifest_command", required=True)
     check = msub.add_parser("check", help="validate a manifest without touching any registry")
-    check.add_argument("file")
-    check.add_argument("--json", action="store_true")
+    check.add_argument("file", help="images.txt, or - for stdin")
 
     plan = sub.add_parser("plan", help="show what a sync would import (imports nothing)")
-    plan.add_argument("file")
-    plan.add_argument("--json", action="store_true")
+    plan.add_argument("file", help="images.txt, or - for stdin")
+    plan.add_argument("--all", action="store_true", help="list every entry, unchanged ones too")
 
     sync = sub.add_parser("sync", help="import every new or changed image of a manifest")
-    sync.add_argument("file")
-    sync.add_argument("--json", action="store_true")
-    sync.add_argument("--concurrency", type=int, help="imports at once (overrides SYNC_CONCURRENCY)")
+    sync.add_argument("file", help="images.txt, or - for stdin")
+    sync.add_argument("--all", action="store_true", help="list every entry, unchanged ones too")
+    sync.add_argument("--concurrency", type=whole(1, 64), metavar="N",
+                      help="imports at once, 1..64 (overrides SYNC_CONCURRENCY)")
     sync.add_argument("--no-record", action="store_true", help="do not write the outcome record")
 
     serve = sub.add_parser("serve", help="serve the HTTP API locally with uvicorn (no Functions host needed)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=7071)
+    serve.add_argument("--port", type=whole(1, 65535), default=7071)
 
     runs = sub.add_parser("runs", help="read outcome records")
     rsub = runs.add_subparsers(dest="runs_command", required=True)
@@ -97,7 +193,6 @@ def _build_parser(sub) -> None:
                        ("cancel", "cancel a build")):
         command = bsub.add_parser(name, help=text)
         command.add_argument("run_id")
-        command.add_argument("--json", action="store_true")
 
 
 def _pool_parser(sub) -> None:
@@ -105,17 +200,18 @@ def _pool_parser(sub) -> None:
     psub = pool.add_subparsers(dest="pool_command", required=True)
     status = psub.add_parser("status", help="instances, queued and running runs of every pool (or one)")
     status.add_argument("name", nargs="?")
-    status.add_argument("--json", action="store_true")
     scale = psub.add_parser("scale", help="set a pool's instance count (recorded)")
     scale.add_argument("name")
-    scale.add_argument("count", type=int)
-    scale.add_argument("--json", action="store_true")
+    scale.add_argument("count", type=whole(0, 100), help="0..100")
 
 
 def _read_manifest(path: str) -> tuple[bytes, str]:
     if path == "-":
         return sys.stdin.buffer.read(), "stdin"
-    return Path(path).read_bytes(), Path(path).name
+    try:
+        return Path(path).read_bytes(), Path(path).name
+    except OSError as exc:
+        raise ConfigError(f"{path}: {_os_reason(exc)}") from None
 
 
 def _environment(args) -> dict:
@@ -127,13 +223,20 @@ def _environment(args) -> dict:
                        ("registry", "ACR_NAME")):
         if getattr(args, flag):
             env[name] = getattr(args, flag)
-    if getattr(args, "concurrency", None):
+    if getattr(args, "concurrency", None) is not None:
         env["SYNC_CONCURRENCY"] = str(args.concurrency)
     return env
 
 
 def main(argv: Optional[Sequence[str]] = None, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as exc:
+        err.write(f"{exc.usage}{exc.prog}: error: {exc.message}\n")
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    _configure_logging(args, err)
     try:
         env = _environment(args)
         if args.command == "manifest":
@@ -156,19 +259,88 @@ def main(argv: Optional[Sequence[str]] = None, *, out: TextIO = sys.stdout, err:
             from . import cli_builds
 
             return cli_builds.run(args, env, out, err)
-    except FileNotFoundError as exc:
-        print(f"error: {exc.filename}: no such file", file=err)
-        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err.write("\ninterrupted\n")
+        return EXIT_INTERRUPTED
     except ConfigError as exc:
-        print(f"error: {exc.message}", file=err)
+        print(f"error: {redact(exc.message)}", file=err)
         return EXIT_USAGE
     except AirlockError as exc:
-        print(f"error: {exc.code}: {exc.message}", file=err)
+        print(f"error: {exc.code}: {redact(exc.message)}", file=err)
         if isinstance(exc, ValidationError):
             for problem in exc.problems:
-                print(f"  {_describe(problem, args)}", file=err)
+                print(f"  {redact(_describe(problem, args))}", file=err)
         return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - environment errors: one line, no traceback
+        return _report_unexpected(exc, err)
     return EXIT_USAGE
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not a file"
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return exc.strerror or type(exc).__name__
+
+
+def _report_unexpected(exc: BaseException, err: TextIO) -> int:
+    """One line for an error that is not ours: a file, the network, an SDK. The trace goes to DEBUG."""
+    log.debug("error details", exc_info=exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        print(f"error: {exc.filename}: {_os_reason(exc)}", file=err)
+        return EXIT_USAGE
+    reach = _unreachable(exc)
+    if reach:
+        print(f"error: cannot reach {reach}", file=err)
+        return EXIT_FAILED
+    text = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    print(f"error: {type(exc).__name__}{': ' + text if text else ''} (-vv shows details)", file=err)
+    return EXIT_FAILED
+
+
+def _unreachable(exc: BaseException) -> Optional[str]:
+    """'HOST: REASON' when the error is a connection that could not be made (DNS, refused, TLS)."""
+    try:
+        from azure.core.exceptions import ServiceRequestError
+    except ImportError:  # pragma: no cover - azure-core is a dependency
+        ServiceRequestError = ()  # noqa: N806
+    import httpx
+
+    if isinstance(exc, (ServiceRequestError, httpx.TransportError, ConnectionError)):
+        return redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    return None
+
+
+class _Redacting(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+_HANDLER: Optional[logging.Handler] = None
+
+
+def _configure_logging(args, err: TextIO) -> None:
+    """WARNING on stderr (ERROR with -q; INFO with -v; DEBUG with -vv), SAS signatures redacted in every
+    record that reaches the root handlers, whoever logged it."""
+    from .redact import install
+
+    global _HANDLER
+    root = logging.getLogger()
+    if _HANDLER is not None:
+        root.removeHandler(_HANDLER)
+    _HANDLER = logging.StreamHandler(err)
+    _HANDLER.setFormatter(_Redacting("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(_HANDLER)
+    level = logging.DEBUG if args.verbose >= 2 else logging.INFO if args.verbose else \
+        logging.ERROR if args.quiet else logging.WARNING
+    _HANDLER.setLevel(level)
+    root.setLevel(min(root.getEffectiveLevel(), level))  # never hides records from handlers others installed
+    # -vv: the SDKs' own HTTP logging too (headers and URLs; redacted by shared.redact); else inherit
+    logging.getLogger("azure").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.NOTSET)
+    install(root)
 
 
 def _describe(problem, args) -> str:
@@ -201,6 +373,7 @@ def _manifest_check(args, env, out) -> int:
 
 
 def _plan_or_sync(args, env, out, err) -> int:
+    from .cli_progress import for_stream
     from .handlers import records
     from .handlers.sync import SyncEngine
     from .services import Services
@@ -208,10 +381,8 @@ def _plan_or_sync(args, env, out, err) -> int:
     services = Services.from_env(env)
     data, name = _read_manifest(args.file)
     apply = args.command == "sync"
-    progress = _TerminalProgress(err) if (err.isatty() and not args.json) else None
+    progress = None if args.quiet else for_stream(err)
     record = SyncEngine(services).run(data, name=name, trigger="cli", apply=apply, progress=progress)
-    if progress:
-        progress.finish()
     document = record.to_dict()
     location = None
     if apply and not args.no_record:
@@ -220,7 +391,7 @@ def _plan_or_sync(args, env, out, err) -> int:
         json.dump({**document, "record_url": location} if location else document, out, indent=2)
         out.write("\n")
     else:
-        out.write(render_summary(document))
+        out.write(render_summary(document, every_row=args.all))
         if location:
             out.write(f"outcome record: {location}\n")
     return EXIT_OK if document["status"] == "succeeded" else EXIT_FAILED
@@ -240,9 +411,13 @@ def _runs_show(args, env, out) -> int:
 
 
 def _serve(args, env) -> int:
-    import uvicorn
+    try:
+        import uvicorn
 
-    from .api import create_app
+        from .api import create_app
+    except ImportError as exc:
+        raise ConfigError(f"serve needs {exc.name}: pip install 'acr-airlock[serve]' "
+                          "(or the repository's requirements-dev.txt)") from None
     from .services import Services
 
     services = Services.from_env(env)  # fail fast on bad settings, before the port opens
@@ -250,28 +425,9 @@ def _serve(args, env) -> int:
     return EXIT_OK
 
 
-class _TerminalProgress:
-    def __init__(self, stream: TextIO):
-        self.stream = stream
-
-    def __call__(self, event, done, total, outcome) -> None:
-        if event == "planned":
-            self.stream.write(f"\rplanning {done}/{total}")
-            if done == total:
-                self.stream.write("\n")
-        else:
-            entry = outcome.item.entry
-            mark = "ok  " if event == "imported" else "FAIL"
-            self.stream.write(f"[{done:>{len(str(total))}}/{total}] {mark} {entry.target} "
-                              f"({outcome.duration:.1f}s)\n")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        self.stream.flush()
-
-
-def render_summary(document: dict) -> str:
-    """A fixed-width table of every entry, then the totals."""
+def render_summary(document: dict, *, every_row: bool = False) -> str:
+    """A fixed-width table of the entries that change or failed (every entry with ``every_row``),
+    then the totals."""
     lines = []
     if document["errors"]:
         for error in document["errors"]:
@@ -280,15 +436,20 @@ def render_summary(document: dict) -> str:
         lines.append(f"{len(document['errors'])} error(s) in {document['manifest']['name']}; nothing was imported")
         return "\n".join(lines) + "\n"
     rows = [("LINE", "TARGET", "ACTION", "RESULT", "DIGEST", "NOTE")]
-    for e in document["entries"]:
+    shown = [e for e in document["entries"] if every_row or e["action"] != "unchanged" or e["error"]
+             or e["result"] == "failed"]
+    for e in shown:
         digest = (e["source_digest"] or "")[7:19]
         note = f"{e['error']['code']}: {e['error']['message']}" if e["error"] else (
             f"{e['attempts']} attempts" if e["attempts"] > 1 else "")
         rows.append((str(e["line"]), e["target"], e["action"], e["result"], digest, note))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for row in rows:
+    for row in rows if shown else ():
         cells = "  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True))
         lines.append(cells + ("  " + row[5] if row[5] else ""))
+    hidden = len(document["entries"]) - len(shown)
+    if hidden:
+        lines.append(f"({hidden} unchanged entr{'y' if hidden == 1 else 'ies'} not listed; --all lists every entry)")
     s = document["summary"]
     lines.append("")
     lines.append(f"{document['kind']} {document['run_id']}: {document['status']} - "

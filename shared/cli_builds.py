@@ -2,7 +2,7 @@
 
     build [--source SRC] [--dockerfile F] [--image REPO:TAG]... [--arg N=V]... [--secret-arg N[=V]]...
           [--platform P] [--target T] [--timeout S] [--no-cache] [--no-push] [--task NAME] [--pool P]
-          [--json] [--wait [--poll S]]
+          [--json] [--wait [--poll S] [--wait-timeout S]]
     build show RUN_ID [--json]
     build cancel RUN_ID [--json]
     pool status [NAME] [--json]
@@ -13,7 +13,12 @@ The flags make the same JSON request as ``POST /api/builds`` and are validated b
 git URL, a path returned by an earlier upload, or a local directory / ``.tar.gz`` that is uploaded
 (``listBuildSourceUploadUrl``) only after the rest of the request has validated.
 ``--secret-arg NAME`` (no ``=``) reads the value from the environment variable NAME, which keeps
-it out of the process list and shell history. Secret values are never printed.
+it out of the process list and shell history. Secret values are never printed, and neither is
+the log's SAS signature (``log_url`` is shown with ``sig=REDACTED``).
+
+``--wait`` follows the run for at most ``--wait-timeout`` seconds (default: the build's own
+``--timeout`` plus 15 minutes for queueing and scale-up); a run still going then exits 1 and keeps
+running. Ctrl-C while following exits 130 and says how to cancel the run, which keeps running.
 """
 from __future__ import annotations
 
@@ -23,9 +28,11 @@ import tarfile
 from pathlib import Path
 from typing import Mapping, Optional, TextIO
 
+from .cli import seconds
 from .errors import Problem, ValidationError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+QUEUE_ALLOWANCE = 900  # seconds --wait allows on top of the build timeout (queueing, pool scale-up)
 _PENDING_UPLOAD = "source/pending/context.tar.gz"  # stands in for a local context while validating
 _FLAGS = {"source_location": "--source", "dockerfile": "--dockerfile", "image_names": "--image",
           "arguments": "--arg/--secret-arg", "platform": "--platform", "target": "--target", "timeout": "--timeout",
@@ -44,14 +51,16 @@ def add_build_arguments(parser) -> None:
       help="secret build argument, never logged; NAME alone reads the environment variable NAME")
     a("--platform", help="os/architecture[/variant] (default linux/amd64)")
     a("--target", help="build stage to stop at")
-    a("--timeout", type=int, help="seconds, 300..28800 (default 3600)")
+    a("--timeout", type=int, metavar="SECONDS", help="the build's own time limit, 300..28800 (default 3600)")
     a("--no-cache", action="store_true", default=None, help="build without the layer cache")
     a("--no-push", action="store_true", help="build only; push nothing")
     a("--task", help="run this existing ACR task instead of a quick build")
     a("--pool", help="agent pool (default BUILD_DEFAULT_AGENT_POOL)")
     a("--json", action="store_true", help="print the build record as JSON")
     a("--wait", action="store_true", help="follow the run to its end, streaming its log")
-    a("--poll", type=float, default=2.0, metavar="SECONDS", help="how often --wait looks (default 2)")
+    a("--poll", type=seconds(0, 300), default=2.0, metavar="SECONDS", help="how often --wait looks (default 2)")
+    a("--wait-timeout", type=seconds(0, 86400), metavar="SECONDS",
+      help="stop following after this long (exit 1; the build keeps running); default: --timeout + 900")
 
 
 def flag_for(pointer: str) -> str:
@@ -149,7 +158,7 @@ def pack_context(path: Path) -> bytes:
 
 
 def _queue(services, args, env, out: TextIO, err: TextIO) -> int:
-    from .core.builds import parse_build
+    from .core.builds import parse_build, run_status_is_terminal
     from .handlers.builds import follow_build, queue_build, resolve_target
 
     data = request_from_args(args, env)
@@ -165,23 +174,44 @@ def _queue(services, args, env, out: TextIO, err: TextIO) -> int:
     notes = err if args.json else out
     scaled = record["scaling"]
     extra = f" (scaled from 0 to {scaled['to_count']} instance(s))" if scaled else ""
-    notes.write(f"queued build {record['run_id']} on agent pool {record['agent_pool']}{extra}\n")
-    notes.flush()
+    run_id = record["run_id"]
+    if not getattr(args, "quiet", False):
+        notes.write(f"queued build {run_id} on agent pool {record['agent_pool']}{extra}\n")
+        notes.flush()
     if not args.wait:
         return _print_build(record, args, out, summary=False)
-    final = follow_build(services, record["run_id"], on_log=_writer(notes), poll_seconds=args.poll)
+    limit = getattr(args, "wait_timeout", None) or spec.timeout + QUEUE_ALLOWANCE
+    try:
+        final = follow_build(services, run_id, on_log=_writer(notes), poll_seconds=args.poll, timeout=limit)
+    except KeyboardInterrupt:
+        err.write(f"\ninterrupted: build {run_id} keeps running on agent pool {record['agent_pool']}.\n"
+                  f"  follow it: python -m shared build show {run_id}\n"
+                  f"  cancel it: python -m shared build cancel {run_id}\n")
+        err.flush()
+        return EXIT_INTERRUPTED
     _print_build(final, args, out)
+    if not run_status_is_terminal(final["status"]):
+        err.write(f"build {run_id} is still {final['status']} after {limit:g}s; it keeps running.\n"
+                  f"  follow it: python -m shared build show {run_id}\n"
+                  f"  cancel it: python -m shared build cancel {run_id}\n")
+        return EXIT_FAILED
     return EXIT_OK if final["status"] == "Succeeded" else EXIT_FAILED
 
 
 def _writer(stream: TextIO):
+    from .redact import redact
+
     def write(text: str) -> None:
-        stream.write(text)
+        stream.write(redact(text))
         stream.flush()
     return write
 
 
 def _print_build(document: dict, args, out: TextIO, *, summary: bool = True) -> int:
+    from .redact import redact
+
+    if document.get("log_url"):  # a read SAS: its signature is never printed
+        document = {**document, "log_url": redact(document["log_url"])}
     if args.json:
         json.dump(document, out, indent=2)
         out.write("\n")
@@ -205,7 +235,9 @@ def render_build(document: dict) -> str:
     for image in document.get("output_images", []):
         lines.append(f"  pushed {image['repository']}:{image['tag']}  {image['digest']}")
     if document.get("log_url"):
-        lines.append(f"  log: {document['log_url']}")
+        from .redact import redact
+
+        lines.append(f"  log: {redact(document['log_url'])}")  # where, never the signature
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,7 @@ local.settings.sample.json list the same names; tests/unit/test_config.py keeps 
 """
 from __future__ import annotations
 
+import os.path
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
@@ -215,6 +216,8 @@ class Settings:
             appinsights_connection_string=raw("APPLICATIONINSIGHTS_CONNECTION_STRING"),
             worker_telemetry=boolean("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"),
         )
+        if settings.ca_bundle and not offline and not os.path.isfile(settings.ca_bundle):
+            problems.append(Problem(f"{settings.ca_bundle}: no such file", field="REQUESTS_CA_BUNDLE"))
         if not offline and not settings.storage_connection_string and not settings.blob_service_uri:
             problems.append(Problem("set a connection string, or AzureWebJobsStorage__blobServiceUri "
                                     "for managed identity", field="AzureWebJobsStorage"))

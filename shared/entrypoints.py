@@ -19,8 +19,10 @@ def services():
     global _services
     with _lock:
         if _services is None:
+            from .redact import install
             from .services import Services
 
+            install()  # SAS signatures out of every record the worker's root handlers see
             _services = Services.from_env(os.environ)
         return _services
 

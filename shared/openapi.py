@@ -1,10 +1,22 @@
-"""OpenAPI 3.1 description of the HTTP API, served at /api/openapi.json."""
+"""OpenAPI 3.1 description of the HTTP API, served at /api/openapi.json.
+
+It says exactly what the server does (tests/functions/test_api_contract.py runs schemathesis against
+it): the limits come from the same settings the server enforces (``HTTP_MAX_WAIT_SECONDS``,
+``HTTP_MAX_BODY_BYTES``), the run id pattern from ``shared.handlers.records``, and every route,
+this document included, needs a function key (the Functions host checks it; ``x-functions-key``
+header or ``code`` query parameter).
+"""
 from __future__ import annotations
 
 from .core.runindex import MAX_LIMIT as RUNS_MAX_LIMIT
 from .core.runindex import STATUSES as RUN_STATUSES
+from .handlers.imports import MAX_JSON_ENTRIES
+from .handlers.records import RUN_ID
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
+RUN_ID_PARAMETER = {"name": "run_id", "in": "path", "required": True,
+                    "description": "A run id: 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit",
+                    "schema": {"type": "string", "pattern": RUN_ID.pattern, "maxLength": 100}}
 
 
 def _problem_responses(*codes: int) -> dict:
@@ -15,7 +27,7 @@ def _problem_responses(*codes: int) -> dict:
             for c in codes}
 
 
-def document() -> dict:
+def document(*, max_wait: float = 200.0, max_body: int = 1_048_576) -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "acr-airlock", "version": "1.0.0",
@@ -23,7 +35,9 @@ def document() -> dict:
                                 "Every call needs a function key (x-functions-key header or ?code=)."},
         "servers": [{"url": "/"}],
         "components": {
-            "securitySchemes": {"functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"}},
+            "securitySchemes": {
+                "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
+                "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"}},
             "schemas": {
                 "Problem": {"type": "object", "required": ["title", "status"], "properties": {
                     "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
@@ -33,7 +47,8 @@ def document() -> dict:
                         "field": {"type": "string"}}}}}},
                 "ImportItem": {"type": "object", "required": ["source"], "additionalProperties": False,
                                "properties": {"source": {"type": "string", "examples": ["nginx:1.27"]},
-                                              "target": {"type": "string", "examples": ["library/nginx"]}}},
+                                              "target": {"type": ["string", "null"], "examples": ["library/nginx"],
+                                                         "description": "null or left out: the source path"}}},
                 "RunRecord": {"type": "object", "properties": {
                     "run_id": {"type": "string"}, "kind": {"enum": ["sync", "plan"]},
                     "trigger": {"enum": ["blob", "http", "timer", "cli", "event"]},
@@ -96,21 +111,22 @@ def document() -> dict:
                     "cancel_requested_at": {"type": ["string", "null"]},
                     "log_url": {"type": ["string", "null"], "description": "read SAS URL of the run log"}}},
             }},
-        "security": [{"functionKey": []}],
+        "security": [{"functionKey": []}, {"functionKeyQuery": []}],
         "paths": {
             "/api/imports": {"post": {
                 "summary": "Import images (or plan an import with ?plan=true)",
                 "parameters": [
                     {"name": "plan", "in": "query", "schema": {"type": "boolean"},
                      "description": "Return the plan only; imports nothing (pull-request checks)."},
-                    {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 229},
+                    {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": max_wait},
                      "description": "Seconds to wait for the run to finish before answering 202."},
                     {"name": "name", "in": "query", "schema": {"type": "string"},
                      "description": "Name recorded for the manifest."}],
-                "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": {"type": "array",
+                "requestBody": {"required": True, "description": f"at most {max_body} bytes", "content": {
+                    "application/json": {"schema": {"type": "array", "maxItems": MAX_JSON_ENTRIES,
                                                     "items": {"$ref": "#/components/schemas/ImportItem"}}},
-                    "text/plain": {"schema": {"type": "string", "description": "images.txt content"}}}},
+                    "text/plain": {"schema": {"type": "string", "minLength": 1,
+                                              "description": "images.txt content (UTF-8)"}}}},
                 "responses": {
                     "200": {"description": "The plan, or the finished run",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunRecord"}}}},
@@ -134,15 +150,15 @@ def document() -> dict:
                     "schema": {"$ref": "#/components/schemas/RunPage"}}}}, **_problem_responses(400)}}},
             "/api/runs/{run_id}": {"get": {
                 "summary": "A run's outcome record",
-                "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "parameters": [RUN_ID_PARAMETER],
                 "responses": {"200": {"description": "The record", "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/RunRecord"}}}}, **_problem_responses(400, 404)}}},
             "/api/builds": {"post": {
                 "summary": "Queue a build (quick build or task run) on an agent pool",
                 "description": ("The pool (or task) must exist; a pool at count 0 is scaled up to "
                                 "POOL_SCALE_UP_COUNT first. Nothing is queued when the request is refused."),
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "$ref": "#/components/schemas/BuildRequest"}}}},
+                "requestBody": {"required": True, "description": f"at most {max_body} bytes", "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/BuildRequest"}}}},
                 "responses": {"202": {"description": "Queued; poll the Location",
                                       "headers": {"Location": {"schema": {"type": "string"}}},
                                       "content": {"application/json": {"schema": {
@@ -150,12 +166,12 @@ def document() -> dict:
                               **_problem_responses(400, 502, 503)}}},
             "/api/builds/{run_id}": {"get": {
                 "summary": "Status, timings, output images and log link of a build",
-                "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "parameters": [RUN_ID_PARAMETER],
                 "responses": {"200": {"description": "The build", "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/Build"}}}}, **_problem_responses(400, 404, 502)}}},
             "/api/builds/{run_id}/cancel": {"post": {
                 "summary": "Cancel a build (a finished build stays as it is)",
-                "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "parameters": [RUN_ID_PARAMETER],
                 "responses": {"202": {"description": "Cancel requested; the build as it is now",
                                       "headers": {"Location": {"schema": {"type": "string"}}},
                                       "content": {"application/json": {"schema": {
@@ -197,7 +213,8 @@ def document() -> dict:
             "/api/health": {"get": {"summary": "Configuration and reachability of storage, ARM and the registry",
                                     "responses": {"200": {"description": "Healthy"},
                                                   "503": {"description": "Unhealthy"}}}},
-            "/api/openapi.json": {"get": {"summary": "This document", "security": [],
-                                          "responses": {"200": {"description": "OpenAPI document"}}}},
+            "/api/openapi.json": {"get": {"summary": "This document",
+                                          "responses": {"200": {"description": "OpenAPI document", "content": {
+                                              "application/json": {"schema": {"type": "object"}}}}}}},
         },
     }

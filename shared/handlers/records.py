@@ -11,7 +11,7 @@ RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def record_name(run_id: str) -> str:
-    if not RUN_ID.match(run_id or ""):
+    if not RUN_ID.fullmatch(run_id or ""):  # fullmatch: "$" alone would let a trailing newline through
         raise ValidationError("invalid run id", [Problem("must be 1-100 letters, digits, '.', '_' or '-'",
                                                          field="run_id")])
     return f"runs/{run_id}.json"

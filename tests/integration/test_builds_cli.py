@@ -134,4 +134,51 @@ def test_pool_status_and_scale(pool):
     code, out, _ = cli("pool", "status")
     assert code == 0 and out.startswith("POOL") and pool in out
     code, _, err = cli("pool", "scale", pool, "500")
-    assert code == 1 and "count: must be a whole number from 0 to 100" in err
+    assert code == 2 and "argument count: must be from 0 to 100, got 500" in err  # a usage error
+
+
+def test_wait_timeout_stops_following_and_says_how_to_cancel(pool, prefix):
+    code, out, err = cli("build", "--source", GIT, "--image", f"{prefix}/web:v1", "--dockerfile", "hang.Dockerfile",
+                         "--pool", pool, "--wait", "--poll", "0.1", "--wait-timeout", "1")
+    run_id = out.split()[2]
+    assert code == 1, (out, err)
+    assert f"build {run_id} is still Running after 1s; it keeps running." in err
+    assert f"cancel it: python -m shared build cancel {run_id}" in err
+    assert cli("build", "cancel", run_id)[0] == 0
+
+
+def test_ctrl_c_while_following_exits_130_with_the_cancel_command(stack, pool, prefix, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    env = {**os.environ, **stack.env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    process = subprocess.Popen([sys.executable, "-m", "shared", "build", "--source", GIT, "--image",
+                                f"{prefix}/web:v1", "--dockerfile", "hang.Dockerfile", "--pool", pool, "--wait",
+                                "--poll", "0.1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    first = process.stdout.readline()  # "queued build <id> on agent pool ..."
+    assert first.startswith("queued build "), first + process.stderr.read()
+    run_id = first.split()[2]
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, (out, err)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert f"interrupted: build {run_id} keeps running on agent pool {pool}." in err
+    assert f"cancel it: python -m shared build cancel {run_id}" in err
+    assert cli("build", "cancel", run_id)[0] == 0
+
+
+def test_no_sas_signature_printed_or_logged_even_at_debug(pool, prefix):
+    code, out, err = cli("build", "--source", GIT, "--image", f"{prefix}/web:v1", "--pool", pool, "--wait",
+                         "--poll", "0.1", "-vv")
+    assert code == 0, err[-2000:]
+    assert "DEBUG urllib3.connectionpool" in err  # DEBUG logging was on, third-party loggers included
+    assert "sig=REDACTED" in out + err  # the log SAS URL was used, printed and logged - redacted
+    assert not re.search(r"sig(=|%3D)(?!REDACTED)", out + err, re.IGNORECASE)
+    code, out, _ = cli("build", "show", out.splitlines()[0].split()[2], "--json")
+    assert code == 0 and "sig=REDACTED" in json.loads(out)["log_url"]

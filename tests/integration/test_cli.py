@@ -99,3 +99,25 @@ def test_sync_exits_1_when_an_entry_fails(stack, seeded, env_file, tmp_path):
     result = cli("sync", str(manifest), env_file=env_file)
     assert result.returncode == 1
     assert "SourceNotFound" in result.stdout
+
+
+def test_summary_lists_changes_and_failures_only_unless_all(stack, seeded, env_file, tmp_path):
+    prefix = f"c{uuid.uuid4().hex[:8]}"
+    manifest = tmp_path / "images.txt"
+    manifest.write_text(f"library/busybox:1.36 => {prefix}/busybox\n")
+    first = cli("sync", str(manifest), "--env-file", str(env_file), "-q")  # global flags after the subcommand
+    assert first.returncode == 0 and first.stderr == "", first.stderr  # -q: no progress
+    manifest.write_text(f"library/busybox:1.36 => {prefix}/busybox\n"
+                        f"registry.k8s.io/ingress-nginx/controller:v1.11.1 => {prefix}/controller\n"
+                        f"quay.io/jetstack/missing:v0 => {prefix}/missing\n")
+    result = cli("sync", str(manifest), "--env-file", str(env_file))
+    assert result.returncode == 1
+    rows = [line.split()[1] for line in result.stdout.splitlines()[1:3]]
+    assert rows == [f"{prefix}/controller:v1.11.1", f"{prefix}/missing:v0"]
+    assert f"{prefix}/busybox" not in result.stdout
+    assert "(1 unchanged entry not listed; --all lists every entry)" in result.stdout
+    # stderr is not a terminal: periodic one-line progress, no carriage returns
+    assert "progress: planned 3 entries" in result.stderr and "progress: imports 1/1 done (100%), 0 failed" \
+        in result.stderr and "\r" not in result.stderr
+    every = cli("plan", str(manifest), "--all", "--env-file", str(env_file))
+    assert f"{prefix}/busybox:1.36" in every.stdout and "not listed" not in every.stdout
