@@ -81,6 +81,17 @@ class AzureClients:
         return BlobServiceClient(account_url=s.blob_service_uri, credential=self.credential,
                                  **self._common(sdk_retries=True))
 
+    @cached_property
+    def queue_service(self):
+        from azure.storage.queue import QueueServiceClient
+
+        s = self.settings
+        if s.storage_connection_string:
+            return QueueServiceClient.from_connection_string(
+                s.storage_connection_string, **self._common(sdk_retries=True))
+        return QueueServiceClient(account_url=s.queue_service_uri, credential=self.credential,
+                                  **self._common(sdk_retries=True))
+
     def blob_at(self, sas_url: str):
         """A blob client for a SAS URL (a run log, a build-source upload). The storage SDK redacts the
         signature when it logs URLs; a plain HTTP client would log the whole credential."""

@@ -94,13 +94,16 @@ def test_import_function_app_is_cheap():
 
 # -- blob trigger -----------------------------------------------------------------------------
 
-def test_blob_trigger_imports_and_redelivery_does_nothing(env, stack, seeded, functions, prefix):
+def test_blob_trigger_imports_and_redelivery_does_nothing(env, stack, seeded, functions, queue_host, prefix):
     text = f"registry.k8s.io/ingress-nginx/controller:v1.11.1 => {prefix}/controller\n"
     name = f"{prefix}.txt"
     upload_manifest(name, text)
     container = services().settings.manifests_container
     blob = func.blob.InputStream(data=text.encode(), name=f"{container}/{name}")
     functions["manifest_uploaded"](blob)
+    [queued] = records_for(name)
+    assert queued["status"] == "queued" and queued["entries"] == []  # the trigger only queues
+    queue_host.drain()
     [record] = records_for(name)
     assert record["trigger"] == "blob" and record["status"] == "succeeded"
     assert backing_digest(stack, f"{prefix}/controller:v1.11.1") == seeded["ingress-nginx/controller:v1.11.1"]
