@@ -11,6 +11,7 @@ functions read them. (devstack's queue runner is the fuller, multi-process versi
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -114,6 +115,27 @@ class QueueHost:
         if self.pending():
             raise TimeoutError(f"queues not drained within {timeout:g}s ({self.pending()} messages left)")
         return self
+
+    @contextlib.contextmanager
+    def serving(self, workers: int = 1):
+        """Deliver in the background for the duration of the block (a host that is simply running)."""
+        stop = threading.Event()
+
+        def work() -> None:
+            while not stop.is_set():
+                if not (self._deliver(self.queue, "run_worker", poison=False)
+                        or self._deliver(self.poison, "run_poison", poison=True)):
+                    stop.wait(0.1)
+
+        threads = [threading.Thread(target=work, name=f"queue-host-{i}", daemon=True) for i in range(workers)]
+        for thread in threads:
+            thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
 
     def once(self) -> bool:
         return self._deliver(self.queue, "run_worker", poison=False)
