@@ -34,7 +34,7 @@ def document() -> dict:
                 "RunRecord": {"type": "object", "properties": {
                     "run_id": {"type": "string"}, "kind": {"enum": ["sync", "plan"]},
                     "trigger": {"enum": ["blob", "http", "timer", "cli", "event"]},
-                    "status": {"enum": ["running", "succeeded", "failed", "invalid"]},
+                    "status": {"enum": ["queued", "running", "succeeded", "failed", "abandoned", "invalid"]},
                     "manifest": {"type": "object"}, "summary": {"type": "object"},
                     "entries": {"type": "array", "items": {"type": "object"}},
                     "errors": {"type": "array", "items": {"type": "object"}}}},
@@ -101,7 +101,7 @@ def document() -> dict:
                 "responses": {
                     "200": {"description": "The plan, or the finished run",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunRecord"}}}},
-                    "202": {"description": "Run started; poll the Location",
+                    "202": {"description": "Run queued (durably); poll the Location",
                             "headers": {"Location": {"schema": {"type": "string"}}}},
                     **_problem_responses(400, 422, 502, 503)}}},
             "/api/runs/{run_id}": {"get": {

@@ -45,6 +45,12 @@ ACTIVE = "active/"
 CHECKPOINT_EVERY = 2.0  # seconds between record merges while a chunk runs
 
 
+class SnapshotInvalid(AirlockError):
+    """The stored manifest no longer validates (settings changed since it was queued)."""
+
+    code = "SnapshotInvalid"
+
+
 class RunFailed(AirlockError):
     """Raised after a failed run was recorded, so the invocation shows as failed."""
 
@@ -229,7 +235,10 @@ def execute_chunk(services, message: core.ChunkMessage, *, verdict: str, dequeue
                  dequeue_count, message.chunk)
         return None
     if verdict == "poison":
-        _poison_chunk(services, message, dequeue_count)
+        try:
+            _poison_chunk(services, message, dequeue_count)
+        except SnapshotInvalid as exc:
+            return _end_now(services, run_id, core.FAILED, exc.message)
         return _maybe_finalise(services, run_id, message.chunks)
     try:
         lease = services.store.lease(s.outcomes_container, _work(run_id, "locks", f"{message.chunk:05d}"),
@@ -241,6 +250,8 @@ def execute_chunk(services, message: core.ChunkMessage, *, verdict: str, dequeue
     try:
         _update_record(services, run_id, _start)
         complete = _run_chunk(services, message, last=verdict == "last", progress=progress)
+    except SnapshotInvalid as exc:  # permanent: retrying cannot help, so the run ends now
+        return _end_now(services, run_id, core.FAILED, exc.message)
     finally:
         lease.__exit__(None, None, None)
     if not complete:
@@ -264,8 +275,8 @@ def _snapshot_entries(services, run_id: str) -> list[Entry]:
         raise TransientError(f"manifest snapshot of run {run_id} is missing", code="SnapshotMissing")
     manifest = check_manifest(data, services.settings)
     if not manifest.ok:  # settings changed since the run was queued (allow-list, limits)
-        raise AirlockError(f"manifest snapshot of run {run_id} no longer validates: "
-                           + "; ".join(str(p) for p in manifest.errors[:5]), code="SnapshotInvalid")
+        raise SnapshotInvalid(f"manifest snapshot of run {run_id} no longer validates: "
+                              + "; ".join(str(p) for p in manifest.errors[:5]))
     return list(manifest.entries)
 
 
@@ -416,6 +427,17 @@ def _write_final(services, run_id: str, entries: dict[int, dict], *, status: Opt
     return document
 
 
+def _end_now(services, run_id: str, status: str, reason: str) -> Optional[dict]:
+    """End a run that cannot go on (its snapshot is gone or invalid) with what it did and the reason."""
+    container = services.settings.outcomes_container
+    body = json.dumps({"status": status, "reason": reason}).encode()
+    if not services.store.create_once(container, _work(run_id, "final.json"), body):
+        return None
+    log.error("run %s cannot go on: %s", run_id, reason)
+    return _write_final(services, run_id, _final_entries(services, run_id), status=status,
+                        errors=[{"message": reason}])
+
+
 # -- the reaper -----------------------------------------------------------------------------------
 
 def reap(services, *, now: Optional[datetime] = None) -> list[dict]:
@@ -463,12 +485,17 @@ def _reap_one(services, run_id: str, now: datetime) -> Optional[dict]:
         chunk_entries.extend(services.store.get_json(container, name) or [])
     entries = core.merge_entries(chunk_entries, _final_entries(services, run_id).values())
     idle = round((now - updated).total_seconds())
-    for entry in _snapshot_entries(services, run_id):
+    errors = None
+    try:
+        snapshot = _snapshot_entries(services, run_id)
+    except (SnapshotInvalid, TransientError) as exc:  # missing or no longer valid: end with what is known
+        snapshot, errors = [], [{"message": exc.message}]
+    for entry in snapshot:
         if entry.line not in entries:
             entries[entry.line] = _failed_entry(entry, "RunAbandoned", f"the run made no progress for {idle}s "
                                                 "(RUN_DEADLINE_SECONDS); this entry was not finished")
     log.warning("reaper: run %s made no progress for %ds; finalising it as %s", run_id, idle, status or "finished")
-    return _write_final(services, run_id, entries, status=status)
+    return _write_final(services, run_id, entries, status=status, errors=errors)
 
 
 # -- blob trigger claims --------------------------------------------------------------------------

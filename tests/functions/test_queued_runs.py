@@ -349,3 +349,32 @@ def test_fan_out_over_chunks_finalises_once_with_every_entry_once(env, seeded, f
     assert_every_entry_once(record, count)
     finals = [r for r in caplog.records if r.getMessage().startswith(f"run {queued['run_id']} succeeded")]
     assert len(finals) == 1
+
+
+def test_a_queued_run_whose_message_never_comes_is_abandoned(env, functions, prefix):
+    from shared.handlers.runs import create_run
+
+    record = create_run(services(), manifest(prefix, 2), name=f"{prefix}.txt", trigger="http")  # never enqueued
+    functions["run_reaper"](TimerRequest())
+    assert records_for(f"{prefix}.txt")[0]["status"] == "queued"  # within the deadline: left alone
+    env.setenv("RUN_DEADLINE_SECONDS", "1")
+    entrypoints.reset()
+    time.sleep(1.5)
+    functions["run_reaper"](TimerRequest())
+    [abandoned] = records_for(f"{prefix}.txt")
+    assert abandoned["run_id"] == record["run_id"] and abandoned["status"] == "abandoned"
+    assert_every_entry_once(abandoned, 2)
+    assert {e["error"]["code"] for e in abandoned["entries"]} == {"RunAbandoned"}
+
+
+def test_a_snapshot_that_no_longer_validates_ends_the_run_once(env, functions, queue_host, prefix):
+    """The allow-list changed between queueing and running: the run fails at once with the reason
+    (retrying cannot help), and the invocation raises after recording it."""
+    name = f"{prefix}.txt"
+    deliver_blob(functions, name, manifest(prefix, 1))
+    env.setenv("SOURCE_REGISTRY_ALLOWLIST", "ghcr.io")
+    entrypoints.reset()
+    queue_host.drain()
+    [record] = records_for(name)
+    assert record["status"] == "failed" and "no longer validates" in record["errors"][0]["message"]
+    assert queue_host.deliveries == 2  # the raise after recording, then a redelivery that finds it final
