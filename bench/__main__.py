@@ -5,6 +5,7 @@
     python -m bench sync       # 200 entries / 20 changed vs the seed script's way
     python -m bench plan       # a 1,000-entry plan: wall time and peak memory
     python -m bench standin    # the stand-in's start-up time and one emulated import
+    python -m bench probe      # imports finished by the data-plane probe vs by their operation
 """
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    from . import coldstart, plan, standin, sync
+    from . import coldstart, plan, probe, standin, sync
 
-    benches = {"standin": standin.main, "coldstart": coldstart.main, "plan": plan.main, "sync": sync.main}
+    benches = {"standin": standin.main, "coldstart": coldstart.main, "plan": plan.main, "sync": sync.main,
+               "probe": probe.main}
     for name in argv or list(benches):
         if name not in benches:
             print(f"unknown benchmark {name!r}; choose from {', '.join(benches)}", file=sys.stderr)

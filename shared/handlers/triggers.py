@@ -125,7 +125,12 @@ def on_registry_event(services, body: dict) -> dict:
         log.info("recorded event %s of unhandled type %s", event.id, event.type)
         record["status"] = "ignored"
     elif event.short_type == "ImageDeleted" and s.self_heal:
-        record["actions"] = _self_heal(services, event)
+        try:
+            record["actions"] = _self_heal(services, event)
+        except Exception:
+            # not queued (storage or the queue failed): un-record the event so its redelivery heals
+            services.store.delete(s.outcomes_container, marker)
+            raise
     elif event.short_type == "ImagePushed":
         record.update(_run_rules(services, event, marker))
     services.store.put_json(s.outcomes_container, marker, record)
