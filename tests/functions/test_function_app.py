@@ -343,3 +343,23 @@ def test_http_function_problem_json_for_bad_manifest(env, functions):
     assert response.headers["content-type"].startswith("application/problem+json")
     problem = json.loads(response.get_body())
     assert problem["errors"][0]["line"] == 2
+
+
+def test_self_heal_that_could_not_be_queued_is_healed_by_the_redelivery(env, stack, functions, queue_host, prefix):
+    """The queue is unreachable when ImageDeleted arrives: the invocation fails and the event is not
+    recorded, so Event Grid's redelivery queues the re-import."""
+    upload_manifest("heal.txt", f"library/busybox:1.36 => {prefix}/bb\n")
+    body = json.loads((FIXTURES / "event-grid-schema" / "image_deleted.json").read_text())
+    body["id"] = str(uuid.uuid4())
+    body["data"]["target"]["repository"] = f"{prefix}/bb"
+    good = stack.env["AzureWebJobsStorage"]
+    env.setenv("AzureWebJobsStorage", good.replace(f":{stack.queue_port}/", ":1/"))
+    entrypoints.reset()
+    with pytest.raises(Exception):  # noqa: B017 - any error: the point is that it is not swallowed
+        functions["registry_event"](grid_event(body))
+    assert event_records(body["id"]) == []
+    env.setenv("AzureWebJobsStorage", good)
+    entrypoints.reset()
+    functions["registry_event"](grid_event(body))
+    [record] = event_records(body["id"])
+    assert record["actions"][0]["status"] == "queued"
