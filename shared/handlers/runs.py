@@ -280,9 +280,12 @@ def _snapshot_entries(services, run_id: str) -> list[Entry]:
     return list(manifest.entries)
 
 
-def _final_entries(services, run_id: str) -> dict[int, dict]:
+def _final_entries(services, run_id: str, lines: Optional[set[int]] = None) -> dict[int, dict]:
+    """Final entry outcomes of the run (only those of ``lines`` when given: one listing, then a read each)."""
     container = services.settings.outcomes_container
     names = services.store.list_names(container, _work(run_id, "entries") + "/")
+    if lines is not None:
+        names = [n for n in names if int(n.rsplit("/", 1)[1][:6]) in lines]
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="ckpt") as pool:
         documents = list(pool.map(lambda n: services.store.get_json(container, n), names))
     return {int(d["line"]): d for d in documents if d}
@@ -295,7 +298,7 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
     run_id = message.run_id
     entries = _snapshot_entries(services, run_id)[message.start:message.end]
     lines = {e.line for e in entries}
-    final = {line: d for line, d in _final_entries(services, run_id).items() if line in lines}
+    final = _final_entries(services, run_id, lines)
     todo = [e for e in entries if e.line not in final]
     checkpoint = _Checkpointer(services, run_id)
     lock = threading.Lock()
@@ -372,7 +375,7 @@ def _poison_chunk(services, message: core.ChunkMessage, dequeue_count: int) -> N
     container = s.outcomes_container
     run_id = message.run_id
     entries = _snapshot_entries(services, run_id)[message.start:message.end]
-    final = _final_entries(services, run_id)
+    final = _final_entries(services, run_id, {e.line for e in entries})
     ordered = []
     for entry in entries:
         if entry.line in final:

@@ -71,7 +71,8 @@ def entry(line, action="new", result="imported", retryable=None):
 
 def test_final_document_lists_every_entry_once_by_line_and_decides_status():
     record = {"run_id": "r", "status": "running", "started_at": T0.isoformat(), "errors": []}
-    merged = core.merge_entries([entry(2), entry(1)], [entry(1, result="failed", retryable=True), entry(3, "unchanged", "unchanged")])
+    merged = core.merge_entries([entry(2), entry(1)],
+                                [entry(1, result="failed", retryable=True), entry(3, "unchanged", "unchanged")])
     document = core.final_document(record, merged, finished_at=T0 + timedelta(seconds=10))
     assert [e["line"] for e in document["entries"]] == [1, 2, 3]
     assert document["status"] == "succeeded" and document["duration_seconds"] == 10.0
