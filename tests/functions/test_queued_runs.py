@@ -378,3 +378,19 @@ def test_a_snapshot_that_no_longer_validates_ends_the_run_once(env, functions, q
     [record] = records_for(name)
     assert record["status"] == "failed" and "no longer validates" in record["errors"][0]["message"]
     assert queue_host.deliveries == 2  # the raise after recording, then a redelivery that finds it final
+
+
+def test_a_chunk_leased_by_another_worker_is_left_to_it(env, seeded, functions, prefix):
+    """Two deliveries of one chunk at once (a visibility timeout ran out under a live worker): the second
+    finds the chunk's lease held, does nothing and raises so its message comes back later."""
+    name = f"{prefix}.txt"
+    deliver_blob(functions, name, manifest(prefix, 1))
+    [queued] = records_for(name)
+    s = services()
+    body = json.dumps({"v": 1, "run_id": queued["run_id"], "chunk": 0, "chunks": 1, "start": 0, "end": 1})
+    with s.store.lease(s.settings.outcomes_container, f"runs-work/{queued['run_id']}/locks/00000", seconds=15):
+        with pytest.raises(Exception, match="being worked on elsewhere"):
+            functions["run_worker"](QueueMessage(id="m", body=body.encode(), dequeue_count=1))
+    assert records_for(name)[0]["status"] == "queued" and work_names(queued["run_id"], "entries") == []
+    functions["run_worker"](QueueMessage(id="m", body=body.encode(), dequeue_count=2))
+    assert records_for(name)[0]["status"] == "succeeded"
