@@ -8,6 +8,7 @@ import logging
 import azure.functions as func
 
 from shared.entrypoints import asgi_app, handle_blob, handle_event, handle_pool_timer, handle_resync
+from shared.entrypoints import handle_poison_message, handle_reaper, handle_run_message
 
 app = func.AsgiFunctionApp(app=asgi_app, http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -21,14 +22,39 @@ def manifest_uploaded(blob: func.InputStream) -> None:
 
 @app.function_name("resync_timer")
 @app.timer_trigger(arg_name="timer", schedule="%RESYNC_SCHEDULE%", run_on_startup=False, use_monitor=True)
+@app.retry(strategy="exponential_backoff", max_retry_count="3", minimum_interval="00:00:10",
+           maximum_interval="00:05:00")
 def resync_timer(timer: func.TimerRequest) -> None:
     handle_resync(past_due=timer.past_due)
 
 
 @app.function_name("pool_scaler")
 @app.timer_trigger(arg_name="timer", schedule="%POOL_SCALE_SCHEDULE%", run_on_startup=False, use_monitor=True)
+@app.retry(strategy="exponential_backoff", max_retry_count="3", minimum_interval="00:00:10",
+           maximum_interval="00:05:00")
 def pool_scaler(timer: func.TimerRequest) -> None:
     handle_pool_timer(past_due=timer.past_due)
+
+
+# -- queued runs (docs/architecture.md, "Run lifecycle") ---------------------------------------------
+@app.function_name("run_worker")
+@app.queue_trigger(arg_name="msg", queue_name="%RUNS_QUEUE%", connection="AzureWebJobsStorage")
+def run_worker(msg: func.QueueMessage) -> None:
+    handle_run_message(msg)
+
+
+@app.function_name("run_poison")
+@app.queue_trigger(arg_name="msg", queue_name="%RUNS_QUEUE%-poison", connection="AzureWebJobsStorage")
+def run_poison(msg: func.QueueMessage) -> None:
+    handle_poison_message(msg)
+
+
+@app.function_name("run_reaper")
+@app.timer_trigger(arg_name="timer", schedule="%REAPER_SCHEDULE%", run_on_startup=False, use_monitor=True)
+@app.retry(strategy="exponential_backoff", max_retry_count="3", minimum_interval="00:00:10",
+           maximum_interval="00:05:00")
+def run_reaper(timer: func.TimerRequest) -> None:
+    handle_reaper(past_due=timer.past_due)
 
 
 @app.function_name("registry_event")

@@ -7,6 +7,7 @@
     python -m bench standin    # the stand-in's start-up time and one emulated import
     python -m bench yaml       # rule-file bombs: plain SafeLoader vs the bounded loader
     python -m bench runindex   # finding failed runs: the run index vs reading every record
+    python -m bench probe      # imports finished by the data-plane probe vs by their operation
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    from . import coldstart, plan, runindex, standin, sync, yamlbombs
+    from . import coldstart, plan, probe, runindex, standin, sync, yamlbombs
 
     benches = {"standin": standin.main, "coldstart": coldstart.main, "plan": plan.main, "sync": sync.main,
-               "yaml": yamlbombs.main, "runindex": runindex.main}
+               "yaml": yamlbombs.main, "runindex": runindex.main, "probe": probe.main}
     for name in argv or list(benches):
         if name not in benches:
             print(f"unknown benchmark {name!r}; choose from {', '.join(benches)}", file=sys.stderr)

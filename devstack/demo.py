@@ -99,6 +99,13 @@ def main() -> int:
         server = subprocess.Popen([sys.executable, "-m", "shared", "--env-file", str(env_file), "serve",
                                    "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
+        # runs are queued: something must play the Functions host's queue trigger (tests/queue_host.py)
+        import function_app
+        from tests.queue_host import QueueHost
+
+        functions = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+        worker = QueueHost(functions).serving()
+        worker.__enter__()
         try:
             base = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 20
@@ -124,16 +131,15 @@ def main() -> int:
             print(f"POST a manifest with a bad line -> {bad.status_code} {bad.headers['content-type']}: "
                   f"{bad.json()['errors']}")
         finally:
+            worker.__exit__(None, None, None)
             server.terminate()
             server.wait(10)
 
         banner("registry events, delivered to the Event Grid function")
         unsubscribe()
-        import function_app
         from shared import entrypoints
 
-        entrypoints.reset()
-        functions = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+        entrypoints.reset()  # (functions: indexed above; get_functions() indexes an app once)
         for event in pushed:
             functions["registry_event"](grid_event(event))
         kinds: dict[str, int] = {}

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from . import problems
 from .errors import ManifestError, Problem, ValidationError
 from .handlers import records
-from .handlers.imports import RunLauncher, manifest_from_json, problems_for_json, run_manifest
+from .handlers.imports import manifest_from_json, problems_for_json, run_manifest
 
 log = logging.getLogger(__name__)
 _YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain", "")
@@ -84,7 +84,6 @@ class Api:
     def __init__(self, services_factory: Callable[[], object]):
         self._services_factory = services_factory
         self._services = None
-        self.launcher = RunLauncher()
 
     @property
     def services(self):
@@ -153,15 +152,17 @@ class Api:
             document = await asyncio.to_thread(run_manifest, services, text, name=name, trigger="http",
                                                apply=False, save=False)
             return _json(document)
-        run_id, future = await asyncio.to_thread(self.launcher.start, services, text, name=name, trigger="http")
+        from .handlers.runs import queue_run
+
+        # answered once the run is durably queued (record + message); the work runs on the queue
+        record = await asyncio.to_thread(queue_run, services, text, name=name, trigger="http")
+        run_id = record["run_id"]
         location = f"/api/runs/{run_id}"
         if wait > 0:
-            try:
-                document = await asyncio.wait_for(asyncio.wrap_future(future), timeout=wait)
+            document = await self._poll_record(run_id, wait)
+            if document is not None:
                 return _json(document, 200, {"Location": location})
-            except asyncio.TimeoutError:
-                pass
-        return _json({"run_id": run_id, "status": "running", "location": location}, 202,
+        return _json({"run_id": run_id, "status": record["status"], "location": location}, 202,
                      {"Location": location, "Retry-After": "5"})
 
     async def runs(self, request: Request) -> Response:
@@ -176,6 +177,20 @@ class Api:
         page = await asyncio.to_thread(list_runs, self.services, status=query.get("status"), since=since,
                                        limit=check_limit(query.get("limit")), token=query.get("next"))
         return _json(page)
+
+    async def _poll_record(self, run_id: str, wait: float) -> Optional[dict]:
+        """The record once it is final, polling it for up to ``wait`` seconds (reads only: no work here)."""
+        from .core.runs import is_terminal
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            document = await asyncio.to_thread(records.load, self.services, run_id)
+            if is_terminal(document.get("status")):
+                return document
+            if loop.time() + 1.0 > deadline:
+                return None
+            await asyncio.sleep(1.0)
 
     async def run(self, request: Request) -> Response:
         document = await asyncio.to_thread(records.load, self.services, request.path_params["run_id"])

@@ -382,11 +382,16 @@ def _plan_or_sync(args, env, out, err) -> int:
     data, name = _read_manifest(args.file)
     apply = args.command == "sync"
     progress = None if args.quiet else for_stream(err)
-    record = SyncEngine(services).run(data, name=name, trigger="cli", apply=apply, progress=progress)
-    document = record.to_dict()
     location = None
     if apply and not args.no_record:
-        location = records.save(services, document)
+        from .handlers.runs import run_in_process
+
+        # checkpointed as entries finish: a killed sync leaves a record of what it did (the reaper ends it)
+        document = run_in_process(services, data, name=name, trigger="cli", progress=progress)
+        location = services.store.url(services.settings.outcomes_container, records.record_name(document["run_id"]))
+    else:
+        document = SyncEngine(services).run(data, name=name, trigger="cli", apply=apply,
+                                            progress=progress).to_dict()
     if args.json:
         json.dump({**document, "record_url": location} if location else document, out, indent=2)
         out.write("\n")

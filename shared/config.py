@@ -7,12 +7,14 @@ local.settings.sample.json list the same names; tests/unit/test_config.py keeps 
 from __future__ import annotations
 
 import os.path
+import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 from .core.builds import is_valid_pool_name
 from .errors import ConfigError, Problem
 
+_QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,54}[a-z0-9]")
 DEFAULT_ALLOWED = ("docker.io", "quay.io", "registry.k8s.io", "mcr.microsoft.com", "ghcr.io")
 
 
@@ -68,6 +70,26 @@ SPECS: tuple[SettingSpec, ...] = (
                 "(OpenTelemetry); empty: plain logging.", secret=True),
     SettingSpec("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", "false",
                 "true: the Functions worker configures Azure Monitor itself and the app does not configure it again."),
+    # queued runs (docs/architecture.md, "Run lifecycle")
+    SettingSpec("AzureWebJobsStorage__queueServiceUri", "",
+                "Queue endpoint for identity-based storage access (managed identity)."),
+    SettingSpec("RUNS_QUEUE", "airlock-runs",
+                "Storage queue of run chunks (the host moves failed messages to RUNS_QUEUE-poison)."),
+    SettingSpec("RUN_CHUNK_ENTRIES", "50", "Entries per queue message; larger manifests fan out over instances."),
+    SettingSpec("RUN_MAX_DEQUEUE_COUNT", "5",
+                "Deliveries of one message before its transient failures are final; equals host.json "
+                "queues.maxDequeueCount."),
+    SettingSpec("RUN_DEADLINE_SECONDS", "3600",
+                "A queued or running run with no progress for this long is abandoned by the reaper."),
+    SettingSpec("RUN_LEASE_SECONDS", "60", "Blob lease on a chunk while it runs (15-60; renewed)."),
+    SettingSpec("RUN_CLAIM_SECONDS", "300",
+                "A blob trigger's claim on (blob name, content hash) expires after this; then another delivery "
+                "takes it over."),
+    SettingSpec("REAPER_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule of the reaper timer."),
+    SettingSpec("ACR_POLLING_INTERVAL", "5",
+                "Seconds between polls of an import's long-running operation when ARM sends no Retry-After."),
+    SettingSpec("ACR_PROBE_INTERVAL", "3",
+                "Seconds between data-plane reads of the target tag while an import is pending; 0: off."),
 )
 
 _BY_NAME = {s.name: s for s in SPECS}
@@ -112,6 +134,15 @@ class Settings:
     ca_bundle: str = ""
     appinsights_connection_string: str = field(default="", repr=False)
     worker_telemetry: bool = False
+    queue_service_uri: str = ""
+    runs_queue: str = "airlock-runs"
+    run_chunk_entries: int = 50
+    run_max_dequeue: int = 5
+    run_deadline: float = 3600.0
+    run_lease_seconds: int = 60
+    run_claim_seconds: float = 300.0
+    acr_polling_interval: float = 5.0
+    acr_probe_interval: float = 3.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, offline: bool = False) -> "Settings":
@@ -215,9 +246,25 @@ class Settings:
             ca_bundle=raw("REQUESTS_CA_BUNDLE"),
             appinsights_connection_string=raw("APPLICATIONINSIGHTS_CONNECTION_STRING"),
             worker_telemetry=boolean("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"),
+            queue_service_uri=raw("AzureWebJobsStorage__queueServiceUri"),
+            runs_queue=raw("RUNS_QUEUE"),
+            run_chunk_entries=integer("RUN_CHUNK_ENTRIES", 1, 5000),
+            run_max_dequeue=integer("RUN_MAX_DEQUEUE_COUNT", 1, 100),
+            run_deadline=number("RUN_DEADLINE_SECONDS", 1, 7 * 24 * 3600),
+            run_lease_seconds=integer("RUN_LEASE_SECONDS", 15, 60),
+            run_claim_seconds=number("RUN_CLAIM_SECONDS", 1, 24 * 3600),
+            acr_polling_interval=number("ACR_POLLING_INTERVAL", 0.1, 60),
+            acr_probe_interval=number("ACR_PROBE_INTERVAL", 0, 60),
         )
         if settings.ca_bundle and not offline and not os.path.isfile(settings.ca_bundle):
             problems.append(Problem(f"{settings.ca_bundle}: no such file", field="REQUESTS_CA_BUNDLE"))
+        if not _QUEUE_NAME.fullmatch(settings.runs_queue) or "--" in settings.runs_queue:
+            problems.append(Problem("must be 3-56 lower-case letters, digits or single '-' (a storage queue name "
+                                    f"that '-poison' still fits), got {settings.runs_queue!r}", field="RUNS_QUEUE"))
+        if (not offline and not settings.storage_connection_string and settings.blob_service_uri
+                and not settings.queue_service_uri):
+            problems.append(Problem("is required with AzureWebJobsStorage__blobServiceUri (runs are queued)",
+                                    field="AzureWebJobsStorage__queueServiceUri"))
         if not offline and not settings.storage_connection_string and not settings.blob_service_uri:
             problems.append(Problem("set a connection string, or AzureWebJobsStorage__blobServiceUri "
                                     "for managed identity", field="AzureWebJobsStorage"))

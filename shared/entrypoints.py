@@ -60,6 +60,26 @@ def handle_resync(*, past_due: bool) -> None:
     on_resync_timer(services(), past_due=past_due)
 
 
+def handle_run_message(message) -> None:
+    """A run chunk from RUNS_QUEUE (func.QueueMessage): body and dequeue count."""
+    from .handlers.runs import on_run_message
+
+    on_run_message(services(), message.get_body(), message.dequeue_count or 1)
+
+
+def handle_poison_message(message) -> None:
+    """A run chunk the host moved to RUNS_QUEUE-poison after its deliveries ran out."""
+    from .handlers.runs import on_poison_message
+
+    on_poison_message(services(), message.get_body(), message.dequeue_count or 1)
+
+
+def handle_reaper(*, past_due: bool) -> None:
+    from .handlers.triggers import on_reaper_timer
+
+    on_reaper_timer(services(), past_due=past_due)
+
+
 def handle_pool_timer(*, past_due: bool) -> None:
     from .handlers.triggers import on_pool_timer
 

@@ -52,7 +52,7 @@ def document(*, max_wait: float = 200.0, max_body: int = 1_048_576) -> dict:
                 "RunRecord": {"type": "object", "properties": {
                     "run_id": {"type": "string"}, "kind": {"enum": ["sync", "plan"]},
                     "trigger": {"enum": ["blob", "http", "timer", "cli", "event"]},
-                    "status": {"enum": ["running", "succeeded", "failed", "invalid"]},
+                    "status": {"enum": ["queued", "running", "succeeded", "failed", "abandoned", "invalid"]},
                     "manifest": {"type": "object"}, "summary": {"type": "object"},
                     "entries": {"type": "array", "items": {"type": "object"}},
                     "errors": {"type": "array", "items": {"type": "object"}}}},
@@ -130,7 +130,7 @@ def document(*, max_wait: float = 200.0, max_body: int = 1_048_576) -> dict:
                 "responses": {
                     "200": {"description": "The plan, or the finished run",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunRecord"}}}},
-                    "202": {"description": "Run started; poll the Location",
+                    "202": {"description": "Run queued (durably); poll the Location",
                             "headers": {"Location": {"schema": {"type": "string"}}}},
                     **_problem_responses(400, 422, 502, 503)}}},
             "/api/runs": {"get": {

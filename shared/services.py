@@ -68,6 +68,12 @@ class Services:
         return BlobStore(self.clients.blob_service)
 
     @cached_property
+    def runs_queue(self):
+        from .adapters.queues import RunQueue
+
+        return RunQueue(self.clients.queue_service, self.settings.runs_queue)
+
+    @cached_property
     def retrier(self):
         from .adapters.retrying import Retrier
         from .core.retry import RetryPolicy

@@ -217,26 +217,53 @@ class RunOutcome:
         self.document = document
 
     def close(self, tools: _Instruments) -> None:
-        from opentelemetry.trace import Status, StatusCode
+        report_run(self.run, self.document or {}, self.record_path, error=self.error, span=self.span, tools=tools)
 
-        run = self.run
-        document = self.document or {}
-        status = "error" if self.error is not None else document.get("status", "unknown")
-        summary = document.get("summary") or {}
-        self.span.set_attribute("airlock.status", status)
-        for key in ("total", "imported", "failed", "unchanged", "error"):
-            if key in summary:
-                self.span.set_attribute(f"airlock.count.{key}", summary[key])
-        tools.runs.add(1, {"status": status, "trigger": run.trigger, "kind": run.kind})
-        if status in ("failed", "error"):
-            self.span.set_status(Status(StatusCode.ERROR, f"run {status}"))
-            counts = " ".join(f"{k}={summary.get(k, 0)}" for k in ("total", "imported", "failed", "unchanged"))
-            reason = f" error={type(self.error).__name__}" if self.error is not None else ""
-            # a failed sync is the one ERROR line an alert matches ("AIRLOCK_RUN_FAILED", docs/operations.md);
-            # a plan imports nothing, so its failures are a warning for whoever asked for it
-            level = logging.ERROR if run.kind == "sync" else logging.WARNING
-            log.log(level, "AIRLOCK_RUN_FAILED run=%s kind=%s trigger=%s manifest=%s %s%s record=%s", run.run_id,
-                    run.kind, run.trigger, run.manifest, counts, reason, self.record_path or "-")
+
+def report_run(run: RunContext, document: dict, record_path: str = "", *, error: Optional[BaseException] = None,
+               span=None, tools: Optional[_Instruments] = None) -> None:
+    """Count a finished run by status and trigger; a failed or abandoned sync logs the ONE error line.
+    Called once per run: by ``run_scope`` (in-process runs) or when a queued run is finalised."""
+    from opentelemetry import trace
+    from opentelemetry.trace import Status, StatusCode
+
+    tools = tools or instruments()
+    span = span or trace.get_current_span()
+    status = "error" if error is not None else document.get("status", "unknown")
+    summary = document.get("summary") or {}
+    span.set_attribute("airlock.status", status)
+    for key in ("total", "imported", "failed", "unchanged", "error"):
+        if key in summary:
+            span.set_attribute(f"airlock.count.{key}", summary[key])
+    tools.runs.add(1, {"status": status, "trigger": run.trigger, "kind": run.kind})
+    if status in ("failed", "error", "abandoned"):
+        span.set_status(Status(StatusCode.ERROR, f"run {status}"))
+        counts = " ".join(f"{k}={summary.get(k, 0)}" for k in ("total", "imported", "failed", "unchanged"))
+        reason = f" error={type(error).__name__}" if error is not None else ""
+        # a failed sync is the one ERROR line an alert matches ("AIRLOCK_RUN_FAILED", docs/operations.md);
+        # a plan imports nothing, so its failures are a warning for whoever asked for it
+        level = logging.ERROR if run.kind == "sync" else logging.WARNING
+        log.log(level, "AIRLOCK_RUN_FAILED run=%s kind=%s trigger=%s manifest=%s status=%s %s%s record=%s",
+                run.run_id, run.kind, run.trigger, run.manifest, status, counts, reason, record_path or "-")
+
+
+@contextlib.contextmanager
+def chunk_scope(run: RunContext, *, chunk: int, chunks: int, delivery: int, settings=None) -> Iterator[None]:
+    """One delivery of a queued run's chunk: the run's context (run id on every log line, pool threads
+    included) and an ``airlock.run`` span with the chunk's attributes. The run is counted and reported
+    by ``report_run`` when it is finalised, exactly once, whichever chunk finalises it."""
+    if settings is not None:
+        configure(settings)
+    else:
+        _install_log_factory()
+    token = _run.set(run)
+    try:
+        attributes = {**_attributes(run), "airlock.chunk": chunk, "airlock.chunks": chunks,
+                      "airlock.delivery": delivery}
+        with instruments().tracer.start_as_current_span("airlock.run", attributes=attributes):
+            yield
+    finally:
+        _run.reset(token)
 
 
 def traced_plan(method):

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-from ..errors import TransientError
+from ..errors import AirlockError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,37 @@ class Acr:
                             lambda: clients.credential.get_token(audience).token)
         self._reader = ManifestReader(http, lambda: clients.login_server, auth, name="the ACR")
 
-    def import_image(self, request: ImportRequest, *, timeout: float) -> None:
-        """Start an import and wait for it; raises on failure or when ``timeout`` passes."""
+    def import_image(self, request: ImportRequest, *, timeout: float,
+                     landed: Optional[Callable[[], bool]] = None) -> str:
+        """Start an import and wait for it; raises on failure or when ``timeout`` passes.
+
+        The long-running operation is polled every ``ACR_POLLING_INTERVAL`` seconds when ARM sends no
+        ``Retry-After`` (azure-core's own default is 30 s). While it is pending, ``landed`` (a data-plane
+        read of the target) is asked every ``ACR_PROBE_INTERVAL`` seconds; the import is finished as soon
+        as it says the planned digest is in place ("probe"). Otherwise the operation's terminal state
+        decides ("lro"): a failed import raises. A probe that fails (throttled, say) is not an answer.
+        """
+        s = self._settings
         poller = self._clients.registry_mgmt.registries.begin_import_image(
-            self._settings.resource_group, self._settings.registry_name, request.body())
-        poller.result(timeout=timeout)
-        if not poller.done():
-            raise TransientError(f"import did not finish within {timeout:g}s", code="DeadlineExceeded")
+            s.resource_group, s.registry_name, request.body(), polling_interval=s.acr_polling_interval)
+        deadline = time.monotonic() + timeout
+        probe = s.acr_probe_interval if landed is not None else 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TransientError(f"import did not finish within {timeout:g}s", code="DeadlineExceeded")
+            poller.wait(timeout=min(remaining, probe) if probe > 0 else remaining)
+            if poller.done():
+                poller.result()  # raises the operation's failure
+                return "lro"
+            if probe > 0:
+                try:
+                    if landed():
+                        log.debug("import of %s seen on the data plane before its operation finished",
+                                  request.target_tags or request.untagged_repositories)
+                        return "probe"
+                except AirlockError as exc:
+                    log.debug("probe of an import's target failed (%s); still waiting", exc.code)
 
     def tag_digest(self, repository: str, tag: str) -> Optional[str]:
         """The digest a tag points at in the ACR, or None when the tag (or repository) is absent."""

@@ -14,6 +14,45 @@ from functools import cached_property
 from ..config import Settings
 
 
+class ThrottleAwareCredential:
+    """DefaultAzureCredential, except that a token request the identity endpoint throttled (429) or failed
+    (5xx) raises TransientError. DefaultAzureCredential reports it as a ClientAuthenticationError without
+    the status, which reads as permanent; the status is seen here with azure-core's ``raw_response_hook``
+    on the credential's own pipeline (the managed-identity endpoint)."""
+
+    def __init__(self, factory):
+        self._local = threading.local()
+        self._inner = factory(raw_response_hook=self._saw)
+
+    def _saw(self, response) -> None:
+        self._local.status = response.http_response.status_code
+
+    def _call(self, fn, *args, **kwargs):
+        from azure.core.exceptions import ClientAuthenticationError
+
+        from ..core.retry import RETRYABLE_STATUSES
+        from ..errors import TransientError
+
+        self._local.status = None
+        try:
+            return fn(*args, **kwargs)
+        except ClientAuthenticationError:
+            status = getattr(self._local, "status", None)
+            if status in RETRYABLE_STATUSES:
+                raise TransientError(f"managed-identity endpoint answered {status}", code=f"HTTP{status}",
+                                     status=status) from None
+            raise
+
+    def get_token(self, *scopes, **kwargs):
+        return self._call(self._inner.get_token, *scopes, **kwargs)
+
+    def get_token_info(self, *scopes, options=None):
+        return self._call(self._inner.get_token_info, *scopes, options=options)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 class AzureClients:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -32,7 +71,8 @@ class AzureClients:
     def credential(self):
         from azure.identity import DefaultAzureCredential
 
-        return DefaultAzureCredential(exclude_interactive_browser_credential=True)
+        return ThrottleAwareCredential(
+            lambda **hooks: DefaultAzureCredential(exclude_interactive_browser_credential=True, **hooks))
 
     @cached_property
     def registry_mgmt(self):
@@ -80,6 +120,17 @@ class AzureClients:
                 s.storage_connection_string, **self._common(sdk_retries=True))
         return BlobServiceClient(account_url=s.blob_service_uri, credential=self.credential,
                                  **self._common(sdk_retries=True))
+
+    @cached_property
+    def queue_service(self):
+        from azure.storage.queue import QueueServiceClient
+
+        s = self.settings
+        if s.storage_connection_string:
+            return QueueServiceClient.from_connection_string(
+                s.storage_connection_string, **self._common(sdk_retries=True))
+        return QueueServiceClient(account_url=s.queue_service_uri, credential=self.credential,
+                                  **self._common(sdk_retries=True))
 
     def blob_at(self, sas_url: str):
         """A blob client for a SAS URL (a run log, a build-source upload). The storage SDK redacts the

@@ -67,6 +67,36 @@ class BlobStore:
         except ResourceExistsError:
             return False
 
+    def get_json_etag(self, container: str, name: str) -> tuple[Optional[dict], Optional[str]]:
+        """The document and its ETag (for ``put_json_if``), or (None, None) when absent."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            downloader = self._container(container).get_blob_client(name).download_blob()
+            return json.loads(downloader.readall()), downloader.properties.etag
+        except ResourceNotFoundError:
+            return None, None
+
+    def put_json_if(self, container: str, name: str, document: dict, etag: Optional[str], *,
+                    metadata: Optional[dict] = None) -> bool:
+        """Write only if the blob still has ``etag`` (or, with None, does not exist); False when it changed."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.storage.blob import ContentSettings
+
+        blob = self._container(container).get_blob_client(name)
+        data = json.dumps(document, indent=2, sort_keys=False).encode()
+        settings = ContentSettings(content_type="application/json")
+        try:
+            if etag is None:
+                blob.upload_blob(data, overwrite=False, metadata=metadata, content_settings=settings)
+            else:
+                blob.upload_blob(data, overwrite=True, metadata=metadata, etag=etag,
+                                 match_condition=MatchConditions.IfNotModified, content_settings=settings)
+            return True
+        except (ResourceModifiedError, ResourceExistsError):
+            return False
+
     def delete(self, container: str, name: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
 
@@ -133,24 +163,3 @@ class BlobStore:
         except ResourceNotFoundError:
             return None
         return dict(props.metadata or {}), props.etag
-
-    def put_json_if(self, container: str, name: str, document: dict, metadata: dict, *,
-                    etag: Optional[str]) -> bool:
-        """Write only if the blob is still at ``etag`` (None: only if it does not exist); False when
-        someone else wrote it first."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
-        from azure.storage.blob import ContentSettings
-
-        blob = self._container(container).get_blob_client(name)
-        data = json.dumps(document).encode()
-        settings = ContentSettings(content_type="application/json")
-        try:
-            if etag is None:
-                blob.upload_blob(data, overwrite=False, metadata=metadata, content_settings=settings)
-            else:
-                blob.upload_blob(data, overwrite=True, metadata=metadata, content_settings=settings,
-                                 etag=etag, match_condition=MatchConditions.IfNotModified)
-            return True
-        except (ResourceExistsError, ResourceModifiedError):
-            return False

@@ -1,22 +1,18 @@
-"""Import runs for every trigger: validate, plan, apply, record.
+"""Import requests: JSON bodies as manifests, and ``run_manifest``, a whole run in this process.
 
-``run_manifest`` is the synchronous whole run (blob trigger, timer, CLI). ``RunLauncher`` starts
-the same run on a worker thread for the HTTP API, so that a caller gets a run id at once and can
-wait for the result or poll ``GET /api/runs/{id}``; a "running" record is written before the
-work starts so the id is never unknown.
+``run_manifest`` serves plans (``?plan=true``, ``plan``) and unrecorded syncs (``sync --no-record``).
+Recorded runs go through ``handlers.runs``: queued for every trigger, checkpointed in-process for the
+CLI's ``sync``.
 """
 from __future__ import annotations
 
 import logging
-import threading
-from concurrent.futures import Future
 from typing import Optional
 
 from ..core.outcome import RunRecord
 from ..errors import Problem, ValidationError
-from ..telemetry import ContextThreadPoolExecutor as ThreadPoolExecutor  # runs keep the request's log context
 from . import records
-from .sync import SyncEngine, new_run_id
+from .sync import SyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -86,34 +82,3 @@ def problems_for_json(errors: list[dict]) -> list[Problem]:
             message = message[len(prefix):]
         out.append(Problem(message, field=f"/{line - 1}" if line else "/"))
     return out
-
-
-class RunLauncher:
-    """Runs imports on worker threads of this process (at most ``workers`` at once)."""
-
-    def __init__(self, workers: int = 2):
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="run")
-        self._futures: dict[str, Future] = {}
-        self._lock = threading.Lock()
-
-    def start(self, services, text, *, name: str, trigger: str) -> tuple[str, Future]:
-        run_id = new_run_id()
-        records.save(services, {"run_id": run_id, "kind": "sync", "trigger": trigger, "status": "running",
-                                "manifest": {"name": name}})
-        future = self._pool.submit(self._run, services, text, name, trigger, run_id)
-        with self._lock:
-            self._futures[run_id] = future
-        return run_id, future
-
-    def _run(self, services, text, name, trigger, run_id) -> dict:
-        try:
-            return run_manifest(services, text, name=name, trigger=trigger, run_id=run_id)
-        except Exception:
-            log.exception("run %s failed unexpectedly", run_id)
-            records.save(services, {"run_id": run_id, "kind": "sync", "trigger": trigger, "status": "failed",
-                                    "manifest": {"name": name},
-                                    "errors": [{"message": "internal error; see the function logs"}]})
-            raise
-        finally:
-            with self._lock:
-                self._futures.pop(run_id, None)

@@ -29,14 +29,14 @@ def update(services, record: dict) -> bool:
     container = services.settings.outcomes_container
     store = services.store
     try:
-        if store.put_json_if(container, name, item, core.to_metadata(item), etag=None):
+        if store.put_json_if(container, name, item, None, metadata=core.to_metadata(item)):
             return True  # the run's first save: created, one request
         for _ in range(5):
             current = store.get_metadata(container, name)
             if current is not None and not core.replaces(current[0].get("status"), item.get("status")):
                 return False
-            if store.put_json_if(container, name, item, core.to_metadata(item),
-                                 etag=current[1] if current else None):
+            if store.put_json_if(container, name, item, current[1] if current else None,
+                                 metadata=core.to_metadata(item)):
                 return True
         log.warning("index entry of run %s kept changing; not updated", record["run_id"])
     except Exception as exc:  # noqa: BLE001 - the record is saved; the index must never fail the run

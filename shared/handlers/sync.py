@@ -54,8 +54,9 @@ def _plan_failure(item: PlanItem, retryable: bool) -> EntryOutcome:
 
 
 class SyncEngine:
-    def __init__(self, services):
+    def __init__(self, services, *, before_import: Optional[Callable[[PlanItem], None]] = None):
         self.services = services
+        self.before_import = before_import  # e.g. a "started" checkpoint (handlers.runs)
         self.settings = services.settings
         self._dockerhub_remaining: Optional[int] = None
         self._lock = threading.Lock()
@@ -181,12 +182,22 @@ class SyncEngine:
         else:
             request = self._import_request(item)
             try:
+                if self.before_import is not None:
+                    self.before_import(item)
                 self.services.retrier.call(
-                    lambda: acr.import_image(request, timeout=max(1.0, deadline - time.monotonic())),
+                    lambda: acr.import_image(request, timeout=max(1.0, deadline - time.monotonic()),
+                                             landed=lambda: self._landed(item)),
                     what=f"import {entry.target}", attempts=attempts, deadline=deadline)
             except AirlockError as exc:
                 error = exc
-        after = self._read_back(item)
+        after, read_error = self._read_back(item)
+        if read_error is not None:
+            # the read-back itself failed (throttled, 5xx, no token): it says nothing about the digest, so
+            # it is never a DigestMismatch; a permanent import error still wins over a transient read error
+            failure = error if error is not None and not isinstance(error, TransientError) else read_error
+            return EntryOutcome(item, RESULT_FAILED, attempts.count, time.monotonic() - started,
+                                failure.code, redact(failure.message, self.settings.secrets()), None,
+                                retryable=isinstance(failure, TransientError))
         if error is not None and after != item.source_digest:
             log.warning("import of %s failed: %s", entry.target, self._describe(error))
             return EntryOutcome(item, RESULT_FAILED, attempts.count, time.monotonic() - started,
@@ -201,19 +212,27 @@ class SyncEngine:
         return EntryOutcome(item, RESULT_IMPORTED, attempts.count, time.monotonic() - started,
                             target_digest_after=after)
 
-    def _read_back(self, item: PlanItem) -> Optional[str]:
+    def _landed(self, item: PlanItem) -> bool:
+        """One data-plane read (no retries): is the planned digest at the target already?"""
+        entry = item.entry
+        if entry.target_tag:
+            return self.services.acr.tag_digest(entry.target_repository, entry.target_tag) == item.source_digest
+        return self.services.acr.has_manifest(entry.target_repository, item.source_digest)
+
+    def _read_back(self, item: PlanItem) -> tuple[Optional[str], Optional[AirlockError]]:
+        """(digest at the target or None, the error when it could not be read)."""
         entry = item.entry
         acr = self.services.acr
         try:
             if entry.target_tag:
                 return self.services.retrier.call(
-                    lambda: acr.tag_digest(entry.target_repository, entry.target_tag), what="read back")
+                    lambda: acr.tag_digest(entry.target_repository, entry.target_tag), what="read back"), None
             present = self.services.retrier.call(
                 lambda: acr.has_manifest(entry.target_repository, item.source_digest), what="read back")
-            return item.source_digest if present else None
+            return (item.source_digest if present else None), None
         except AirlockError as exc:
             log.warning("could not read back %s: %s", entry.target, self._describe(exc))
-            return None
+            return None, exc
 
     # -- whole runs -------------------------------------------------------------------------
     @traced_run

@@ -1,12 +1,13 @@
 """Blob, timer and Event Grid triggers: the work each one starts, with its record.
 
-Blob: ``*.txt`` manifests are synced; the build rule file (``BUILD_RULES_BLOB``) is validated
-(``handlers.rules``). Timers: the re-sync, and the idle-pool scaler (``handlers.builds``). Event
-Grid: every event is recorded once; ImageDeleted self-heals, ImagePushed fires build rules.
+Blob: ``*.txt`` manifests are claimed once per content and queued (``handlers.runs``); the build rule
+file (``BUILD_RULES_BLOB``) is validated (``handlers.rules``). Timers: the re-sync (queues a run per
+manifest), the reaper (``handlers.runs.reap``) and the idle-pool scaler (``handlers.builds``). Event
+Grid: every event is recorded once; ImageDeleted queues a self-heal run, ImagePushed fires build rules.
 
-function_app.py hands the trigger payload here. Transient failures (TransientError) are
-raised so the Functions runtime retries them (and moves a blob event to poison after its
-retries); permanent problems (an invalid manifest, a failed entry) are recorded and not raised.
+function_app.py hands the trigger payload here. Imports run on the queue (``handlers.runs``), never
+here. Transient failures (TransientError) are raised so the runtime redelivers; an invalid manifest
+is recorded and not raised; a timer that could not do all its work raises after doing the rest.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ..core.events import AcrEvent, EventFormatError, parse_event
 from ..core.manifest import Entry
 from ..core.names import blob_segment
 from ..errors import ConflictError, TransientError
-from .imports import run_manifest
+from .runs import claim_and_queue, queue_run, reap
 from .sync import check_manifest
 
 log = logging.getLogger(__name__)
@@ -51,22 +52,7 @@ def on_manifest_blob(services, path: str, data: bytes) -> Optional[dict]:
         log.info("ignoring %s: not a manifest (*.txt) nor the build rule file", name)
         return None
     digest = hashlib.sha256(data).hexdigest()
-    marker = f"processed/{blob_segment(name)}/{digest}.json"  # any blob name stays inside processed/
-    done = services.store.get_json(s.outcomes_container, marker)
-    if done is not None:
-        log.info("manifest %s (sha256 %s) was already processed by run %s; nothing to do",
-                 name, digest[:12], done.get("run_id"))
-        return None
-    document = run_manifest(services, data, name=name, trigger="blob")
-    if document.get("retryable"):
-        # every failure was transient (registry or ARM unreachable, throttled): let the runtime
-        # retry the trigger (and move it to poison after its retries); entries already imported
-        # are unchanged on the next attempt
-        raise TransientError(f"run {document['run_id']} of {name} failed on transient errors; retrying",
-                             code="TransientRunFailure")
-    services.store.put_json(s.outcomes_container, marker,
-                            {"run_id": document["run_id"], "record_url": document.get("record_url")})
-    return document
+    return claim_and_queue(services, name, data, digest)
 
 
 def current_manifests(services) -> list[tuple[str, bytes]]:
@@ -76,17 +62,32 @@ def current_manifests(services) -> list[tuple[str, bytes]]:
 
 
 def on_resync_timer(services, *, past_due: bool = False) -> list[dict]:
-    """Re-sync every current manifest, one re-sync at a time (a blob lease)."""
+    """Queue a re-sync run of every current manifest, one re-sync at a time (a blob lease). Raises
+    (after queueing the others) when any manifest could not be queued."""
     s = services.settings
     if past_due:
         log.info("re-sync timer is past due; running once now (missed runs are not replayed)")
+    queued, failures = [], []
     try:
         with services.store.lease(s.outcomes_container, RESYNC_LEASE, seconds=60, renew=True):
-            return [run_manifest(services, data, name=name, trigger="timer")
-                    for name, data in current_manifests(services)]
+            for name, data in current_manifests(services):
+                try:
+                    queued.append(queue_run(services, data, name=name, trigger="timer"))
+                except Exception as exc:  # noqa: BLE001 - reported below, after the other manifests
+                    log.error("re-sync: could not queue %s: %s", name, type(exc).__name__)
+                    failures.append(name)
     except ConflictError:
         log.info("another re-sync holds the lease; skipping this one")
         return []
+    if failures:
+        raise TransientError(f"re-sync could not queue {len(failures)} manifest(s): {', '.join(failures[:10])}",
+                             code="ResyncFailed")
+    return queued
+
+
+def on_reaper_timer(services, *, past_due: bool = False) -> list[dict]:
+    """Abandon runs with no progress past RUN_DEADLINE_SECONDS (raises when one could not be handled)."""
+    return reap(services)
 
 
 def _event_marker(event: AcrEvent) -> str:
@@ -124,7 +125,12 @@ def on_registry_event(services, body: dict) -> dict:
         log.info("recorded event %s of unhandled type %s", event.id, event.type)
         record["status"] = "ignored"
     elif event.short_type == "ImageDeleted" and s.self_heal:
-        record["actions"] = _self_heal(services, event)
+        try:
+            record["actions"] = _self_heal(services, event)
+        except Exception:
+            # not queued (storage or the queue failed): un-record the event so its redelivery heals
+            services.store.delete(s.outcomes_container, marker)
+            raise
     elif event.short_type == "ImagePushed":
         record.update(_run_rules(services, event, marker))
     services.store.put_json(s.outcomes_container, marker, record)
@@ -149,7 +155,12 @@ def on_pool_timer(services, *, past_due: bool = False) -> list[dict]:
 
     if past_due:
         log.info("idle-pool timer is past due; running once now")
-    return scale_idle_pools(services)
+    decisions = scale_idle_pools(services)
+    errors = [d for d in decisions if d.get("action") == "error"]
+    if errors:  # recorded per pool; the invocation fails so the platform's monitoring shows it
+        raise TransientError(f"idle-pool timer: {len(errors)} pool(s) failed: "
+                             + "; ".join(f"{d['pool']}: {d['reason']}" for d in errors[:5]), code="PoolTimerFailed")
+    return decisions
 
 
 def _self_heal(services, event: AcrEvent) -> list[dict]:
@@ -161,6 +172,6 @@ def _self_heal(services, event: AcrEvent) -> list[dict]:
     names = sorted({n for n, _ in entries})
     log.info("%s was deleted; re-importing %d mirrored entr(ies) from %s", event.repository, len(entries),
              ", ".join(names))
-    document = run_manifest(services, lines, name=f"self-heal:{','.join(names)}", trigger="event")
+    document = queue_run(services, lines, name=f"self-heal:{','.join(names)}", trigger="event")
     return [{"action": "reimport", "run_id": document["run_id"], "status": document["status"],
              "targets": [e.target for _, e in entries]}]

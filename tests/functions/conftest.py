@@ -17,6 +17,17 @@ def env(stack, seeded, airlock_env, monkeypatch):
 
 
 @pytest.fixture
+def queue_host(env, registered):
+    """Delivers RUNS_QUEUE messages to the registered queue functions (tests/queue_host.py); a fresh queue
+    per test."""
+    from tests.queue_host import QueueHost
+
+    env.setenv("RUNS_QUEUE", f"runs-{uuid.uuid4().hex[:10]}")
+    entrypoints.reset()
+    return QueueHost({name: f.get_user_function() for name, f in registered.items()})
+
+
+@pytest.fixture
 def functions(registered):
     """The user functions of function_app, by function name."""
     return {name: f.get_user_function() for name, f in registered.items()}

@@ -55,7 +55,8 @@ def backing_digest(stack, ref: str) -> str:
 def test_function_index_contract(registered):
     """The index as the Functions host reads it (get_function_json): names, triggers, routes, auth, settings."""
     index = {name: json.loads(f.get_function_json()) for name, f in registered.items()}
-    assert set(index) == {"http_app_func", "manifest_uploaded", "resync_timer", "pool_scaler", "registry_event"}
+    assert set(index) == {"http_app_func", "manifest_uploaded", "resync_timer", "pool_scaler", "registry_event",
+                          "run_worker", "run_poison", "run_reaper"}
 
     def trigger(name):
         [binding] = [b for b in index[name]["bindings"] if b["type"].endswith("Trigger")]
@@ -72,11 +73,34 @@ def test_function_index_contract(registered):
     assert trigger("pool_scaler") == {"direction": "IN", "type": "timerTrigger", "name": "timer",
                                       "schedule": "%POOL_SCALE_SCHEDULE%", "runOnStartup": False, "useMonitor": True}
     assert trigger("registry_event") == {"direction": "IN", "type": "eventGridTrigger", "name": "event"}
+    assert trigger("run_worker") == {"direction": "IN", "type": "queueTrigger", "name": "msg",
+                                     "queueName": "%RUNS_QUEUE%", "connection": "AzureWebJobsStorage"}
+    assert trigger("run_poison") == {"direction": "IN", "type": "queueTrigger", "name": "msg",
+                                     "queueName": "%RUNS_QUEUE%-poison", "connection": "AzureWebJobsStorage"}
+    assert trigger("run_reaper") == {"direction": "IN", "type": "timerTrigger", "name": "timer",
+                                     "schedule": "%REAPER_SCHEDULE%", "runOnStartup": False, "useMonitor": True}
     # every %SETTING% a binding names is a documented setting
     from shared.config import SPECS
 
     names = {s.name for s in SPECS}
-    assert {"MANIFESTS_CONTAINER", "RESYNC_SCHEDULE", "POOL_SCALE_SCHEDULE"} <= names
+    assert {"MANIFESTS_CONTAINER", "RESYNC_SCHEDULE", "POOL_SCALE_SCHEDULE", "RUNS_QUEUE", "REAPER_SCHEDULE"} <= names
+
+
+def test_retry_policies_only_on_timers_and_host_json_queues(registered):
+    """@app.retry is honoured for timers only; host.json has no host-level retry block (no trigger here
+    honours it) and its queues extension agrees with RUN_MAX_DEQUEUE_COUNT."""
+    from shared.config import Settings
+
+    with_retry = {name for name, f in registered.items()
+                  if any(type(x).__name__ == "RetryPolicy" for x in f._settings)}
+    assert with_retry == {"resync_timer", "pool_scaler", "run_reaper"}
+    host = json.loads((Path(__file__).resolve().parents[2] / "host.json").read_text())
+    assert "retry" not in host
+    queues = host["extensions"]["queues"]
+    defaults = Settings.from_env({"AZURE_SUBSCRIPTION_ID": "s", "ACR_RESOURCE_GROUP": "r", "ACR_NAME": "a",
+                                  "AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    assert queues["maxDequeueCount"] == defaults.run_max_dequeue
+    assert {"batchSize", "newBatchThreshold", "visibilityTimeout"} <= set(queues)
 
 
 def test_import_function_app_is_cheap():
@@ -94,13 +118,16 @@ def test_import_function_app_is_cheap():
 
 # -- blob trigger -----------------------------------------------------------------------------
 
-def test_blob_trigger_imports_and_redelivery_does_nothing(env, stack, seeded, functions, prefix):
+def test_blob_trigger_imports_and_redelivery_does_nothing(env, stack, seeded, functions, queue_host, prefix):
     text = f"registry.k8s.io/ingress-nginx/controller:v1.11.1 => {prefix}/controller\n"
     name = f"{prefix}.txt"
     upload_manifest(name, text)
     container = services().settings.manifests_container
     blob = func.blob.InputStream(data=text.encode(), name=f"{container}/{name}")
     functions["manifest_uploaded"](blob)
+    [queued] = records_for(name)
+    assert queued["status"] == "queued" and queued["entries"] == []  # the trigger only queues
+    queue_host.drain()
     [record] = records_for(name)
     assert record["trigger"] == "blob" and record["status"] == "succeeded"
     assert backing_digest(stack, f"{prefix}/controller:v1.11.1") == seeded["ingress-nginx/controller:v1.11.1"]
@@ -129,23 +156,46 @@ def test_blob_trigger_transient_failure_raises_for_retry(env, stack, functions, 
         functions["manifest_uploaded"](func.blob.InputStream(data=b"nginx:1.27\n", name=f"x/{prefix}.txt"))
 
 
-def test_blob_trigger_retries_a_run_that_failed_only_on_transient_errors(env, stack, seeded, functions, prefix):
-    """ARM answering 503 past every retry: the record says retryable, the trigger raises so the runtime
-    retries it, and no 'processed' marker is written, so the redelivery does the work."""
+def test_queued_run_that_failed_only_on_transient_errors_is_redelivered(env, stack, seeded, functions, queue_host,
+                                                                     prefix):
+    """ARM answering 503 past every retry of a delivery: the chunk raises and is redelivered (no entry is
+    final yet); once the faults pass, the redelivery imports it and the run succeeds: one record."""
     text = f"library/busybox:1.36 => {prefix}/bb\n"
     name = f"{prefix}-transient.txt"
     container = services().settings.manifests_container
-    stack.emulator.faults.add("status", method="POST", path="/importImage$", status=503, times=50)
+    functions["manifest_uploaded"](func.blob.InputStream(data=text.encode(), name=f"{container}/{name}"))
+    stack.emulator.faults.add("status", method="POST", path="/importImage$", status=503, times=4)
     try:
-        with pytest.raises(Exception, match="transient"):
-            functions["manifest_uploaded"](func.blob.InputStream(data=text.encode(), name=f"{container}/{name}"))
+        queue_host.drain()
     finally:
         stack.emulator.faults.clear()
-    [failed] = records_for(name)
-    assert failed["retryable"] is True and failed["entries"][0]["error"]["retryable"] is True
+    assert any("transient" in str(e) for e in queue_host.errors), queue_host.errors
+    [record] = records_for(name)
+    assert record["status"] == "succeeded" and record["summary"]["imported"] == 1
+    assert queue_host.deliveries >= 2
+
+
+def test_transient_failures_on_the_last_delivery_are_recorded_retryable(env, stack, seeded, functions, queue_host,
+                                                                       prefix):
+    """Still failing on the last allowed delivery: the entry is final, failed, retryable; the run is failed
+    and the invocation that recorded it raises (the message then goes to poison, which finds it final)."""
+    env.setenv("RUN_MAX_DEQUEUE_COUNT", "2")
+    entrypoints.reset()
+    queue_host.max_dequeue = 2
+    text = f"library/busybox:1.36 => {prefix}/bb2\n"
+    name = f"{prefix}-always.txt"
+    container = services().settings.manifests_container
     functions["manifest_uploaded"](func.blob.InputStream(data=text.encode(), name=f"{container}/{name}"))
-    latest = max(records_for(name), key=lambda r: r["started_at"])
-    assert latest["status"] == "succeeded" and latest["summary"]["imported"] == 1
+    stack.emulator.faults.add("status", method="POST", path="/importImage$", status=503, times=1000)
+    try:
+        queue_host.drain()
+    finally:
+        stack.emulator.faults.clear()
+    [record] = records_for(name)
+    assert record["status"] == "failed" and record["retryable"] is True
+    [entry] = record["entries"]
+    assert entry["error"]["retryable"] is True and entry["error"]["code"] == "ServiceUnavailable"
+    assert any(type(e).__name__ == "RunFailed" for e in queue_host.errors)
 
 
 def test_blob_trigger_ignores_non_manifest_blobs(env, functions, prefix):
@@ -156,14 +206,17 @@ def test_blob_trigger_ignores_non_manifest_blobs(env, functions, prefix):
 
 # -- timer --------------------------------------------------------------------------------------
 
-def test_timer_resyncs_current_manifests(env, stack, seeded, functions, prefix):
+def test_timer_resyncs_current_manifests(env, stack, seeded, functions, queue_host, prefix):
     upload_manifest("a.txt", f"library/busybox:1.36 => {prefix}/busybox\n")
     upload_manifest("b.txt", f"quay.io/jetstack/cert-manager-controller:v1.15.2 => {prefix}/cm\n")
     functions["resync_timer"](TimerRequest(past_due=True))
+    assert {r["status"] for r in records_for("a.txt") + records_for("b.txt")} == {"queued"}
+    queue_host.drain()
     a, b = records_for("a.txt"), records_for("b.txt")
     assert len(a) == 1 and len(b) == 1 and a[0]["trigger"] == "timer"
     assert a[0]["summary"]["imported"] == 1
     functions["resync_timer"](TimerRequest())
+    queue_host.drain()
     latest = sorted(records_for("a.txt"), key=lambda r: r["started_at"])[-1]
     assert latest["summary"]["unchanged"] == 1 and latest["summary"]["imported"] == 0
 
@@ -239,14 +292,14 @@ def test_unknown_and_malformed_events_never_crash(env, functions, caplog):
     assert "rejected malformed Event Grid event" in caplog.text
 
 
-def test_deleted_mirrored_image_is_reimported(env, stack, seeded, functions, prefix):
+def test_deleted_mirrored_image_is_reimported(env, stack, seeded, functions, queue_host, prefix):
     """ImageDeleted of a mirrored tag (a real delete on the emulated ACR) re-imports it."""
     upload_manifest("mirror.txt", f"library/nginx:1.27 => {prefix}/nginx\n")
     s = services()
-    from shared.handlers.imports import run_manifest
+    from shared.handlers.runs import run_in_process
 
-    assert run_manifest(s, f"library/nginx:1.27 => {prefix}/nginx\n", name="mirror.txt",
-                        trigger="cli")["status"] == "succeeded"
+    assert run_in_process(s, f"library/nginx:1.27 => {prefix}/nginx\n", name="mirror.txt",
+                          trigger="cli")["status"] == "succeeded"
     seen: list[dict] = []
     unsubscribe = stack.emulator.events.subscribe(lambda events: seen.extend(events))
     try:
@@ -261,7 +314,10 @@ def test_deleted_mirrored_image_is_reimported(env, stack, seeded, functions, pre
     deleted = next(e for e in seen if e["eventType"].endswith("ImageDeleted"))
     functions["registry_event"](grid_event(deleted))
     [record] = event_records(deleted["id"])
-    assert record["actions"] and record["actions"][0]["status"] == "succeeded"
+    assert record["actions"] and record["actions"][0]["status"] == "queued"
+    queue_host.drain()
+    run = s.store.get_json(s.settings.outcomes_container, f"runs/{record['actions'][0]['run_id']}.json")
+    assert run["status"] == "succeeded" and run["trigger"] == "event" and run["summary"]["imported"] == 1
     assert backing_digest(stack, f"{prefix}/nginx:1.27") == seeded["library/nginx:1.27"]
 
 
@@ -287,3 +343,23 @@ def test_http_function_problem_json_for_bad_manifest(env, functions):
     assert response.headers["content-type"].startswith("application/problem+json")
     problem = json.loads(response.get_body())
     assert problem["errors"][0]["line"] == 2
+
+
+def test_self_heal_that_could_not_be_queued_is_healed_by_the_redelivery(env, stack, functions, queue_host, prefix):
+    """The queue is unreachable when ImageDeleted arrives: the invocation fails and the event is not
+    recorded, so Event Grid's redelivery queues the re-import."""
+    upload_manifest("heal.txt", f"library/busybox:1.36 => {prefix}/bb\n")
+    body = json.loads((FIXTURES / "event-grid-schema" / "image_deleted.json").read_text())
+    body["id"] = str(uuid.uuid4())
+    body["data"]["target"]["repository"] = f"{prefix}/bb"
+    good = stack.env["AzureWebJobsStorage"]
+    env.setenv("AzureWebJobsStorage", good.replace(f":{stack.queue_port}/", ":1/"))
+    entrypoints.reset()
+    with pytest.raises(Exception):  # noqa: B017 - any error: the point is that it is not swallowed
+        functions["registry_event"](grid_event(body))
+    assert event_records(body["id"]) == []
+    env.setenv("AzureWebJobsStorage", good)
+    entrypoints.reset()
+    functions["registry_event"](grid_event(body))
+    [record] = event_records(body["id"])
+    assert record["actions"][0]["status"] == "queued"

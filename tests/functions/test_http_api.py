@@ -9,19 +9,27 @@ import httpx
 import pytest
 
 from devstack import oci
+from shared import entrypoints
 from shared.api import create_app
 from shared.services import Services
+from tests.queue_host import QueueHost
 from tests.servers import serve_asgi
 
 
 @pytest.fixture(scope="module")
-def api(stack, seeded):
-    env = {**stack.env, "RETRY_BASE_SECONDS": "0.05", "HTTP_MAX_BODY_BYTES": "4096"}
+def api(stack, seeded, registered):
+    """The API on uvicorn, and a queue host running the queued runs (as the Functions host would)."""
+    env = {**stack.env, "RETRY_BASE_SECONDS": "0.05", "HTTP_MAX_BODY_BYTES": "4096",
+           "RUNS_QUEUE": f"runs-{uuid.uuid4().hex[:10]}"}
     app = create_app(lambda: Services.from_env(env))
     with pytest.MonkeyPatch.context() as mp:  # the managed-identity credential reads os.environ
-        stack.apply_env(mp)
-        with serve_asgi(app) as base_url, httpx.Client(base_url=base_url, timeout=60) as client:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        entrypoints.reset()
+        host = QueueHost({name: f.get_user_function() for name, f in registered.items()})
+        with serve_asgi(app) as base_url, httpx.Client(base_url=base_url, timeout=60) as client, host.serving():
             yield client
+        entrypoints.reset()
 
 
 @pytest.fixture
@@ -69,10 +77,11 @@ def test_import_without_wait_answers_202_and_finishes(api, seeded, prefix):
     assert response.status_code == 202
     run_id = response.json()["run_id"]
     assert response.headers["location"] == f"/api/runs/{run_id}"
+    assert response.json()["status"] == "queued"
     deadline = time.monotonic() + 60
     while True:
         document = api.get(f"/api/runs/{run_id}").json()
-        if document["status"] != "running":
+        if document["status"] not in ("queued", "running"):
             break
         assert time.monotonic() < deadline
         time.sleep(0.2)

@@ -1,0 +1,166 @@
+"""Queued runs: the run state machine, chunking, queue-message shape and final-record assembly.
+
+Pure code: no I/O, no clock (callers pass ``now``), no azure.*. The adapters move messages and blobs;
+``shared.handlers.runs`` orchestrates; this module decides.
+
+State machine of a run record (``status``)::
+
+    queued ──start──> running ──finish──> succeeded | failed
+       │                 │
+       └─────abandon─────┴──────────────> abandoned      (the reaper: no progress past the deadline)
+
+``invalid`` is written directly by a trigger for a manifest that did not validate (never queued).
+Terminal states never change again; ``transition`` refuses anything else.
+
+A run of N entries is split into ``ceil(N / chunk_size)`` chunks (at least one, so an empty manifest
+still finishes); each chunk is one queue message and is planned and applied on its own. The run is
+final when every chunk is complete; the record then lists every entry exactly once, by line.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable, Optional
+
+QUEUED = "queued"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+ABANDONED = "abandoned"
+INVALID = "invalid"
+TERMINAL = frozenset({SUCCEEDED, FAILED, ABANDONED, INVALID})
+
+_TRANSITIONS = {
+    (QUEUED, "start"): RUNNING,
+    (RUNNING, "start"): RUNNING,      # a redelivered chunk, or a second chunk of a fanned-out run
+    (QUEUED, "abandon"): ABANDONED,
+    (RUNNING, "abandon"): ABANDONED,
+}
+
+MESSAGE_VERSION = 1
+
+
+class RunStateError(ValueError):
+    """A transition the state machine does not allow (e.g. anything out of a terminal state)."""
+
+
+def transition(status: str, event: str, *, failed: bool = False) -> str:
+    """The status after ``event`` ("start", "finish", "abandon"); ``failed`` decides a finish."""
+    if event == "finish" and status in (QUEUED, RUNNING):
+        return FAILED if failed else SUCCEEDED
+    try:
+        return _TRANSITIONS[(status, event)]
+    except KeyError:
+        raise RunStateError(f"a {status} run cannot {event}") from None
+
+
+def is_terminal(status: Optional[str]) -> bool:
+    return status in TERMINAL
+
+
+def chunk_ranges(entry_count: int, chunk_size: int) -> list[tuple[int, int]]:
+    """``[(start, end), ...]`` half-open index ranges covering ``entry_count`` entries; at least one."""
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    if entry_count <= 0:
+        return [(0, 0)]
+    count = math.ceil(entry_count / chunk_size)
+    return [(i * chunk_size, min(entry_count, (i + 1) * chunk_size)) for i in range(count)]
+
+
+@dataclass(frozen=True)
+class ChunkMessage:
+    """One queue message: a chunk of a run's entries (indexes into the parsed manifest snapshot)."""
+
+    run_id: str
+    chunk: int
+    chunks: int
+    start: int
+    end: int
+
+    def to_json(self) -> str:
+        return json.dumps({"v": MESSAGE_VERSION, "run_id": self.run_id, "chunk": self.chunk,
+                           "chunks": self.chunks, "start": self.start, "end": self.end}, separators=(",", ":"))
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> "ChunkMessage":
+        """The message, or ValueError naming what is wrong (a malformed message never becomes valid)."""
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        if data.get("v") != MESSAGE_VERSION:
+            raise ValueError(f"unsupported message version {data.get('v')!r}")
+        if not isinstance(data.get("run_id"), str) or not data["run_id"]:
+            raise ValueError("run_id: expected a non-empty string")
+        for key in ("chunk", "chunks", "start", "end"):
+            if not isinstance(data.get(key), int) or isinstance(data.get(key), bool) or data[key] < 0:
+                raise ValueError(f"{key}: expected a whole number >= 0")
+        if not data["chunk"] < data["chunks"] or data["start"] > data["end"]:
+            raise ValueError("chunk must be below chunks, and start at most end")
+        return cls(data["run_id"], data["chunk"], data["chunks"], data["start"], data["end"])
+
+
+def delivery_verdict(dequeue_count: int, max_dequeue: int) -> str:
+    """"work" (retries remain), "last" (transient failures become final, retryable), or "poison"."""
+    if dequeue_count > max_dequeue:
+        return "poison"
+    if dequeue_count >= max_dequeue:
+        return "last"
+    return "work"
+
+
+def is_stale(updated_at: datetime, now: datetime, deadline_seconds: float) -> bool:
+    """No progress for longer than the deadline (the reaper abandons such a run)."""
+    return (now - updated_at).total_seconds() > deadline_seconds
+
+
+def is_final_entry(entry: dict, *, last_delivery: bool) -> bool:
+    """An entry outcome is final unless it failed on something transient and retries remain."""
+    error = entry.get("error") or {}
+    return not (entry.get("result") == "failed" and error.get("retryable") and not last_delivery)
+
+
+def summarise(entries: Iterable[dict]) -> dict:
+    """Counts by planned action and by result, as ``RunRecord.summary`` (shared.core.outcome)."""
+    counts = {"new": 0, "update": 0, "unchanged": 0, "error": 0, "imported": 0, "failed": 0, "planned": 0}
+    total = 0
+    for entry in entries:
+        total += 1
+        if entry.get("action") in counts:
+            counts[entry["action"]] += 1
+        if entry.get("result") in ("imported", "failed", "planned"):
+            counts[entry["result"]] += 1
+    return {**counts, "total": total}
+
+
+def merge_entries(*sources: Iterable[dict]) -> dict[int, dict]:
+    """Entry outcomes by line; the first source that has a line wins (sources in order of authority)."""
+    merged: dict[int, dict] = {}
+    for source in sources:
+        for entry in source:
+            merged.setdefault(int(entry["line"]), entry)
+    return merged
+
+
+def final_document(record: dict, entries: dict[int, dict], *, status: Optional[str] = None,
+                   finished_at: datetime, errors: Optional[list] = None) -> dict:
+    """The terminal record: every entry once (by line), summary, status (or ``status`` when given, e.g.
+    abandoned), ``retryable`` when everything that failed failed on something transient."""
+    ordered = [entries[line] for line in sorted(entries)]
+    failed = [e for e in ordered if e.get("result") == "failed"]
+    if status is None:
+        status = transition(record.get("status", RUNNING), "finish", failed=bool(failed))
+    started = record.get("started_at") or record.get("queued_at")
+    document = {**record, "status": status, "entries": ordered, "summary": summarise(ordered),
+                "retryable": bool(failed) and all((e.get("error") or {}).get("retryable") for e in failed),
+                "finished_at": finished_at.isoformat(), "updated_at": finished_at.isoformat()}
+    if started:
+        document["duration_seconds"] = round((finished_at - datetime.fromisoformat(started)).total_seconds(), 3)
+    if errors:
+        document["errors"] = list(record.get("errors") or []) + list(errors)
+    return document

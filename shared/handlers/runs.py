@@ -1,0 +1,560 @@
+"""Queued runs: start a run (every trigger), execute its chunks (queue function, CLI), finalise once, reap.
+
+Flow: a trigger calls ``queue_run``: the manifest is validated, its snapshot and a ``queued`` record
+are stored, and one message per chunk (``RUN_CHUNK_ENTRIES`` entries) goes to ``RUNS_QUEUE``. The
+queue function calls ``on_run_message`` for each delivery; the CLI calls ``run_in_process`` (the same
+chunk code, in this process). The decisions (states, chunks, deliveries, final record) are in
+``shared.core.runs``; blobs and queues are adapters; this module orchestrates.
+
+Exactly-once effects from at-least-once deliveries, all in ``OUTCOMES_CONTAINER``:
+
+- ``runs-work/<id>/locks/<chunk>``       a renewed blob lease: one worker per chunk at a time
+- ``runs-work/<id>/started/<line>.json`` written before an import: a resumed chunk that finds the planned
+                                          digest in place reports ``imported`` (not ``unchanged``), not twice
+- ``runs-work/<id>/entries/<line>.json`` an entry's final outcome, created once: never imported again
+- ``runs-work/<id>/tries/<line>.json``   the last transient failure of an entry (the reason if it ends poisoned)
+- ``runs-work/<id>/chunks/<chunk>.json`` a chunk's outcomes, created once when all its entries are final
+- ``runs-work/<id>/final.json``          created once by whoever finalises (last chunk, or the reaper)
+- ``active/<id>``                         runs not yet final, for the reaper
+- ``runs/<id>.json``                      the record: conditional (ETag) merges while running, then final
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from ..telemetry import ContextThreadPoolExecutor as ThreadPoolExecutor  # pool threads keep the run id
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Optional
+
+from ..core import runs as core
+from ..core.manifest import Entry
+from ..core.names import blob_segment
+from ..core.outcome import RESULT_FAILED, RESULT_IMPORTED, EntryOutcome
+from ..core.plan import Action, PlanItem, decide
+from ..errors import AirlockError, ConflictError, TransientError
+from ..telemetry import RunContext, chunk_scope, report_run
+from . import records, runindex
+from .sync import Progress, SyncEngine, check_manifest, new_run_id
+
+log = logging.getLogger(__name__)
+
+WORK = "runs-work"
+ACTIVE = "active/"
+CHECKPOINT_EVERY = 2.0  # seconds between record merges while a chunk runs
+
+
+class SnapshotInvalid(AirlockError):
+    """The stored manifest no longer validates (settings changed since it was queued)."""
+
+    code = "SnapshotInvalid"
+
+
+class RunFailed(AirlockError):
+    """Raised after a failed run was recorded, so the invocation shows as failed."""
+
+    code = "RunFailed"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _work(run_id: str, *parts: str) -> str:
+    return "/".join((WORK, run_id) + parts)
+
+
+def _entry_blob(run_id: str, line: int) -> str:
+    return _work(run_id, "entries", f"{line:06d}.json")
+
+
+@dataclass
+class _Entries:
+    """What ``SyncEngine.plan`` needs of a manifest: its entries (a chunk's)."""
+
+    entries: list
+
+
+# -- records ------------------------------------------------------------------------------------
+
+def _update_record(services, run_id: str, change: Callable[[dict], Optional[dict]]) -> Optional[dict]:
+    """Read-modify-write of the record with its ETag (another chunk may write at the same time).
+    ``change`` returns the new document, or None to leave it. Terminal records are never changed."""
+    container = services.settings.outcomes_container
+    name = records.record_name(run_id)
+    for _ in range(50):
+        document, etag = services.store.get_json_etag(container, name)
+        if document is None or core.is_terminal(document.get("status")):
+            return document
+        updated = change(dict(document))
+        if updated is None:
+            return document
+        if services.store.put_json_if(container, name, updated, etag):
+            if updated.get("status") != document.get("status"):
+                runindex.update(services, updated)  # the run index follows status changes
+            return updated
+    raise TransientError(f"record of run {run_id} kept changing; retrying", code="RecordContention")
+
+
+def _merge_entries(document: dict, outcomes: list[dict]) -> dict:
+    merged = core.merge_entries(outcomes, document.get("entries") or [])
+    document["entries"] = [merged[line] for line in sorted(merged)]
+    document["summary"] = core.summarise(document["entries"])
+    document["updated_at"] = _now().isoformat()
+    return document
+
+
+class _Checkpointer:
+    """Merges finished entries into the record at most every CHECKPOINT_EVERY seconds (and on flush)."""
+
+    def __init__(self, services, run_id: str):
+        self._services = services
+        self._run_id = run_id
+        self._pending: list[dict] = []
+        self._lock = threading.Lock()
+        self._last = time.monotonic()
+
+    def add(self, outcome: dict) -> None:
+        with self._lock:
+            self._pending.append(outcome)
+            due = time.monotonic() - self._last >= CHECKPOINT_EVERY
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._last = time.monotonic()
+        if pending:
+            _update_record(self._services, self._run_id, lambda d: _merge_entries(d, pending))
+
+
+# -- starting runs --------------------------------------------------------------------------------
+
+def create_run(services, text, *, name: str, trigger: str, run_id: Optional[str] = None,
+               fan_out: bool = True) -> dict:
+    """Validate; store the snapshot and a ``queued`` record (or an ``invalid`` one). Returns the record.
+    With a ``run_id`` whose record exists already (a taken-over claim), that record is returned."""
+    s = services.settings
+    manifest = check_manifest(text, s)
+    run_id = run_id or new_run_id()
+    now = _now().isoformat()
+    count = len(manifest.entries)
+    chunks = len(core.chunk_ranges(count, s.run_chunk_entries if fan_out else max(1, count)))
+    record = {"run_id": run_id, "kind": "sync", "trigger": trigger, "status": core.QUEUED,
+              "manifest": {"name": name, "sha256": manifest.content_hash, "entries": count},
+              "registry": s.registry_name, "queued_at": now, "started_at": None, "finished_at": None,
+              "updated_at": now, "duration_seconds": None, "chunks": chunks, "summary": core.summarise([]),
+              "retryable": False, "errors": [], "dockerhub_ratelimit_remaining": None, "entries": []}
+    if not manifest.ok:
+        record.update(status=core.INVALID, errors=[p.to_dict() for p in manifest.errors], chunks=0,
+                      finished_at=now, duration_seconds=0.0)
+    data = text.encode() if isinstance(text, str) else bytes(text)
+    if record["status"] == core.QUEUED:
+        services.store.put_bytes(s.outcomes_container, _work(run_id, "manifest.txt"), data)
+        services.store.create_once(s.outcomes_container, ACTIVE + run_id)
+    if not services.store.put_json_if(s.outcomes_container, records.record_name(run_id), record, None):
+        return records.load(services, run_id)
+    runindex.update(services, record)
+    return record
+
+
+def enqueue(services, record: dict) -> None:
+    """One message per chunk. A repeated send (a retried trigger) only duplicates idempotent work."""
+    s = services.settings
+    count = record["manifest"]["entries"]
+    ranges = core.chunk_ranges(count, s.run_chunk_entries)
+    for index, (start, end) in enumerate(ranges):
+        message = core.ChunkMessage(record["run_id"], index, len(ranges), start, end)
+        services.runs_queue.send(message.to_json())
+    log.info("run %s of %s queued: %d entries in %d message(s)", record["run_id"], record["manifest"]["name"],
+             count, len(ranges))
+
+
+def queue_run(services, text, *, name: str, trigger: str, run_id: Optional[str] = None) -> dict:
+    """What every trigger that starts imports does: validate, store, enqueue; returns the record."""
+    record = create_run(services, text, name=name, trigger=trigger, run_id=run_id)
+    if record["status"] == core.QUEUED:
+        enqueue(services, record)
+    elif record["status"] == core.INVALID:
+        log.info("manifest %s is invalid (%d error(s)); recorded as run %s", name, len(record["errors"]),
+                 record["run_id"])
+    return record
+
+
+def run_in_process(services, text, *, name: str, trigger: str = "cli",
+                   progress: Optional[Progress] = None) -> dict:
+    """The CLI's sync: the same checkpointed record, executed here as one chunk (pipelines block on it)."""
+    record = create_run(services, text, name=name, trigger=trigger, fan_out=False)
+    if record["status"] != core.QUEUED:
+        return record
+    count = record["manifest"]["entries"]
+    message = core.ChunkMessage(record["run_id"], 0, 1, 0, count)
+    final = execute_chunk(services, message, verdict="last", progress=progress)
+    return final or records.load(services, record["run_id"])
+
+
+# -- executing chunks ------------------------------------------------------------------------------
+
+def on_run_message(services, body: bytes | str, dequeue_count: int) -> Optional[dict]:
+    """One delivery of a chunk message (the queue function). Raises for the runtime to redeliver (a
+    transient failure with deliveries left, a chunk leased elsewhere) and after recording a failed run."""
+    try:
+        message = core.ChunkMessage.parse(body)
+    except ValueError as exc:
+        log.error("dropping a malformed run message (it can never succeed): %s", exc)
+        return None
+    verdict = core.delivery_verdict(dequeue_count, services.settings.run_max_dequeue)
+    final = execute_chunk(services, message, verdict=verdict, dequeue_count=dequeue_count)
+    if final is not None and final["status"] == core.FAILED:
+        raise RunFailed(f"run {final['run_id']} failed: {final['summary']['failed']} of "
+                        f"{final['summary']['total']} entries (recorded)")
+    return final
+
+
+def on_poison_message(services, body: bytes | str, dequeue_count: int) -> Optional[dict]:
+    """A message the host gave up on (RUNS_QUEUE-poison): its unfinished entries end failed, retryable."""
+    try:
+        message = core.ChunkMessage.parse(body)
+    except ValueError as exc:
+        log.error("dropping a malformed poison message: %s", exc)
+        return None
+    return execute_chunk(services, message, verdict="poison", dequeue_count=dequeue_count)
+
+
+def _run_context(record: dict) -> RunContext:
+    return RunContext(record["run_id"], manifest=(record.get("manifest") or {}).get("name", ""),
+                      trigger=record.get("trigger", ""), kind=record.get("kind", "sync"))
+
+
+def execute_chunk(services, message: core.ChunkMessage, *, verdict: str, dequeue_count: int = 1,
+                  progress: Optional[Progress] = None) -> Optional[dict]:
+    """Run (or resume) one chunk; returns the final record when this call finalised the run."""
+    try:
+        record = records.load(services, message.run_id)
+    except AirlockError:
+        log.warning("run message for unknown run %s; dropping it", message.run_id)
+        return None
+    with chunk_scope(_run_context(record), chunk=message.chunk, chunks=message.chunks, delivery=dequeue_count,
+                     settings=services.settings):
+        return _execute_chunk(services, message, record, verdict=verdict, dequeue_count=dequeue_count,
+                              progress=progress)
+
+
+def _execute_chunk(services, message: core.ChunkMessage, record: dict, *, verdict: str, dequeue_count: int,
+                   progress: Optional[Progress]) -> Optional[dict]:
+    s = services.settings
+    run_id = message.run_id
+    if core.is_terminal(record.get("status")):
+        log.info("run %s is already %s; delivery %d of chunk %d has nothing to do", run_id, record["status"],
+                 dequeue_count, message.chunk)
+        return None
+    if verdict == "poison":
+        try:
+            _poison_chunk(services, message, dequeue_count)
+        except SnapshotInvalid as exc:
+            return _end_now(services, run_id, core.FAILED, exc.message)
+        return _maybe_finalise(services, run_id, message.chunks)
+    try:
+        lease = services.store.lease(s.outcomes_container, _work(run_id, "locks", f"{message.chunk:05d}"),
+                                     seconds=s.run_lease_seconds, renew=True)
+        lease.__enter__()
+    except ConflictError:
+        raise TransientError(f"chunk {message.chunk} of run {run_id} is being worked on elsewhere; "
+                             "redelivering later", code="ChunkLeased") from None
+    try:
+        _update_record(services, run_id, _start)
+        complete = _run_chunk(services, message, last=verdict == "last", progress=progress)
+    except SnapshotInvalid as exc:  # permanent: retrying cannot help, so the run ends now
+        return _end_now(services, run_id, core.FAILED, exc.message)
+    finally:
+        lease.__exit__(None, None, None)
+    if not complete:
+        raise TransientError(f"chunk {message.chunk} of run {run_id} has entries that failed on transient "
+                             f"errors (delivery {dequeue_count} of {s.run_max_dequeue}); redelivering",
+                             code="TransientRunFailure")
+    return _maybe_finalise(services, run_id, message.chunks)
+
+
+def _start(document: dict) -> dict:
+    document["status"] = core.transition(document["status"], "start")
+    now = _now().isoformat()
+    document["started_at"] = document.get("started_at") or now
+    document["updated_at"] = now
+    return document
+
+
+def _snapshot_entries(services, run_id: str) -> list[Entry]:
+    data = services.store.get_bytes(services.settings.outcomes_container, _work(run_id, "manifest.txt"))
+    if data is None:
+        raise TransientError(f"manifest snapshot of run {run_id} is missing", code="SnapshotMissing")
+    manifest = check_manifest(data, services.settings)
+    if not manifest.ok:  # settings changed since the run was queued (allow-list, limits)
+        raise SnapshotInvalid(f"manifest snapshot of run {run_id} no longer validates: "
+                              + "; ".join(str(p) for p in manifest.errors[:5]))
+    return list(manifest.entries)
+
+
+def _final_entries(services, run_id: str, lines: Optional[set[int]] = None) -> dict[int, dict]:
+    """Final entry outcomes of the run (only those of ``lines`` when given: one listing, then a read each)."""
+    container = services.settings.outcomes_container
+    names = services.store.list_names(container, _work(run_id, "entries") + "/")
+    if lines is not None:
+        names = [n for n in names if int(n.rsplit("/", 1)[1][:6]) in lines]
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="ckpt") as pool:
+        documents = list(pool.map(lambda n: services.store.get_json(container, n), names))
+    return {int(d["line"]): d for d in documents if d}
+
+
+def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Optional[Progress]) -> bool:
+    """Plan and apply the chunk's unfinished entries; True when every entry of the chunk is final."""
+    s = services.settings
+    container = s.outcomes_container
+    run_id = message.run_id
+    entries = _snapshot_entries(services, run_id)[message.start:message.end]
+    lines = {e.line for e in entries}
+    final = _final_entries(services, run_id, lines)
+    todo = [e for e in entries if e.line not in final]
+    checkpoint = _Checkpointer(services, run_id)
+    lock = threading.Lock()
+
+    def settle(outcome: dict) -> None:
+        """Keep a final outcome once (the first one written wins), or note a transient failure."""
+        line = int(outcome["line"])
+        if core.is_final_entry(outcome, last_delivery=last):
+            if not services.store.create_once(container, _entry_blob(run_id, line), json.dumps(outcome).encode()):
+                outcome = services.store.get_json(container, _entry_blob(run_id, line)) or outcome
+            with lock:
+                final[line] = outcome
+            checkpoint.add(outcome)
+        else:
+            services.store.put_json(container, _work(run_id, "tries", f"{line:06d}.json"), outcome)
+
+    def before_import(item: PlanItem) -> None:
+        services.store.put_json(container, _work(run_id, "started", f"{item.entry.line:06d}.json"), item.to_dict())
+
+    def on_progress(event, done, total, outcome) -> None:
+        if outcome is not None:
+            settle(outcome.to_dict())
+        if progress:
+            progress(event, done, total, outcome)
+
+    if todo:
+        engine = SyncEngine(services, before_import=before_import)
+        plan = engine.plan(_Entries(todo), progress)
+        started = set(services.store.list_names(container, _work(run_id, "started") + "/"))
+        resumed = [_resumed(services, run_id, item) if _work(run_id, "started", f"{item.entry.line:06d}.json")
+                   in started else None for item in plan.items]
+        for item, outcome in zip(plan.items, resumed):
+            if outcome is not None:
+                settle(outcome)
+        rest = [item for item, outcome in zip(plan.items, resumed) if outcome is None]
+        plan.items = rest
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="settle") as pool:
+            outcomes = engine.apply(plan, on_progress)
+            # imports were settled as they finished; unchanged entries and plan errors are settled here
+            list(pool.map(settle, [o.to_dict() for o in outcomes if not o.item.needs_import]))
+        if engine._dockerhub_remaining is not None:
+            remaining = engine._dockerhub_remaining
+            _update_record(services, run_id, lambda d: {**d, "dockerhub_ratelimit_remaining": remaining})
+    checkpoint.flush()
+    if len(final) < len(entries):
+        return False
+    ordered = [final[e.line] for e in entries]
+    services.store.create_once(container, _work(run_id, "chunks", f"{message.chunk:05d}.json"),
+                               json.dumps(ordered).encode())
+    return True
+
+
+def _resumed(services, run_id: str, item: PlanItem) -> Optional[dict]:
+    """An entry whose import a previous delivery started: when the planned digest is now in place, it
+    was imported (by that delivery), and is reported so without importing it again."""
+    if item.action is not Action.UNCHANGED:
+        return None
+    container = services.settings.outcomes_container
+    prior = services.store.get_json(container, _work(run_id, "started", f"{item.entry.line:06d}.json"))
+    if not prior or prior.get("source_digest") != item.source_digest:
+        return None
+    planned = PlanItem(item.entry, Action(prior["action"]), item.source_digest, prior.get("target_digest"))
+    return EntryOutcome(planned, RESULT_IMPORTED, attempts=1, target_digest_after=item.target_digest).to_dict()
+
+
+def _failed_entry(entry: Entry, code: str, message: str) -> dict:
+    item = decide(entry, None, None, error=f"{code}: {message}")
+    return EntryOutcome(item, RESULT_FAILED, error_code=code, error_message=message, retryable=True).to_dict()
+
+
+def _poison_chunk(services, message: core.ChunkMessage, dequeue_count: int) -> None:
+    """Entries of the chunk without a final outcome end failed (retryable), with the last reason seen."""
+    s = services.settings
+    container = s.outcomes_container
+    run_id = message.run_id
+    entries = _snapshot_entries(services, run_id)[message.start:message.end]
+    final = _final_entries(services, run_id, {e.line for e in entries})
+    ordered = []
+    for entry in entries:
+        if entry.line in final:
+            ordered.append(final[entry.line])
+            continue
+        tried = services.store.get_json(container, _work(run_id, "tries", f"{entry.line:06d}.json"))
+        reason = (f"gave up after {dequeue_count} deliveries of its run message (RUN_MAX_DEQUEUE_COUNT="
+                  f"{s.run_max_dequeue})")
+        if tried and tried.get("error"):
+            outcome = {**tried, "error": {**tried["error"], "retryable": True,
+                                          "message": f"{tried['error']['message']}; {reason}"}}
+        else:
+            outcome = _failed_entry(entry, "PoisonMessage", reason + "; the worker crashed or timed out")
+        if not services.store.create_once(container, _entry_blob(run_id, entry.line), json.dumps(outcome).encode()):
+            outcome = services.store.get_json(container, _entry_blob(run_id, entry.line)) or outcome
+        ordered.append(outcome)
+    services.store.create_once(container, _work(run_id, "chunks", f"{message.chunk:05d}.json"),
+                               json.dumps(ordered).encode())
+    log.error("run %s chunk %d: poison message after %d deliveries; %d entries recorded as failed (retryable)",
+              run_id, message.chunk, dequeue_count, sum(1 for o in ordered if o.get("result") == RESULT_FAILED))
+
+
+# -- finalising -----------------------------------------------------------------------------------
+
+def _maybe_finalise(services, run_id: str, chunks: int) -> Optional[dict]:
+    """When every chunk is complete, the one caller that creates the final marker writes the record."""
+    container = services.settings.outcomes_container
+    names = services.store.list_names(container, _work(run_id, "chunks") + "/")
+    if len(names) < chunks:
+        return None
+    if not services.store.create_once(container, _work(run_id, "final.json"), b'{"status": "finished"}'):
+        return None
+    entries: dict[int, dict] = {}
+    for name in names:
+        for entry in services.store.get_json(container, name) or []:
+            entries.setdefault(int(entry["line"]), entry)
+    return _write_final(services, run_id, entries, status=None)
+
+
+def _write_final(services, run_id: str, entries: dict[int, dict], *, status: Optional[str],
+                 errors: Optional[list] = None) -> dict:
+    container = services.settings.outcomes_container
+    record = records.load(services, run_id)
+    if core.is_terminal(record.get("status")):
+        return record
+    if record.get("status") == core.QUEUED and status is None:
+        record["status"] = core.RUNNING
+    document = core.final_document(record, entries, status=status, finished_at=_now(), errors=errors)
+    records.save(services, document)
+    services.store.delete(container, ACTIVE + run_id)
+    log.info("run %s %s: %s", run_id, document["status"], document["summary"])
+    report_run(_run_context(document), document, f"{container}/{records.record_name(run_id)}")
+    return document
+
+
+def _end_now(services, run_id: str, status: str, reason: str) -> Optional[dict]:
+    """End a run that cannot go on (its snapshot is gone or invalid) with what it did and the reason."""
+    container = services.settings.outcomes_container
+    body = json.dumps({"status": status, "reason": reason}).encode()
+    if not services.store.create_once(container, _work(run_id, "final.json"), body):
+        return None
+    log.error("run %s cannot go on: %s", run_id, reason)
+    return _write_final(services, run_id, _final_entries(services, run_id), status=status,
+                        errors=[{"message": reason}])
+
+
+# -- the reaper -----------------------------------------------------------------------------------
+
+def reap(services, *, now: Optional[datetime] = None) -> list[dict]:
+    """Finalise every run with no progress for RUN_DEADLINE_SECONDS as ``abandoned`` (entries not done
+    fail, retryable). Raises after trying them all when any could not be handled."""
+    s = services.settings
+    container = s.outcomes_container
+    now = now or _now()
+    reaped, problems = [], []
+    for name in services.store.list_names(container, ACTIVE):
+        run_id = name[len(ACTIVE):]
+        try:
+            document = _reap_one(services, run_id, now)
+            if document is not None:
+                reaped.append(document)
+        except AirlockError as exc:
+            log.error("reaper: run %s: %s: %s", run_id, exc.code, exc.message)
+            problems.append(f"{run_id}: {exc.code}")
+    log.info("reaper: %d run(s) abandoned", len(reaped))
+    if problems:
+        raise TransientError(f"reaper could not finalise {len(problems)} run(s): {', '.join(problems[:10])}",
+                             code="ReaperFailed")
+    return reaped
+
+
+def _reap_one(services, run_id: str, now: datetime) -> Optional[dict]:
+    container = services.settings.outcomes_container
+    record = services.store.get_json(container, records.record_name(run_id))
+    if record is None or core.is_terminal(record.get("status")):
+        services.store.delete(container, ACTIVE + run_id)
+        return None
+    updated = datetime.fromisoformat(record.get("updated_at") or record.get("queued_at"))
+    if not core.is_stale(updated, now, services.settings.run_deadline):
+        return None
+    marker = services.store.get_json(container, _work(run_id, "final.json"))
+    if marker is None:
+        body = json.dumps({"status": core.ABANDONED, "at": now.isoformat()}).encode()
+        if not services.store.create_once(container, _work(run_id, "final.json"), body):
+            return None  # finalised a moment ago
+        status = core.ABANDONED
+    else:  # a finaliser died between its marker and the record: finish its work
+        status = core.ABANDONED if marker.get("status") == core.ABANDONED else None
+    chunk_entries = []
+    for name in services.store.list_names(container, _work(run_id, "chunks") + "/"):
+        chunk_entries.extend(services.store.get_json(container, name) or [])
+    entries = core.merge_entries(chunk_entries, _final_entries(services, run_id).values())
+    idle = round((now - updated).total_seconds())
+    errors = None
+    try:
+        snapshot = _snapshot_entries(services, run_id)
+    except (SnapshotInvalid, TransientError) as exc:  # missing or no longer valid: end with what is known
+        snapshot, errors = [], [{"message": exc.message}]
+    for entry in snapshot:
+        if entry.line not in entries:
+            entries[entry.line] = _failed_entry(entry, "RunAbandoned", f"the run made no progress for {idle}s "
+                                                "(RUN_DEADLINE_SECONDS); this entry was not finished")
+    log.warning("reaper: run %s made no progress for %ds; finalising it as %s", run_id, idle, status or "finished")
+    return _write_final(services, run_id, entries, status=status, errors=errors)
+
+
+# -- blob trigger claims --------------------------------------------------------------------------
+
+def claim_and_queue(services, name: str, data: bytes, digest: str, *, wait: float = 20.0) -> Optional[dict]:
+    """Queue the run of an uploaded manifest once per (blob name, content hash), whatever the deliveries.
+
+    The claim is a create-once blob naming the run id; a claim older than RUN_CLAIM_SECONDS that never
+    got as far as "queued" is taken over (ETag) and queued under the same run id. A delivery that finds
+    a live claim waits up to ``wait`` seconds for it to be queued, then raises to be redelivered."""
+    s = services.settings
+    container = s.outcomes_container
+    blob = f"claims/{blob_segment(name)}/{digest}.json"  # any blob name stays inside claims/
+    me = uuid.uuid4().hex
+    claim = {"owner": me, "run_id": new_run_id(), "state": "claimed",
+             "expires_at": time.time() + s.run_claim_seconds}
+    owned = services.store.put_json_if(container, blob, claim, None)
+    give_up = time.monotonic() + wait
+    while not owned:
+        existing, etag = services.store.get_json_etag(container, blob)
+        if existing is None:
+            owned = services.store.put_json_if(container, blob, claim, None)
+            continue
+        if existing.get("state") == "queued":
+            log.info("manifest %s (sha256 %s) was already queued as run %s; nothing to do", name, digest[:12],
+                     existing.get("run_id"))
+            return None
+        if float(existing.get("expires_at", 0)) < time.time():
+            claim["run_id"] = existing.get("run_id") or claim["run_id"]  # resume the crashed claimant's run
+            owned = services.store.put_json_if(container, blob, claim, etag)
+            if owned:
+                log.warning("took over the expired claim on %s (run %s)", name, claim["run_id"])
+            continue
+        if time.monotonic() > give_up:
+            raise TransientError(f"manifest {name} is claimed by another delivery; retrying later",
+                                 code="ClaimHeld")
+        time.sleep(0.25)
+    record = queue_run(services, data, name=name, trigger="blob", run_id=claim["run_id"])
+    services.store.put_json(container, blob, {**claim, "state": "queued", "status": record["status"]})
+    return record

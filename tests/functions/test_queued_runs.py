@@ -1,0 +1,396 @@
+"""Queued runs against the stand-in: at-least-once deliveries, kills, poison, throttling storms, fan-out.
+
+The registered functions are called as the Functions host would call them: the blob trigger with real
+``InputStream`` objects (concurrently, too), the queue functions through tests/queue_host.py with real
+``QueueMessage`` objects dequeued from Azurite, and the worker also in a subprocess that is SIGKILLed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+
+from shared import entrypoints
+
+ROOT = Path(__file__).resolve().parents[2]
+# the seeded upstream images (devstack.oci.CATALOGUE) that a manifest may list
+SOURCES = ["library/busybox:1.36", "quay.io/jetstack/cert-manager-controller:v1.15.2",
+           "registry.k8s.io/ingress-nginx/controller:v1.11.1", "library/nginx:1.27", "library/nginx:latest"]
+
+
+@pytest.fixture
+def prefix():
+    return f"q{uuid.uuid4().hex[:8]}"
+
+
+def services():
+    return entrypoints.services()
+
+
+def manifest(prefix: str, count: int) -> str:
+    return "".join(f"{SOURCES[i % len(SOURCES)]} => {prefix}/img{i}:t{i}\n" for i in range(count))
+
+
+def records_for(name: str) -> list[dict]:
+    s = services()
+    found = [s.store.get_json(s.settings.outcomes_container, n)
+             for n in s.store.list_names(s.settings.outcomes_container, "runs/")]
+    return [r for r in found if r and r.get("manifest", {}).get("name") == name]
+
+
+def deliver_blob(functions, name: str, text: str) -> None:
+    container = services().settings.manifests_container
+    functions["manifest_uploaded"](func.blob.InputStream(data=text.encode(), name=f"{container}/{name}"))
+
+
+def assert_every_entry_once(record: dict, count: int) -> None:
+    assert [e["line"] for e in record["entries"]] == list(range(1, count + 1))
+    assert record["summary"]["total"] == count
+
+
+def work_names(run_id: str, kind: str) -> list[str]:
+    s = services()
+    return s.store.list_names(s.settings.outcomes_container, f"runs-work/{run_id}/{kind}/")
+
+
+@pytest.fixture
+def slow_imports(stack):
+    """Imports that take 3 s each on the emulator (its operation stays InProgress that long)."""
+    stack.settings(import_latency=3)
+    yield
+    stack.settings(import_latency=1)
+
+
+# -- the blob trigger's claim ---------------------------------------------------------------------
+
+def test_five_concurrent_deliveries_of_one_upload_make_one_run(env, seeded, functions, queue_host, prefix):
+    text = manifest(prefix, 3)
+    name = f"{prefix}.txt"
+    barrier = threading.Barrier(5)
+    errors: list[BaseException] = []
+
+    def deliver() -> None:
+        barrier.wait()
+        try:
+            deliver_blob(functions, name, text)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    [queued] = records_for(name)
+    assert queued["status"] == "queued"
+    queue_host.drain()
+    assert queue_host.deliveries == 1  # one run message was sent
+    [record] = records_for(name)
+    assert record["status"] == "succeeded" and record["summary"]["imported"] == 3
+    assert_every_entry_once(record, 3)
+
+
+def test_an_expired_claim_is_taken_over_under_the_same_run_id(env, seeded, functions, queue_host, prefix):
+    """A delivery that crashed after claiming (claim never 'queued') is taken over once its claim expires."""
+    import hashlib
+
+    text = manifest(prefix, 1)
+    name = f"{prefix}.txt"
+    s = services()
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    crashed = {"owner": "crashed", "run_id": f"crashed-{prefix}", "state": "claimed", "expires_at": time.time() - 1}
+    s.store.put_json(s.settings.outcomes_container, f"claims/{name}/{digest}.json", crashed)
+    deliver_blob(functions, name, text)
+    queue_host.drain()
+    [record] = records_for(name)
+    assert record["run_id"] == f"crashed-{prefix}" and record["status"] == "succeeded"
+
+
+def test_a_live_claim_held_elsewhere_makes_the_delivery_retry(env, functions, prefix):
+    import hashlib
+
+    env.setenv("RUN_CLAIM_SECONDS", "600")
+    text = manifest(prefix, 1)
+    name = f"{prefix}.txt"
+    s = services()
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    live = {"owner": "other", "run_id": f"other-{prefix}", "state": "claimed", "expires_at": time.time() + 600}
+    s.store.put_json(s.settings.outcomes_container, f"claims/{name}/{digest}.json", live)
+    from shared.handlers.runs import claim_and_queue
+
+    with pytest.raises(Exception, match="claimed by another delivery"):
+        claim_and_queue(s, name, text.encode(), digest, wait=0.5)
+    assert records_for(name) == []
+
+
+# -- kills ------------------------------------------------------------------------------------------
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_worker_killed_mid_run_is_resumed_by_the_redelivery(env, stack, seeded, functions, queue_host, prefix,
+                                                           slow_imports):
+    """SIGKILL the process running the queue function after some entries finished; the redelivered
+    message (visibility timeout) resumes: every entry once, no finished entry imported again."""
+    env.setenv("RUN_LEASE_SECONDS", "15")
+    env.setenv("SYNC_CONCURRENCY", "1")
+    env.setenv("ACR_PROBE_INTERVAL", "0")
+    entrypoints.reset()
+    count = 4
+    name = f"{prefix}.txt"
+    deliver_blob(functions, name, manifest(prefix, count))
+    [queued] = records_for(name)
+    run_id = queued["run_id"]
+    worker = subprocess.Popen([sys.executable, "-m", "tests.queue_host", "--once"], cwd=ROOT,
+                              env={**os.environ, "QUEUE_HOST_LEASE": "20"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: work_names(run_id, "entries"), 90, "a finished entry")
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    finished_before = {int(n.rsplit("/", 1)[1][:6]) for n in work_names(run_id, "entries")}
+    assert 1 <= len(finished_before) < count
+    [killed] = records_for(name)
+    assert killed["status"] == "running"
+
+    pushed: list[str] = []
+    unsubscribe = stack.emulator.events.subscribe(
+        lambda events: pushed.extend(e["data"]["target"].get("tag") or "" for e in events
+                                     if e["eventType"].endswith("ImagePushed")
+                                     and e["data"]["target"]["repository"].startswith(prefix)))
+    try:
+        queue_host.drain(timeout=180)
+    finally:
+        unsubscribe()
+    [record] = records_for(name)
+    assert record["status"] == "succeeded", record
+    assert_every_entry_once(record, count)
+    assert record["summary"]["imported"] == count
+    # entries finished before the kill were not imported again (tags are t<index>, lines index + 1)
+    assert not {f"t{line - 1}" for line in finished_before} & set(pushed)
+
+
+def test_cli_sync_killed_mid_run_leaves_a_record_that_the_reaper_completes(env, stack, seeded, functions, prefix,
+                                                                          tmp_path, slow_imports):
+    env.setenv("SYNC_CONCURRENCY", "1")
+    env.setenv("ACR_PROBE_INTERVAL", "0")
+    entrypoints.reset()
+    count = 4
+    path = tmp_path / f"{prefix}.txt"
+    path.write_text(manifest(prefix, count))
+    cli = subprocess.Popen([sys.executable, "-m", "shared", "sync", str(path), "--json"], cwd=ROOT,
+                           env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: any(r["entries"] for r in records_for(path.name)), 90, "a checkpointed entry")
+    finally:
+        cli.send_signal(signal.SIGKILL)
+        cli.wait()
+    [killed] = records_for(path.name)
+    assert killed["status"] == "running" and 1 <= len(killed["entries"]) < count
+    assert all(e["result"] == "imported" for e in killed["entries"])
+
+    env.setenv("RUN_DEADLINE_SECONDS", "1")
+    entrypoints.reset()
+    time.sleep(1.5)
+    functions["run_reaper"](TimerRequest())
+    [record] = records_for(path.name)
+    assert record["status"] == "abandoned"
+    assert_every_entry_once(record, count)
+    done = [e for e in record["entries"] if e["result"] == "imported"]
+    rest = [e for e in record["entries"] if e["result"] != "imported"]
+    assert len(done) >= len(killed["entries"])
+    assert rest and all(e["error"]["retryable"] and e["error"]["code"] == "RunAbandoned" for e in rest)
+    functions["run_reaper"](TimerRequest())  # finalised once: a second pass changes nothing
+    assert records_for(path.name) == [record]
+
+
+# -- poison -----------------------------------------------------------------------------------------
+
+def test_poison_message_ends_as_retryable_failed_entries_with_the_reason(env, stack, seeded, functions, queue_host,
+                                                                         prefix):
+    name = f"{prefix}.txt"
+    deliver_blob(functions, name, manifest(prefix, 2))
+    [queued] = records_for(name)
+    # a first delivery fails on 503s (transient: the message would be redelivered) ...
+    stack.emulator.faults.add("status", method="POST", path="/importImage$", status=503, times=1000)
+    try:
+        assert queue_host.once()
+    finally:
+        stack.emulator.faults.clear()
+    assert records_for(name)[0]["status"] == "running"
+    # ... then the host gives up on it and moves it to the poison queue
+    body = json.dumps({"v": 1, "run_id": queued["run_id"], "chunk": 0, "chunks": 1, "start": 0, "end": 2})
+    functions["run_poison"](QueueMessage(id="p1", body=body.encode(), dequeue_count=1))
+    [record] = records_for(name)
+    assert record["status"] == "failed" and record["retryable"] is True
+    assert_every_entry_once(record, 2)
+    for entry in record["entries"]:
+        assert entry["error"]["retryable"] is True
+        assert "ServiceUnavailable" == entry["error"]["code"] and "gave up after" in entry["error"]["message"]
+
+
+def test_message_past_max_dequeue_is_poison_without_work(env, seeded, functions, queue_host, prefix):
+    name = f"{prefix}.txt"
+    deliver_blob(functions, name, manifest(prefix, 1))
+    [queued] = records_for(name)
+    body = json.dumps({"v": 1, "run_id": queued["run_id"], "chunk": 0, "chunks": 1, "start": 0, "end": 1})
+    with pytest.raises(Exception, match="failed"):  # the run failed: recorded, then raised
+        functions["run_worker"](QueueMessage(id="m1", body=body.encode(), dequeue_count=6))
+    [record] = records_for(name)
+    [entry] = record["entries"]
+    assert entry["result"] == "failed" and entry["error"]["code"] == "PoisonMessage"
+    assert entry["error"]["retryable"] is True and "worker crashed" in entry["error"]["message"]
+    functions["run_worker"](QueueMessage(id="m1", body=body.encode(), dequeue_count=7))  # final: nothing to do
+
+
+def test_malformed_message_is_dropped(env, functions, caplog):
+    functions["run_worker"](QueueMessage(id="x", body=b'{"v": 1, "run_id": 3}', dequeue_count=1))
+    assert "malformed run message" in caplog.text
+
+
+# -- throttling storms --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["data-plane", "managed-identity"])
+def test_429_storm_ends_as_a_successful_run_once_it_passes(env, stack, seeded, functions, queue_host, prefix, where):
+    env.setenv("RUN_MAX_DEQUEUE_COUNT", "10")
+    entrypoints.reset()
+    queue_host.max_dequeue = 10
+    count = 3
+    name = f"{prefix}.txt"
+    deliver_blob(functions, name, manifest(prefix, count))
+    path = r"^/(v2|acr|oauth2)/" if where == "data-plane" else r"^/msi/token"
+    stack.emulator.faults.add("status", path=path, status=429, times=25, retry_after=0)
+    try:
+        queue_host.drain(timeout=180)
+        left = [r for r in stack.emulator.faults.rules]
+    finally:
+        stack.emulator.faults.clear()
+    assert left == []  # the storm was spent
+    [record] = records_for(name)
+    assert record["status"] == "succeeded", record
+    assert record["summary"]["imported"] == count
+    assert_every_entry_once(record, count)
+
+
+def test_throttled_read_back_is_transient_never_a_digest_mismatch(env, stack, seeded, prefix):
+    """The read-back after an import hits 429s past every retry: failed, retryable, with the throttle's code."""
+    from shared.handlers.sync import SyncEngine
+
+    s = services()
+    target = f"{prefix}/rb"
+
+    def storm(item) -> None:  # right before the import: every HEAD of the target answers 429
+        stack.emulator.faults.add("status", method="HEAD", path=f"^/v2/{target}/manifests/", status=429,
+                                  times=1000, retry_after=0)
+
+    try:
+        record = SyncEngine(s, before_import=storm).run(f"library/busybox:1.36 => {target}:1\n", name="rb",
+                                                        trigger="cli")
+    finally:
+        stack.emulator.faults.clear()
+    [entry] = record.to_dict()["entries"]
+    assert entry["result"] == "failed" and entry["error"]["code"] != "DigestMismatch"
+    assert entry["error"]["retryable"] is True and "429" in entry["error"]["message"]
+    again = SyncEngine(s).run(f"library/busybox:1.36 => {target}:1\n", name="rb", trigger="cli").to_dict()
+    assert again["entries"][0]["action"] == "unchanged"  # the import had landed: the throttle hid it
+
+
+# -- timers -------------------------------------------------------------------------------------------
+
+def test_failed_resync_timer_raises(env, stack, functions, prefix):
+    """The queue is unreachable: the re-sync cannot queue its runs and the invocation fails."""
+    s = services()
+    s.store.put_bytes(s.settings.manifests_container, "r.txt", manifest(prefix, 1).encode())
+    broken = stack.env["AzureWebJobsStorage"].replace(f":{stack.queue_port}/", ":1/")
+    assert broken != stack.env["AzureWebJobsStorage"]
+    env.setenv("AzureWebJobsStorage", broken)
+    entrypoints.reset()
+    with pytest.raises(Exception, match="could not queue 1 manifest"):
+        functions["resync_timer"](TimerRequest())
+
+
+# -- fan-out ------------------------------------------------------------------------------------------
+
+def test_fan_out_over_chunks_finalises_once_with_every_entry_once(env, seeded, functions, queue_host, prefix,
+                                                                 caplog):
+    env.setenv("RUN_CHUNK_ENTRIES", "2")
+    entrypoints.reset()
+    count = 5
+    name = f"{prefix}.txt"
+    deliver_blob(functions, name, manifest(prefix, count))
+    [queued] = records_for(name)
+    assert queued["chunks"] == 3
+    with caplog.at_level(logging.INFO, logger="shared.handlers.runs"):
+        queue_host.drain(workers=3)
+    assert queue_host.deliveries == 3
+    [record] = records_for(name)
+    assert record["status"] == "succeeded" and record["summary"]["imported"] == count
+    assert_every_entry_once(record, count)
+    finals = [r for r in caplog.records if r.getMessage().startswith(f"run {queued['run_id']} succeeded")]
+    assert len(finals) == 1
+
+
+def test_a_queued_run_whose_message_never_comes_is_abandoned(env, functions, prefix):
+    from shared.handlers.runs import create_run
+
+    record = create_run(services(), manifest(prefix, 2), name=f"{prefix}.txt", trigger="http")  # never enqueued
+    functions["run_reaper"](TimerRequest())
+    assert records_for(f"{prefix}.txt")[0]["status"] == "queued"  # within the deadline: left alone
+    env.setenv("RUN_DEADLINE_SECONDS", "1")
+    entrypoints.reset()
+    time.sleep(1.5)
+    functions["run_reaper"](TimerRequest())
+    [abandoned] = records_for(f"{prefix}.txt")
+    assert abandoned["run_id"] == record["run_id"] and abandoned["status"] == "abandoned"
+    assert_every_entry_once(abandoned, 2)
+    assert {e["error"]["code"] for e in abandoned["entries"]} == {"RunAbandoned"}
+
+
+def test_a_snapshot_that_no_longer_validates_ends_the_run_once(env, functions, queue_host, prefix):
+    """The allow-list changed between queueing and running: the run fails at once with the reason
+    (retrying cannot help), and the invocation raises after recording it."""
+    name = f"{prefix}.txt"
+    deliver_blob(functions, name, manifest(prefix, 1))
+    env.setenv("SOURCE_REGISTRY_ALLOWLIST", "ghcr.io")
+    entrypoints.reset()
+    queue_host.drain()
+    [record] = records_for(name)
+    assert record["status"] == "failed" and "no longer validates" in record["errors"][0]["message"]
+    assert queue_host.deliveries == 2  # the raise after recording, then a redelivery that finds it final
+
+
+def test_a_chunk_leased_by_another_worker_is_left_to_it(env, seeded, functions, prefix):
+    """Two deliveries of one chunk at once (a visibility timeout ran out under a live worker): the second
+    finds the chunk's lease held, does nothing and raises so its message comes back later."""
+    name = f"{prefix}.txt"
+    deliver_blob(functions, name, manifest(prefix, 1))
+    [queued] = records_for(name)
+    s = services()
+    body = json.dumps({"v": 1, "run_id": queued["run_id"], "chunk": 0, "chunks": 1, "start": 0, "end": 1})
+    with s.store.lease(s.settings.outcomes_container, f"runs-work/{queued['run_id']}/locks/00000", seconds=15):
+        with pytest.raises(Exception, match="being worked on elsewhere"):
+            functions["run_worker"](QueueMessage(id="m", body=body.encode(), dequeue_count=1))
+    assert records_for(name)[0]["status"] == "queued" and work_names(queued["run_id"], "entries") == []
+    functions["run_worker"](QueueMessage(id="m", body=body.encode(), dequeue_count=2))
+    assert records_for(name)[0]["status"] == "succeeded"

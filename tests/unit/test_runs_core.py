@@ -1,0 +1,89 @@
+"""The queued-run core (shared.core.runs): state machine, chunks, messages, deliveries, final records."""
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from shared.core import runs as core
+
+T0 = datetime(2026, 12, 1, 1, 0, tzinfo=timezone.utc)
+
+
+def test_state_machine_moves_forward_only():
+    assert core.transition("queued", "start") == "running"
+    assert core.transition("running", "start") == "running"
+    assert core.transition("running", "finish") == "succeeded"
+    assert core.transition("running", "finish", failed=True) == "failed"
+    assert core.transition("queued", "abandon") == "abandoned"
+    assert core.transition("running", "abandon") == "abandoned"
+    for terminal in ("succeeded", "failed", "abandoned", "invalid"):
+        assert core.is_terminal(terminal)
+        for event in ("start", "finish", "abandon"):
+            with pytest.raises(core.RunStateError):
+                core.transition(terminal, event)
+
+
+@pytest.mark.parametrize("count,size,expected", [
+    (0, 50, [(0, 0)]), (1, 50, [(0, 1)]), (50, 50, [(0, 50)]), (51, 50, [(0, 50), (50, 51)]),
+    (5, 2, [(0, 2), (2, 4), (4, 5)]),
+])
+def test_chunks_cover_every_entry_once(count, size, expected):
+    ranges = core.chunk_ranges(count, size)
+    assert ranges == expected
+    assert [i for a, b in ranges for i in range(a, b)] == list(range(count))
+
+
+def test_message_round_trip_and_malformed_messages():
+    message = core.ChunkMessage("r1", 1, 3, 50, 100)
+    assert core.ChunkMessage.parse(message.to_json()) == message
+    for bad in (b"not json", b"[]", b'{"v": 2, "run_id": "r"}', b'{"v": 1, "run_id": ""}',
+                b'{"v": 1, "run_id": "r", "chunk": 3, "chunks": 3, "start": 0, "end": 1}',
+                b'{"v": 1, "run_id": "r", "chunk": 0, "chunks": 1, "start": 5, "end": 1}',
+                b'{"v": 1, "run_id": "r", "chunk": true, "chunks": 1, "start": 0, "end": 1}'):
+        with pytest.raises(ValueError):
+            core.ChunkMessage.parse(bad)
+
+
+def test_delivery_verdicts():
+    assert core.delivery_verdict(1, 5) == "work"
+    assert core.delivery_verdict(4, 5) == "work"
+    assert core.delivery_verdict(5, 5) == "last"
+    assert core.delivery_verdict(6, 5) == "poison"
+
+
+def test_transient_failures_are_final_only_on_the_last_delivery():
+    transient = {"result": "failed", "error": {"code": "HTTP429", "retryable": True}}
+    permanent = {"result": "failed", "error": {"code": "SourceNotFound", "retryable": False}}
+    assert not core.is_final_entry(transient, last_delivery=False)
+    assert core.is_final_entry(transient, last_delivery=True)
+    assert core.is_final_entry(permanent, last_delivery=False)
+    assert core.is_final_entry({"result": "imported", "error": None}, last_delivery=False)
+
+
+def test_staleness():
+    assert not core.is_stale(T0, T0 + timedelta(seconds=60), 60)
+    assert core.is_stale(T0, T0 + timedelta(seconds=61), 60)
+
+
+def entry(line, action="new", result="imported", retryable=None):
+    error = None if retryable is None else {"code": "X", "message": "m", "retryable": retryable}
+    return {"line": line, "action": action, "result": result, "error": error}
+
+
+def test_final_document_lists_every_entry_once_by_line_and_decides_status():
+    record = {"run_id": "r", "status": "running", "started_at": T0.isoformat(), "errors": []}
+    merged = core.merge_entries([entry(2), entry(1)],
+                                [entry(1, result="failed", retryable=True), entry(3, "unchanged", "unchanged")])
+    document = core.final_document(record, merged, finished_at=T0 + timedelta(seconds=10))
+    assert [e["line"] for e in document["entries"]] == [1, 2, 3]
+    assert document["status"] == "succeeded" and document["duration_seconds"] == 10.0
+    assert document["summary"] == {"new": 2, "update": 0, "unchanged": 1, "error": 0, "imported": 2, "failed": 0,
+                                   "planned": 0, "total": 3}
+    failed = core.final_document(record, {1: entry(1, result="failed", retryable=True)}, finished_at=T0)
+    assert failed["status"] == "failed" and failed["retryable"] is True
+    mixed = core.final_document(record, {1: entry(1, result="failed", retryable=True),
+                                         2: entry(2, result="failed", retryable=False)}, finished_at=T0)
+    assert mixed["retryable"] is False
+    abandoned = core.final_document(record, {}, status="abandoned", finished_at=T0)
+    assert abandoned["status"] == "abandoned"
+    with pytest.raises(core.RunStateError):
+        core.final_document({**record, "status": "succeeded"}, {}, finished_at=T0)
