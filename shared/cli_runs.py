@@ -13,9 +13,9 @@ an outcome record. This finds that run by the manifest's blob name and content (
 bytes the pipeline uploaded) and waits until the record's status is final. Exit 0 when the run
 succeeded; 1 when it failed, was invalid or abandoned, or nothing finished within ``--timeout``.
 
-The run is found through the blob trigger's "processed" marker (``processed/<name>/<sha256>.json``,
-naming the run id) or, until that marker exists, among the records under ``runs/`` whose manifest
-name and sha256 match (the newest wins). An upload of bytes already processed finds the earlier run.
+The run is found through the blob trigger's claim on (blob name, content hash)
+(``claims/<encoded name>/<sha256>.json``, naming the run id; see docs/architecture.md, "Run
+lifecycle"). An upload of bytes already processed finds the earlier run.
 """
 from __future__ import annotations
 
@@ -102,32 +102,19 @@ def add_wait_parser(runs_subparsers) -> None:
 
 
 class RunFinder:
-    """Finds the newest record of (name, sha256) in the outcomes container; remembers what it read."""
+    """Finds the record of the run started for (name, sha256) in the outcomes container."""
 
     def __init__(self, services, name: str, sha256: str):
         self.services, self.name, self.sha256 = services, name, sha256
         self.container = services.settings.outcomes_container
-        self._other: set[str] = set()   # records of other manifests: never read again
 
     def find(self) -> Optional[dict]:
+        """The record of the run the blob trigger claimed for (name, sha256), once it has claimed it."""
         store = self.services.store
-        marker = store.get_json(self.container, f"processed/{blob_segment(self.name)}/{self.sha256}.json")
-        if marker and marker.get("run_id"):
-            record = store.get_json(self.container, f"runs/{marker['run_id']}.json")
-            if record is not None:
-                return record
-        newest = None
-        for blob in store.list_names(self.container, "runs/"):
-            if blob in self._other:
-                continue
-            record = store.get_json(self.container, blob)
-            manifest = (record or {}).get("manifest") or {}
-            if manifest.get("name") != self.name or manifest.get("sha256") != self.sha256:
-                self._other.add(blob)
-                continue
-            if newest is None or (record.get("started_at") or "") > (newest.get("started_at") or ""):
-                newest = record
-        return newest
+        claim = store.get_json(self.container, f"claims/{blob_segment(self.name)}/{self.sha256}.json")
+        if claim and claim.get("run_id"):
+            return store.get_json(self.container, f"runs/{claim['run_id']}.json")
+        return None
 
 
 def wait_for_run(services, name: str, sha256: str, *, timeout: float, interval: float,
