@@ -39,14 +39,14 @@ def pool_scaler(timer: func.TimerRequest) -> None:
 # -- queued runs (docs/architecture.md, "Run lifecycle") ---------------------------------------------
 @app.function_name("run_worker")
 @app.queue_trigger(arg_name="msg", queue_name="%RUNS_QUEUE%", connection="AzureWebJobsStorage")
-def run_worker(msg: func.QueueMessage) -> None:
-    handle_run_message(msg)
+def run_worker(msg: func.QueueMessage, context: func.Context) -> None:
+    handle_run_message(msg, context)
 
 
 @app.function_name("run_poison")
 @app.queue_trigger(arg_name="msg", queue_name="%RUNS_QUEUE%-poison", connection="AzureWebJobsStorage")
-def run_poison(msg: func.QueueMessage) -> None:
-    handle_poison_message(msg)
+def run_poison(msg: func.QueueMessage, context: func.Context) -> None:
+    handle_poison_message(msg, context)
 
 
 @app.function_name("run_reaper")

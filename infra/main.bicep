@@ -50,14 +50,17 @@ param outcomesContainerName string = 'outcomes'
 @description('Container for Event Grid events that could not be delivered.')
 param deadLetterContainerName string = 'deadletter'
 
-@description('Storage queue for queued runs.')
-param runsQueueName string = 'runs'
+@description('Storage queue for queued runs (RUNS_QUEUE); the host moves failed messages to <name>-poison.')
+param runsQueueName string = 'airlock-runs'
 
 @description('NCRONTAB schedule of the re-sync timer.')
 param resyncSchedule string = '0 0 */6 * * *'
 
 @description('NCRONTAB schedule of the idle-pool timer.')
 param poolScaleSchedule string = '0 */5 * * * *'
+
+@description('NCRONTAB schedule of the reaper timer (abandons runs with no progress).')
+param reaperSchedule string = '0 */5 * * * *'
 
 @description('Python version of the Function App: one Flex Consumption offers (README: Python version).')
 param pythonVersion string = '3.11'
@@ -117,7 +120,7 @@ module storage 'app/storage.bicep' = {
     name: 'st${token}'
     vnetEnabled: vnetEnabled
     containerNames: [deploymentContainerName, manifestsContainerName, outcomesContainerName, deadLetterContainerName]
-    queueNames: [runsQueueName]
+    queueNames: [runsQueueName, '${runsQueueName}-poison']
   }
 }
 
@@ -225,6 +228,8 @@ var appSettings = {
   OUTCOMES_CONTAINER: outcomesContainerName
   RESYNC_SCHEDULE: resyncSchedule
   POOL_SCALE_SCHEDULE: poolScaleSchedule
+  RUNS_QUEUE: runsQueueName
+  REAPER_SCHEDULE: reaperSchedule
   DOCKERHUB_USERNAME: dockerHubUsername
 }
 // A Key Vault reference, resolved by the platform with the identity in keyVaultReferenceIdentity.

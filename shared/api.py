@@ -232,11 +232,7 @@ class Api:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         manifest, blob, name = None, request.query_params.get("manifest"), request.query_params.get("name") or "body"
         if content_type == "application/json":
-            try:
-                data = json.loads(body)
-            except json.JSONDecodeError as exc:
-                where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-                raise ValidationError("body is not valid JSON", [Problem(where, field="body")]) from None
+            data = parse_json_body(body)  # empty, not UTF-8, not JSON, too deep: a 400 naming the body
             if not isinstance(data, dict) or not isinstance(data.get("yaml"), str):
                 raise ValidationError("invalid request", [Problem("a string: the Kubernetes YAML", field="/yaml")])
             unknown = sorted(set(data) - {"yaml", "manifest", "manifest_blob", "name"})
@@ -251,6 +247,8 @@ class Api:
         elif content_type not in _YAML_TYPES:
             raise ValidationError("unsupported content type", [Problem(
                 "use application/yaml (the YAML itself) or application/json", field="content-type")])
+        elif not body.strip():
+            raise ValidationError("a request body is required", [Problem("the body is empty", field="body")])
         document = await asyncio.to_thread(check_yaml, self.services, [(name, body)], manifest=manifest,
                                            manifest_blob=blob)
         return _json(document)

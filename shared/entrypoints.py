@@ -60,17 +60,28 @@ def handle_resync(*, past_due: bool) -> None:
     on_resync_timer(services(), past_due=past_due)
 
 
-def handle_run_message(message) -> None:
+def _bind(context) -> None:
+    """Log records of the pool threads that work for this invocation reach the host's log stream
+    (``shared.telemetry.bind_invocation``; azure-functions-python-worker issues 1158 and 1358)."""
+    if context is not None:
+        from .telemetry import bind_invocation
+
+        bind_invocation(getattr(context, "thread_local_storage", None), getattr(context, "invocation_id", None))
+
+
+def handle_run_message(message, context=None) -> None:
     """A run chunk from RUNS_QUEUE (func.QueueMessage): body and dequeue count."""
     from .handlers.runs import on_run_message
 
+    _bind(context)
     on_run_message(services(), message.get_body(), message.dequeue_count or 1)
 
 
-def handle_poison_message(message) -> None:
+def handle_poison_message(message, context=None) -> None:
     """A run chunk the host moved to RUNS_QUEUE-poison after its deliveries ran out."""
     from .handlers.runs import on_poison_message
 
+    _bind(context)
     on_poison_message(services(), message.get_body(), message.dequeue_count or 1)
 
 

@@ -189,12 +189,13 @@ def document(*, max_wait: float = 200.0, max_body: int = 1_048_576) -> dict:
                     {"name": "name", "in": "query", "schema": {"type": "string"},
                      "description": "File name shown in positions (default: body)."}],
                 "requestBody": {"required": True, "content": {
-                    "application/yaml": {"schema": {"type": "string", "description": "multi-document YAML"}},
+                    # any YAML stream: documents that are not Kubernetes objects hold no images
+                    "application/yaml": {"schema": {"description": "multi-document YAML (Kubernetes objects)"}},
                     "application/json": {"schema": {"type": "object", "required": ["yaml"],
                                                     "additionalProperties": False, "properties": {
-                        "yaml": {"type": "string"}, "manifest": {"type": "string",
-                                                                 "description": "images.txt content"},
-                        "manifest_blob": {"type": "string"}, "name": {"type": "string"}}}}}},
+                        "yaml": {"type": "string"},
+                        "manifest": {"type": ["string", "null"], "description": "images.txt content"},
+                        "manifest_blob": {"type": ["string", "null"]}, "name": {"type": ["string", "null"]}}}}}},
                 "responses": {
                     "200": {"description": "The check; ok is false when there are findings",
                             "content": {"application/json": {"schema": {"type": "object", "properties": {

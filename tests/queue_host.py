@@ -19,9 +19,37 @@ import threading
 import time
 from typing import Optional
 
+import inspect
+import uuid
+
+import azure.functions as func
 from azure.functions.queue import QueueMessage  # what the Python worker builds for a queue trigger
 
 log = logging.getLogger(__name__)
+
+
+class InvocationContext(func.Context):
+    """The ``context`` the Python worker passes to a function that declares one (azure.functions only
+    declares the interface): an invocation id, and the thread-local its log handler reads it from."""
+
+    def __init__(self, function_name: str, invocation_id: Optional[str] = None):
+        self._name = function_name
+        self._invocation_id = invocation_id or str(uuid.uuid4())
+        self._tls = threading.local()
+
+    invocation_id = property(lambda self: self._invocation_id)
+    thread_local_storage = property(lambda self: self._tls)
+    function_name = property(lambda self: self._name)
+    function_directory = property(lambda self: ".")
+    trace_context = property(lambda self: None)
+    retry_context = property(lambda self: None)
+
+
+def call(function, name: str, message: QueueMessage, context: Optional[func.Context] = None):
+    """Call a queue function as the worker does: with a ``context`` when its signature asks for one."""
+    if "context" in inspect.signature(function).parameters:
+        return function(message, context=context or InvocationContext(name))
+    return function(message)
 
 
 def _queue(name: str):
@@ -64,7 +92,7 @@ class QueueHost:
         with self._lock:
             self.deliveries += 1
         try:
-            self.functions[function](qm)
+            call(self.functions[function], function, qm)
         except Exception as exc:  # noqa: BLE001 - what the host does with a failed invocation
             with self._lock:
                 self.errors.append(exc)

@@ -238,6 +238,10 @@ def execute_chunk(services, message: core.ChunkMessage, *, verdict: str, dequeue
     except AirlockError:
         log.warning("run message for unknown run %s; dropping it", message.run_id)
         return None
+    if core.is_terminal(record.get("status")):
+        log.info("run %s is already %s; delivery %d of chunk %d has nothing to do", message.run_id,
+                 record["status"], dequeue_count, message.chunk)
+        return None
     with chunk_scope(_run_context(record), chunk=message.chunk, chunks=message.chunks, delivery=dequeue_count,
                      settings=services.settings):
         return _execute_chunk(services, message, record, verdict=verdict, dequeue_count=dequeue_count,
@@ -248,10 +252,6 @@ def _execute_chunk(services, message: core.ChunkMessage, record: dict, *, verdic
                    progress: Optional[Progress]) -> Optional[dict]:
     s = services.settings
     run_id = message.run_id
-    if core.is_terminal(record.get("status")):
-        log.info("run %s is already %s; delivery %d of chunk %d has nothing to do", run_id, record["status"],
-                 dequeue_count, message.chunk)
-        return None
     if verdict == "poison":
         try:
             _poison_chunk(services, message, dequeue_count)

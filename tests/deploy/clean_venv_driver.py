@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import importlib
+import inspect
 import json
 import os
 import pkgutil
@@ -121,15 +122,40 @@ def host_message_encoding() -> str:
     return host.get("extensions", {}).get("queues", {}).get("messageEncoding", "base64").lower()
 
 
+class WorkerContext:
+    """The ``context`` argument the Python worker passes to a function that declares one."""
+
+    def __init__(self, function_name: str):
+        import threading
+
+        self.function_name, self.invocation_id = function_name, str(uuid.uuid4())
+        self.thread_local_storage, self.function_directory = threading.local(), str(ROOT)
+        self.trace_context = self.retry_context = None
+
+
+SEEN: dict[str, str] = {}  # queue name -> the raw text of the last message taken from it
+
+
 def run_queue(function, binding: dict) -> dict:
-    """Drain the trigger's queue as the host would: receive, decode as host.json says, call, delete."""
-    import azure.functions as func
+    """Drain the trigger's queue as the host would: receive, decode as host.json says, call, delete.
+
+    A ``<queue>-poison`` queue holds nothing in a run that went well; the host moves a message there
+    after its last failed delivery, so the same is done here with the last message of ``<queue>``."""
+    from azure.core.exceptions import ResourceExistsError
+    from azure.functions.queue import QueueMessage  # what the Python worker builds for a queue trigger
     from azure.storage.queue import QueueClient
 
     queue = resolve(binding["queueName"])
     connection = os.environ[binding.get("connection") or "AzureWebJobsStorage"]
     client = QueueClient.from_connection_string(connection, queue)
     encoding = host_message_encoding()
+    base = queue[:-len("-poison")] if queue.endswith("-poison") else None
+    if base is not None and base in SEEN:
+        try:
+            client.create_queue()
+        except ResourceExistsError:
+            pass
+        client.send_message(SEEN[base])
     calls = 0
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and calls < 200:
@@ -141,15 +167,19 @@ def run_queue(function, binding: dict) -> dict:
             continue
         for message in messages:
             raw = message.content if isinstance(message.content, str) else message.content.decode()
+            SEEN[queue] = raw
             body = raw.encode()
             if encoding == "base64":
                 try:
                     body = base64.b64decode(raw, validate=True)
                 except binascii.Error:
                     pass  # the host would reject it; the function gets the raw text so the failure shows
-            function.get_user_function()(func.QueueMessage(
-                id=message.id, body=body, dequeue_count=message.dequeue_count, pop_receipt=message.pop_receipt,
-                insertion_time=message.inserted_on, expiration_time=message.expires_on))
+            user = function.get_user_function()
+            kwargs = {"context": WorkerContext(function.get_function_name())} \
+                if "context" in inspect.signature(user).parameters else {}
+            user(QueueMessage(id=message.id, body=body, dequeue_count=message.dequeue_count,
+                              pop_receipt=message.pop_receipt, insertion_time=message.inserted_on,
+                              expiration_time=message.expires_on), **kwargs)
             client.delete_message(message)
             calls += 1
     if not calls:

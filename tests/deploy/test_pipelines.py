@@ -71,10 +71,14 @@ def cli_parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
+    from shared.cli import UsageError  # the CLI's parser raises it instead of exiting (exit code 2)
+
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
         try:
             return cli_parser().parse_args(argv)
+        except UsageError as exc:
+            raise AssertionError(f"the CLI rejects {argv}: {exc.message}") from None
         except SystemExit:
             raise AssertionError(f"the CLI rejects {argv}: {stderr.getvalue().strip()}") from None
 

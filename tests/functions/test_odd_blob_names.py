@@ -1,4 +1,4 @@
-"""Any blob name the storage service accepts is processed once, and its marker stays in processed/.
+"""Any blob name the storage service accepts is processed once, and its claim stays in claims/.
 
 Through the registered blob function against Azurite: names with ``../``, ``%``, Unicode, a NUL
 and 1,024 characters (the service's limit). Before, a ``../`` name could never be processed and
@@ -33,7 +33,7 @@ def prefix():
     return f"ob{uuid.uuid4().hex[:8]}"
 
 
-def test_odd_blob_names_are_processed_once_inside_their_prefix(env, stack, seeded, functions, prefix):
+def test_odd_blob_names_are_processed_once_inside_their_prefix(env, stack, seeded, functions, queue_host, prefix):
     s = entrypoints.services()
     manifests, outcomes = s.settings.manifests_container, s.settings.outcomes_container
     text = f"nginx:1.27 => {prefix}/nginx\n"
@@ -54,17 +54,18 @@ def test_odd_blob_names_are_processed_once_inside_their_prefix(env, stack, seede
     # including the '../' one the trigger could deliver from a service that keeps it
     for label, name in names.items():
         functions["manifest_uploaded"](func.blob.InputStream(data=data, name=f"{manifests}/{name}"))
-        marker = f"processed/{blob_segment(name)}/{digest}.json"
-        done = s.store.get_json(outcomes, marker)
-        assert done and done["run_id"], label
-        record = s.store.get_json(outcomes, f"runs/{done['run_id']}.json")
+        claim = s.store.get_json(outcomes, f"claims/{blob_segment(name)}/{digest}.json")
+        assert claim and claim["run_id"], label
+        queue_host.drain()
+        record = s.store.get_json(outcomes, f"runs/{claim['run_id']}.json")
         assert record["manifest"]["name"] == name and record["status"] == "succeeded", label
-        # a redelivery does no new work
-        assert functions["manifest_uploaded"](func.blob.InputStream(data=data, name=f"{manifests}/{name}")) is None
+        # a redelivery does no new work: nothing is queued again
+        functions["manifest_uploaded"](func.blob.InputStream(data=data, name=f"{manifests}/{name}"))
+        assert queue_host.pending() == 0, label
 
-    processed = s.store.list_names(outcomes, "processed/")  # listing still works
-    mine = {n for n in processed if n.endswith(f"/{digest}.json")}
-    assert mine == {f"processed/{blob_segment(n)}/{digest}.json" for n in names.values()}
+    claims = s.store.list_names(outcomes, "claims/")  # listing still works
+    mine = {n for n in claims if n.endswith(f"/{digest}.json")}
+    assert mine == {f"claims/{blob_segment(n)}/{digest}.json" for n in names.values()}
     for marker in mine:
         assert marker.count("/") == 2 and len(marker) <= 1024 and "\x00" not in marker
 

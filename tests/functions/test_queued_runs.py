@@ -23,8 +23,15 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
 from shared import entrypoints
+from tests.queue_host import InvocationContext
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def ctx() -> InvocationContext:
+    """The ``context`` the worker passes to the queue functions (they declare one)."""
+    return InvocationContext("run_worker")
+
 # the seeded upstream images (devstack.oci.CATALOGUE) that a manifest may list
 SOURCES = ["library/busybox:1.36", "quay.io/jetstack/cert-manager-controller:v1.15.2",
            "registry.k8s.io/ingress-nginx/controller:v1.11.1", "library/nginx:1.27", "library/nginx:latest"]
@@ -241,7 +248,7 @@ def test_poison_message_ends_as_retryable_failed_entries_with_the_reason(env, st
     assert records_for(name)[0]["status"] == "running"
     # ... then the host gives up on it and moves it to the poison queue
     body = json.dumps({"v": 1, "run_id": queued["run_id"], "chunk": 0, "chunks": 1, "start": 0, "end": 2})
-    functions["run_poison"](QueueMessage(id="p1", body=body.encode(), dequeue_count=1))
+    functions["run_poison"](QueueMessage(id="p1", body=body.encode(), dequeue_count=1), context=ctx())
     [record] = records_for(name)
     assert record["status"] == "failed" and record["retryable"] is True
     assert_every_entry_once(record, 2)
@@ -256,16 +263,16 @@ def test_message_past_max_dequeue_is_poison_without_work(env, seeded, functions,
     [queued] = records_for(name)
     body = json.dumps({"v": 1, "run_id": queued["run_id"], "chunk": 0, "chunks": 1, "start": 0, "end": 1})
     with pytest.raises(Exception, match="failed"):  # the run failed: recorded, then raised
-        functions["run_worker"](QueueMessage(id="m1", body=body.encode(), dequeue_count=6))
+        functions["run_worker"](QueueMessage(id="m1", body=body.encode(), dequeue_count=6), context=ctx())
     [record] = records_for(name)
     [entry] = record["entries"]
     assert entry["result"] == "failed" and entry["error"]["code"] == "PoisonMessage"
     assert entry["error"]["retryable"] is True and "worker crashed" in entry["error"]["message"]
-    functions["run_worker"](QueueMessage(id="m1", body=body.encode(), dequeue_count=7))  # final: nothing to do
+    functions["run_worker"](QueueMessage(id="m1", body=body.encode(), dequeue_count=7), context=ctx())  # final
 
 
 def test_malformed_message_is_dropped(env, functions, caplog):
-    functions["run_worker"](QueueMessage(id="x", body=b'{"v": 1, "run_id": 3}', dequeue_count=1))
+    functions["run_worker"](QueueMessage(id="x", body=b'{"v": 1, "run_id": 3}', dequeue_count=1), context=ctx())
     assert "malformed run message" in caplog.text
 
 
@@ -390,7 +397,7 @@ def test_a_chunk_leased_by_another_worker_is_left_to_it(env, seeded, functions, 
     body = json.dumps({"v": 1, "run_id": queued["run_id"], "chunk": 0, "chunks": 1, "start": 0, "end": 1})
     with s.store.lease(s.settings.outcomes_container, f"runs-work/{queued['run_id']}/locks/00000", seconds=15):
         with pytest.raises(Exception, match="being worked on elsewhere"):
-            functions["run_worker"](QueueMessage(id="m", body=body.encode(), dequeue_count=1))
+            functions["run_worker"](QueueMessage(id="m", body=body.encode(), dequeue_count=1), context=ctx())
     assert records_for(name)[0]["status"] == "queued" and work_names(queued["run_id"], "entries") == []
-    functions["run_worker"](QueueMessage(id="m", body=body.encode(), dequeue_count=2))
+    functions["run_worker"](QueueMessage(id="m", body=body.encode(), dequeue_count=2), context=ctx())
     assert records_for(name)[0]["status"] == "succeeded"

@@ -1,5 +1,5 @@
-"""Telemetry of a run with failures, driven through the registered blob function against the stand-in,
-observed with the OpenTelemetry SDK's in-memory exporters (spans, metrics, logs)."""
+"""Telemetry of a run with failures, driven through the registered blob and queue functions against the
+stand-in, observed with the OpenTelemetry SDK's in-memory exporters (spans, metrics, logs)."""
 from __future__ import annotations
 
 import asyncio
@@ -72,7 +72,7 @@ def metric_points(data, name):
 
 
 def test_failed_run_has_spans_metrics_and_one_error_line_with_the_run_id(env, stack, seeded, functions,
-                                                                          otel, captured):
+                                                                          queue_host, otel, captured):
     prefix = f"t{uuid.uuid4().hex[:8]}"
     name = f"{prefix}.txt"
     text = (f"library/busybox:1.36 => {prefix}/busybox\n"
@@ -83,6 +83,7 @@ def test_failed_run_has_spans_metrics_and_one_error_line_with_the_run_id(env, st
     stack.emulator.faults.add("import-fail", times=1)  # one of the two imports fails, permanently
     try:
         functions["manifest_uploaded"](func.blob.InputStream(data=text.encode(), name=f"{container}/{name}"))
+        queue_host.drain()  # the run executes on the queue function; its redelivery finds it final
     finally:
         stack.emulator.faults.clear()
     [record] = [s.store.get_json(s.settings.outcomes_container, n)
@@ -91,6 +92,7 @@ def test_failed_run_has_spans_metrics_and_one_error_line_with_the_run_id(env, st
     run_id = record["run_id"]
     assert record["status"] == "failed" and record["summary"]["failed"] == 1 and record["summary"]["imported"] == 1
 
+    assert any(type(e).__name__ == "RunFailed" for e in queue_host.errors)  # a failed invocation, as monitored
     # spans: the run, its plan and both imports, every one with the run id, in one trace
     spans = [sp for sp in otel["spans"].get_finished_spans() if sp.attributes.get("airlock.run_id") == run_id]
     by_name = {}
@@ -182,29 +184,40 @@ class WorkerLikeHandler(logging.Handler):
         self.seen.append((record.threadName, getattr(self.tls, "invocation_id", None), record.getMessage()))
 
 
-def test_http_run_log_lines_from_pool_threads_keep_the_invocation(env, stack, seeded, functions):
+def test_queued_run_log_lines_from_pool_threads_keep_the_invocation(env, stack, seeded, functions, queue_host):
+    """The queue function's invocation context reaches log records of the import pool threads (the
+    worker attributes records through a thread-local it sets on its own threads only)."""
+    from azure.functions.queue import QueueMessage
+
     prefix = f"t{uuid.uuid4().hex[:8]}"
     context = WorkerContext(f"inv-{prefix}")
     handler = WorkerLikeHandler(context.thread_local_storage)
     logger = logging.getLogger("shared")
+    body = (f"library/busybox:1.36 => {prefix}/busybox\n"
+            f"quay.io/jetstack/cert-manager-controller:v1.15.2 => {prefix}/cm\n").encode()
+    request = func.HttpRequest(method="POST", url="http://localhost/api/imports",
+                               headers={"content-type": "text/plain"}, body=body)
+    response = asyncio.run(functions["http_app_func"](request, WorkerContext("inv-http")))
+    assert response.status_code == 202, response.get_body()
+    run_id = json.loads(response.get_body())["run_id"]
+    [message] = list(queue_host.queue.receive_messages(max_messages=1, visibility_timeout=60))
     logger.addHandler(handler)
     old = logger.level
     logger.setLevel(logging.INFO)
-    body = (f"library/busybox:1.36 => {prefix}/busybox\n"
-            f"quay.io/jetstack/cert-manager-controller:v1.15.2 => {prefix}/cm\n").encode()
-    request = func.HttpRequest(method="POST", url="http://localhost/api/imports?wait=120",
-                               headers={"content-type": "text/plain"}, body=body)
     stack.emulator.faults.add("import-fail", times=1)
     try:
-        response = asyncio.run(functions["http_app_func"](request, context))
+        with pytest.raises(Exception, match="failed"):  # recorded as failed, then raised
+            functions["run_worker"](QueueMessage(id=message.id, body=message.content.encode(), dequeue_count=1),
+                                    context=context)
     finally:
         stack.emulator.faults.clear()
         logger.removeHandler(handler)
         logger.setLevel(old)
-    document = json.loads(response.get_body())
-    assert response.status_code == 200 and document["status"] == "failed", document
-    run_id = document["run_id"]
+        queue_host.queue.delete_message(message)
+    record = entrypoints.services().store.get_json(entrypoints.services().settings.outcomes_container,
+                                                   f"runs/{run_id}.json")
+    assert record["status"] == "failed", record
     mine = [(thread, invocation) for thread, invocation, message in handler.seen if run_id in message]
     threads = {thread.split("_")[0] for thread, _ in mine}
-    assert {"import", "run"} <= threads  # lines from the run's thread and an import pool thread
-    assert {invocation for _, invocation in mine} == {context.invocation_id}
+    assert "import" in threads  # lines from an import pool thread...
+    assert {invocation for _, invocation in mine} == {context.invocation_id}  # ...attributed to the invocation

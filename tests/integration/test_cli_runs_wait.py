@@ -21,10 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def container_env(stack, seeded, airlock_env, monkeypatch, tmp_path):
     container = f"manifests-{uuid.uuid4().hex[:8]}"
+    queue = f"runs-{uuid.uuid4().hex[:10]}"
     monkeypatch.setenv("MANIFESTS_CONTAINER", container)
+    monkeypatch.setenv("RUNS_QUEUE", queue)
     monkeypatch.setenv("RETRY_BASE_SECONDS", "0.05")
     env_file = tmp_path / "env"
-    env_file.write_text(stack.env_text() + f"MANIFESTS_CONTAINER={container}\n")
+    env_file.write_text(stack.env_text() + f"MANIFESTS_CONTAINER={container}\nRUNS_QUEUE={queue}\n")
     entrypoints.reset()
     yield env_file
     entrypoints.reset()
@@ -38,7 +40,10 @@ def start_wait(env_file: Path, manifest: Path, *extra: str) -> subprocess.Popen:
 
 
 def upload_and_trigger(registered, manifest: Path, delay: float) -> threading.Thread:
-    """Upload after ``delay`` seconds, then deliver the blob event to the registered function."""
+    """Upload after ``delay`` seconds, deliver the blob event to the registered function, then run the
+    queued run through the queue functions (tests/queue_host.py), as the host would."""
+    from tests.queue_host import QueueHost
+
     def work():
         time.sleep(delay)
         services = entrypoints.services()
@@ -47,6 +52,7 @@ def upload_and_trigger(registered, manifest: Path, delay: float) -> threading.Th
         services.store.put_bytes(container, manifest.name, data)
         registered["manifest_uploaded"].get_user_function()(
             func.blob.InputStream(data=data, name=f"{container}/{manifest.name}", length=len(data)))
+        QueueHost({name: f.get_user_function() for name, f in registered.items()}).drain()
 
     thread = threading.Thread(target=work)
     thread.start()
@@ -64,7 +70,7 @@ def test_wait_follows_the_uploaded_run_to_success(container_env, registered, tmp
     assert "succeeded" in out and f"{prefix}/busybox:1.36" in out
     assert f"waiting for the run of {manifest.name}" in err
 
-    # the same bytes again: the earlier run is found at once (its "processed" marker)
+    # the same bytes again: the earlier run is found at once (the blob trigger's claim names it)
     again = start_wait(container_env, manifest, "--timeout", "5", "--json")
     out, err = again.communicate(timeout=60)
     assert again.returncode == 0, err
