@@ -7,6 +7,10 @@ a refresh token (POST /oauth2/exchange), the refresh token for an access token (
 docker-registry. /acr/v1/ answers are computed from the backing registry plus the
 ``ManifestLedger`` (distribution keeps no timestamps).
 
+Tag listings (``/acr/v1/{name}/_tags``) come in pages of at most 100 tags (``n``), sorted by name,
+after ``last``; a page with more to come carries ``Link: </acr/v1/{escaped name}/_tags?last=..&n=..&
+orderby=>; rel="next"``, as ACR answers.
+
 Limit: distribution 2.8 cannot delete a tag, so DELETE /acr/v1/{repo}/_tags/{tag} deletes the
 manifest the tag points to, which removes every tag of that manifest.
 """
@@ -18,7 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, urlencode
 
 import httpx
 from starlette.background import BackgroundTask
@@ -44,6 +48,7 @@ FORWARDED_REQUEST_HEADERS = frozenset(
 )
 DROPPED_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "date", "server"})
 CHANGEABLE_ATTRIBUTES = {"deleteEnabled": True, "writeEnabled": True, "readEnabled": True, "listEnabled": True}
+TAG_PAGE_SIZE = 100  # tags per page of /acr/v1/{name}/_tags (and the most a client may ask for with n=)
 UNAUTHORIZED_MESSAGE = "authentication required, visit https://aka.ms/acr/authorization for more information."
 _REPOSITORY_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags)/")
 
@@ -253,11 +258,27 @@ def routes(emu, backing: BackingRegistry) -> list[Route]:
         repository = request.path_params["repository"]
         if refusal := denied(request, "repository", repository, "metadata_read"):
             return refusal
+        try:
+            page_size = int(request.query_params.get("n") or TAG_PAGE_SIZE)
+        except ValueError:
+            return acr_error(400, "PAGINATION_NUMBER_INVALID", "invalid number of results requested")
+        if page_size < 1:
+            return acr_error(400, "PAGINATION_NUMBER_INVALID", "invalid number of results requested")
+        page_size = min(page_size, TAG_PAGE_SIZE)
+        last, orderby = request.query_params.get("last") or "", request.query_params.get("orderby") or ""
         digests = await backing.tag_digests(repository)
         if digests is None:
             return acr_error(404, "NAME_UNKNOWN", "repository name not known to registry", detail={"name": repository})
-        tags = [tag_body(repository, tag, digest) for tag, digest in digests.items()]
-        return JSONResponse({"registry": emu.login_server, "imageName": repository, "tags": tags})
+        names = sorted(tag for tag in digests if tag > last)
+        page, more = names[:page_size], len(names) > page_size
+        tags = [tag_body(repository, tag, digests[tag]) for tag in page]
+        headers = {}
+        if more:
+            # as recorded (azure-sdk-for-js container-registry recordings): path-escaped name,
+            # last / n / orderby, relative to the login server
+            query = urlencode({"last": page[-1], "n": page_size, "orderby": orderby})
+            headers["Link"] = f'</acr/v1/{quote(repository, safe="")}/_tags?{query}>; rel="next"'
+        return JSONResponse({"registry": emu.login_server, "imageName": repository, "tags": tags}, headers=headers)
 
     async def manifest_attributes(request: Request) -> Response:
         repository, digest = request.path_params["repository"], request.path_params["digest"]

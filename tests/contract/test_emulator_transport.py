@@ -5,6 +5,7 @@ every JSON answer arrived ~42 ms late (bench/standin.py prints the round trip)."
 from __future__ import annotations
 
 import socket
+import ssl
 
 import httpx
 import trustme
@@ -21,7 +22,7 @@ def test_accepted_connections_have_tcp_nodelay(tmp_path):
     emu = Emulator(EmulatorConfig(port=0))
     handle = start_in_thread(emu, str(tmp_path / "server.pem"), str(tmp_path / "server.pem"))
     try:
-        with httpx.Client(verify=str(tmp_path / "ca.pem")) as client:
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))) as client:
             assert client.get(f"{emu.base_url}/_devstack/faults").status_code == 200  # keep-alive: stays open
             connections = list(handle._server.server_state.connections)
             assert connections
