@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ FORWARDED_REQUEST_HEADERS = frozenset(
 )
 DROPPED_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "date", "server"})
 CHANGEABLE_ATTRIBUTES = {"deleteEnabled": True, "writeEnabled": True, "readEnabled": True, "listEnabled": True}
+READ_ATTEMPTS = 6  # reads of the backing registry's storage that raced a rewrite (~0.3 s in all)
 TAG_PAGE_SIZE = 100  # tags per page of /acr/v1/{name}/_tags (and the most a client may ask for with n=)
 UNAUTHORIZED_MESSAGE = "authentication required, visit https://aka.ms/acr/authorization for more information."
 _REPOSITORY_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags)/")
@@ -60,13 +62,45 @@ class ManifestHead:
     size: int
 
 
+class RetryingReads(httpx.AsyncBaseTransport):
+    """Retries a GET or HEAD that the backing registry answered 500.
+
+    distribution's filesystem driver rewrites link files in place (truncate, then write), so a
+    read racing a push of the same digest (concurrent imports of one image under many tags: every
+    copy rewrites ``_manifests/revisions/sha256/<digest>/link``) finds an empty link and answers
+    500 "invalid checksum digest format". ACR has no such race; the stand-in must not pass it on.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, attempts: int = READ_ATTEMPTS) -> None:
+        self._inner = inner
+        self._attempts = attempts
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        delay = 0.01
+        for attempt in range(1, self._attempts + 1):
+            response = await self._inner.handle_async_request(request)
+            if response.status_code != 500 or request.method not in ("GET", "HEAD") or attempt == self._attempts:
+                return response
+            await response.aread()
+            await response.aclose()
+            log.debug("backing registry answered 500 to %s %s; retrying", request.method, request.url.path)
+            await asyncio.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class BackingRegistry:
     """Async client of the backing docker-registry (plain HTTP on loopback)."""
 
-    def __init__(self, base_url: str, storage_path: str = "") -> None:
+    def __init__(self, base_url: str, storage_path: str = "",
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.storage = Path(storage_path) if storage_path else None
-        self.client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(30.0, read=300.0))
+        self.client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(30.0, read=300.0),
+                                        transport=RetryingReads(transport or httpx.AsyncHTTPTransport()))
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -124,9 +158,8 @@ class BackingRegistry:
             return None
         digests = {}
         for link in sorted((manifests / "tags").glob("*/current/link")):
-            try:
-                digest = link.read_text().strip()
-            except FileNotFoundError:  # untagged meanwhile
+            digest = _read_link(link)
+            if digest is None:  # untagged meanwhile
                 continue
             algorithm, _, hex_digest = digest.partition(":")
             if (manifests / "revisions" / algorithm / hex_digest / "link").exists():
@@ -135,6 +168,20 @@ class BackingRegistry:
 
     async def delete_manifest(self, repository: str, digest: str) -> httpx.Response:
         return await self.client.delete(f"/v2/{repository}/manifests/{digest}")
+
+
+def _read_link(path: Path) -> str | None:
+    """A link file's digest; None when it is gone. A link being rewritten (truncated, then written:
+    see RetryingReads) reads empty for a moment, so an empty read is read again."""
+    for _ in range(READ_ATTEMPTS):
+        try:
+            digest = path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        if digest:
+            return digest
+        time.sleep(0.01)
+    return None
 
 
 def _required_access(path: str, method: str) -> tuple[str | None, str | None, str | None]:
