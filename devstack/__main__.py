@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from devstack import queue_runner
 from devstack.emulator.profiles import PROFILES
 from devstack.stack import REPO_ROOT, Stack, pid_alive
 
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     env = sub.add_parser("env", help="print the running stack's env file")
     env.add_argument("--export", action="store_true", help="shell export lines")
     env.set_defaults(func=cmd_env)
+    runner = sub.add_parser("runner", help="run the app's queue triggers as the Functions host would")
+    queue_runner.add_arguments(runner)
+    runner.set_defaults(func=queue_runner.run_command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
