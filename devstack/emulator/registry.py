@@ -363,7 +363,7 @@ class Importer:
 
     def in_flight(self) -> int:
         """Imports accepted and not yet finished (what a benchmark reads as the achieved concurrency)."""
-        return sum(1 for op in self._operations.values() if not self.finished(op))
+        return sum(1 for op in list(self._operations.values()) if not self.finished(op))
 
     async def aclose(self) -> None:
         pending = [op.task for op in self._operations.values() if op.task and not op.task.done()]
