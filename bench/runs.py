@@ -16,6 +16,7 @@ emulator's own count of imports in flight gives the concurrency actually reached
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -90,7 +91,7 @@ def total_concurrency(processes: int, in_flight_per_process: int, chunk_entries:
     """Imports the whole system runs at once: instances x messages each x imports per message."""
     chunks = math.ceil(ENTRIES / chunk_entries)
     changed_per_chunk = math.ceil(CHANGED / chunks)
-    return processes * min(in_flight_per_process, chunks) * min(SYNC_CONCURRENCY, changed_per_chunk)
+    return min(processes * in_flight_per_process, chunks) * min(SYNC_CONCURRENCY, changed_per_chunk)
 
 
 def floor_seconds(concurrency: int) -> float:
@@ -140,8 +141,10 @@ def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Re
     import azure.functions as func
     from azure.storage.blob import BlobServiceClient
 
-    base_env = {**stack.env, "SOURCE_REGISTRY_ALLOWLIST": stack.upstream_host,
-                "SYNC_CONCURRENCY": str(SYNC_CONCURRENCY)}
+    # app settings as `func start` has them: local.settings(.sample).json's Values, then the stand-in's
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text()).get("Values", {})
+    base_env = {**{k: v for k, v in sample.items() if v}, **stack.env,
+                "SOURCE_REGISTRY_ALLOWLIST": stack.upstream_host, "SYNC_CONCURRENCY": str(SYNC_CONCURRENCY)}
     old, media_type = push_base(stack, REPOSITORY, seed="r1")
     new, _ = push_base(stack, REPOSITORY, seed="r2")
     backing_old, _ = push_backing(stack, REPOSITORY, seed="r1")

@@ -166,6 +166,17 @@ class BackingRegistry:
                 digests[link.parent.parent.name] = digest
         return digests
 
+    async def tag_manifest(self, tags: list[tuple[str, str]], repository: str, digest: str) -> None:
+        """PUT the manifest ``repository@digest`` under each (repository, tag); the content must
+        already be in each of those repositories."""
+        response = await self.client.get(f"/v2/{repository}/manifests/{digest}", headers={"Accept": MANIFEST_ACCEPT})
+        response.raise_for_status()
+        media_type = response.headers.get("content-type", "")
+        for target_repository, tag in tags:
+            put = await self.client.put(f"/v2/{target_repository}/manifests/{tag}", content=response.content,
+                                        headers={"Content-Type": media_type})
+            put.raise_for_status()
+
     async def delete_manifest(self, repository: str, digest: str) -> httpx.Response:
         return await self.client.delete(f"/v2/{repository}/manifests/{digest}")
 

@@ -379,10 +379,9 @@ class Importer:
 
     async def _run(self, operation: ImportOperation, request: ImportRequest) -> None:
         try:
-            if self._emu.config.import_copy_at_end:
-                await asyncio.sleep(max(0.0, operation.started + operation.copy_seconds - time.monotonic()))
+            tag_at = operation.started + operation.copy_seconds if self._emu.config.import_copy_at_end else None
             began = time.monotonic()
-            await self._copy(request)
+            await self._copy(request, tag_at)
             operation.copied_at = time.monotonic()
             log.info("import %s copied %s in %.2fs (copy time %.1fs)", operation.id, request.source,
                      operation.copied_at - began, operation.copy_seconds)
@@ -421,7 +420,10 @@ class Importer:
             return [*flags, f"{prefix}creds", f"{username}:{password}"]
         return [*flags, f"{prefix}no-creds"]
 
-    async def _copy(self, request: ImportRequest) -> None:
+    async def _copy(self, request: ImportRequest, tag_at: float | None = None) -> None:
+        """Copy the image. With ``tag_at`` (monotonic time) the content is copied at once but by
+        digest only, and the target tags are written at ``tag_at``: they appear when the copy time is
+        up, however long skopeo took (ACR too writes the tags at the end of an import)."""
         source = self._locate(request)
         if not request.force:
             for target in request.target_tags:
@@ -439,6 +441,8 @@ class Importer:
             digest = f"sha256:{hashlib.sha256(manifest).hexdigest()}"
             targets = [(t.repository, f":{t.tag}") for t in request.target_tags]
             targets += [(repository, f"@{digest}") for repository in request.untagged_repositories]
+            if tag_at is not None:  # by digest now (each repository once), the tags at tag_at
+                targets = list(dict.fromkeys((repository, f"@{digest}") for repository, _ in targets))
             (first_repository, first_reference), *others = targets
             copy = ("copy", "--all", "--preserve-digests", "--dest-tls-verify=false", "--dest-no-creds")
             await skopeo(
@@ -453,6 +457,11 @@ class Importer:
                 await skopeo(
                     *copy, "--src-tls-verify=false", "--src-no-creds", landed,
                     f"docker://{self._backing_host}/{repository}{reference}",
+                )
+            if tag_at is not None:
+                await asyncio.sleep(max(0.0, tag_at - time.monotonic()))
+                await self._backing.tag_manifest(
+                    [(t.repository, t.tag) for t in request.target_tags], first_repository, digest
                 )
         except SkopeoError as exc:
             status, code = _classify(str(exc))
