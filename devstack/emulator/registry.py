@@ -445,15 +445,20 @@ class Importer:
                 targets = list(dict.fromkeys((repository, f"@{digest}") for repository, _ in targets))
             (first_repository, first_reference), *others = targets
             copy = ("copy", "--all", "--preserve-digests", "--dest-tls-verify=false", "--dest-no-creds")
-            await skopeo(
-                *copy,
-                *self._source_flags(source, request, "--src-"),
-                f"docker://{source.host}/{request.source.repository}@{digest}",
-                f"docker://{self._backing_host}/{first_repository}{first_reference}",
-                secret=secret,
-            )
+            # by digest (tag_at): content a repository holds already is not copied again, as ACR
+            # does not move layers it has (and the stand-in's CPU is not spent on skopeo for nothing)
+            if tag_at is None or await self._backing.head_manifest(first_repository, digest) is None:
+                await skopeo(
+                    *copy,
+                    *self._source_flags(source, request, "--src-"),
+                    f"docker://{source.host}/{request.source.repository}@{digest}",
+                    f"docker://{self._backing_host}/{first_repository}{first_reference}",
+                    secret=secret,
+                )
             landed = f"docker://{self._backing_host}/{first_repository}@{digest}"
             for repository, reference in others:
+                if tag_at is not None and await self._backing.head_manifest(repository, digest) is not None:
+                    continue
                 await skopeo(
                     *copy, "--src-tls-verify=false", "--src-no-creds", landed,
                     f"docker://{self._backing_host}/{repository}{reference}",

@@ -570,7 +570,7 @@ def test_sdk_completes_an_import_without_retry_after(env, credential):
         env.emu.config.import_retry_after = "auto"
 
 
-def test_copy_at_end_shows_the_tag_only_when_the_copy_time_is_up(env, arm):
+def test_copy_at_end_shows_the_tag_only_when_the_copy_time_is_up(env, arm, mgmt):
     env.emu.config.import_latency, env.emu.config.import_copy_at_end = 1.5, True
     try:
         started = time.monotonic()
@@ -584,6 +584,10 @@ def test_copy_at_end_shows_the_tag_only_when_the_copy_time_is_up(env, arm):
         assert poll(arm, response.headers["Location"]).status_code == 200
         assert time.monotonic() - started >= 1.5
         assert backing_digest(env, "late/app:v1") == env.digests["single"]
+        # the content is in the repository already: only the tag is written, still at the end
+        env.emu.config.import_latency = 0.5
+        import_image(mgmt, "lib/single:v1", registry_uri=env.upstream, target_tags=["late/app:v2"])
+        assert backing_digest(env, "late/app:v2") == env.digests["single"]
     finally:
         env.emu.config.import_copy_at_end = False
 
