@@ -361,6 +361,11 @@ class Importer:
     def finished(self, operation: ImportOperation) -> bool:
         return operation.done and time.monotonic() >= operation.started + operation.copy_seconds
 
+    def copy_times(self) -> dict[str, float]:
+        """Target -> copy time of the latest import that wrote it (benchmarks subtract it)."""
+        ordered = sorted(list(self._operations.values()), key=lambda op: op.started)
+        return {target: op.copy_seconds for op in ordered for target in op.targets}
+
     def in_flight(self) -> int:
         """Imports accepted and not yet finished (what a benchmark reads as the achieved concurrency)."""
         return sum(1 for op in list(self._operations.values()) if not self.finished(op))
