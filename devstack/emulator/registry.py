@@ -321,13 +321,16 @@ class Importer:
         return self._cert_dir
 
     def copy_seconds(self, request: ImportRequest) -> float:
-        """The copy time of this image: ``import_latency``, or spread up to ``import_latency_max`` by a
-        hash of source registry and image (the same image takes the same time every run)."""
+        """The copy time of this import: ``import_latency``, or spread up to ``import_latency_max`` by a
+        hash of source registry, repository and tag and the targets (not the digest: the same entry of
+        a manifest takes the same time in every run, whatever version it copies)."""
         low = max(0.0, float(self._emu.config.import_latency))
         high = float(self._emu.config.import_latency_max or 0.0)
         if high <= low:
             return low
-        key = f"{request.registry_uri or request.resource_id}/{request.source}".lower().encode()
+        targets = ",".join(str(t) for t in request.target_tags) + "," + ",".join(request.untagged_repositories)
+        source = f"{request.source.repository}:{request.source.tag or ''}"
+        key = f"{request.registry_uri or request.resource_id}/{source}>{targets}".lower().encode()
         fraction = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
         return low + (high - low) * fraction
 

@@ -603,6 +603,9 @@ def test_copy_times_spread_per_image_and_stay_the_same(env):
             request = parse_import({"source": {"registryUri": "docker.io", "sourceImage": f"library/app:{tag}"}})
             times[tag] = importer.copy_seconds(request)
             assert importer.copy_seconds(request) == times[tag]
+            pinned = parse_import({"source": {"registryUri": "docker.io",
+                                              "sourceImage": f"library/app:{tag}@sha256:{'1' * 64}"}})
+            assert importer.copy_seconds(pinned) == times[tag]  # another version of the same entry
         assert all(5.0 <= t <= 30.0 for t in times.values())
         assert max(times.values()) - min(times.values()) > 10  # spread, not one value
     finally:
