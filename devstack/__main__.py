@@ -3,7 +3,11 @@
     up     start the stand-in (Azurite, registries, ACR emulator), write the env file
            (.devstack/devstack.env, or $DEVSTACK_STATE_DIR/devstack.env), print its path and
            content (the upstream-auth password masked), and run until Ctrl-C or SIGTERM; then stop
-           everything.
+           everything. ``--profile fast|azure`` (or $DEVSTACK_PROFILE) picks the emulator's timing,
+           ``--retry-after auto|none|SECONDS`` (or $DEVSTACK_IMPORT_RETRY_AFTER) the imports'
+           Retry-After (devstack/emulator/profiles.py).
+    runner run queue-triggered functions of a FunctionApp as the Functions host would, in N
+           processes (devstack/queue_runner.py; ``python -m devstack runner --help``).
     down   send SIGTERM to a running ``up`` and wait for it to finish.
     env    print the running stack's env file (KEY=VALUE); ``--export`` prints shell
            ``export KEY='VALUE'`` lines for ``eval "$(python -m devstack env --export)"``.
@@ -20,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+from devstack import queue_runner
+from devstack.emulator.profiles import PROFILES
 from devstack.stack import REPO_ROOT, Stack, pid_alive
 
 log = logging.getLogger(__name__)
@@ -59,10 +65,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         state_dir().mkdir(parents=True, exist_ok=True)
-        with Stack(env_file=env_file(), keep_workdir=args.keep, with_emulator=not args.no_emulator) as stack:
+        options = {"import_retry_after": args.retry_after} if args.retry_after else {}
+        with Stack(env_file=env_file(), keep_workdir=args.keep, with_emulator=not args.no_emulator,
+                   profile=args.profile, emulator_options=options) as stack:
             pid_file().write_text(f"{os.getpid()}\n")
             try:
-                print(f"devstack: up in {stack.startup_seconds:.2f}s (data in {stack.workdir})")
+                print(f"devstack: up in {stack.startup_seconds:.2f}s (data in {stack.workdir}; "
+                      f"timing profile {stack.profile})")
                 print(f"devstack: env file {stack.env_path}")
                 sys.stdout.write(stack.env_text(mask_secrets=True))
                 print("devstack: Ctrl-C or `python -m devstack down` stops it", flush=True)
@@ -123,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start the stand-in and run until Ctrl-C/SIGTERM")
     up.add_argument("--keep", action="store_true", help="keep the data folder after stopping")
     up.add_argument("--no-emulator", action="store_true", help="Azurite and the registries only")
+    up.add_argument("--profile", choices=sorted(PROFILES), default=os.environ.get("DEVSTACK_PROFILE") or "fast",
+                    help="emulator timing: fast (tests) or azure (benchmarks); default $DEVSTACK_PROFILE or fast")
+    up.add_argument("--retry-after", default=os.environ.get("DEVSTACK_IMPORT_RETRY_AFTER") or None,
+                    help="Retry-After of import 202s: auto, none or seconds (default: the profile's)")
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="stop a running `up`")
     down.add_argument("--timeout", type=float, default=30.0)
@@ -130,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     env = sub.add_parser("env", help="print the running stack's env file")
     env.add_argument("--export", action="store_true", help="shell export lines")
     env.set_defaults(func=cmd_env)
+    runner = sub.add_parser("runner", help="run the app's queue triggers as the Functions host would")
+    queue_runner.add_arguments(runner)
+    runner.set_defaults(func=queue_runner.run_command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

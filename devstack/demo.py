@@ -99,13 +99,9 @@ def main() -> int:
         server = subprocess.Popen([sys.executable, "-m", "shared", "--env-file", str(env_file), "serve",
                                    "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
-        # runs are queued: something must play the Functions host's queue trigger (tests/queue_host.py)
-        import function_app
-        from tests.queue_host import QueueHost
-
-        functions = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
-        worker = QueueHost(functions).serving()
-        worker.__enter__()
+        # runs are queued: the local queue runner plays the Functions host's queue trigger (one instance)
+        worker = subprocess.Popen([sys.executable, "-m", "devstack", "runner", "--env-file", str(env_file)],
+                                  cwd=ROOT, stdout=subprocess.DEVNULL)
         try:
             base = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 20
@@ -131,7 +127,8 @@ def main() -> int:
             print(f"POST a manifest with a bad line -> {bad.status_code} {bad.headers['content-type']}: "
                   f"{bad.json()['errors']}")
         finally:
-            worker.__exit__(None, None, None)
+            worker.terminate()
+            worker.wait(40)
             server.terminate()
             server.wait(10)
 
@@ -139,7 +136,10 @@ def main() -> int:
         unsubscribe()
         from shared import entrypoints
 
-        entrypoints.reset()  # (functions: indexed above; get_functions() indexes an app once)
+        entrypoints.reset()
+        import function_app
+
+        functions = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
         for event in pushed:
             functions["registry_event"](grid_event(event))
         kinds: dict[str, int] = {}

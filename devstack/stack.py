@@ -184,14 +184,20 @@ class Stack:
     Arguments: ``workdir`` (default: a new temp folder, removed on stop unless ``keep_workdir``),
     ``env_file`` (default ``workdir/devstack.env``), ``with_emulator`` (False starts everything
     but the emulator), ``emulator_options`` (extra EmulatorConfig fields, e.g. import_latency),
-    ``subscription_id`` (default the all-zero id), ``startup_timeout`` seconds.
+    ``subscription_id`` (default the all-zero id), ``startup_timeout`` seconds, ``profile`` (the
+    emulator's timing: "fast" for tests, "azure" for benchmarks; devstack/emulator/profiles.py;
+    ``emulator_options`` override single values of it).
     """
 
     def __init__(self, workdir: Optional[os.PathLike | str] = None, *, env_file: Optional[os.PathLike | str] = None,
                  with_emulator: bool = True, emulator_options: Optional[dict[str, Any]] = None,
                  subscription_id: str = DEFAULT_SUBSCRIPTION, resource_group: str = DEFAULT_RESOURCE_GROUP,
                  registry_name: str = DEFAULT_REGISTRY, location: str = DEFAULT_LOCATION,
-                 keep_workdir: bool = False, startup_timeout: float = 60.0):
+                 keep_workdir: bool = False, startup_timeout: float = 60.0, profile: str = "fast"):
+        from devstack.emulator.profiles import profile_options
+
+        self.profile = profile
+        self._profile_options = profile_options(profile)  # ValueError for an unknown profile
         self._own_workdir = workdir is None
         self._workdir_arg = Path(workdir) if workdir is not None else None
         self._env_file_arg = Path(env_file) if env_file is not None else None
@@ -547,6 +553,7 @@ class Stack:
             upstream_token_username=self.upstream_auth_user,
             upstream_token_password=self.upstream_auth_password,
         )
+        options.update(self._profile_options)
         options.update(self.emulator_options)
         self.emulator = Emulator(EmulatorConfig(**options))
         self._emulator_handle = start_in_thread(self.emulator, str(self.server_cert), str(self.server_key))

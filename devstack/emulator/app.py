@@ -21,17 +21,24 @@ from .auth import AuthError
 from .errors import acr_error, arm_error
 from .events import MANIFEST_MEDIA_TYPES, to_event_grid
 from .faults import DATA_PLANE_PREFIXES, FaultMiddleware
+from .profiles import check_retry_after
 from .state import Emulator, utc_timestamp
 
 log = logging.getLogger(__name__)
 
-RUNTIME_SETTINGS = ("import_latency", "run_step_seconds")
+# Settings /_devstack/settings may change while the emulator runs: seconds (numbers >= 0; the pool
+# ones may also be null = one run step), import_retry_after ("auto", "none", whole seconds), and
+# import_copy_at_end (boolean). See profiles.py.
+SECONDS_SETTINGS = ("import_latency", "import_latency_max", "run_step_seconds")
+OPTIONAL_SECONDS_SETTINGS = ("pool_scale_seconds", "pool_delete_seconds")
+RUNTIME_SETTINGS = (*SECONDS_SETTINGS, *OPTIONAL_SECONDS_SETTINGS, "import_retry_after", "import_copy_at_end")
 ALL_METHODS = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"]
 
 
 def create_app(emu: Emulator) -> Starlette:
     backing = dataplane.BackingRegistry(emu.config.backing_url, emu.config.backing_storage_path)
     importer = registry.Importer(emu, backing)
+    emu.importer = importer
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -104,10 +111,12 @@ def admin_routes(emu: Emulator) -> list[Route]:
             changes = None
         if not isinstance(changes, dict) or not changes or not set(changes) <= set(RUNTIME_SETTINGS):
             return arm_error(400, "InvalidSettings", f"Send a JSON object with some of {', '.join(RUNTIME_SETTINGS)}.")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in changes.values()):
-            return arm_error(400, "InvalidSettings", "Settings are non-negative numbers of seconds.")
-        for name, value in changes.items():
-            setattr(emu.config, name, float(value))
+        try:
+            checked = {name: _setting(name, value) for name, value in changes.items()}
+        except ValueError as exc:
+            return arm_error(400, "InvalidSettings", str(exc))
+        for name, value in checked.items():
+            setattr(emu.config, name, value)
         log.info("settings changed: %s", changes)
         return JSONResponse({name: getattr(emu.config, name) for name in RUNTIME_SETTINGS})
 
@@ -126,6 +135,21 @@ def admin_routes(emu: Emulator) -> list[Route]:
         Route("/_devstack/settings", change_settings, methods=["POST"]),
         Route("/_devstack/registry-notifications", registry_notifications, methods=["POST"]),
     ]
+
+
+def _setting(name: str, value):
+    """One runtime setting, checked and converted (ValueError names the setting)."""
+    if name == "import_retry_after":
+        return check_retry_after(value)
+    if name == "import_copy_at_end":
+        if not isinstance(value, bool):
+            raise ValueError("import_copy_at_end is true or false.")
+        return value
+    if value is None and name in OPTIONAL_SECONDS_SETTINGS:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name}: settings are non-negative numbers of seconds.")
+    return float(value)
 
 
 def _absorb(emu: Emulator, note: dict) -> dict | None:

@@ -7,6 +7,10 @@ a refresh token (POST /oauth2/exchange), the refresh token for an access token (
 docker-registry. /acr/v1/ answers are computed from the backing registry plus the
 ``ManifestLedger`` (distribution keeps no timestamps).
 
+Tag listings (``/acr/v1/{name}/_tags``) come in pages of at most 100 tags (``n``), sorted by name,
+after ``last``; a page with more to come carries ``Link: </acr/v1/{escaped name}/_tags?last=..&n=..&
+orderby=>; rel="next"``, as ACR answers.
+
 Limit: distribution 2.8 cannot delete a tag, so DELETE /acr/v1/{repo}/_tags/{tag} deletes the
 manifest the tag points to, which removes every tag of that manifest.
 """
@@ -15,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, urlencode
 
 import httpx
 from starlette.background import BackgroundTask
@@ -44,6 +49,8 @@ FORWARDED_REQUEST_HEADERS = frozenset(
 )
 DROPPED_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "date", "server"})
 CHANGEABLE_ATTRIBUTES = {"deleteEnabled": True, "writeEnabled": True, "readEnabled": True, "listEnabled": True}
+READ_ATTEMPTS = 6  # reads of the backing registry's storage that raced a rewrite (~0.3 s in all)
+TAG_PAGE_SIZE = 100  # tags per page of /acr/v1/{name}/_tags (and the most a client may ask for with n=)
 UNAUTHORIZED_MESSAGE = "authentication required, visit https://aka.ms/acr/authorization for more information."
 _REPOSITORY_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags)/")
 
@@ -55,13 +62,45 @@ class ManifestHead:
     size: int
 
 
+class RetryingReads(httpx.AsyncBaseTransport):
+    """Retries a GET or HEAD that the backing registry answered 500.
+
+    distribution's filesystem driver rewrites link files in place (truncate, then write), so a
+    read racing a push of the same digest (concurrent imports of one image under many tags: every
+    copy rewrites ``_manifests/revisions/sha256/<digest>/link``) finds an empty link and answers
+    500 "invalid checksum digest format". ACR has no such race; the stand-in must not pass it on.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, attempts: int = READ_ATTEMPTS) -> None:
+        self._inner = inner
+        self._attempts = attempts
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        delay = 0.01
+        for attempt in range(1, self._attempts + 1):
+            response = await self._inner.handle_async_request(request)
+            if response.status_code != 500 or request.method not in ("GET", "HEAD") or attempt == self._attempts:
+                return response
+            await response.aread()
+            await response.aclose()
+            log.debug("backing registry answered 500 to %s %s; retrying", request.method, request.url.path)
+            await asyncio.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class BackingRegistry:
     """Async client of the backing docker-registry (plain HTTP on loopback)."""
 
-    def __init__(self, base_url: str, storage_path: str = "") -> None:
+    def __init__(self, base_url: str, storage_path: str = "",
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.storage = Path(storage_path) if storage_path else None
-        self.client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(30.0, read=300.0))
+        self.client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(30.0, read=300.0),
+                                        transport=RetryingReads(transport or httpx.AsyncHTTPTransport()))
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -119,17 +158,41 @@ class BackingRegistry:
             return None
         digests = {}
         for link in sorted((manifests / "tags").glob("*/current/link")):
-            try:
-                digest = link.read_text().strip()
-            except FileNotFoundError:  # untagged meanwhile
+            digest = _read_link(link)
+            if digest is None:  # untagged meanwhile
                 continue
             algorithm, _, hex_digest = digest.partition(":")
             if (manifests / "revisions" / algorithm / hex_digest / "link").exists():
                 digests[link.parent.parent.name] = digest
         return digests
 
+    async def tag_manifest(self, tags: list[tuple[str, str]], repository: str, digest: str) -> None:
+        """PUT the manifest ``repository@digest`` under each (repository, tag); the content must
+        already be in each of those repositories."""
+        response = await self.client.get(f"/v2/{repository}/manifests/{digest}", headers={"Accept": MANIFEST_ACCEPT})
+        response.raise_for_status()
+        media_type = response.headers.get("content-type", "")
+        for target_repository, tag in tags:
+            put = await self.client.put(f"/v2/{target_repository}/manifests/{tag}", content=response.content,
+                                        headers={"Content-Type": media_type})
+            put.raise_for_status()
+
     async def delete_manifest(self, repository: str, digest: str) -> httpx.Response:
         return await self.client.delete(f"/v2/{repository}/manifests/{digest}")
+
+
+def _read_link(path: Path) -> str | None:
+    """A link file's digest; None when it is gone. A link being rewritten (truncated, then written:
+    see RetryingReads) reads empty for a moment, so an empty read is read again."""
+    for _ in range(READ_ATTEMPTS):
+        try:
+            digest = path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        if digest:
+            return digest
+        time.sleep(0.01)
+    return None
 
 
 def _required_access(path: str, method: str) -> tuple[str | None, str | None, str | None]:
@@ -253,11 +316,27 @@ def routes(emu, backing: BackingRegistry) -> list[Route]:
         repository = request.path_params["repository"]
         if refusal := denied(request, "repository", repository, "metadata_read"):
             return refusal
+        try:
+            page_size = int(request.query_params.get("n") or TAG_PAGE_SIZE)
+        except ValueError:
+            return acr_error(400, "PAGINATION_NUMBER_INVALID", "invalid number of results requested")
+        if page_size < 1:
+            return acr_error(400, "PAGINATION_NUMBER_INVALID", "invalid number of results requested")
+        page_size = min(page_size, TAG_PAGE_SIZE)
+        last, orderby = request.query_params.get("last") or "", request.query_params.get("orderby") or ""
         digests = await backing.tag_digests(repository)
         if digests is None:
             return acr_error(404, "NAME_UNKNOWN", "repository name not known to registry", detail={"name": repository})
-        tags = [tag_body(repository, tag, digest) for tag, digest in digests.items()]
-        return JSONResponse({"registry": emu.login_server, "imageName": repository, "tags": tags})
+        names = sorted(tag for tag in digests if tag > last)
+        page, more = names[:page_size], len(names) > page_size
+        tags = [tag_body(repository, tag, digests[tag]) for tag in page]
+        headers = {}
+        if more:
+            # as recorded (azure-sdk-for-js container-registry recordings): path-escaped name,
+            # last / n / orderby, relative to the login server
+            query = urlencode({"last": page[-1], "n": page_size, "orderby": orderby})
+            headers["Link"] = f'</acr/v1/{quote(repository, safe="")}/_tags?{query}>; rel="next"'
+        return JSONResponse({"registry": emu.login_server, "imageName": repository, "tags": tags}, headers=headers)
 
     async def manifest_attributes(request: Request) -> Response:
         repository, digest = request.path_params["repository"], request.path_params["digest"]

@@ -2,10 +2,19 @@
 
 Every call passes ``arm_preflight`` (bearer token for the ARM audience, api-version, known
 subscription / resource group / registry). ``importImage`` validates its body like ARM (400 with an
-ErrorResponse), answers 202 with a Location to poll, and copies the image in the background with
-skopeo (see ``Importer``). The poll URL answers 202 InProgress until the copy is done and at least
-``config.import_latency`` seconds have passed, then 200 Succeeded, or the failure's status (never
-2xx, so azure-core's Location polling raises HttpResponseError) with an ErrorResponse.
+ErrorResponse) and answers as the public recordings of ACR do (azure-cli
+``test_acr_import_with_regional_endpoints.yaml``, azure-sdk-for-js container-registry recordings):
+202 with a JSON ``null`` body, ``Location`` under
+``/subscriptions/{sub}/providers/Microsoft.ContainerRegistry/locations/{LOCATION}/operationResults/
+registries-{uuid}?api-version=...`` and ``Retry-After`` (``config.import_retry_after``: seconds
+left, a fixed number, or absent). The poll URL answers 202 ``{"<target>": "Pending", ...,
+"status": "Accepted"}`` (with ``Location`` again) while the import runs, then 200
+``{"status": "Succeeded"}``, or the failure's status (never 2xx, so azure-core's Location polling
+raises HttpResponseError) with an ErrorResponse.
+
+Timing (profiles.py): an import runs for its copy time (``import_latency``, spread per source
+image up to ``import_latency_max``) and until skopeo is done; with ``import_copy_at_end`` the copy
+is made when the copy time is up, so the target tag appears then and not before.
 """
 from __future__ import annotations
 
@@ -39,7 +48,11 @@ PROVIDER_PATH = (
     "/subscriptions/{subscription_id}/resourceGroups/{resource_group}/providers/Microsoft.ContainerRegistry"
 )
 REGISTRY_PATH = PROVIDER_PATH + "/registries/{registry_name}"
-OPERATION_PATH = PROVIDER_PATH + "/locations/{location}/operationResults/operationStatuses/{operation_id}"
+# As recorded: under the subscription, not the resource group; the location in capitals.
+OPERATION_PATH = (
+    "/subscriptions/{subscription_id}/providers/Microsoft.ContainerRegistry/locations/{location}"
+    "/operationResults/{operation_id}"
+)
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 SKOPEO_TIMEOUT_SECONDS = 600
 
@@ -53,6 +66,7 @@ REPOSITORY = re.compile(rf"^{_REPOSITORY}$")
 REGISTRY_ID = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.ContainerRegistry/registries/[^/]+$", re.I
 )
+JSON_UTF8 = "application/json; charset=utf-8"
 _SKOPEO_MESSAGE = re.compile(r'msg="(?P<msg>(?:[^"\\]|\\.)*)"')
 
 
@@ -95,7 +109,7 @@ def arm_preflight(emu, request: Request, api_versions: tuple[str, ...]) -> Respo
                 404,
                 "ResourceNotFound",
                 f"The Resource 'Microsoft.ContainerRegistry/registries/{params.get('registry_name', c.registry_name)}' "
-                f"under resource group '{params['resource_group']}' was not found.",
+                f"under resource group '{params.get('resource_group', c.resource_group)}' was not found.",
             )
     return None
 
@@ -237,8 +251,11 @@ class SkopeoError(Exception):
 @dataclass
 class ImportOperation:
     id: str
+    copy_seconds: float = 0.0
+    targets: tuple[str, ...] = ()
     started: float = field(default_factory=time.monotonic)
     done: bool = False
+    copied_at: float | None = None  # monotonic time the copy ended (the target tags exist from then)
     failure: Failure | None = None
     task: asyncio.Task | None = None
 
@@ -303,8 +320,23 @@ class Importer:
             shutil.copyfile(self._emu.config.ca_cert_path, os.path.join(self._cert_dir, "ca.crt"))
         return self._cert_dir
 
+    def copy_seconds(self, request: ImportRequest) -> float:
+        """The copy time of this import: ``import_latency``, or spread up to ``import_latency_max`` by a
+        hash of source registry, repository and tag and the targets (not the digest: the same entry of
+        a manifest takes the same time in every run, whatever version it copies)."""
+        low = max(0.0, float(self._emu.config.import_latency))
+        high = float(self._emu.config.import_latency_max or 0.0)
+        if high <= low:
+            return low
+        targets = ",".join(str(t) for t in request.target_tags) + "," + ",".join(request.untagged_repositories)
+        source = f"{request.source.repository}:{request.source.tag or ''}"
+        key = f"{request.registry_uri or request.resource_id}/{source}>{targets}".lower().encode()
+        fraction = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
+        return low + (high - low) * fraction
+
     def start(self, request: ImportRequest, fault: str | None) -> ImportOperation:
-        operation = ImportOperation(f"registries-{uuid.uuid4()}")
+        targets = tuple(str(t) for t in request.target_tags) + request.untagged_repositories
+        operation = ImportOperation(f"registries-{uuid.uuid4()}", self.copy_seconds(request), targets)
         self._operations[operation.id] = operation
         if fault == "import-fail":
             operation.failure = self._failure(
@@ -319,12 +351,27 @@ class Importer:
     def get(self, operation_id: str) -> ImportOperation | None:
         return self._operations.get(operation_id)
 
-    def retry_after(self, operation: ImportOperation) -> int:
-        remaining = operation.started + self._emu.config.import_latency - time.monotonic()
-        return max(1, math.ceil(remaining))
+    def retry_after(self, operation: ImportOperation) -> dict[str, str]:
+        """The Retry-After header for a 202 of this operation ({} when the profile sends none)."""
+        mode = self._emu.config.import_retry_after
+        if mode == "none":
+            return {}
+        if mode == "auto":
+            remaining = operation.started + operation.copy_seconds - time.monotonic()
+            return {"Retry-After": str(max(1, math.ceil(remaining)))}
+        return {"Retry-After": mode}
 
     def finished(self, operation: ImportOperation) -> bool:
-        return operation.done and time.monotonic() >= operation.started + self._emu.config.import_latency
+        return operation.done and time.monotonic() >= operation.started + operation.copy_seconds
+
+    def copy_times(self) -> dict[str, float]:
+        """Target -> copy time of the latest import that wrote it (benchmarks subtract it)."""
+        ordered = sorted(list(self._operations.values()), key=lambda op: op.started)
+        return {target: op.copy_seconds for op in ordered for target in op.targets}
+
+    def in_flight(self) -> int:
+        """Imports accepted and not yet finished (what a benchmark reads as the achieved concurrency)."""
+        return sum(1 for op in list(self._operations.values()) if not self.finished(op))
 
     async def aclose(self) -> None:
         pending = [op.task for op in self._operations.values() if op.task and not op.task.done()]
@@ -339,10 +386,13 @@ class Importer:
         return Failure(exc.status, exc.code, message)
 
     async def _run(self, operation: ImportOperation, request: ImportRequest) -> None:
-        began = time.monotonic()
         try:
-            await self._copy(request)
-            log.info("import %s copied %s in %.2fs", operation.id, request.source, time.monotonic() - began)
+            tag_at = operation.started + operation.copy_seconds if self._emu.config.import_copy_at_end else None
+            began = time.monotonic()
+            await self._copy(request, tag_at)
+            operation.copied_at = time.monotonic()
+            log.info("import %s copied %s in %.2fs (copy time %.1fs)", operation.id, request.source,
+                     operation.copied_at - began, operation.copy_seconds)
         except ImportFailed as exc:
             operation.failure = self._failure(operation, exc)
             log.info("import %s failed: %s %s", operation.id, exc.code, exc.detail)
@@ -378,7 +428,10 @@ class Importer:
             return [*flags, f"{prefix}creds", f"{username}:{password}"]
         return [*flags, f"{prefix}no-creds"]
 
-    async def _copy(self, request: ImportRequest) -> None:
+    async def _copy(self, request: ImportRequest, tag_at: float | None = None) -> None:
+        """Copy the image. With ``tag_at`` (monotonic time) the content is copied at once but by
+        digest only, and the target tags are written at ``tag_at``: they appear when the copy time is
+        up, however long skopeo took (ACR too writes the tags at the end of an import)."""
         source = self._locate(request)
         if not request.force:
             for target in request.target_tags:
@@ -396,20 +449,32 @@ class Importer:
             digest = f"sha256:{hashlib.sha256(manifest).hexdigest()}"
             targets = [(t.repository, f":{t.tag}") for t in request.target_tags]
             targets += [(repository, f"@{digest}") for repository in request.untagged_repositories]
+            if tag_at is not None:  # by digest now (each repository once), the tags at tag_at
+                targets = list(dict.fromkeys((repository, f"@{digest}") for repository, _ in targets))
             (first_repository, first_reference), *others = targets
             copy = ("copy", "--all", "--preserve-digests", "--dest-tls-verify=false", "--dest-no-creds")
-            await skopeo(
-                *copy,
-                *self._source_flags(source, request, "--src-"),
-                f"docker://{source.host}/{request.source.repository}@{digest}",
-                f"docker://{self._backing_host}/{first_repository}{first_reference}",
-                secret=secret,
-            )
+            # by digest (tag_at): content a repository holds already is not copied again, as ACR
+            # does not move layers it has (and the stand-in's CPU is not spent on skopeo for nothing)
+            if tag_at is None or await self._backing.head_manifest(first_repository, digest) is None:
+                await skopeo(
+                    *copy,
+                    *self._source_flags(source, request, "--src-"),
+                    f"docker://{source.host}/{request.source.repository}@{digest}",
+                    f"docker://{self._backing_host}/{first_repository}{first_reference}",
+                    secret=secret,
+                )
             landed = f"docker://{self._backing_host}/{first_repository}@{digest}"
             for repository, reference in others:
+                if tag_at is not None and await self._backing.head_manifest(repository, digest) is not None:
+                    continue
                 await skopeo(
                     *copy, "--src-tls-verify=false", "--src-no-creds", landed,
                     f"docker://{self._backing_host}/{repository}{reference}",
+                )
+            if tag_at is not None:
+                await asyncio.sleep(max(0.0, tag_at - time.monotonic()))
+                await self._backing.tag_manifest(
+                    [(t.repository, t.tag) for t in request.target_tags], first_repository, digest
                 )
         except SkopeoError as exc:
             status, code = _classify(str(exc))
@@ -436,19 +501,12 @@ def routes(emu, importer: Importer) -> list[Route]:
             return arm_error(400, exc.code, exc.message, target=exc.target)
         fault = emu.faults.take(IMPORT_KINDS, request.method, request.url.path)
         operation = importer.start(parsed, fault.kind if fault else None)
-        c = emu.config
-        location = (
-            emu.base_url
-            + OPERATION_PATH.format(
-                subscription_id=c.subscription_id,
-                resource_group=c.resource_group,
-                location=c.location,
-                operation_id=operation.id,
-            )
-            + f"?api-version={request.query_params['api-version']}"
-        )
+        location = operation_url(emu, operation.id, request.query_params["api-version"])
         return Response(
-            status_code=202, headers={"Location": location, "Retry-After": str(importer.retry_after(operation))}
+            b"null",
+            status_code=202,
+            media_type=JSON_UTF8,
+            headers={"Location": location, **importer.retry_after(operation)},
         )
 
     async def operation_status(request: Request) -> Response:
@@ -459,18 +517,33 @@ def routes(emu, importer: Importer) -> list[Route]:
         if operation is None or request.path_params["location"].lower() != emu.config.location.lower():
             return arm_error(404, "OperationNotFound", f"Operation {operation_id} was not found.")
         if not importer.finished(operation):
+            pending: dict[str, str] = {target: "Pending" for target in operation.targets}
             return JSONResponse(
-                {"status": "InProgress"}, status_code=202, headers={"Retry-After": str(importer.retry_after(operation))}
+                {**pending, "status": "Accepted"},
+                status_code=202,
+                media_type=JSON_UTF8,
+                headers={
+                    "Location": operation_url(emu, operation.id, request.query_params["api-version"]),
+                    **importer.retry_after(operation),
+                },
             )
         if operation.failure:
             return arm_error(operation.failure.status, operation.failure.code, operation.failure.message)
-        return JSONResponse({"status": "Succeeded"})
+        return JSONResponse({"status": "Succeeded"}, media_type=JSON_UTF8)
 
     return [
         Route(REGISTRY_PATH, get_registry, methods=["GET"]),
         Route(REGISTRY_PATH + "/importImage", import_image, methods=["POST"]),
         Route(OPERATION_PATH, operation_status, methods=["GET"]),
     ]
+
+
+def operation_url(emu, operation_id: str, api_version: str) -> str:
+    c = emu.config
+    path = OPERATION_PATH.format(
+        subscription_id=c.subscription_id, location=c.location.upper(), operation_id=operation_id
+    )
+    return f"{emu.base_url}{path}?api-version={api_version}"
 
 
 def registry_resource(emu) -> dict[str, Any]:

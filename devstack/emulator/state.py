@@ -10,11 +10,12 @@ import secrets
 import threading
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Optional
 
 from .auth import TokenAuthority
 from .events import EventBus
 from .faults import FaultInjector
+from .profiles import check_retry_after
 from .upstream_auth import UpstreamTokenService
 
 
@@ -35,7 +36,14 @@ class EmulatorConfig:
     storage_connection_string: str = ""
     identity_header: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     arm_audience: str = "https://management.azure.com"
-    import_latency: float = 1.0
+    # Timing (see profiles.py; the defaults are the "fast" profile).
+    profile: str = "fast"
+    import_latency: float = 1.0  # an import's copy time (seconds), or the least of it when spread
+    import_latency_max: float = 0.0  # > import_latency: copy times spread per source image up to this
+    import_retry_after: str = "auto"  # Retry-After on import 202s: "auto" (seconds left), "none", "10"
+    import_copy_at_end: bool = False  # True: the copy is made when the copy time is up (tag shows then)
+    pool_scale_seconds: Optional[float] = None  # agent pool create/scale; None: one run step
+    pool_delete_seconds: Optional[float] = None  # agent pool delete; None: one run step
     run_step_seconds: float = 1.0
     agent_pools: dict[str, dict[str, Any]] = field(default_factory=dict)
     event_sink_url: str | None = None
@@ -57,6 +65,9 @@ class EmulatorConfig:
         if unknown:
             raise ValueError(f"unknown emulator config keys: {', '.join(unknown)}")
         return cls(**data)
+
+    def __post_init__(self) -> None:
+        self.import_retry_after = check_retry_after(self.import_retry_after)
 
 
 def utc_timestamp() -> str:
@@ -117,6 +128,7 @@ class Emulator:
         self.events = EventBus(config)
         self.ledger = ManifestLedger()
         self.tasks: Any = None  # set by tasks.install(emu)
+        self.importer: Any = None  # set by app.create_app (registry.Importer)
         self.upstream_tokens = UpstreamTokenService.from_config(config)  # None when not configured
 
     @property

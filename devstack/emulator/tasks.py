@@ -15,9 +15,14 @@ Agent pools. Pools come from ``emu.config.agent_pools`` (already online). A run 
 ``agentPoolName`` needs a free agent of that pool: a pool with count N runs at most N runs at once,
 the others stay ``Queued`` in arrival order; a pool at count 0 keeps its runs ``Queued``.
 ``listQueueStatus`` counts the pool's ``Queued`` runs. Creating or scaling a pool (PUT/PATCH that
-changes ``count``) answers 201 with ``Azure-AsyncOperation`` (+ ``Retry-After``); the operation
-stays ``InProgress`` for one step, then the new count takes effect (queued runs may start) and the
-operation is ``Succeeded``. A run without ``agentPoolName`` runs on the shared pool (no limit).
+changes ``count``) answers 201 with ``Azure-AsyncOperation`` (+ ``Retry-After``) and the pool shows
+``provisioningState`` ``Creating``/``Updating``; the operation stays ``InProgress`` for
+``config.pool_scale_seconds`` (None: one step; the ``azure`` profile: minutes), then the new count
+takes effect (queued runs may start) and the operation is ``Succeeded``. DELETE is long-running too:
+202 with ``Location`` (``.../agentPools/{pool}/operationResults/{op}``: 202 while running, then
+204), ``Azure-AsyncOperation`` and ``Retry-After``; the pool shows ``Deleting`` (and takes no new
+runs: 409 ``AgentPoolDeleting``) for ``config.pool_delete_seconds``, then it is gone (404).
+A run without ``agentPoolName`` runs on the shared pool (no limit).
 
 Outcome switches (deterministic; checked on build arguments and task values, and on the file name
 of ``dockerFilePath`` / a task step's Dockerfile / override ``file``):
@@ -536,6 +541,7 @@ class Pool:
     active: int = 0  # agents online (count takes effect when a scale operation completes)
     provisioning_state: str = "Succeeded"
     subnet: Optional[str] = None
+    deleting: Optional["Operation"] = None  # the delete operation under way
 
 
 @dataclass
@@ -710,6 +716,8 @@ class TasksState:
                 if pool is None:
                     raise _bad(f"The agent pool '{spec.agent_pool}' was not found in the registry.",
                                "AgentPoolNotFound")
+                if pool.deleting is not None:
+                    raise ArmError(409, "AgentPoolDeleting", f"The agent pool '{pool.name}' is being deleted.")
                 spec.agent_pool = pool.name
             seq = self._last_seq + 1
             run_id = f"cb{_base36(seq)}"
@@ -982,6 +990,8 @@ class TasksState:
         with self._lock:
             pool = self.pools.get(name.lower())
             created = pool is None
+            if pool is not None and pool.deleting is not None:
+                raise ArmError(409, "AgentPoolDeleting", f"The agent pool '{pool.name}' is being deleted.")
             if created:
                 pool = Pool(name=name, count=0, active=0, provisioning_state="Creating")
                 self.pools[name.lower()] = pool
@@ -997,21 +1007,52 @@ class TasksState:
         count, tags = _parse_pool_patch(body)
         with self._lock:
             pool = self.get_pool(name)
+            if pool.deleting is not None:
+                raise ArmError(409, "AgentPoolDeleting", f"The agent pool '{pool.name}' is being deleted.")
             if tags is not None:
                 pool.tags = tags
             if count is None or (count == pool.active and pool.provisioning_state == "Succeeded"):
                 return pool, None
             return pool, self._scale(pool, count)
 
-    def delete_pool(self, name: str) -> None:
+    def delete_pool(self, name: str) -> Optional[Operation]:
+        """Start deleting a pool: its operation (the same one while a delete is under way), or None
+        when there is no such pool."""
         with self._lock:
             pool = self.pools.get(name.lower())
             if pool is None:
-                return
+                return None
+            if pool.deleting is not None:
+                return pool.deleting
             if self.active_runs_on(pool.name):
                 raise ArmError(409, "AgentPoolInUse",
                                f"The agent pool '{pool.name}' has queued or running runs.")
-            del self.pools[name.lower()]
+            op = Operation(op_id=str(uuid.uuid4()), pool=pool.name)
+            self.operations[op.op_id] = op
+            pool.deleting, pool.provisioning_state = op, "Deleting"
+        threading.Thread(target=self._complete_delete, args=(pool, op), name=f"acr-pool-{pool.name}-delete",
+                         daemon=True).start()
+        logger.info("agent pool %s: deleting", pool.name)
+        return op
+
+    def _operation_seconds(self, name: str) -> float:
+        value = getattr(self.config, name, None)
+        return self.step_seconds() if value is None else max(0.0, float(value))
+
+    def _wait_operation(self, name: str) -> None:
+        """Sleep for the operation time (re-read while waiting, so a settings change applies)."""
+        began = time.monotonic()
+        while not self._closed.is_set() and time.monotonic() < began + self._operation_seconds(name):
+            self._closed.wait(0.05)
+
+    def _complete_delete(self, pool: Pool, op: Operation) -> None:
+        self._wait_operation("pool_delete_seconds")
+        with self._cond:
+            op.status, op.end = "Succeeded", _now()
+            if self.pools.get(pool.name.lower()) is pool:
+                del self.pools[pool.name.lower()]
+            self._cond.notify_all()
+        logger.info("agent pool %s: deleted", pool.name)
 
     def _scale(self, pool: Pool, count: int) -> Operation:
         op = Operation(op_id=str(uuid.uuid4()), pool=pool.name)
@@ -1025,12 +1066,10 @@ class TasksState:
         return op
 
     def _complete_scale(self, pool: Pool, op: Operation, count: int) -> None:
-        began = time.monotonic()
-        while not self._closed.is_set() and time.monotonic() < began + self.step_seconds():
-            self._closed.wait(0.05)
+        self._wait_operation("pool_scale_seconds")
         with self._cond:
             op.status, op.end = "Succeeded", _now()
-            if self.pools.get(pool.name.lower()) is not pool or pool.count != count:
+            if self.pools.get(pool.name.lower()) is not pool or pool.count != count or pool.deleting:
                 return  # deleted, or a later scale operation owns the pool now
             pool.active, pool.provisioning_state = count, "Succeeded"
             waiting = [r for r in self.runs.values() if r.status == "Queued" and r.pool == pool.name]
@@ -1394,6 +1433,7 @@ class TasksApi:
                                     "DELETE": self.delete_pool}),
             ("/agentPools/{pool}/listQueueStatus", {"POST": self.queue_status}),
             ("/agentPools/{pool}/operationStatuses/{op_id}", {"GET": self.operation_status}),
+            ("/agentPools/{pool}/operationResults/{op_id}", {"GET": self.operation_result}),
             ("/tasks", {"GET": self.list_tasks}),
             ("/tasks/{task}", {"GET": self.get_task, "PUT": self.put_task, "DELETE": self.delete_task}),
         ]
@@ -1422,7 +1462,16 @@ class TasksApi:
         base = f"{request.url.scheme}://{request.url.netloc}"
         path = f"{self.state.registry_id}/agentPools/{op.pool}/operationStatuses/{op.op_id}"
         url = f"{base}{path}?api-version={API_VERSION}"
-        return {"Azure-AsyncOperation": url, "Retry-After": str(max(1, math.ceil(self.state.step_seconds())))}
+        seconds = self.state._operation_seconds("pool_scale_seconds")
+        return {"Azure-AsyncOperation": url, "Retry-After": str(max(1, min(60, math.ceil(seconds))))}
+
+    def _delete_headers(self, request: Request, op: Operation) -> dict[str, str]:
+        base = f"{request.url.scheme}://{request.url.netloc}{self.state.registry_id}/agentPools/{op.pool}"
+        query = f"?api-version={API_VERSION}"
+        seconds = self.state._operation_seconds("pool_delete_seconds")
+        return {"Location": f"{base}/operationResults/{op.op_id}{query}",
+                "Azure-AsyncOperation": f"{base}/operationStatuses/{op.op_id}{query}",
+                "Retry-After": str(max(1, min(60, math.ceil(seconds))))}
 
     # -- runs
 
@@ -1497,8 +1546,10 @@ class TasksApi:
         return JSONResponse(pool_json(self.state, pool), status_code=201, headers=self._async_headers(request, op))
 
     async def delete_pool(self, request: Request) -> Response:
-        self.state.delete_pool(request.path_params["pool"])
-        return Response(status_code=204)
+        op = self.state.delete_pool(request.path_params["pool"])
+        if op is None:
+            return Response(status_code=204)
+        return Response(status_code=202, headers=self._delete_headers(request, op))
 
     async def queue_status(self, request: Request) -> Response:
         pool = self.state.get_pool(request.path_params["pool"])
@@ -1507,6 +1558,13 @@ class TasksApi:
     async def operation_status(self, request: Request) -> Response:
         op = self.state.get_operation(request.path_params["pool"], request.path_params["op_id"])
         return JSONResponse(operation_json(self.state, op))
+
+    async def operation_result(self, request: Request) -> Response:
+        """The Location of a delete: 202 while it runs, 204 once the pool is gone."""
+        op = self.state.get_operation(request.path_params["pool"], request.path_params["op_id"])
+        if op.status == "InProgress":
+            return Response(status_code=202, headers=self._delete_headers(request, op))
+        return Response(status_code=204)
 
     # -- tasks
 

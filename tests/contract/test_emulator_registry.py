@@ -384,22 +384,42 @@ def test_registry_get_matches_the_fixture(env, arm, mgmt):
 IMPORT_EXAMPLES = sorted(p.name for p in (FIXTURES / "arm/import_image").glob("*.json"))
 
 
+# What the public recordings of importImage show (facts, not copies): azure-sdk-for-js
+# container-registry recordings (2021): 202, body `null` (Content-Length 4, application/json;
+# charset=utf-8), Retry-After: 10, Location
+# https://management.azure.com/subscriptions/{sub}/providers/Microsoft.ContainerRegistry/locations/
+# CENTRALUS/operationResults/registries-{uuid}?api-version=...; azure-cli
+# test_acr_import_with_regional_endpoints.yaml (2026): the same Location shape (WESTUS), no
+# Retry-After, and the poll answers 202 {"microsoft:azure-cli":"Pending","status":"Accepted"} with a
+# Location, then 200 {"status":"Succeeded"}. The spec examples' Location (under resourceGroups, with
+# operationStatuses/) is not what the service sends.
+RECORDED_OPERATION = re.compile(
+    r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.ContainerRegistry/locations/(?P<location>[A-Z0-9]+)"
+    r"/operationResults/registries-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
+JSON_UTF8 = "application/json; charset=utf-8"
+
+
+def assert_recorded_202(env, response, api_version: str) -> None:
+    assert response.status_code == 202
+    assert response.content == b"null" and response.headers["Content-Type"] == JSON_UTF8
+    location = urlsplit(response.headers["Location"])
+    assert (location.scheme, location.netloc) == ("https", env.emu.login_server)
+    match = RECORDED_OPERATION.fullmatch(location.path)
+    assert match, location.path
+    assert (match["sub"], match["location"]) == (SUBSCRIPTION, LOCATION.upper())
+    assert location.query == f"api-version={api_version}"
+
+
 @pytest.mark.parametrize("name", IMPORT_EXAMPLES)
-def test_import_fixture_examples_get_202_and_a_location(env, arm, name):
+def test_import_answers_the_fixture_examples_as_recorded(env, arm, name):
     example = fixture(f"arm/import_image/{name}")
     p = example["parameters"]
     url = (f"{env.emu.base_url}/subscriptions/{p['subscriptionId']}/resourceGroups/{p['resourceGroupName']}"
            f"/providers/Microsoft.ContainerRegistry/registries/{p['registryName']}/importImage")
     response = arm.post(url, params={"api-version": p["api-version"]}, json=p["parameters"])
-    assert response.status_code == 202 and response.content == b""
-    assert int(response.headers["Retry-After"]) >= 1
-    expected = urlsplit(example["responses"]["202"]["headers"]["Location"])
-    location = urlsplit(response.headers["Location"])
-    assert (location.scheme, location.netloc) == ("https", env.emu.login_server)
-    prefix = expected.path.rpartition("/")[0].replace("/locations/location/", f"/locations/{LOCATION}/")
-    uuid = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-    assert re.fullmatch(re.escape(prefix) + "/registries-" + uuid, location.path), location.path
-    assert location.query == expected.query
+    assert_recorded_202(env, response, p["api-version"])
+    assert int(response.headers["Retry-After"]) >= 1  # the fast profile: the seconds left
     # The sources are a foreign registry or the internet: the operation fails, without network access.
     final = poll(arm, response.headers["Location"])
     assert final.status_code in (400, 404)
@@ -509,12 +529,87 @@ def test_operation_stays_in_progress_for_the_configured_latency(env, arm):
     response = arm.post(registry_url(env, "/importImage"), params={"api-version": API_VERSION},
                         json={"source": {"registryUri": env.upstream, "sourceImage": "lib/single:v1"},
                               "targetTags": ["slow/app:v1"]})
+    assert_recorded_202(env, response, API_VERSION)
     first = arm.get(response.headers["Location"])
-    assert first.status_code == 202 and first.json() == {"status": "InProgress"}
+    assert first.status_code == 202 and first.json() == {"slow/app:v1": "Pending", "status": "Accepted"}
+    assert first.headers["Content-Type"] == JSON_UTF8
     assert first.headers["Retry-After"] == "2"
+    assert first.headers["Location"] == response.headers["Location"]
     final = poll(arm, response.headers["Location"])
     assert (final.status_code, final.json()) == (200, {"status": "Succeeded"})
+    assert final.headers["Content-Type"] == JSON_UTF8 and "Retry-After" not in final.headers
     assert time.monotonic() - started >= 1.5
+
+
+@pytest.mark.parametrize("mode", ["none", "10"])
+def test_retry_after_is_absent_or_fixed_as_in_the_recordings(env, arm, mode):
+    env.emu.config.import_retry_after = mode
+    try:
+        response = arm.post(registry_url(env, "/importImage"), params={"api-version": API_VERSION},
+                            json={"source": {"registryUri": env.upstream, "sourceImage": "lib/single:v1"},
+                                  "targetTags": [f"retry-{mode}/app:v1", f"retry-{mode}/app:v2"]})
+        assert_recorded_202(env, response, API_VERSION)
+        status = arm.get(response.headers["Location"])
+        assert status.json() == {f"retry-{mode}/app:v1": "Pending", f"retry-{mode}/app:v2": "Pending",
+                                 "status": "Accepted"}
+        for answer in (response, status):
+            assert answer.headers.get("Retry-After") == (None if mode == "none" else "10")
+        assert poll(arm, response.headers["Location"]).status_code == 200
+    finally:
+        env.emu.config.import_retry_after = "auto"
+
+
+def test_sdk_completes_an_import_without_retry_after(env, credential):
+    env.emu.config.import_retry_after = "none"
+    try:
+        client = ContainerRegistryManagementClient(credential, SUBSCRIPTION, base_url=env.emu.base_url,
+                                                   credential_scopes=[ARM_SCOPE], polling_interval=0.2)
+        import_image(client, "lib/single:v1", registry_uri=env.upstream, target_tags=["noretry/app:v1"])
+        assert backing_digest(env, "noretry/app:v1") == env.digests["single"]
+    finally:
+        env.emu.config.import_retry_after = "auto"
+
+
+def test_copy_at_end_shows_the_tag_only_when_the_copy_time_is_up(env, arm, mgmt):
+    env.emu.config.import_latency, env.emu.config.import_copy_at_end = 1.5, True
+    try:
+        started = time.monotonic()
+        response = arm.post(registry_url(env, "/importImage"), params={"api-version": API_VERSION},
+                            json={"source": {"registryUri": env.upstream, "sourceImage": "lib/single:v1"},
+                                  "targetTags": ["late/app:v1"]})
+        assert response.status_code == 202
+        time.sleep(0.7)
+        absent = requests.head(f"http://{env.backing}/v2/late/app/manifests/v1", headers={"Accept": OCI_MANIFEST})
+        assert absent.status_code == 404 and time.monotonic() - started < 1.5
+        assert poll(arm, response.headers["Location"]).status_code == 200
+        assert time.monotonic() - started >= 1.5
+        assert backing_digest(env, "late/app:v1") == env.digests["single"]
+        # the content is in the repository already: only the tag is written, still at the end
+        env.emu.config.import_latency = 0.5
+        import_image(mgmt, "lib/single:v1", registry_uri=env.upstream, target_tags=["late/app:v2"])
+        assert backing_digest(env, "late/app:v2") == env.digests["single"]
+    finally:
+        env.emu.config.import_copy_at_end = False
+
+
+def test_copy_times_spread_per_image_and_stay_the_same(env):
+    from devstack.emulator.registry import parse_import
+
+    env.emu.config.import_latency, env.emu.config.import_latency_max = 5.0, 30.0
+    try:
+        importer = env.emu.importer
+        times = {}
+        for tag in range(40):
+            request = parse_import({"source": {"registryUri": "docker.io", "sourceImage": f"library/app:{tag}"}})
+            times[tag] = importer.copy_seconds(request)
+            assert importer.copy_seconds(request) == times[tag]
+            pinned = parse_import({"source": {"registryUri": "docker.io",
+                                              "sourceImage": f"library/app:{tag}@sha256:{'1' * 64}"}})
+            assert importer.copy_seconds(pinned) == times[tag]  # another version of the same entry
+        assert all(5.0 <= t <= 30.0 for t in times.values())
+        assert max(times.values()) - min(times.values()) > 10  # spread, not one value
+    finally:
+        env.emu.config.import_latency_max = 0.0
 
 
 # --- fault injection ----------------------------------------------------------------------------
@@ -538,7 +633,7 @@ def test_import_stuck_fault_never_finishes(env, arm):
     time.sleep(LATENCY + 0.3)
     for _ in range(3):
         status = arm.get(response.headers["Location"])
-        assert (status.status_code, status.json()) == (202, {"status": "InProgress"})
+        assert (status.status_code, status.json()) == (202, {"stuck/app:v1": "Pending", "status": "Accepted"})
 
 
 def test_429_fault_answers_with_retry_after_and_the_sdk_retries(env, arm, mgmt):

@@ -581,8 +581,69 @@ def test_deleting_a_busy_pool_is_refused(arm, pools):
     run_id = arm.post("/scheduleRun", json={**DOCKER, "agentPoolName": name}).json()["properties"]["runId"]
     assert_error(arm.delete(f"/agentPools/{name}"), 409, "AgentPoolInUse")
     assert arm.post(f"/runs/{run_id}/cancel").status_code == 200
-    assert arm.delete(f"/agentPools/{name}").status_code == 204
+    deleting = arm.delete(f"/agentPools/{name}")
+    assert deleting.status_code == 202
+    wait_operation(arm, deleting.headers["Azure-AsyncOperation"])
     assert_error(arm.get(f"/agentPools/{name}"), 404, "ResourceNotFound")
+    assert arm.delete(f"/agentPools/{name}").status_code == 204  # nothing left to delete
+
+
+@pytest.fixture
+def slow_pools(emu):
+    """Agent-pool operations that take a while (the azure profile takes minutes; here 1 s)."""
+    emu.config.pool_scale_seconds = emu.config.pool_delete_seconds = 1.0
+    yield
+    emu.config.pool_scale_seconds = emu.config.pool_delete_seconds = None
+
+
+def test_pool_patch_and_delete_are_long_running_operations(arm, slow_pools):
+    name = f"ctp-{uid()}"
+    created = arm.put(f"/agentPools/{name}", json={"location": "westus", "properties": {"count": 0}})
+    assert (created.status_code, created.json()["properties"]["provisioningState"]) == (201, "Creating")
+    wait_operation(arm, created.headers["Azure-AsyncOperation"])
+
+    patched = arm.patch(f"/agentPools/{name}", json={"properties": {"count": 2}})
+    assert patched.status_code == 201 and patched.json()["properties"]["provisioningState"] == "Updating"
+    assert patched.headers["Retry-After"] == "1"
+    operation = arm.get(patched.headers["Azure-AsyncOperation"], params={}).json()
+    assert operation["status"] == "InProgress"
+    assert arm.get(f"/agentPools/{name}").json()["properties"]["provisioningState"] == "Updating"
+    wait_operation(arm, patched.headers["Azure-AsyncOperation"])
+    props = arm.get(f"/agentPools/{name}").json()["properties"]
+    assert (props["provisioningState"], props["count"]) == ("Succeeded", 2)
+
+    deleting = arm.delete(f"/agentPools/{name}")
+    assert deleting.status_code == 202 and deleting.content == b""
+    assert all(key in deleting.headers for key in ("Location", "Azure-AsyncOperation", "Retry-After"))
+    assert arm.get(f"/agentPools/{name}").json()["properties"]["provisioningState"] == "Deleting"
+    assert_error(arm.post("/scheduleRun", json={**DOCKER, "agentPoolName": name}), 409, "AgentPoolDeleting")
+    assert_error(arm.patch(f"/agentPools/{name}", json={"properties": {"count": 1}}), 409, "AgentPoolDeleting")
+    again = arm.delete(f"/agentPools/{name}")  # the same operation, not a second one
+    assert again.headers["Location"] == deleting.headers["Location"]
+    first = arm.get(deleting.headers["Location"], params={})
+    assert first.status_code == 202
+    deadline = time.monotonic() + 10
+    while (result := arm.get(deleting.headers["Location"], params={})).status_code == 202:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert result.status_code == 204
+    assert_error(arm.get(f"/agentPools/{name}"), 404, "ResourceNotFound")
+
+
+def test_sdk_update_and_delete_pollers_complete(sdk, rg, reg, emu, slow_pools):
+    name = f"ctp-{uid()}"
+    pool = m.AgentPool(location=emu.config.location, properties=m.AgentPoolProperties(count=0, tier="S1", os="Linux"))
+    assert sdk.agent_pools.begin_create(rg, reg, name, pool).result().properties.count == 0
+    started = time.monotonic()
+    updated = sdk.agent_pools.begin_update(
+        rg, reg, name, m.AgentPoolUpdateParameters(properties=m.AgentPoolPropertiesUpdateParameters(count=3))).result()
+    assert (updated.properties.count, updated.properties.provisioning_state) == (3, "Succeeded")
+    assert time.monotonic() - started >= 1.0
+    started = time.monotonic()
+    assert sdk.agent_pools.begin_delete(rg, reg, name).result() is None
+    assert time.monotonic() - started >= 1.0
+    with pytest.raises(ResourceNotFoundError):
+        sdk.agent_pools.get(rg, reg, name)
 
 
 # --- pure helpers -------------------------------------------------------------------------------

@@ -165,7 +165,7 @@ def test_dockerhub_token_never_leaks(stack, seeded, prefix, caplog):
 @pytest.mark.parametrize("fault", [
     {"kind": "status", "method": "POST", "path": "/importImage$", "status": 429, "retry_after": 1},
     {"kind": "status", "method": "POST", "path": "/importImage$", "status": 500},
-    {"kind": "drop", "method": "GET", "path": "/operationStatuses/"},
+    {"kind": "drop", "method": "GET", "path": "/operationResults/registries-"},
     {"kind": "status", "method": "HEAD", "path": "/manifests/", "status": 503},
 ])
 def test_transient_faults_are_retried(stack, seeded, services, prefix, fault):

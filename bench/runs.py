@@ -1,0 +1,279 @@
+"""Queued runs at scale on Azure-like import timing: 1,000 entries of which 100 changed.
+
+The stand-in runs the ``azure`` timing profile: each image's copy time c is 5-30 s (fixed per image;
+BENCH_COPY_SECONDS=S makes every copy S s). A fixed c that is a multiple of a poll interval flatters
+LRO polling (a poll lands just as the copy ends), so the default spread is the honest one. Floor:
+ceil(100 / total concurrency) x the mean copy time (and never less than the longest copy), where total
+concurrency = min(runner processes x messages one instance runs at once (host.json batchSize +
+newBatchThreshold), chunks) x imports one message runs at once (min(SYNC_CONCURRENCY, changed entries
+per chunk)). The run is
+started as the platform starts it: the manifest is uploaded and the registered blob trigger is called
+with a real InputStream; the registered queue-triggered functions then run in ``python -m devstack
+runner --processes N`` (N local instances). Scenarios, side by side in one run:
+
+  1 process vs 4 processes (probe on, Retry-After: 10)
+  LRO polling only (ACR_PROBE_INTERVAL=0) vs probe, with Retry-After: 10 and with no Retry-After
+
+Per-import overhead = an imported entry's duration in the run record minus its copy time (p50, p90). The
+emulator's own count of imports in flight gives the concurrency actually reached. Takes minutes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Optional
+
+from .common import ROOT, push_backing, push_base, tag_many
+
+ENTRIES = 1000
+CHANGED = 100
+COPY = float(os.environ.get("BENCH_COPY_SECONDS") or 0)  # 0: the azure profile's 5-30 s per image
+SYNC_CONCURRENCY = int(os.environ.get("BENCH_SYNC_CONCURRENCY", "8"))
+RUN_TIMEOUT = 900.0
+TERMINAL = frozenset({"succeeded", "failed", "abandoned", "invalid"})
+REPOSITORY = "bench/runs"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    label: str
+    processes: int
+    probe_interval: float  # ACR_PROBE_INTERVAL; 0 = LRO polling only
+    retry_after: str  # the emulator's import_retry_after: "10" or "none"
+
+
+SCENARIOS = (
+    Scenario("1 process,  probe, Retry-After 10", 1, 3, "10"),
+    Scenario("4 processes, probe, Retry-After 10", 4, 3, "10"),
+    Scenario("4 processes, LRO polling only, Retry-After 10", 4, 0, "10"),
+    Scenario("4 processes, probe, no Retry-After", 4, 3, "none"),
+    Scenario("4 processes, LRO polling only, no Retry-After", 4, 0, "none"),
+)
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    wall: float
+    status: str
+    imported: int
+    failed: int
+    overheads: list[float]
+    peak_in_flight: int
+    copy_times: list[float]
+
+
+def triggers(app) -> tuple[list[str], Optional[object]]:
+    """(names of queue-triggered functions, the blob-triggered function or None) of a FunctionApp."""
+    queue, blob = [], None
+    for function in app.get_functions():
+        trigger = function.get_trigger()
+        kind = getattr(trigger, "type", None)
+        if kind == "queueTrigger":
+            queue.append(function.get_function_name())
+        elif kind == "blobTrigger" and blob is None:
+            blob = function
+    return queue, blob
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def total_concurrency(processes: int, in_flight_per_process: int, chunk_entries: int) -> int:
+    """Imports the whole system runs at once: instances x messages each x imports per message."""
+    chunks = math.ceil(ENTRIES / chunk_entries)
+    changed_per_chunk = math.ceil(CHANGED / chunks)
+    return min(processes * in_flight_per_process, chunks) * min(SYNC_CONCURRENCY, changed_per_chunk)
+
+
+def floor_seconds(concurrency: int, copy_times: list[float]) -> float:
+    mean = statistics.fmean(copy_times) if copy_times else COPY
+    return max(math.ceil(CHANGED / concurrency) * mean, max(copy_times, default=COPY))
+
+
+def main(app=None) -> None:
+    if app is None:
+        import function_app
+
+        app = function_app.app
+    queue_functions, blob_function = triggers(app)
+    if not queue_functions or blob_function is None:
+        print("runs: the function app registers no queue-triggered function (or no blob trigger to start a run "
+              "with); queued runs are not there to measure. Nothing was run.")
+        return
+    from devstack.queue_runner import QueueOptions, resolve_settings
+    from devstack.stack import Stack
+
+    options = QueueOptions.from_host_json(ROOT / "host.json")
+    fixed = {"import_latency": COPY, "import_latency_max": 0.0} if COPY else {}
+    with Stack(profile="azure", emulator_options=fixed) as stack:
+        saved = dict(os.environ)
+        try:
+            results = _measure(stack, blob_function, saved, resolve_settings)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+    chunk_entries = int(os.environ.get("RUN_CHUNK_ENTRIES") or 50)
+    in_flight = options.batch_size + options.new_batch_threshold
+    copies = results[0].copy_times if results else []
+    copy_text = (f"every copy {COPY:g} s" if COPY else
+                 f"copy times {min(copies, default=0):.1f}-{max(copies, default=0):.1f} s per image, "
+                 f"mean {statistics.fmean(copies) if copies else 0:.1f} s")
+    print(f"runs: {ENTRIES} entries, {CHANGED} changed, azure profile ({copy_text}), "
+          f"SYNC_CONCURRENCY {SYNC_CONCURRENCY}, RUN_CHUNK_ENTRIES {chunk_entries}, "
+          f"{in_flight} messages in flight per instance (host.json)")
+    by_label = {}
+    for r in results:
+        concurrency = total_concurrency(r.scenario.processes, in_flight, chunk_entries)
+        by_label[r.scenario.label] = r
+        print(f"  {r.scenario.label:<48} {r.wall:7.1f} s  floor {floor_seconds(concurrency, r.copy_times):5.1f} s "
+              f"(ceil({CHANGED}/{concurrency}) x copy)  {r.status}, {r.imported} imported, {r.failed} failed; "
+              f"overhead over the copy p50 {percentile(r.overheads, 0.5):5.1f} s, "
+              f"p90 {percentile(r.overheads, 0.9):5.1f} s; "
+              f"peak imports in flight {r.peak_in_flight}")
+    one, four = by_label.get(SCENARIOS[0].label), by_label.get(SCENARIOS[1].label)
+    if one and four and four.wall:
+        print(f"  speed-up 4 processes vs 1: {one.wall / four.wall:.1f}x")
+
+
+def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Result]:
+    import azure.functions as func
+    from azure.storage.blob import BlobServiceClient
+
+    # app settings as `func start` has them: local.settings(.sample).json's Values, then the stand-in's
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text()).get("Values", {})
+    base_env = {**{k: v for k, v in sample.items() if v}, **stack.env,
+                "SOURCE_REGISTRY_ALLOWLIST": stack.upstream_host, "SYNC_CONCURRENCY": str(SYNC_CONCURRENCY)}
+    old, media_type = push_base(stack, REPOSITORY, seed="r1")
+    new, _ = push_base(stack, REPOSITORY, seed="r2")
+    backing_old, _ = push_backing(stack, REPOSITORY, seed="r1")
+    assert backing_old == old, "the bench needs the same image upstream and in the ACR"
+    tags = [f"v{i:04d}" for i in range(ENTRIES)]
+    tag_many(stack, REPOSITORY, old, media_type, tags)
+    tag_many(stack, REPOSITORY, old, media_type, tags, backing=True)
+    changed = tags[::ENTRIES // CHANGED][:CHANGED]  # spread over every chunk
+    text = "".join(f"{stack.upstream_host}/{REPOSITORY}:{t} => {REPOSITORY}\n" for t in tags)
+    blobs = BlobServiceClient.from_connection_string(stack.connection_string)
+
+    results = []
+    for index, scenario in enumerate(SCENARIOS):
+        tag_many(stack, REPOSITORY, new if index % 2 == 0 else old, media_type, changed)  # 100 move upstream
+        env = {**base_env, "RUNS_QUEUE": f"bench-runs-{uuid.uuid4().hex[:8]}",
+               "ACR_PROBE_INTERVAL": str(scenario.probe_interval)}
+        os.environ.clear()
+        os.environ.update({**saved_env, **env})
+        _reset_product()
+        stack.settings(import_retry_after=scenario.retry_after)
+        path = resolve_settings(blob_function.get_trigger().path, os.environ, "blob trigger path")
+        container = path.split("/", 1)[0]
+        name = f"bench-{uuid.uuid4().hex[:8]}.txt"
+        runners = _start_runners(scenario.processes, os.environ)
+        peak = _Peak(stack.emulator.importer)
+        try:
+            try:
+                blobs.create_container(container)
+            except Exception:  # noqa: BLE001 - exists already
+                pass
+            started = time.perf_counter()
+            blobs.get_blob_client(container, name).upload_blob(text.encode(), overwrite=True)
+            blob_function.get_user_function()(func.blob.InputStream(data=text.encode(), name=f"{container}/{name}"))
+            record = _wait_record(name)
+            wall = time.perf_counter() - started
+        finally:
+            peak.stop()
+            _stop_runners(runners)
+        entries = record.get("entries") or []
+        imported = [e for e in entries if e.get("result") == "imported"]
+        copy_of = stack.emulator.importer.copy_times()  # target -> the copy time the emulator gave it
+        timed = [(e["duration_seconds"], copy_of.get(e.get("target", ""))) for e in imported
+                 if e.get("duration_seconds") is not None]
+        results.append(Result(scenario, wall, record.get("status", "?"), len(imported),
+                              sum(1 for e in entries if e.get("result") == "failed"),
+                              [duration - copy for duration, copy in timed if copy is not None],
+                              peak.value, [copy for _, copy in timed if copy is not None]))
+        print(f"runs: {scenario.label}: {wall:.1f} s ({record.get('status')})", file=sys.stderr, flush=True)
+    return results
+
+
+def _reset_product() -> None:
+    """Drop the product's cached clients/settings so the next run reads the new environment."""
+    from shared import entrypoints
+
+    reset = getattr(entrypoints, "reset", None)
+    if reset is not None:
+        reset()
+
+
+def _wait_record(manifest_name: str) -> dict:
+    from shared import entrypoints
+
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while time.monotonic() < deadline:
+        services = entrypoints.services()
+        container = services.settings.outcomes_container
+        for blob in services.store.list_names(container, "runs/"):
+            record = services.store.get_json(container, blob)
+            if record and (record.get("manifest") or {}).get("name") == manifest_name \
+                    and record.get("status") in TERMINAL:
+                return record
+        time.sleep(0.5)
+    raise TimeoutError(f"no finished run record for {manifest_name} within {RUN_TIMEOUT:g}s")
+
+
+def _start_runners(processes: int, env) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack", "runner", "--processes", str(processes), "--app", "function_app:app",
+         "--host-json", str(ROOT / "host.json")],
+        cwd=ROOT, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    started = 0
+    deadline = time.monotonic() + 60
+    while started < processes:  # each instance says which queues it reads once it is up
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the queue runner exited ({process.wait()})")
+        started += line.startswith("runner ") and "<-" in line
+        if time.monotonic() > deadline:
+            raise RuntimeError("the queue runner did not start in 60 s")
+    threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
+    return process
+
+
+def _stop_runners(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+class _Peak:
+    """Samples the emulator's imports in flight (the concurrency actually reached)."""
+
+    def __init__(self, importer) -> None:
+        self.value = 0
+        self._importer = importer
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            self.value = max(self.value, self._importer.in_flight())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+

@@ -1,0 +1,463 @@
+"""A local stand-in for what the Functions host does for queue triggers, one process per instance.
+
+    python -m devstack runner [--app function_app:app] [--processes N] [--host-json host.json]
+                              [--function NAME ...] [--env-file .devstack/devstack.env]
+
+For every function of the app (``app.get_functions()``) whose trigger is a ``queueTrigger``:
+
+- the binding's ``queue_name`` has its ``%SETTING%`` parts resolved from the environment, as the
+  host does; an unset setting (or an unset ``connection``) refuses to start (RunnerError);
+- the connection is ``<connection>`` (a connection string, e.g. Azurite's) or identity-based
+  ``<connection>__queueServiceUri`` / ``<connection>__accountName`` (DefaultAzureCredential);
+- messages are dequeued in batches of ``batchSize`` and a new batch is fetched when no more than
+  ``newBatchThreshold`` are in flight (host.json ``extensions.queues``; the host's defaults 16 and
+  batchSize / 2); an empty queue is polled with a back-off from 100 ms up to ``maxPollingInterval``;
+- a dequeued message is invisible to others for a lease of 10 minutes, renewed at half-time while
+  the function runs (as the host does), so N processes never run one delivery twice at once;
+- the function is called with a real ``azure.functions.QueueMessage`` (id, body decoded per
+  ``messageEncoding``, dequeue_count, insertion/expiration/next-visible times, pop_receipt);
+- success deletes the message; an exception leaves it for redelivery after ``visibilityTimeout``
+  (default 0); a message whose dequeue count reaches ``maxDequeueCount`` (default 5) and fails again,
+  or arrives past it, is copied to ``<queue>-poison`` and deleted, as the host does.
+
+SIGTERM/SIGINT stops dequeuing and waits for the calls in flight (``--grace`` seconds); whatever
+is still running then is left for redelivery when its lease runs out, like an instance the
+platform stopped. ``--processes N`` starts N such processes: N instances sharing the queues.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import importlib
+import inspect
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 600  # the host's visibility timeout for a message being processed (10 minutes)
+FIRST_POLL_DELAY = 0.1
+_SETTING = re.compile(r"%([^%]+)%")
+
+
+class RunnerError(Exception):
+    """The runner cannot start: the message says which function, setting or file is at fault."""
+
+
+# --- host.json ------------------------------------------------------------------------------------
+
+def _timespan(value: Any, what: str) -> float:
+    """host.json time: "hh:mm:ss[.fff]" (or "d.hh:mm:ss") or a number of seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    match = re.fullmatch(r"(?:(\d+)\.)?(\d+):(\d+):(\d+(?:\.\d+)?)", str(value).strip())
+    if not match:
+        raise RunnerError(f"host.json extensions.queues.{what}: {value!r} is not a time span (hh:mm:ss)")
+    days, hours, minutes, seconds = match.groups()
+    return int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+@dataclass(frozen=True)
+class QueueOptions:
+    """host.json ``extensions.queues``, with the host's defaults."""
+
+    batch_size: int = 16
+    new_batch_threshold: int = 8
+    max_dequeue_count: int = 5
+    visibility_timeout: float = 0.0
+    max_polling_interval: float = 60.0
+    message_encoding: str = "base64"
+
+    @classmethod
+    def from_host_json(cls, path: Optional[os.PathLike | str]) -> "QueueOptions":
+        if path is None or not Path(path).exists():
+            return cls()
+        try:
+            document = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise RunnerError(f"{path}: not readable JSON ({exc})") from exc
+        queues = (document.get("extensions") or {}).get("queues") or {}
+        batch = int(queues.get("batchSize", 16))
+        if not 1 <= batch <= 32:
+            raise RunnerError(f"{path}: extensions.queues.batchSize must be 1..32, not {batch}")
+        encoding = str(queues.get("messageEncoding", "base64")).lower()
+        if encoding not in ("base64", "none"):
+            raise RunnerError(f"{path}: extensions.queues.messageEncoding must be base64 or none")
+        return cls(
+            batch_size=batch,
+            new_batch_threshold=int(queues.get("newBatchThreshold", batch // 2)),
+            max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
+            visibility_timeout=_timespan(queues.get("visibilityTimeout", 0), "visibilityTimeout"),
+            max_polling_interval=_timespan(queues.get("maxPollingInterval", 60), "maxPollingInterval"),
+            message_encoding=encoding,
+        )
+
+
+# --- the functions ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class QueueTarget:
+    function_name: str
+    queue_name: str  # resolved
+    connection: str
+    arg_name: str
+    call: Callable[..., Any] = field(repr=False)
+
+
+class InvocationContext:
+    """The ``context`` the Python worker passes to a function that declares one (``func.Context``): an
+    invocation id, and the thread-local its log handler reads the invocation from."""
+
+    def __init__(self, function_name: str):
+        self.function_name = function_name
+        self.invocation_id = str(uuid.uuid4())
+        self.thread_local_storage = threading.local()
+        self.function_directory = os.getcwd()
+        self.trace_context = self.retry_context = None
+
+
+def resolve_settings(value: str, env: Mapping[str, str], where: str) -> str:
+    """``%NAME%`` parts replaced from ``env``; an unset or empty setting is a RunnerError."""
+    def setting(match: re.Match) -> str:
+        name = match.group(1)
+        if not env.get(name):
+            raise RunnerError(f"{where}: app setting {name} (from {value!r}) is not set; "
+                              "the Functions host refuses to start without it")
+        return env[name]
+
+    return _SETTING.sub(setting, value)
+
+
+def queue_targets(app, env: Mapping[str, str], only: Optional[set[str]] = None) -> list[QueueTarget]:
+    """The queue-triggered functions of ``app`` (a FunctionApp), bindings resolved against ``env``."""
+    targets = []
+    for function in app.get_functions():
+        name = function.get_function_name()
+        trigger = function.get_trigger()
+        if trigger is None or trigger.type != "queueTrigger" or (only and name not in only):
+            continue
+        others = [b.name for b in function.get_bindings() if b is not trigger]
+        if others:
+            raise RunnerError(f"function {name}: bindings other than the queue trigger are not run here "
+                              f"({', '.join(others)})")
+        where = f"function {name}"
+        queue = resolve_settings(trigger.queue_name, env, f"{where} queue_name").lower()
+        connection = getattr(trigger, "connection", None) or "AzureWebJobsStorage"
+        targets.append(QueueTarget(name, queue, resolve_settings(connection, env, f"{where} connection"),
+                                   trigger.name, function.get_user_function()))
+    if only and {t.function_name for t in targets} != only:
+        missing = only - {t.function_name for t in targets}
+        raise RunnerError(f"no queue-triggered function named {', '.join(sorted(missing))} in the app")
+    return targets
+
+
+def queue_service(connection: str, env: Mapping[str, str]):
+    """A QueueServiceClient for a binding's ``connection`` setting (string or identity-based)."""
+    from azure.storage.queue import QueueServiceClient
+
+    if env.get(connection):
+        return QueueServiceClient.from_connection_string(env[connection])
+    uri = env.get(f"{connection}__queueServiceUri")
+    if not uri and env.get(f"{connection}__accountName"):
+        uri = f"https://{env[f'{connection}__accountName']}.queue.core.windows.net"
+    if not uri:
+        raise RunnerError(f"connection {connection}: set {connection} (a connection string) or "
+                          f"{connection}__queueServiceUri; the Functions host refuses to start without it")
+    from azure.identity import DefaultAzureCredential
+
+    return QueueServiceClient(uri, credential=DefaultAzureCredential())
+
+
+def load_app(spec: str):
+    """``module:attribute`` (default attribute ``app``) -> the FunctionApp."""
+    module_name, _, attribute = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RunnerError(f"cannot import {module_name!r}: {exc}") from exc
+    app = getattr(module, attribute or "app", None)
+    if app is None or not hasattr(app, "get_functions"):
+        raise RunnerError(f"{spec!r} is not a FunctionApp")
+    return app
+
+
+# --- one message -------------------------------------------------------------------------------------
+
+class _Lease:
+    """Keeps a message invisible while its function runs (the pop receipt changes on each renewal)."""
+
+    def __init__(self, client, message, seconds: float):
+        self._client, self._id, self._seconds = client, message.id, seconds
+        self.pop_receipt = message.pop_receipt
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"lease-{message.id[:8]}", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self._seconds / 2):
+            with self._lock:
+                try:
+                    updated = self._client.update_message(self._id, pop_receipt=self.pop_receipt,
+                                                          visibility_timeout=int(self._seconds))
+                    self.pop_receipt = updated.pop_receipt
+                except Exception as exc:  # noqa: BLE001 - the message may be gone; the call goes on
+                    log.warning("could not renew the lease of message %s: %s", self._id, exc)
+
+    def end(self) -> str:
+        self._stop.set()
+        with self._lock:
+            return self.pop_receipt
+
+
+@dataclass
+class Counters:
+    succeeded: int = 0
+    failed: int = 0
+    poisoned: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+
+class QueueRunner:
+    """Runs the queue triggers of one app in this process (one "instance")."""
+
+    def __init__(self, app, *, env: Optional[Mapping[str, str]] = None,
+                 host_json: Optional[os.PathLike | str] = None, functions: Optional[set[str]] = None,
+                 lease_seconds: float = LEASE_SECONDS):
+        self.env = dict(os.environ if env is None else env)
+        self.options = QueueOptions.from_host_json(host_json)
+        self.targets = queue_targets(app, self.env, functions)
+        if not self.targets:
+            raise RunnerError("the app has no queue-triggered function")
+        self.lease_seconds = lease_seconds
+        self.counters = Counters()
+        self._services: dict[str, Any] = {}
+        self._clients: dict[str, Any] = {}
+        self._in_flight: dict[str, int] = {t.queue_name: 0 for t in self.targets}
+        self._lock = threading.Lock()
+        workers = (self.options.batch_size + self.options.new_batch_threshold) * len(self.targets)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="queue-fn")
+        self._stopping = threading.Event()
+
+    # -- clients
+    def _client(self, queue: str, connection: str, *, create: bool = True):
+        key = f"{connection}/{queue}"
+        if key not in self._clients:
+            if connection not in self._services:
+                self._services[connection] = queue_service(connection, self.env)
+            client = self._services[connection].get_queue_client(queue)
+            if create:
+                from azure.core.exceptions import ResourceExistsError
+
+                try:
+                    client.create_queue()
+                except ResourceExistsError:
+                    pass
+            self._clients[key] = client
+        return self._clients[key]
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return sum(self._in_flight.values())
+
+    # -- the loop
+    def poll_once(self) -> int:
+        """Fetch a batch for every queue that has room; returns how many messages were dispatched."""
+        dispatched = 0
+        for target in self.targets:
+            with self._lock:
+                busy = self._in_flight[target.queue_name]
+            if busy > self.options.new_batch_threshold or self._stopping.is_set():
+                continue
+            client = self._client(target.queue_name, target.connection)
+            batch = list(client.receive_messages(messages_per_page=self.options.batch_size,
+                                                 max_messages=self.options.batch_size,
+                                                 visibility_timeout=int(self.lease_seconds)))
+            for message in batch:
+                with self._lock:
+                    self._in_flight[target.queue_name] += 1
+                self._pool.submit(self._handle, target, client, message)
+            dispatched += len(batch)
+        return dispatched
+
+    def run(self, stop: Optional[threading.Event] = None, *, grace: float = 30.0) -> Counters:
+        """Poll until ``stop`` is set (or SIGTERM in the CLI), then let the calls in flight end."""
+        stop = stop or threading.Event()
+        delay = FIRST_POLL_DELAY
+        try:
+            while not stop.is_set():
+                if self.poll_once():
+                    delay = FIRST_POLL_DELAY
+                    stop.wait(0.02)
+                else:
+                    stop.wait(delay)
+                    delay = min(delay * 2, max(FIRST_POLL_DELAY, self.options.max_polling_interval))
+        finally:
+            self.close(grace)
+        return self.counters
+
+    def drain(self, *, idle: float = 1.0, timeout: float = 60.0) -> Counters:
+        """Process until nothing was dispatched or in flight for ``idle`` seconds (tests)."""
+        deadline, quiet_since = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            if self.poll_once() or self.in_flight():
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= idle:
+                return self.counters
+            time.sleep(0.05)
+        raise TimeoutError(f"queues not drained within {timeout:g}s ({self.in_flight()} in flight)")
+
+    def close(self, grace: float = 30.0) -> None:
+        self._stopping.set()
+        deadline = time.monotonic() + grace
+        while self.in_flight() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- one message
+    def _decode(self, content: str) -> bytes:
+        if self.options.message_encoding == "none":
+            return content.encode("utf-8")
+        return base64.b64decode(content.encode("ascii"), validate=True)
+
+    def _handle(self, target: QueueTarget, client, message) -> None:
+        try:
+            if message.dequeue_count > self.options.max_dequeue_count:
+                self._poison(target, client, message, message.pop_receipt)
+                return
+            lease = _Lease(client, message, self.lease_seconds)
+            try:
+                self._invoke(target, message)
+            except Exception as exc:  # noqa: BLE001 - a failed invocation, as the host records it
+                receipt = lease.end()
+                self.counters.add("failed")
+                log.warning("function %s failed on message %s (dequeue count %d): %s: %s", target.function_name,
+                            message.id, message.dequeue_count, type(exc).__name__, exc)
+                if message.dequeue_count >= self.options.max_dequeue_count:
+                    self._poison(target, client, message, receipt)
+                else:
+                    client.update_message(message.id, pop_receipt=receipt,
+                                          visibility_timeout=int(self.options.visibility_timeout))
+                return
+            receipt = lease.end()
+            client.delete_message(message.id, pop_receipt=receipt)
+            self.counters.add("succeeded")
+        except Exception:  # noqa: BLE001 - storage trouble: the message comes back after its lease
+            log.exception("handling message %s of %s failed", message.id, target.queue_name)
+        finally:
+            with self._lock:
+                self._in_flight[target.queue_name] -= 1
+
+    def _invoke(self, target: QueueTarget, message) -> None:
+        from azure.functions.queue import QueueMessage
+
+        try:
+            body = self._decode(message.content or "")
+        except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
+            raise ValueError(f"message {message.id} is not valid {self.options.message_encoding}") from exc
+        argument = QueueMessage(id=message.id, body=body, dequeue_count=message.dequeue_count,
+                                expiration_time=message.expires_on, insertion_time=message.inserted_on,
+                                time_next_visible=message.next_visible_on, pop_receipt=message.pop_receipt)
+        arguments = {target.arg_name: argument}
+        if "context" in inspect.signature(target.call).parameters:  # as the Python worker does
+            arguments["context"] = InvocationContext(target.function_name)
+        result = target.call(**arguments)
+        if inspect.iscoroutine(result):
+            asyncio.run(result)
+
+    def _poison(self, target: QueueTarget, client, message, receipt: str) -> None:
+        poison = self._client(f"{target.queue_name}-poison", target.connection)
+        poison.send_message(message.content)  # as it came: the same encoded text
+        client.delete_message(message.id, pop_receipt=receipt)
+        self.counters.add("poisoned")
+        log.warning("message %s of %s moved to %s-poison after %d deliveries", message.id, target.queue_name,
+                    target.queue_name, message.dequeue_count)
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+def read_env_file(path: os.PathLike | str) -> dict[str, str]:
+    values = {}
+    for line in Path(path).read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.lstrip().startswith("#"):
+            values[key.strip()] = value
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--app", default="function_app:app", help="module:attribute of the FunctionApp")
+    parser.add_argument("--processes", type=int, default=1, help="instances (processes) to run")
+    parser.add_argument("--host-json", default="host.json", help="host.json with extensions.queues")
+    parser.add_argument("--function", action="append", default=[], help="only this function (repeatable)")
+    parser.add_argument("--env-file", help="KEY=VALUE lines added to the environment (e.g. the devstack env)")
+    parser.add_argument("--grace", type=float, default=30.0, help="seconds to let calls end on SIGTERM")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if args.env_file:
+        os.environ.update(read_env_file(args.env_file))
+    if args.processes < 1:
+        print("runner: --processes must be at least 1", file=sys.stderr)
+        return 2
+    if args.processes > 1:
+        return _run_children(args)
+    sys.path.insert(0, os.getcwd())
+    try:
+        runner = QueueRunner(load_app(args.app), host_json=args.host_json, functions=set(args.function) or None)
+    except RunnerError as exc:
+        print(f"runner: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    queues = ", ".join(f"{t.function_name} <- {t.queue_name}" for t in runner.targets)
+    _say(f"runner {os.getpid()}: {queues} (batch {runner.options.batch_size}, "
+         f"max dequeue {runner.options.max_dequeue_count})")
+    counters = runner.run(stop, grace=args.grace)
+    _say(f"runner {os.getpid()}: stopped; {counters.succeeded} succeeded, {counters.failed} failed, "
+         f"{counters.poisoned} poisoned")
+    return 0
+
+
+def _say(line: str) -> None:
+    """One line in one write, so the lines of N processes sharing a pipe do not interleave."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _run_children(args: argparse.Namespace) -> int:
+    argv = [sys.executable, "-m", "devstack", "runner", "--processes", "1", "--app", args.app,
+            "--host-json", args.host_json, "--grace", str(args.grace)]
+    for name in args.function:
+        argv += ["--function", name]
+    children = [subprocess.Popen(argv) for _ in range(args.processes)]
+
+    def forward(signum, _frame):
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
+    return max(child.wait() for child in children)
