@@ -100,7 +100,8 @@ def main() -> int:
                                    "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         # runs are queued: the local queue runner plays the Functions host's queue trigger (one instance)
-        worker = subprocess.Popen([sys.executable, "-m", "devstack", "runner", "--env-file", str(env_file)],
+        worker = subprocess.Popen([sys.executable, "-m", "devstack", "runner", "--env-file", str(env_file),
+                                   "--settings", str(ROOT / "local.settings.sample.json")],
                                   cwd=ROOT, stdout=subprocess.DEVNULL)
         try:
             base = f"http://127.0.0.1:{port}"

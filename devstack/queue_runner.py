@@ -411,12 +411,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host-json", default="host.json", help="host.json with extensions.queues")
     parser.add_argument("--function", action="append", default=[], help="only this function (repeatable)")
     parser.add_argument("--env-file", help="KEY=VALUE lines added to the environment (e.g. the devstack env)")
+    parser.add_argument("--settings", help="a local.settings.json: its Values are app settings, as `func start` "
+                                           "has them (the environment and --env-file win)")
     parser.add_argument("--grace", type=float, default=30.0, help="seconds to let calls end on SIGTERM")
 
 
 def run_command(args: argparse.Namespace) -> int:
     if args.env_file:
         os.environ.update(read_env_file(args.env_file))
+    if args.settings:
+        values = json.loads(Path(args.settings).read_text()).get("Values", {})
+        for key, value in values.items():
+            if value and not os.environ.get(key):
+                os.environ[key] = str(value)
     if args.processes < 1:
         print("runner: --processes must be at least 1", file=sys.stderr)
         return 2
@@ -449,6 +456,8 @@ def _say(line: str) -> None:
 def _run_children(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "devstack", "runner", "--processes", "1", "--app", args.app,
             "--host-json", args.host_json, "--grace", str(args.grace)]
+    if args.settings:
+        argv += ["--settings", args.settings]
     for name in args.function:
         argv += ["--function", name]
     children = [subprocess.Popen(argv) for _ in range(args.processes)]
