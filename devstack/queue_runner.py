@@ -427,6 +427,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.processes < 1:
         print("runner: --processes must be at least 1", file=sys.stderr)
         return 2
+    logging.getLogger("azure").setLevel(logging.WARNING)  # as host.json's "Azure.Core": "Warning"
     if args.processes > 1:
         return _run_children(args)
     sys.path.insert(0, os.getcwd())
