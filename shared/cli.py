@@ -176,8 +176,11 @@ def _manifest_check(args, env, out) -> int:
         for problem in result.errors:
             out.write(f"{args.file}:{problem.line}: {problem.message}\n" if problem.line
                       else f"{args.file}: {problem.message}\n")
+        for problem in result.warnings:
+            out.write(f"{args.file}:{problem.line}: warning: {problem.message}\n")
         if result.ok:
-            out.write(f"{args.file}: {len(result.entries)} entries, valid\n")
+            policies = f", {len(result.policies)} tag policies" if result.policies else ""
+            out.write(f"{args.file}: {len(result.entries)} entries{policies}, valid\n")
         else:
             out.write(f"{args.file}: {len(result.errors)} error(s); nothing would be imported\n")
     return EXIT_OK if result.ok else EXIT_FAILED
