@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Optional
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -256,6 +257,35 @@ class ManifestReader:
             response.headers["Docker-Content-Digest"] = "sha256:" + hashlib.sha256(response.content).hexdigest()
         return response
 
+    def tags(self, repository: str, *, page_size: int = 1000, limit: int = 10_000) -> Optional[list[str]]:
+        """Every tag of a repository (``/v2/<repo>/tags/list`` with ``n``, following ``Link``, or
+        ``last`` when a full page came without one); None when the repository does not exist.
+        A registry that ignores ``n`` (distribution 2.8 answers everything at once) is read in one
+        request. More than ``limit`` tags is an error rather than a silently partial list."""
+        tags: dict[str, None] = {}
+        path: Optional[str] = f"/v2/{repository}/tags/list?n={page_size}"
+        scope = f"repository:{repository}:pull"
+        while path:  # ends: a page that adds no new tag ends it, and tags are capped at limit
+            response = self._send("GET", path, scope, {"Accept": "application/json"})
+            if response.status_code == 404:
+                return None
+            if response.status_code in (401, 403):
+                raise self._auth.denied(self.name, response.status_code)
+            if response.status_code >= 400:
+                raise _status_error(response, self.name)
+            page = response.json().get("tags") or []
+            before = len(tags)
+            tags.update(dict.fromkeys(page))
+            if len(tags) > limit:
+                raise UpstreamError(f"{repository} at {self.name} has more than {limit} tags; a tag policy "
+                                    f"scans at most {limit}", code="TooManyTags")
+            if len(tags) == before:
+                break
+            path = _next_link(response.headers.get("Link"))
+            if path is None and len(page) == page_size:
+                path = f"/v2/{repository}/tags/list?n={page_size}&last={quote(page[-1])}"
+        return list(tags)
+
     def acr_tag_digests(self, repository: str, page_size: int = 100) -> dict[str, str]:
         """Every tag of an ACR repository with its digest (``/acr/v1/<repo>/_tags``, following pages)."""
         digests: dict[str, str] = {}
@@ -274,11 +304,17 @@ class ManifestReader:
 
 
 def _next_link(header: Optional[str]) -> Optional[str]:
-    """``</acr/v1/repo/_tags?last=x&n=100>; rel="next"`` -> the path."""
+    """``</acr/v1/repo/_tags?last=x&n=100>; rel="next"`` -> the path (an absolute URL -> its path)."""
     if not header or 'rel="next"' not in header:
         return None
     start, end = header.find("<"), header.find(">")
-    return header[start + 1:end] if 0 <= start < end else None
+    if not 0 <= start < end:
+        return None
+    link = header[start + 1:end]
+    if link.startswith(("https://", "http://")):
+        parts = urlsplit(link)
+        link = parts.path + (f"?{parts.query}" if parts.query else "")
+    return link if link.startswith("/") else None
 
 
 class SourceRegistry:
@@ -302,6 +338,13 @@ class SourceRegistry:
                 auth = DockerTokenAuth(self._http, self._credentials_for(registry))
                 self._readers[registry] = ManifestReader(self._http, lambda: host, auth, name=registry)
             return self._readers[registry]
+
+    def tags(self, ref: ImageReference, *, limit: int) -> list[str]:
+        """Every tag of the source repository (paginated ``tags/list``, token challenge followed)."""
+        tags = self._reader(ref.registry).tags(ref.repository, limit=limit)
+        if tags is None:
+            raise UpstreamError(f"{ref.name} not found at the source registry", code="SourceNotFound", status=404)
+        return tags
 
     def head(self, ref: ImageReference) -> SourceDigest:
         response = self._reader(ref.registry).head(ref.repository, ref.digest or ref.tag or "latest")

@@ -12,12 +12,14 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
 from ..adapters.acr import ImportRequest
 from ..adapters.retrying import Attempts
-from ..core.manifest import ManifestResult, parse_manifest
+from ..core.manifest import Entry, ManifestResult, PolicyEntry, parse_manifest
+from ..core.tagpolicy import MAX_TAGS_SCANNED
 from ..core.outcome import (RESULT_FAILED, RESULT_IMPORTED, RESULT_PLANNED, RESULT_UNCHANGED, EntryOutcome,
                             RunRecord, redact)
 from ..core.plan import Action, Plan, PlanItem, decide, import_mode
@@ -58,6 +60,53 @@ class SyncEngine:
         self._dockerhub_remaining: Optional[int] = None
         self._lock = threading.Lock()
         self._transient_lines: set[int] = set()  # entries whose plan failed on a transient error
+
+    # -- tag policies -------------------------------------------------------------------------
+    def resolve_policies(self, manifest: ManifestResult) -> tuple[ManifestResult, list[dict]]:
+        """List each policy's source tags and turn the policy into concrete entries (in line order,
+        newest first within a line). A resolved tag that another line already writes is skipped
+        (the explicit line wins). Returns the manifest with the entries added, and one resolution
+        document per policy for the record (its ``resolved`` digests are filled in after planning)."""
+        if not manifest.policies:
+            return manifest, []
+        workers = max(1, min(self.settings.plan_concurrency, len(manifest.policies)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="policy") as pool:
+            listed = list(pool.map(self._list_source_tags, manifest.policies))
+        taken = {(e.target_repository, e.target_tag): e.line for e in manifest.entries if e.target_tag}
+        added: list[Entry] = []
+        resolutions = []
+        for policy, (tags, error) in zip(manifest.policies, listed):
+            doc = {"line": policy.line, "source": str(policy.source), "policy": policy.policy.text,
+                   "target_repository": policy.target_repository,
+                   "tags_listed": None if tags is None else len(tags), "resolved": [], "skipped": [],
+                   "error": error}
+            if tags is not None:
+                entries = policy.resolve(tags)
+                if not entries:
+                    doc["error"] = {"code": "NoMatchingTag",
+                                    "message": f"none of the {len(tags)} tags of {policy.source} matches "
+                                               f"{policy.policy.text}"}
+                for entry in entries:
+                    other = taken.get((entry.target_repository, entry.target_tag))
+                    if other is not None:
+                        doc["skipped"].append({"tag": entry.target_tag, "reason": f"written by line {other}"})
+                        continue
+                    taken[(entry.target_repository, entry.target_tag)] = entry.line
+                    added.append(entry)
+                    doc["resolved"].append({"tag": entry.target_tag, "target": entry.target, "digest": None})
+            resolutions.append(doc)
+        entries = sorted([*manifest.entries, *added], key=lambda e: e.line)  # stable: newest first per line
+        return replace(manifest, entries=entries), resolutions
+
+    def _list_source_tags(self, policy: PolicyEntry) -> tuple[Optional[list[str]], Optional[dict]]:
+        try:
+            tags = self.services.retrier.call(
+                lambda: self.services.source.tags(policy.source, limit=MAX_TAGS_SCANNED),
+                what=f"tags of {policy.source}")
+            return tags, None
+        except AirlockError as exc:
+            log.warning("could not list the tags of %s: %s", policy.source, self._describe(exc))
+            return None, {"code": exc.code, "message": redact(exc.message, self.settings.secrets())}
 
     # -- plan -------------------------------------------------------------------------------
     def plan(self, manifest: ManifestResult, progress: Optional[Progress] = None) -> Plan:
@@ -224,7 +273,13 @@ class SyncEngine:
             record.errors = [p.to_dict() for p in manifest.errors]
             record.finished_at = _now()
             return record
+        manifest, record.policies = self.resolve_policies(manifest)
+        record.entry_count = len(manifest.entries) + len(record.policies)
         plan = self.plan(manifest, progress)
+        digests = {(i.entry.line, i.entry.target_tag): i.source_digest for i in plan.items if i.entry.policy}
+        for doc in record.policies:
+            for resolved in doc["resolved"]:
+                resolved["digest"] = digests.get((doc["line"], resolved["tag"]))
         record.dockerhub_ratelimit_remaining = self._dockerhub_remaining
         if apply:
             record.entries = self.apply(plan, progress)
