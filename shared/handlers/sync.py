@@ -116,6 +116,7 @@ class SyncEngine:
         workers = max(1, min(self.settings.plan_concurrency, len(entries) or 1))
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="list") as lister, \
                 ThreadPoolExecutor(max_workers=workers, thread_name_prefix="plan") as pool:
+            self._prefetch_tokens(entries, lister)
             listings = self._list_busy_repositories(entries, lister)  # overlaps with the source HEADs
             futures = {pool.submit(self._resolve, e, listings): i for i, e in enumerate(entries)}
             for done, future in enumerate(as_completed(futures), 1):
@@ -123,6 +124,30 @@ class SyncEngine:
                 if progress:
                     progress("planned", done, len(entries), None)
         return Plan([i for i in items if i is not None])
+
+    def _prefetch_tokens(self, entries, pool) -> None:
+        """Tokens for every repository the plan reads, many repositories per token request, before
+        the look-ups start (instead of a challenge and a token request per repository). A failure
+        here costs nothing but speed: the look-ups then answer their own challenges."""
+        counts = Counter(e.target_repository for e in entries if e.target_tag)
+        pull = list(dict.fromkeys(e.target_repository for e in entries))
+        listed = [repo for repo, n in counts.items() if n >= LIST_TAGS_FROM]
+        sources = [e.source for e in entries]
+
+        def acr():
+            return self.services.acr.prefetch_tokens(pull, listed)
+
+        def source():
+            return self.services.source.prefetch_tokens(sources)
+
+        for name, future in (("ACR", pool.submit(acr)), ("source", pool.submit(source))):
+            try:
+                requests = future.result()
+                if requests:
+                    log.info("%s: %d token request(s) cover the plan's repositories", name, requests)
+            except Exception as exc:  # an optimisation only; never fail the plan for it
+                log.warning("could not fetch %s tokens ahead (%s); each repository answers its own challenge",
+                            name, type(exc).__name__)
 
     def _list_busy_repositories(self, entries, pool) -> dict[str, Future]:
         """Tag listings of target repositories that several entries write to: one request per
