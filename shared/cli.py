@@ -271,6 +271,10 @@ def render_summary(document: dict) -> str:
     for row in rows:
         cells = "  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True))
         lines.append(cells + ("  " + row[5] if row[5] else ""))
+    for p in document.get("policies", []):  # tag policies: what each resolved to, or why not
+        tags = ", ".join(r["tag"] for r in p["resolved"]) or "nothing"
+        outcome = f"{p['error']['code']}: {p['error']['message']}" if p["error"] else f"-> {tags}"
+        lines.append(f"line {p['line']}: {p['source']}:{p['policy']} {outcome}")
     s = document["summary"]
     lines.append("")
     lines.append(f"{document['kind']} {document['run_id']}: {document['status']} - "
