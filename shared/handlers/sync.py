@@ -298,8 +298,8 @@ class SyncEngine:
             record.errors = [p.to_dict() for p in manifest.errors]
             record.finished_at = _now()
             return record
+        record.entry_count = len(manifest.entries) + len(manifest.policies)  # lines, a policy counting once
         manifest, record.policies = self.resolve_policies(manifest)
-        record.entry_count = len(manifest.entries) + len(record.policies)
         plan = self.plan(manifest, progress)
         digests = {(i.entry.line, i.entry.target_tag): i.source_digest for i in plan.items if i.entry.policy}
         for doc in record.policies:
