@@ -6,7 +6,8 @@
    the plan finds 900 unchanged and 100 updates; its ACR side takes the tag-listing shortcut.
    The offline check of the same file is measured beside it for scale.
 2. ``distinct repositories``: 5,000 entries, each its own source and ACR repository (target:
-   under 10 s); the ACR holds half of them already. Beside it, skopeo's ``inspect`` of the same
+   under 10 s); the ACR holds half of them already. Beside it, the same plan with one token per
+   repository (TOKEN_SCOPES_PER_REQUEST=0, the way before tokens covered many repositories), and skopeo's ``inspect`` of the same
    source references, 16 processes at a time (the plan's default PLAN_CONCURRENCY), on a sample
    (BENCH_SKOPEO_SAMPLE, default 500) extrapolated linearly to all entries; skopeo reads the
    source only, the plan reads the source and the ACR, so the comparison favours skopeo.
@@ -108,7 +109,9 @@ def _distinct(stack) -> None:
     seeding = time.perf_counter() - started
     refs = [f"{stack.upstream_host}/{r}:1.0" for r in repositories]
     env = {"SOURCE_REGISTRY_ALLOWLIST": stack.upstream_host}
-    wall, peak, document = _plan(env, "".join(f"{ref}\n" for ref in refs))
+    text = "".join(f"{ref}\n" for ref in refs)
+    single, _, _ = _plan({**env, "TOKEN_SCOPES_PER_REQUEST": "0"}, text)  # one token per repository
+    wall, peak, document = _plan(env, text)
     sample = refs[::max(1, len(refs) // SKOPEO_SAMPLE)][:SKOPEO_SAMPLE]
     skopeo = _skopeo_inspect(stack, sample)
     skopeo_all = skopeo * len(refs) / len(sample)
@@ -117,6 +120,8 @@ def _distinct(stack) -> None:
     print(f"  plan wall time                  {wall:6.2f} s   (target < 10 s) -> "
           f"{counts['new']} new, {counts['unchanged']} unchanged, {counts['error']} error")
     print(f"  peak RSS of the plan process    {peak:6.1f} MiB")
+    print(f"  same plan, one token per repo   {single:6.2f} s   (TOKEN_SCOPES_PER_REQUEST=0) "
+          f"ratio {single / wall:.1f}x")
     print(f"  skopeo inspect x{SKOPEO_PARALLEL} parallel   {skopeo:6.2f} s for a sample of {len(sample)} "
           f"-> {skopeo_all:.1f} s for {len(refs)} (extrapolated linearly; source side only)")
     print(f"  ratio skopeo/plan               {skopeo_all / wall:6.1f}x (target >= 5x)")

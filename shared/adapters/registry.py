@@ -82,12 +82,12 @@ def jwt_expiry(token: str) -> Optional[float]:
         return None
 
 
-def scope_batches(scopes: list[str]) -> list[list[str]]:
-    """Split scopes into token requests of at most SCOPES_PER_TOKEN scopes / SCOPE_CHARS_PER_TOKEN chars."""
+def scope_batches(scopes: list[str], per_token: int = SCOPES_PER_TOKEN) -> list[list[str]]:
+    """Split scopes into token requests of at most ``per_token`` scopes / SCOPE_CHARS_PER_TOKEN chars."""
     batches: list[list[str]] = []
     size = 0
     for scope in scopes:
-        if not batches or len(batches[-1]) >= SCOPES_PER_TOKEN or size + len(scope) > SCOPE_CHARS_PER_TOKEN:
+        if not batches or len(batches[-1]) >= per_token or size + len(scope) > SCOPE_CHARS_PER_TOKEN:
             batches.append([])
             size = 0
         batches[-1].append(scope)
@@ -169,14 +169,14 @@ class DockerTokenAuth:
     def forget(self, scope: str, authorization: str) -> None:
         self._cache.forget(scope, authorization.partition(" ")[2])
 
-    def prefetch(self, challenge: str, scopes: list[str], what: str) -> int:
+    def prefetch(self, challenge: str, scopes: list[str], what: str, per_token: int = SCOPES_PER_TOKEN) -> int:
         """Fetch tokens covering ``scopes`` (several per request) ahead of the requests that need
         them; returns the number of token requests made. Only for a token (``Bearer``) challenge."""
         scheme, params = parse_challenge(challenge)
         if scheme != "bearer" or "realm" not in params:
             return 0
         params = {k: v for k, v in params.items() if k != "scope"}
-        batches = scope_batches([s for s in dict.fromkeys(scopes) if not self.cached(s)])
+        batches = scope_batches([s for s in dict.fromkeys(scopes) if not self.cached(s)], per_token)
         _in_parallel(lambda batch: self._fetch_many(params, batch, what), batches)
         return len(batches)
 
@@ -243,14 +243,14 @@ class AcrTokenAuth:
     def forget(self, scope: str, authorization: str) -> None:
         self._cache.forget(("access", scope), authorization.partition(" ")[2])
 
-    def prefetch(self, challenge: str, scopes: list[str], what: str) -> int:
+    def prefetch(self, challenge: str, scopes: list[str], what: str, per_token: int = SCOPES_PER_TOKEN) -> int:
         """Access tokens covering ``scopes``, SCOPES_PER_TOKEN to a token request (ACR honours a
         repeated ``scope`` form field); returns the number of token requests made."""
         scheme, params = parse_challenge(challenge)
         if scheme != "bearer":
             return 0
         service = params.get("service") or self._login_server()
-        batches = scope_batches([s for s in dict.fromkeys(scopes) if not self.cached(s)])
+        batches = scope_batches([s for s in dict.fromkeys(scopes) if not self.cached(s)], per_token)
         _in_parallel(lambda batch: self._fetch_access_many(service, batch), batches)
         return len(batches)
 
@@ -322,7 +322,7 @@ class ManifestReader:
             response = self._http.request(method, url, headers=headers)
         return response
 
-    def prefetch(self, scopes: list[str]) -> int:
+    def prefetch(self, scopes: list[str], per_token: int = SCOPES_PER_TOKEN) -> int:
         """Tokens for many scopes at once, before the requests that need them: one unauthenticated
         ``GET /v2/`` to learn the token realm and service, then SCOPES_PER_TOKEN scopes per token
         request. Returns the number of token requests (0: the registry asked for no token)."""
@@ -332,7 +332,7 @@ class ManifestReader:
         response = self._http.get(f"https://{self._host()}/v2/")
         if response.status_code != 401:
             return 0
-        return self._auth.prefetch(response.headers.get("WWW-Authenticate", ""), scopes, self.name)
+        return self._auth.prefetch(response.headers.get("WWW-Authenticate", ""), scopes, self.name, per_token)
 
     def head(self, repository: str, reference: str) -> Optional[httpx.Response]:
         """The HEAD response, or None when the manifest (or repository) does not exist."""
@@ -435,12 +435,12 @@ class SourceRegistry:
                 self._readers[registry] = ManifestReader(self._http, lambda: host, auth, name=registry)
             return self._readers[registry]
 
-    def prefetch_tokens(self, refs) -> int:
+    def prefetch_tokens(self, refs, per_token: int = SCOPES_PER_TOKEN) -> int:
         """Pull tokens for many source repositories, several repositories per token request."""
         by_registry: dict[str, list[str]] = {}
         for ref in refs:
             by_registry.setdefault(ref.registry, []).append(f"repository:{ref.repository}:pull")
-        return sum(self._reader(registry).prefetch(scopes) for registry, scopes in by_registry.items())
+        return sum(self._reader(registry).prefetch(scopes, per_token) for registry, scopes in by_registry.items())
 
     def tags(self, ref: ImageReference, *, limit: int) -> list[str]:
         """Every tag of the source repository (paginated ``tags/list``, token challenge followed)."""

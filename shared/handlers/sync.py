@@ -128,17 +128,21 @@ class SyncEngine:
     def _prefetch_tokens(self, entries, pool) -> None:
         """Tokens for every repository the plan reads, many repositories per token request, before
         the look-ups start (instead of a challenge and a token request per repository). A failure
-        here costs nothing but speed: the look-ups then answer their own challenges."""
+        here costs nothing but speed: the look-ups then answer their own challenges.
+        TOKEN_SCOPES_PER_REQUEST=0 turns it off (one challenge and token per repository)."""
+        per_token = self.settings.token_scopes_per_request
+        if per_token <= 0:
+            return
         counts = Counter(e.target_repository for e in entries if e.target_tag)
         pull = list(dict.fromkeys(e.target_repository for e in entries))
         listed = [repo for repo, n in counts.items() if n >= LIST_TAGS_FROM]
         sources = [e.source for e in entries]
 
         def acr():
-            return self.services.acr.prefetch_tokens(pull, listed)
+            return self.services.acr.prefetch_tokens(pull, listed, per_token)
 
         def source():
-            return self.services.source.prefetch_tokens(sources)
+            return self.services.source.prefetch_tokens(sources, per_token)
 
         for name, future in (("ACR", pool.submit(acr)), ("source", pool.submit(source))):
             try:
