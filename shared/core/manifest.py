@@ -258,12 +258,16 @@ def _split_policy(text: str, brace: int) -> tuple[str, str, str]:
     """``repo:{body} rest`` -> (``repo``, ``body``, ``rest``); raises PolicySyntaxError."""
     if brace == 0 or text[brace - 1] != ":":
         raise PolicySyntaxError("a tag policy goes after the repository and a ':' (repo:{semver: ...})")
-    i, quoted = brace + 1, False
-    while i < len(text):
+    i, quoted, depth = brace + 1, False, 1
+    while i < len(text):  # braces nest (a regex's {8}); quoted text is skipped
         if text[i] == '"':
             quoted = not quoted
+        elif text[i] == "{" and not quoted:
+            depth += 1
         elif text[i] == "}" and not quoted:
-            return text[:brace - 1], text[brace + 1:i], text[i + 1:]
+            depth -= 1
+            if depth == 0:
+                return text[:brace - 1], text[brace + 1:i], text[i + 1:]
         i += 1
     raise PolicySyntaxError("tag policy has no closing '}'" + (" (unclosed '\"')" if quoted else ""))
 

@@ -112,6 +112,12 @@ def test_bad_policy_lines_are_line_numbered_errors(line, fragment):
     assert error.line == 2 and fragment in error.message, error.message
 
 
+def test_an_unquoted_regex_with_a_counted_repeat():
+    result = parse_manifest("quay.io/a/x:{regex: nightly-[0-9]{8}, newest: 2}\n")
+    assert result.ok, result.errors
+    assert result.policies[0].policy.expression == "nightly-[0-9]{8}"
+
+
 def test_a_literal_tag_is_never_read_as_a_policy():
     # every character of a policy's syntax is outside the tag grammar
     result = parse_manifest("nginx:1.27 => team/nginx\nnginx:latest => team/x\n")
