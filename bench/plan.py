@@ -7,8 +7,9 @@
    The offline check of the same file is measured beside it for scale.
 2. ``distinct repositories``: 5,000 entries, each its own source and ACR repository (target:
    under 10 s); the ACR holds half of them already. Beside it, the same plan with one token per
-   repository (TOKEN_SCOPES_PER_REQUEST=0, the way before tokens covered many repositories), and skopeo's ``inspect`` of the same
-   source references, 16 processes at a time (the plan's default PLAN_CONCURRENCY), on a sample
+   repository (TOKEN_SCOPES_PER_REQUEST=0, the way before tokens covered many repositories), and
+   skopeo's ``inspect`` of the same source references, 16 processes at a time (the plan's
+   default PLAN_CONCURRENCY), on a sample
    (BENCH_SKOPEO_SAMPLE, default 500) extrapolated linearly to all entries; skopeo reads the
    source only, the plan reads the source and the ACR, so the comparison favours skopeo.
 3. ``policies``: 50 tag policies (``{semver: >=1.0 <2, newest: 3}``), each over its own source
