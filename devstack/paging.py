@@ -62,7 +62,8 @@ class PagingFront:
         try:
             n = min(int(request.query_params.get("n", self.max_page)), self.max_page)
         except ValueError:
-            return JSONResponse({"errors": [{"code": "PAGINATION_NUMBER_INVALID", "message": "invalid number of results requested"}]}, 400)
+            return JSONResponse({"errors": [{"code": "PAGINATION_NUMBER_INVALID",
+                                             "message": "invalid number of results requested"}]}, 400)
         last = request.query_params.get("last")
         if last is not None:
             tags = [t for t in tags if t > last]

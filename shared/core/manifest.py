@@ -20,9 +20,9 @@ Format (a superset of the format the old ``sync-script.sh`` read)::
   (``repo@sha256:...``) is an *untagged* import (``target_tag`` is ``None``); a source with
   both (``repo:tag@sha256:...``) imports the pinned digest under the source tag.
 * Omitted destination (just a source): the source repository path without its registry. An
-  arrow with nothing (or only a comment) after it is an error: it is an unfinished edit. For Docker Hub official images this keeps
-  ``library/``: ``nginx:1.27`` goes to ``library/nginx:1.27``. That is what ``az acr import``
-  does when ``--image`` is not given (it uses the source path after the registry), so
+  arrow with nothing (or only a comment) after it is an error: it is an unfinished edit.
+  For Docker Hub official images this keeps ``library/``: ``nginx:1.27`` goes to
+  ``library/nginx:1.27``. That is what ``az acr import`` does when ``--image`` is not given (it uses the source path after the registry), so
   manifests and hand-run imports agree. Write ``nginx => nginx`` to drop the prefix.
 
 Validation is all-or-nothing: every line is checked and every problem reported, each as a
