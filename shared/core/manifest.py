@@ -23,7 +23,8 @@ Format (a superset of the format the old ``sync-script.sh`` read)::
   arrow with nothing (or only a comment) after it is an error: it is an unfinished edit.
   For Docker Hub official images this keeps ``library/``: ``nginx:1.27`` goes to
   ``library/nginx:1.27``. That is what ``az acr import`` does when ``--image`` is not given
-  (it uses the source path after the registry), so manifests and hand-run imports agree. Write ``nginx => nginx`` to drop the prefix.
+  (it uses the source path after the registry), so manifests and hand-run imports agree.
+  Write ``nginx => nginx`` to drop the prefix.
 
 Validation is all-or-nothing: every line is checked and every problem reported, each as a
 ``Problem`` with its line number; ``ManifestResult.entries`` is empty whenever ``errors`` is
