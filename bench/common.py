@@ -72,4 +72,5 @@ def run_cli(env: dict, *args: str) -> tuple[float, float, subprocess.CompletedPr
         out.seek(0)
         err.seek(0)
         result = subprocess.CompletedProcess(child.args, child.returncode, out.read().decode(), err.read().decode())
+    result.cpu_seconds = usage.ru_utime + usage.ru_stime  # the child's own CPU time
     return wall, usage.ru_maxrss / 1024, result

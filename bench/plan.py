@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import tempfile
 import time
@@ -40,11 +41,18 @@ POLICIES = 50
 TAGS_PER_POLICY = 500
 
 
+CPU: dict = {}  # of the last plan: the plan process's CPU seconds, and this process's (the emulator's)
+
+
 def _plan(env: dict, text: str) -> tuple[float, float, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "images.txt"
         path.write_text(text)
+        before = resource.getrusage(resource.RUSAGE_SELF)
         wall, peak, result = run_cli(env, "plan", str(path), "--json")
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        CPU["plan"] = result.cpu_seconds
+        CPU["emulator"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         if result.returncode not in (0, 1):
             raise SystemExit(result.stderr)
         return wall, peak, json.loads(result.stdout)
@@ -113,6 +121,7 @@ def _distinct(stack) -> None:
     text = "".join(f"{ref}\n" for ref in refs)
     single, _, _ = _plan({**env, "TOKEN_SCOPES_PER_REQUEST": "0"}, text)  # one token per repository
     wall, peak, document = _plan(env, text)
+    cpu = dict(CPU)
     sample = refs[::max(1, len(refs) // SKOPEO_SAMPLE)][:SKOPEO_SAMPLE]
     skopeo = _skopeo_inspect(stack, sample)
     skopeo_all = skopeo * len(refs) / len(sample)
@@ -121,6 +130,8 @@ def _distinct(stack) -> None:
     print(f"  plan wall time                  {wall:6.2f} s   (target < 10 s) -> "
           f"{counts['new']} new, {counts['unchanged']} unchanged, {counts['error']} error")
     print(f"  peak RSS of the plan process    {peak:6.1f} MiB")
+    print(f"  CPU during the plan             {cpu['plan']:6.1f} s plan process, {cpu['emulator']:.1f} s ACR emulator "
+          f"(in this process; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     print(f"  same plan, one token per repo   {single:6.2f} s   (TOKEN_SCOPES_PER_REQUEST=0) "
           f"ratio {single / wall:.1f}x")
     print(f"  skopeo inspect x{SKOPEO_PARALLEL} parallel   {skopeo:6.2f} s for a sample of {len(sample)} "
