@@ -31,8 +31,10 @@ Bounded cost (checked offline by ``manifest check``):
   ``|``, anchors, and quantifiers ``* + ? {m} {m,} {m,n}`` (n <= 128) on single characters or
   classes. Refused: back-references, look-around, flags and other ``(?`` forms, lazy/possessive
   quantifiers, any quantifier on a group except ``?`` on a group without quantifiers inside (so no
-  nested repetition: no exponential backtracking), and more than ``MAX_VARIABLE_QUANTIFIERS``
-  variable quantifiers in one pattern. Matching is ``fullmatch`` against tags of at most 128
+  nested repetition: no exponential backtracking), more than ``MAX_VARIABLE_QUANTIFIERS``
+  variable quantifiers in one pattern, and more than ``MAX_CHOICES`` choice points (variable
+  quantifiers and ``|`` together: a chain of groups such as ``(a|aa)(a|aa)...`` backtracks
+  exponentially without any quantifier). Matching is ``fullmatch`` against tags of at most 128
   characters, so the worst case is polynomial and small (about 1 ms per tag for the worst
   3-quantifier pattern on CPython 3.11, typically microseconds);
 * the number of tags a policy scans is capped by the caller (``MAX_TAGS_SCANNED``).
@@ -50,6 +52,7 @@ MAX_PATTERN_CHARS = 256
 MAX_COMPARATORS = 16
 MAX_NEWEST = 50
 MAX_VARIABLE_QUANTIFIERS = 3
+MAX_CHOICES = 4  # variable quantifiers plus '|' alternatives: each is a point a backtracker retries
 MAX_REPEAT = 128
 MAX_TAGS_SCANNED = 10_000
 KEYS = ("semver", "regex", "newest", "prerelease")
@@ -215,7 +218,7 @@ def check_pattern(pattern: str) -> re.Pattern:
         raise PolicySyntaxError(f"regex is {len(pattern)} characters; the limit is {MAX_PATTERN_CHARS}")
     # stack of groups: each records whether it contains a quantifier
     stack: list[bool] = [False]
-    variable = 0
+    variable = choices = 0
     last: Optional[str] = None  # "atom", "group:<has quantifier>", "quantifier" or None
     i = 0
     n = len(pattern)
@@ -304,6 +307,10 @@ def check_pattern(pattern: str) -> re.Pattern:
                         "quantifiers inside); repeat single characters or classes instead")
             if is_variable:
                 variable += 1
+                choices += 1
+                if choices > MAX_CHOICES:
+                    raise PolicySyntaxError(f"regex has more than {MAX_CHOICES} choice points ('|' and variable "
+                                            "quantifiers together)")
                 if variable > MAX_VARIABLE_QUANTIFIERS:
                     raise PolicySyntaxError(
                         f"regex has more than {MAX_VARIABLE_QUANTIFIERS} variable quantifiers (*, +, ?, {{m,n}})")
@@ -312,6 +319,10 @@ def check_pattern(pattern: str) -> re.Pattern:
             i = end
             continue
         if ch == "|":
+            choices += 1
+            if choices > MAX_CHOICES:
+                raise PolicySyntaxError(f"regex has more than {MAX_CHOICES} choice points ('|' and variable "
+                                        "quantifiers together); use a character class for single characters")
             last = None
             i += 1
             continue
