@@ -57,7 +57,7 @@ def test_bad_policies(body, fragment):
 @pytest.mark.parametrize("pattern", [
     r"(a+)+b", r"(a|aa)*b", r"(a*)*", r"(\d+)?x", r"(\w)\1", r"(?=a)a", r"(?<!a)b", r"(?P<n>a)",
     r"(?i)a", r"a**", r"a+?", r"a{1,200}", r"a*b*c*d*", r"\bword", r"a{2,1}", "x" * 257,
-    r"(a", r"a)", r"[a", r"\Z", r"(a|aa)(a|aa)(a|aa)(a|aa)(a|aa)b", r"a|b|c|d|e|f", r"(a|b|c)*",
+    r"(a", r"a)", r"[a", r"\Z", r"(a|aa)(a|aa)(a|aa)(a|aa)(a|aa)b", r"a|b|c|d|e", r"(a|b)c*d*e*", r"(a|b|c)*",
 ])
 def test_backtracking_prone_or_unsupported_patterns_are_refused(pattern):
     with pytest.raises(PolicySyntaxError):
