@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
+import tempfile
 import subprocess
 import sys
 import time
@@ -59,13 +59,18 @@ def tag_many(stack, repository: str, manifest: bytes, media_type: str, tags: lis
 
 
 def run_cli(env: dict, *args: str) -> tuple[float, float, subprocess.CompletedProcess]:
-    """Run ``python -m shared ARGS`` in a fresh process: (wall seconds, peak RSS MiB, result)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "shared", *args], cwd=ROOT, env={**os.environ, **env},
-                            capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak_kib <= before:  # ru_maxrss of children is a max over all of them; report what we can see
-        peak_kib = before
-    return wall, peak_kib / 1024, result
+    """Run ``python -m shared ARGS`` in a fresh process: (wall seconds, peak RSS MiB of *that*
+    process, result). The peak comes from ``os.wait4`` on the child's own pid, so neither the
+    harness nor any earlier child (skopeo pushes, other runs) is counted."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        child = subprocess.Popen([sys.executable, "-m", "shared", *args], cwd=ROOT, env={**os.environ, **env},
+                                 stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(child.args, child.returncode, out.read().decode(), err.read().decode())
+    result.cpu_seconds = usage.ru_utime + usage.ru_stime  # the child's own CPU time
+    return wall, usage.ru_maxrss / 1024, result

@@ -365,8 +365,11 @@ def _manifest_check(args, env, out) -> int:
         for problem in result.errors:
             out.write(f"{args.file}:{problem.line}: {problem.message}\n" if problem.line
                       else f"{args.file}: {problem.message}\n")
+        for problem in result.warnings:
+            out.write(f"{args.file}:{problem.line}: warning: {problem.message}\n")
         if result.ok:
-            out.write(f"{args.file}: {len(result.entries)} entries, valid\n")
+            policies = f", {len(result.policies)} tag policies" if result.policies else ""
+            out.write(f"{args.file}: {len(result.entries)} entries{policies}, valid\n")
         else:
             out.write(f"{args.file}: {len(result.errors)} error(s); nothing would be imported\n")
     return EXIT_OK if result.ok else EXIT_FAILED
@@ -455,6 +458,10 @@ def render_summary(document: dict, *, every_row: bool = False) -> str:
     hidden = len(document["entries"]) - len(shown)
     if hidden:
         lines.append(f"({hidden} unchanged entr{'y' if hidden == 1 else 'ies'} not listed; --all lists every entry)")
+    for p in document.get("policies", []):  # tag policies: what each resolved to, or why not
+        tags = ", ".join(r["tag"] for r in p["resolved"]) or "nothing"
+        outcome = f"{p['error']['code']}: {p['error']['message']}" if p["error"] else f"-> {tags}"
+        lines.append(f"line {p['line']}: {p['source']}:{p['policy']} {outcome}")
     s = document["summary"]
     lines.append("")
     lines.append(f"{document['kind']} {document['run_id']}: {document['status']} - "

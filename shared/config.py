@@ -48,6 +48,8 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("DOCKERHUB_TOKEN", "", "Docker Hub access token (Key Vault reference in Azure).", secret=True),
     SettingSpec("SYNC_CONCURRENCY", "8", "Imports run at once."),
     SettingSpec("PLAN_CONCURRENCY", "16", "Digest look-ups (HEAD requests) run at once while planning."),
+    SettingSpec("TOKEN_SCOPES_PER_REQUEST", "50",
+                "Repositories one registry token request covers while planning (0: one token per repository)."),
     SettingSpec("IMPORT_TIMEOUT_SECONDS", "600", "Deadline for one import (including polling)."),
     SettingSpec("RETRY_MAX_ATTEMPTS", "4", "Attempts per call on 429, 5xx and dropped connections."),
     SettingSpec("RETRY_BASE_SECONDS", "1.0", "First back-off delay; doubles per attempt, with jitter."),
@@ -118,6 +120,7 @@ class Settings:
     dockerhub_token: str = field(repr=False)
     concurrency: int = 8
     plan_concurrency: int = 16
+    token_scopes_per_request: int = 50
     import_timeout: float = 600.0
     retry_max_attempts: int = 4
     retry_base: float = 1.0
@@ -230,6 +233,7 @@ class Settings:
             dockerhub_token=raw("DOCKERHUB_TOKEN"),
             concurrency=integer("SYNC_CONCURRENCY", 1, 64),
             plan_concurrency=integer("PLAN_CONCURRENCY", 1, 128),
+            token_scopes_per_request=integer("TOKEN_SCOPES_PER_REQUEST", 0, 100),
             import_timeout=number("IMPORT_TIMEOUT_SECONDS", 1, 3600),
             retry_max_attempts=integer("RETRY_MAX_ATTEMPTS", 1, 10),
             retry_base=number("RETRY_BASE_SECONDS", 0, 60),

@@ -87,6 +87,11 @@ class Acr:
         """All tags of a repository with their digests (one listing instead of a HEAD per tag)."""
         return self._reader.acr_tag_digests(repository)
 
+    def prefetch_tokens(self, pull: list[str], metadata_read: list[str] = (), per_token: int = 50) -> int:
+        """Data-plane tokens for many repositories, several per token request (see registry.py)."""
+        scopes = [f"repository:{r}:pull" for r in pull] + [f"repository:{r}:metadata_read" for r in metadata_read]
+        return self._reader.prefetch(scopes, per_token)
+
     def has_manifest(self, repository: str, digest: str) -> bool:
         return self._reader.head(repository, digest) is not None
 

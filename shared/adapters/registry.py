@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Optional
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -40,6 +41,15 @@ MANIFEST_ACCEPT = ", ".join((
     "application/vnd.oci.artifact.manifest.v1+json",  # OCI artifacts as some registries serve them (1.1-rc)
 ))
 DOCKER_HUB_API = "registry-1.docker.io"
+# One token request may carry several ``scope`` parameters (the registry token spec; ACR's
+# AAD-OAuth document and its data-plane swagger: "can be specified more than once for multiple
+# scope requests", no limit stated). The token lists every granted scope in its ``access`` claim
+# and travels in each request's Authorization header, so it grows with each scope: a batch is
+# capped at SCOPES_PER_TOKEN scopes and SCOPE_CHARS_PER_TOKEN characters of scope text, which
+# keeps the header near 4 KB, under the 8 KB request-header limits common in proxies.
+SCOPES_PER_TOKEN = 50
+SCOPE_CHARS_PER_TOKEN = 2000
+PREFETCH_WORKERS = 4
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -73,6 +83,31 @@ def jwt_expiry(token: str) -> Optional[float]:
         return None
 
 
+def scope_batches(scopes: list[str], per_token: int = SCOPES_PER_TOKEN) -> list[list[str]]:
+    """Split scopes into token requests of at most ``per_token`` scopes / SCOPE_CHARS_PER_TOKEN chars."""
+    batches: list[list[str]] = []
+    size = 0
+    for scope in scopes:
+        if not batches or len(batches[-1]) >= per_token or size + len(scope) > SCOPE_CHARS_PER_TOKEN:
+            batches.append([])
+            size = 0
+        batches[-1].append(scope)
+        size += len(scope)
+    return batches
+
+
+def _in_parallel(fn, batches: list) -> None:
+    """Run ``fn`` on every batch, a few at a time (token requests are small; one is a round trip)."""
+    if len(batches) <= 1:
+        for batch in batches:
+            fn(batch)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(PREFETCH_WORKERS, len(batches)), thread_name_prefix="token") as pool:
+        list(pool.map(fn, batches))
+
+
 def _status_error(response: httpx.Response, what: str) -> Exception:
     status = response.status_code
     retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(timezone.utc))
@@ -103,11 +138,21 @@ class _TokenCache:
         return token if token and until > time.time() else None
 
     def put(self, key, token: str, expires_at: float) -> None:
+        self.put_many([key], token, expires_at)
+
+    def put_many(self, keys, token: str, expires_at: float) -> None:
         # refresh a little early: 60 s before expiry, or a quarter of a short lifetime (the token
         # spec's minimum is 60 s, which a fixed 60 s margin would never reuse)
         margin = min(60.0, max(0.0, expires_at - time.time()) / 4)
         with self._lock:
-            self._tokens[key] = (token, expires_at - margin)
+            for key in keys:
+                self._tokens[key] = (token, expires_at - margin)
+
+    def forget(self, key, token: str) -> None:
+        """Drop ``token`` for ``key`` (it was refused: e.g. a multi-scope token that did not grant it)."""
+        with self._lock:
+            if self._tokens.get(key, ("", 0.0))[0] == token:
+                del self._tokens[key]
 
 
 class DockerTokenAuth:
@@ -121,6 +166,20 @@ class DockerTokenAuth:
     def cached(self, scope: str) -> Optional[str]:
         token = self._cache.get(scope)
         return f"Bearer {token}" if token else None
+
+    def forget(self, scope: str, authorization: str) -> None:
+        self._cache.forget(scope, authorization.partition(" ")[2])
+
+    def prefetch(self, challenge: str, scopes: list[str], what: str, per_token: int = SCOPES_PER_TOKEN) -> int:
+        """Fetch tokens covering ``scopes`` (several per request) ahead of the requests that need
+        them; returns the number of token requests made. Only for a token (``Bearer``) challenge."""
+        scheme, params = parse_challenge(challenge)
+        if scheme != "bearer" or "realm" not in params:
+            return 0
+        params = {k: v for k, v in params.items() if k != "scope"}
+        batches = scope_batches([s for s in dict.fromkeys(scopes) if not self.cached(s)], per_token)
+        _in_parallel(lambda batch: self._fetch_many(params, batch, what), batches)
+        return len(batches)
 
     def answer(self, challenge: str, scope: str, what: str) -> str:
         scheme, params = parse_challenge(challenge)
@@ -138,9 +197,13 @@ class DockerTokenAuth:
             return self._fetch(params, scope, what)
 
     def _fetch(self, params: dict[str, str], scope: str, what: str) -> str:
-        query = {"scope": params.get("scope") or scope}
+        return self._fetch_many(params, [params.get("scope") or scope], what, cache_as=[scope])
+
+    def _fetch_many(self, params: dict[str, str], scopes: list[str], what: str,
+                    cache_as: Optional[list[str]] = None) -> str:
+        query: list[tuple[str, str]] = [("scope", scope) for scope in scopes]
         if "service" in params:
-            query["service"] = params["service"]
+            query.append(("service", params["service"]))
         auth = httpx.BasicAuth(*self._credentials) if self._credentials else None
         response = self._http.get(params["realm"], params=query, auth=auth)
         if response.status_code in (401, 403):
@@ -153,7 +216,7 @@ class DockerTokenAuth:
         token = body.get("token") or body.get("access_token")
         if not token:
             raise UpstreamError(f"token service of {what} sent no token", code="SourceUnauthorized")
-        self._cache.put(scope, token, time.time() + float(body.get("expires_in") or 60))
+        self._cache.put_many(cache_as or scopes, token, time.time() + float(body.get("expires_in") or 60))
         return f"Bearer {token}"
 
     def denied(self, what: str, status: int) -> UpstreamError:
@@ -177,6 +240,26 @@ class AcrTokenAuth:
     def cached(self, scope: str) -> Optional[str]:
         token = self._cache.get(("access", scope))
         return f"Bearer {token}" if token else None
+
+    def forget(self, scope: str, authorization: str) -> None:
+        self._cache.forget(("access", scope), authorization.partition(" ")[2])
+
+    def prefetch(self, challenge: str, scopes: list[str], what: str, per_token: int = SCOPES_PER_TOKEN) -> int:
+        """Access tokens covering ``scopes``, SCOPES_PER_TOKEN to a token request (ACR honours a
+        repeated ``scope`` form field); returns the number of token requests made."""
+        scheme, params = parse_challenge(challenge)
+        if scheme != "bearer":
+            return 0
+        service = params.get("service") or self._login_server()
+        batches = scope_batches([s for s in dict.fromkeys(scopes) if not self.cached(s)], per_token)
+        _in_parallel(lambda batch: self._fetch_access_many(service, batch), batches)
+        return len(batches)
+
+    def _fetch_access_many(self, service: str, scopes: list[str]) -> None:
+        body = self._post("/oauth2/token", {"grant_type": "refresh_token", "service": service, "scope": scopes,
+                                            "refresh_token": self._refresh_token(service)}, "ACR token service")
+        token = body["access_token"]
+        self._cache.put_many([("access", s) for s in scopes], token, jwt_expiry(token) or time.time() + 300)
 
     def _post(self, path: str, form: dict, what: str) -> dict:
         response = self._http.post(f"https://{self._login_server()}{path}", data=form)
@@ -232,11 +315,25 @@ class ManifestReader:
         if cached:
             headers["Authorization"] = cached
         response = self._http.request(method, url, headers=headers)
+        if response.status_code == 401 and cached:
+            self._auth.forget(scope, cached)  # e.g. a prefetched token that does not grant this scope
         if response.status_code == 401:
             headers["Authorization"] = self._auth.answer(response.headers.get("WWW-Authenticate", ""), scope,
                                                          self.name)
             response = self._http.request(method, url, headers=headers)
         return response
+
+    def prefetch(self, scopes: list[str], per_token: int = SCOPES_PER_TOKEN) -> int:
+        """Tokens for many scopes at once, before the requests that need them: one unauthenticated
+        ``GET /v2/`` to learn the token realm and service, then SCOPES_PER_TOKEN scopes per token
+        request. Returns the number of token requests (0: the registry asked for no token)."""
+        scopes = [s for s in dict.fromkeys(scopes) if not self._auth.cached(s)]
+        if len(scopes) < 2:
+            return 0  # a single scope costs the same through the ordinary challenge
+        response = self._http.get(f"https://{self._host()}/v2/")
+        if response.status_code != 401:
+            return 0
+        return self._auth.prefetch(response.headers.get("WWW-Authenticate", ""), scopes, self.name, per_token)
 
     def head(self, repository: str, reference: str) -> Optional[httpx.Response]:
         """The HEAD response, or None when the manifest (or repository) does not exist."""
@@ -257,6 +354,35 @@ class ManifestReader:
             response.headers["Docker-Content-Digest"] = "sha256:" + hashlib.sha256(response.content).hexdigest()
         return response
 
+    def tags(self, repository: str, *, page_size: int = 1000, limit: int = 10_000) -> Optional[list[str]]:
+        """Every tag of a repository (``/v2/<repo>/tags/list`` with ``n``, following ``Link``, or
+        ``last`` when a full page came without one); None when the repository does not exist.
+        A registry that ignores ``n`` (distribution 2.8 answers everything at once) is read in one
+        request. More than ``limit`` tags is an error rather than a silently partial list."""
+        tags: dict[str, None] = {}
+        path: Optional[str] = f"/v2/{repository}/tags/list?n={page_size}"
+        scope = f"repository:{repository}:pull"
+        while path:  # ends: a page that adds no new tag ends it, and tags are capped at limit
+            response = self._send("GET", path, scope, {"Accept": "application/json"})
+            if response.status_code == 404:
+                return None
+            if response.status_code in (401, 403):
+                raise self._auth.denied(self.name, response.status_code)
+            if response.status_code >= 400:
+                raise _status_error(response, self.name)
+            page = response.json().get("tags") or []
+            before = len(tags)
+            tags.update(dict.fromkeys(page))
+            if len(tags) > limit:
+                raise UpstreamError(f"{repository} at {self.name} has more than {limit} tags; a tag policy "
+                                    f"scans at most {limit}", code="TooManyTags")
+            if len(tags) == before:
+                break
+            path = _next_link(response.headers.get("Link"))
+            if path is None and len(page) == page_size:
+                path = f"/v2/{repository}/tags/list?n={page_size}&last={quote(page[-1])}"
+        return list(tags)
+
     def acr_tag_digests(self, repository: str, page_size: int = 100) -> dict[str, str]:
         """Every tag of an ACR repository with its digest (``/acr/v1/<repo>/_tags``, following pages)."""
         digests: dict[str, str] = {}
@@ -275,11 +401,17 @@ class ManifestReader:
 
 
 def _next_link(header: Optional[str]) -> Optional[str]:
-    """``</acr/v1/repo/_tags?last=x&n=100>; rel="next"`` -> the path."""
+    """``</acr/v1/repo/_tags?last=x&n=100>; rel="next"`` -> the path (an absolute URL -> its path)."""
     if not header or 'rel="next"' not in header:
         return None
     start, end = header.find("<"), header.find(">")
-    return header[start + 1:end] if 0 <= start < end else None
+    if not 0 <= start < end:
+        return None
+    link = header[start + 1:end]
+    if link.startswith(("https://", "http://")):
+        parts = urlsplit(link)
+        link = parts.path + (f"?{parts.query}" if parts.query else "")
+    return link if link.startswith("/") else None
 
 
 class SourceRegistry:
@@ -303,6 +435,20 @@ class SourceRegistry:
                 auth = DockerTokenAuth(self._http, self._credentials_for(registry))
                 self._readers[registry] = ManifestReader(self._http, lambda: host, auth, name=registry)
             return self._readers[registry]
+
+    def prefetch_tokens(self, refs, per_token: int = SCOPES_PER_TOKEN) -> int:
+        """Pull tokens for many source repositories, several repositories per token request."""
+        by_registry: dict[str, list[str]] = {}
+        for ref in refs:
+            by_registry.setdefault(ref.registry, []).append(f"repository:{ref.repository}:pull")
+        return sum(self._reader(registry).prefetch(scopes, per_token) for registry, scopes in by_registry.items())
+
+    def tags(self, ref: ImageReference, *, limit: int) -> list[str]:
+        """Every tag of the source repository (paginated ``tags/list``, token challenge followed)."""
+        tags = self._reader(ref.registry).tags(ref.repository, limit=limit)
+        if tags is None:
+            raise UpstreamError(f"{ref.name} not found at the source registry", code="SourceNotFound", status=404)
+        return tags
 
     def head(self, ref: ImageReference) -> SourceDigest:
         response = self._reader(ref.registry).head(ref.repository, ref.digest or ref.tag or "latest")

@@ -19,11 +19,12 @@ Format (a superset of the format the old ``sync-script.sh`` read)::
   otherwise ``latest`` when the source has neither tag nor digest. A source with only a digest
   (``repo@sha256:...``) is an *untagged* import (``target_tag`` is ``None``); a source with
   both (``repo:tag@sha256:...``) imports the pinned digest under the source tag.
-* Omitted destination (just a source, or ``SOURCE =>`` with nothing after it): the source
-  repository path without its registry. For Docker Hub official images this keeps
-  ``library/``: ``nginx:1.27`` goes to ``library/nginx:1.27``. That is what ``az acr import``
-  does when ``--image`` is not given (it uses the source path after the registry), so
-  manifests and hand-run imports agree. Write ``nginx => nginx`` to drop the prefix.
+* Omitted destination (just a source): the source repository path without its registry. An
+  arrow with nothing (or only a comment) after it is an error: it is an unfinished edit.
+  For Docker Hub official images this keeps ``library/``: ``nginx:1.27`` goes to
+  ``library/nginx:1.27``. That is what ``az acr import`` does when ``--image`` is not given
+  (it uses the source path after the registry), so manifests and hand-run imports agree.
+  Write ``nginx => nginx`` to drop the prefix.
 
 Validation is all-or-nothing: every line is checked and every problem reported, each as a
 ``Problem`` with its line number; ``ManifestResult.entries`` is empty whenever ``errors`` is
@@ -41,7 +42,17 @@ Choices worth knowing:
   line) and nothing else is parsed. Going over ``max_entries`` gives a single error on the
   first line beyond the limit and the rest of the file is not read.
 * ``bytes`` input is decoded strictly as UTF-8 (a leading BOM is allowed); every line that is
-  not valid UTF-8 gets its own error and the other lines are still checked.
+  not valid UTF-8 gets its own error and the other lines are still checked. Such lines count
+  toward ``max_entries`` like any other non-blank line, and at most ``MAX_ERRORS`` errors are
+  listed, then one more saying how many were left out (so a flood of bad lines gets a small
+  answer).
+* Warnings do not make a manifest invalid: a source with neither tag nor digest still means
+  ``latest`` but is flagged, since a reviewer cannot see what it will import.
+* Tag policies (``repo:{semver: ~1.27, newest: 3}``, see ``shared.core.tagpolicy``) are parsed
+  into ``ManifestResult.policies`` (``PolicyEntry``); each is resolved to concrete entries at plan
+  time (``PolicyEntry.resolve``). A policy's destination is a repository without a tag (each
+  resolved tag keeps its name). Two policies from different source repositories into one
+  destination repository are an error.
 * ``allowed_registries``: exact ``host[:port]`` match after normalisation (lower case, Docker
   Hub aliases -> ``docker.io``), plus ``*.example.com`` entries, which match exactly one
   extra label (``a.example.com``, not ``example.com`` or ``a.b.example.com``) and, like exact
@@ -68,12 +79,15 @@ from shared.core.reference import (
     validate_registry,
     validate_tag,
 )
+from shared.core.tagpolicy import PolicySyntaxError, TagPolicy, parse_policy
 from shared.errors import ConfigError, ManifestError, Problem
 
-__all__ = ["Entry", "ManifestResult", "parse_manifest", "registry_allowed"]
+__all__ = ["Entry", "ManifestResult", "PolicyEntry", "parse_manifest", "registry_allowed"]
 
 ARROW = "=>"
 DEFAULT_TAG = "latest"
+MAX_ERRORS = 100  # errors listed; the rest are counted
+ALLOWLIST_SETTING = "SOURCE_REGISTRY_ALLOWLIST"
 _TRAILING_COMMENT = re.compile(r"\s#.*\Z", re.DOTALL)
 _BOM = "\ufeff"
 
@@ -86,6 +100,7 @@ class Entry:
     source: ImageReference
     target_repository: str
     target_tag: Optional[str]  # None: untagged import of source.digest
+    policy: Optional[str] = None  # the tag policy this entry was resolved from, if any
 
     def __post_init__(self) -> None:
         if self.target_tag is None and self.source.digest is None:
@@ -108,7 +123,28 @@ class Entry:
             "digest": self.source.digest,
             "target_repository": self.target_repository,
             "target_tag": self.target_tag,
+            **({"policy": self.policy} if self.policy else {}),
         }
+
+
+@dataclass(frozen=True)
+class PolicyEntry:
+    """A manifest line naming a tag policy: resolved to entries once the source's tags are known."""
+
+    line: int
+    source: ImageReference  # no tag, no digest
+    target_repository: str
+    policy: TagPolicy
+
+    def to_dict(self) -> dict:
+        return {"line": self.line, "source": str(self.source), "registry": self.source.registry,
+                "repository": self.source.repository, "policy": self.policy.text,
+                "target_repository": self.target_repository}
+
+    def resolve(self, tags) -> list[Entry]:
+        """One entry per selected tag (newest first), each keeping its tag at the destination."""
+        return [Entry(self.line, replace(self.source, tag=tag), self.target_repository, tag, self.policy.text)
+                for tag in self.policy.select(tags)]
 
 
 @dataclass(frozen=True)
@@ -118,6 +154,8 @@ class ManifestResult:
     entries: list[Entry] = field(default_factory=list)
     errors: list[Problem] = field(default_factory=list)
     content_hash: str = ""
+    policies: list[PolicyEntry] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -139,7 +177,9 @@ class ManifestResult:
     def to_dict(self) -> dict:
         return {
             "entries": [e.to_dict() for e in self.entries],
+            "policies": [p.to_dict() for p in self.policies],
             "errors": [{"line": p.line, "message": str(p)} for p in self.errors],
+            "warnings": [{"line": p.line, "message": str(p)} for p in self.warnings],
         }
 
 
@@ -179,22 +219,21 @@ def _as_bytes(data: Union[str, bytes]) -> bytes:
     raise TypeError(f"manifest must be str or bytes, not {type(data).__name__}")
 
 
-def _split_lines(data: Union[str, bytes]) -> list[tuple[int, Optional[str], str]]:
-    """Return ``[(line_no, text, "")]``, or ``(line_no, None, reason)`` for undecodable lines."""
+def _split_lines(data: Union[str, bytes]) -> Iterator[tuple[int, Optional[str], str]]:
+    """Yield ``(line_no, text, "")``, or ``(line_no, None, reason)`` for undecodable lines."""
     if isinstance(data, str):
         text = data[1:] if data.startswith(_BOM) else data
-        return [(n, line, "") for n, line in enumerate(text.split("\n"), start=1)]
+        for n, line in enumerate(text.split("\n"), start=1):
+            yield n, line, ""
+        return
     raw_lines = data.split(b"\n")  # 0x0A never occurs inside a multi-byte UTF-8 sequence
     if raw_lines[0].startswith(b"\xef\xbb\xbf"):
         raw_lines[0] = raw_lines[0][3:]
-    out: list[tuple[int, Optional[str], str]] = []
     for number, raw in enumerate(raw_lines, start=1):
         try:
-            out.append((number, raw.decode("utf-8"), ""))
+            yield number, raw.decode("utf-8"), ""
         except UnicodeDecodeError as e:
-            out.append((number, None,
-                        f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"))
-    return out
+            yield number, None, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
 
 
 def _parse_destination(text: str) -> tuple[str, Optional[str]]:
@@ -216,16 +255,51 @@ def _parse_destination(text: str) -> tuple[str, Optional[str]]:
     return repository, (tag if colon else None)
 
 
-def _parse_line(number: int, text: str) -> tuple[Optional[Entry], Optional[str]]:
+def _split_policy(text: str, brace: int) -> tuple[str, str, str]:
+    """``repo:{body} rest`` -> (``repo``, ``body``, ``rest``); raises PolicySyntaxError."""
+    if brace == 0 or text[brace - 1] != ":":
+        raise PolicySyntaxError("a tag policy goes after the repository and a ':' (repo:{semver: ...})")
+    i, quoted, depth = brace + 1, False, 1
+    while i < len(text):  # braces nest (a regex's {8}); quoted text is skipped
+        if text[i] == '"':
+            quoted = not quoted
+        elif text[i] == "{" and not quoted:
+            depth += 1
+        elif text[i] == "}" and not quoted:
+            depth -= 1
+            if depth == 0:
+                return text[:brace - 1], text[brace + 1:i], text[i + 1:]
+        i += 1
+    raise PolicySyntaxError("tag policy has no closing '}'" + (" (unclosed '\"')" if quoted else ""))
+
+
+Parsed = Union[Entry, PolicyEntry]
+
+
+def _parse_line(number: int, text: str) -> tuple[Optional[Parsed], Optional[str]]:
     """Parse one non-blank, non-comment line; return (entry, None) or (None, message)."""
     text = _TRAILING_COMMENT.sub("", text).strip()
+    policy: Optional[TagPolicy] = None
+    brace = text.find("{")
+    if brace != -1 and (text.find(ARROW) == -1 or brace < text.find(ARROW)):
+        try:
+            head, body, rest = _split_policy(text, brace)
+            policy = parse_policy(body)
+        except PolicySyntaxError as e:
+            return None, f"invalid tag policy: {e.reason}"
+        if rest.strip() and not rest.strip().startswith(ARROW):
+            return None, f"unexpected {rest.strip()!r} after the tag policy; expected {ARROW} DESTINATION"
+        text = head + " " + rest.strip()
     arrows = text.count(ARROW)
     if arrows > 1:
         return None, f"more than one '{ARROW}' ({arrows} found); expected SOURCE {ARROW} DESTINATION"
-    source_text, _, dest_text = text.partition(ARROW)
+    source_text, arrow, dest_text = text.partition(ARROW)
     source_text, dest_text = source_text.strip(), dest_text.strip()
     if not source_text:
         return None, f"missing source image before '{ARROW}'"
+    if arrow and not dest_text:
+        return None, (f"nothing after '{ARROW}': give a destination repository, or remove the "
+                      f"arrow to import into the source's path")
     if any(ch.isspace() for ch in source_text):
         return None, f"source {source_text!r} contains whitespace; expected one image reference"
     if any(ch.isspace() for ch in dest_text):
@@ -243,6 +317,14 @@ def _parse_line(number: int, text: str) -> tuple[Optional[Entry], Optional[str]]
             return None, f"invalid destination {dest_text!r}: {e.reason}"
     else:
         repository, tag = source.repository, None
+
+    if policy is not None:
+        if source.tag is not None or source.digest is not None:
+            return None, "a tag policy replaces the tag: write repo:{...} without a tag or digest"
+        if tag is not None:
+            return None, (f"destination {dest_text!r} of a tag policy must not have a tag: each "
+                          "resolved tag keeps its name")
+        return PolicyEntry(number, source, repository, policy), None
 
     if tag is None:
         tag = source.tag if source.tag is not None else (None if source.digest else DEFAULT_TAG)
@@ -282,48 +364,81 @@ def parse_manifest(
         return ManifestResult([], [problem], content_hash)
 
     entries: list[Entry] = []
+    policies: list[PolicyEntry] = []
     errors: list[Problem] = []
+    warnings: list[Problem] = []
+    hidden = 0  # errors past MAX_ERRORS, counted but not listed
     seen: dict[tuple[str, str], Entry] = {}
+    policy_sources: dict[str, PolicyEntry] = {}
     count = 0
 
+    def error(message: str, number: Optional[int]) -> None:
+        nonlocal hidden
+        if len(errors) < MAX_ERRORS:
+            errors.append(Problem(message, line=number))
+        else:
+            hidden += 1
+
     for number, line, decode_error in _split_lines(text):
-        if line is None:
-            errors.append(Problem(decode_error, line=number))
-            continue
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        count += 1
+        if line is not None:
+            stripped = line.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+        count += 1  # an undecodable line counts too: a flood of them stops at the limit
         if count > max_entries:
+            if hidden:
+                errors.append(Problem(f"... and {hidden} more problem{'s' if hidden != 1 else ''} not listed"))
+                hidden = 0
             errors.append(Problem(
                 f"more than {max_entries} entries; the limit is {max_entries} (rest of file not read)",
                 line=number))
             break
+        if line is None:
+            error(decode_error, number)
+            continue
 
         entry, message = _parse_line(number, stripped)
         if entry is None:
-            errors.append(Problem(message or "invalid line", line=number))
+            error(message or "invalid line", number)
             continue
 
         if patterns is not None and not registry_allowed(entry.source.registry, patterns):
-            errors.append(Problem(
-                f"source registry {entry.source.registry!r} is not on the allowed list", line=number))
+            error(f"source registry {entry.source.registry!r} is not on the allowed list; add it to "
+                  f"{ALLOWLIST_SETTING} to allow it", number)
             continue
+
+        if isinstance(entry, PolicyEntry):
+            earlier_policy = policy_sources.get(entry.target_repository)
+            if earlier_policy is not None and earlier_policy.source.name != entry.source.name:
+                error(f"destination repository {entry.target_repository} is already written by the tag "
+                      f"policy on line {earlier_policy.line} (source {earlier_policy.source}); "
+                      f"this line's source is {entry.source}", number)
+                continue
+            policy_sources.setdefault(entry.target_repository, entry)
+            policies.append(entry)
+            continue
+
+        if entry.source.tag is None and entry.source.digest is None:
+            warnings.append(Problem(f"source {entry.source} has no tag: it imports ':{DEFAULT_TAG}', "
+                                    f"which can change at any time; write the tag to make it explicit",
+                                    line=number))
 
         key = (entry.target_repository,
                f":{entry.target_tag}" if entry.target_tag is not None else f"@{entry.source.digest}")
         earlier = seen.get(key)
         if earlier is not None:
             if _pull_reference(earlier.source) == _pull_reference(entry.source):
-                errors.append(Problem(
-                    f"duplicate of line {earlier.line} ({entry.source} => {entry.target}); "
-                    "remove one of them", line=number))
+                error(f"duplicate of line {earlier.line} ({entry.source} => {entry.target}); "
+                      "remove one of them", number)
             else:
-                errors.append(Problem(
-                    f"destination {entry.target} is already written by line {earlier.line} "
-                    f"(source {earlier.source}); this line's source is {entry.source}", line=number))
+                error(f"destination {entry.target} is already written by line {earlier.line} "
+                      f"(source {earlier.source}); this line's source is {entry.source}", number)
             continue
         seen[key] = entry
         entries.append(entry)
 
-    return ManifestResult([] if errors else entries, errors, content_hash)
+    if hidden:
+        errors.append(Problem(f"... and {hidden} more problem{'s' if hidden != 1 else ''} not listed"))
+    if errors:
+        return ManifestResult([], errors, content_hash, [], warnings)
+    return ManifestResult(entries, errors, content_hash, policies, warnings)

@@ -6,7 +6,10 @@ Shape (snake_case throughout, like ``manifest check --json``)::
      "status": "succeeded"|"failed"|"invalid"|"running",
      "manifest": {"name", "sha256", "entries"}, "registry", "started_at", "finished_at",
      "duration_seconds", "summary": {...counts...}, "errors": [{"line", "message"}],
-     "dockerhub_ratelimit_remaining", "entries": [EntryOutcome.to_dict(), ...]}
+     "dockerhub_ratelimit_remaining", "entries": [EntryOutcome.to_dict(), ...],
+     "policies": [...] (only when the manifest has tag policies; see RunRecord.policies)}
+
+An entry resolved from a tag policy carries ``"policy"`` (the policy's text) next to its line.
 """
 from __future__ import annotations
 
@@ -60,6 +63,7 @@ class EntryOutcome:
             "duration_seconds": round(self.duration, 3),
             "error": ({"code": self.error_code, "message": self.error_message, "retryable": self.retryable}
                       if self.error_code or self.error_message else None),
+            **({"policy": entry.policy} if entry.policy else {}),
         }
 
 
@@ -77,6 +81,9 @@ class RunRecord:
     errors: Sequence[dict] = ()
     dockerhub_ratelimit_remaining: Optional[int] = None
     entry_count: int = 0
+    # tag policies resolved at plan time: {"line", "source", "policy", "target_repository",
+    # "tags_listed", "resolved": [{"tag", "target", "digest"}], "skipped": [...], "error"}
+    policies: list = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -84,7 +91,9 @@ class RunRecord:
             return "invalid"
         if self.finished_at is None:
             return "running"
-        return "failed" if any(o.failed for o in self.entries) else "succeeded"
+        if any(o.failed for o in self.entries) or any(p.get("error") for p in self.policies):
+            return "failed"
+        return "succeeded"
 
     @property
     def only_transient_failures(self) -> bool:
@@ -121,4 +130,5 @@ class RunRecord:
             "errors": list(self.errors),
             "dockerhub_ratelimit_remaining": self.dockerhub_ratelimit_remaining,
             "entries": [o.to_dict() for o in self.entries],
+            **({"policies": list(self.policies)} if self.policies else {}),
         }

@@ -138,24 +138,40 @@ def summarise(entries: Iterable[dict]) -> dict:
     return {**counts, "total": total}
 
 
-def merge_entries(*sources: Iterable[dict]) -> dict[int, dict]:
-    """Entry outcomes by line; the first source that has a line wins (sources in order of authority)."""
-    merged: dict[int, dict] = {}
+def entry_key(line: int, policy_tag: Optional[str] = None) -> str:
+    """An entry's identity in a run: its line, and for an entry a tag policy resolved (several share the
+    policy's line) the resolved tag too. Sorts by line; safe in a blob name (tags are ``[\\w.-]``)."""
+    return f"{int(line):06d}" + (f"~{policy_tag}" if policy_tag else "")
+
+
+def outcome_key(outcome: dict) -> str:
+    """``entry_key`` of an entry outcome document (``EntryOutcome.to_dict``)."""
+    tag = outcome["target"].rsplit(":", 1)[1] if outcome.get("policy") else None
+    return entry_key(outcome["line"], tag)
+
+
+def merge_entries(*sources: Iterable[dict]) -> dict[str, dict]:
+    """Entry outcomes by key; the first source that has a key wins (sources in order of authority)."""
+    merged: dict[str, dict] = {}
     for source in sources:
         for entry in source:
-            merged.setdefault(int(entry["line"]), entry)
+            merged.setdefault(outcome_key(entry), entry)
     return merged
 
 
-def final_document(record: dict, entries: dict[int, dict], *, status: Optional[str] = None,
+def final_document(record: dict, entries: dict[str, dict], *, status: Optional[str] = None,
                    finished_at: datetime, errors: Optional[list] = None) -> dict:
-    """The terminal record: every entry once (by line), summary, status (or ``status`` when given, e.g.
-    abandoned), ``retryable`` when everything that failed failed on something transient."""
-    ordered = [entries[line] for line in sorted(entries)]
+    """The terminal record: every entry once (by key: line, and resolved tag), summary, status (or
+    ``status`` when given, e.g. abandoned), ``retryable`` when everything that failed failed on
+    something transient. A tag policy that could not be resolved (its ``error``) fails the run."""
+    ordered = [entries[key] for key in sorted(entries)]
     failed = [e for e in ordered if e.get("result") == "failed"]
+    if any(p.get("error") for p in record.get("policies") or []):
+        failed = failed or [{"error": {"retryable": False}}]
     if status is None:
         status = transition(record.get("status", RUNNING), "finish", failed=bool(failed))
     started = record.get("started_at") or record.get("queued_at")
+    policies = [_with_digests(p, ordered) for p in record.get("policies") or []]
     document = {**record, "status": status, "entries": ordered, "summary": summarise(ordered),
                 "retryable": bool(failed) and all((e.get("error") or {}).get("retryable") for e in failed),
                 "finished_at": finished_at.isoformat(), "updated_at": finished_at.isoformat()}
@@ -163,4 +179,13 @@ def final_document(record: dict, entries: dict[int, dict], *, status: Optional[s
         document["duration_seconds"] = round((finished_at - datetime.fromisoformat(started)).total_seconds(), 3)
     if errors:
         document["errors"] = list(record.get("errors") or []) + list(errors)
+    if policies:
+        document["policies"] = policies
     return document
+
+
+def _with_digests(policy: dict, entries: list[dict]) -> dict:
+    """A tag policy's resolution with each resolved tag's source digest, from the entries' outcomes."""
+    digests = {e["target"]: e.get("source_digest") for e in entries if e.get("policy") and e["line"] == policy["line"]}
+    return {**policy, "resolved": [{**r, "digest": digests.get(r["target"], r.get("digest"))}
+                                   for r in policy.get("resolved", [])]}

@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from ..telemetry import ContextThreadPoolExecutor as ThreadPoolExecutor  # pool threads keep the run id
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
@@ -67,8 +67,12 @@ def _work(run_id: str, *parts: str) -> str:
     return "/".join((WORK, run_id) + parts)
 
 
-def _entry_blob(run_id: str, line: int) -> str:
-    return _work(run_id, "entries", f"{line:06d}.json")
+def _key(entry: Entry) -> str:
+    return core.entry_key(entry.line, entry.target_tag if entry.policy else None)
+
+
+def _entry_blob(run_id: str, key: str) -> str:
+    return _work(run_id, "entries", f"{key}.json")
 
 
 @dataclass
@@ -140,15 +144,22 @@ def create_run(services, text, *, name: str, trigger: str, run_id: Optional[str]
     With a ``run_id`` whose record exists already (a taken-over claim), that record is returned."""
     s = services.settings
     manifest = check_manifest(text, s)
+    lines = len(manifest.entries) + len(manifest.policies)  # a policy line counts once
+    policies: list[dict] = []
+    if manifest.ok and manifest.policies:
+        # tag policies are resolved once, here: every chunk expands the snapshot with the same tags
+        manifest, policies = SyncEngine(services).resolve_policies(manifest)
     run_id = run_id or new_run_id()
     now = _now().isoformat()
     count = len(manifest.entries)
     chunks = len(core.chunk_ranges(count, s.run_chunk_entries if fan_out else max(1, count)))
     record = {"run_id": run_id, "kind": "sync", "trigger": trigger, "status": core.QUEUED,
-              "manifest": {"name": name, "sha256": manifest.content_hash, "entries": count},
+              "manifest": {"name": name, "sha256": manifest.content_hash, "entries": lines}, "work_entries": count,
               "registry": s.registry_name, "queued_at": now, "started_at": None, "finished_at": None,
               "updated_at": now, "duration_seconds": None, "chunks": chunks, "summary": core.summarise([]),
               "retryable": False, "errors": [], "dockerhub_ratelimit_remaining": None, "entries": []}
+    if policies:
+        record["policies"] = policies
     if not manifest.ok:
         record.update(status=core.INVALID, errors=[p.to_dict() for p in manifest.errors], chunks=0,
                       finished_at=now, duration_seconds=0.0)
@@ -162,10 +173,15 @@ def create_run(services, text, *, name: str, trigger: str, run_id: Optional[str]
     return record
 
 
+def _work_count(record: dict) -> int:
+    """Entries the run works on: its lines, with each tag policy expanded into its resolved tags."""
+    return record.get("work_entries", record["manifest"]["entries"])
+
+
 def enqueue(services, record: dict) -> None:
     """One message per chunk. A repeated send (a retried trigger) only duplicates idempotent work."""
     s = services.settings
-    count = record["manifest"]["entries"]
+    count = _work_count(record)
     ranges = core.chunk_ranges(count, s.run_chunk_entries)
     for index, (start, end) in enumerate(ranges):
         message = core.ChunkMessage(record["run_id"], index, len(ranges), start, end)
@@ -191,7 +207,7 @@ def run_in_process(services, text, *, name: str, trigger: str = "cli",
     record = create_run(services, text, name=name, trigger=trigger, fan_out=False)
     if record["status"] != core.QUEUED:
         return record
-    count = record["manifest"]["entries"]
+    count = _work_count(record)
     message = core.ChunkMessage(record["run_id"], 0, 1, 0, count)
     final = execute_chunk(services, message, verdict="last", progress=progress)
     return final or records.load(services, record["run_id"])
@@ -295,18 +311,26 @@ def _snapshot_entries(services, run_id: str) -> list[Entry]:
     if not manifest.ok:  # settings changed since the run was queued (allow-list, limits)
         raise SnapshotInvalid(f"manifest snapshot of run {run_id} no longer validates: "
                               + "; ".join(str(p) for p in manifest.errors[:5]))
-    return list(manifest.entries)
+    if not manifest.policies:
+        return list(manifest.entries)
+    # the tags each policy resolved to when the run was queued (the record), in the same order
+    resolved = {doc["line"]: doc for doc in records.load(services, run_id).get("policies") or []}
+    added = [Entry(policy.line, replace(policy.source, tag=r["tag"]), policy.target_repository, r["tag"],
+                   policy.policy.text)
+             for policy in manifest.policies for r in (resolved.get(policy.line) or {}).get("resolved", [])]
+    return sorted([*manifest.entries, *added], key=lambda e: e.line)
 
 
-def _final_entries(services, run_id: str, lines: Optional[set[int]] = None) -> dict[int, dict]:
-    """Final entry outcomes of the run (only those of ``lines`` when given: one listing, then a read each)."""
+def _final_entries(services, run_id: str, keys: Optional[set[str]] = None) -> dict[str, dict]:
+    """Final entry outcomes of the run by key (only those of ``keys`` when given: one listing, then a read
+    each)."""
     container = services.settings.outcomes_container
     names = services.store.list_names(container, _work(run_id, "entries") + "/")
-    if lines is not None:
-        names = [n for n in names if int(n.rsplit("/", 1)[1][:6]) in lines]
+    if keys is not None:
+        names = [n for n in names if n.rsplit("/", 1)[1][:-len(".json")] in keys]
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="ckpt") as pool:
         documents = list(pool.map(lambda n: services.store.get_json(container, n), names))
-    return {int(d["line"]): d for d in documents if d}
+    return {core.outcome_key(d): d for d in documents if d}
 
 
 def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Optional[Progress]) -> bool:
@@ -315,26 +339,25 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
     container = s.outcomes_container
     run_id = message.run_id
     entries = _snapshot_entries(services, run_id)[message.start:message.end]
-    lines = {e.line for e in entries}
-    final = _final_entries(services, run_id, lines)
-    todo = [e for e in entries if e.line not in final]
+    final = _final_entries(services, run_id, {_key(e) for e in entries})
+    todo = [e for e in entries if _key(e) not in final]
     checkpoint = _Checkpointer(services, run_id)
     lock = threading.Lock()
 
     def settle(outcome: dict) -> None:
         """Keep a final outcome once (the first one written wins), or note a transient failure."""
-        line = int(outcome["line"])
+        key = core.outcome_key(outcome)
         if core.is_final_entry(outcome, last_delivery=last):
-            if not services.store.create_once(container, _entry_blob(run_id, line), json.dumps(outcome).encode()):
-                outcome = services.store.get_json(container, _entry_blob(run_id, line)) or outcome
+            if not services.store.create_once(container, _entry_blob(run_id, key), json.dumps(outcome).encode()):
+                outcome = services.store.get_json(container, _entry_blob(run_id, key)) or outcome
             with lock:
-                final[line] = outcome
+                final[key] = outcome
             checkpoint.add(outcome)
         else:
-            services.store.put_json(container, _work(run_id, "tries", f"{line:06d}.json"), outcome)
+            services.store.put_json(container, _work(run_id, "tries", f"{key}.json"), outcome)
 
     def before_import(item: PlanItem) -> None:
-        services.store.put_json(container, _work(run_id, "started", f"{item.entry.line:06d}.json"), item.to_dict())
+        services.store.put_json(container, _work(run_id, "started", f"{_key(item.entry)}.json"), item.to_dict())
 
     def on_progress(event, done, total, outcome) -> None:
         if outcome is not None:
@@ -346,7 +369,7 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
         engine = SyncEngine(services, before_import=before_import)
         plan = engine.plan(_Entries(todo), progress)
         started = set(services.store.list_names(container, _work(run_id, "started") + "/"))
-        resumed = [_resumed(services, run_id, item) if _work(run_id, "started", f"{item.entry.line:06d}.json")
+        resumed = [_resumed(services, run_id, item) if _work(run_id, "started", f"{_key(item.entry)}.json")
                    in started else None for item in plan.items]
         for item, outcome in zip(plan.items, resumed):
             if outcome is not None:
@@ -363,7 +386,7 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
     checkpoint.flush()
     if len(final) < len(entries):
         return False
-    ordered = [final[e.line] for e in entries]
+    ordered = [final[_key(e)] for e in entries]
     services.store.create_once(container, _work(run_id, "chunks", f"{message.chunk:05d}.json"),
                                json.dumps(ordered).encode())
     return True
@@ -375,7 +398,7 @@ def _resumed(services, run_id: str, item: PlanItem) -> Optional[dict]:
     if item.action is not Action.UNCHANGED:
         return None
     container = services.settings.outcomes_container
-    prior = services.store.get_json(container, _work(run_id, "started", f"{item.entry.line:06d}.json"))
+    prior = services.store.get_json(container, _work(run_id, "started", f"{_key(item.entry)}.json"))
     if not prior or prior.get("source_digest") != item.source_digest:
         return None
     planned = PlanItem(item.entry, Action(prior["action"]), item.source_digest, prior.get("target_digest"))
@@ -393,13 +416,13 @@ def _poison_chunk(services, message: core.ChunkMessage, dequeue_count: int) -> N
     container = s.outcomes_container
     run_id = message.run_id
     entries = _snapshot_entries(services, run_id)[message.start:message.end]
-    final = _final_entries(services, run_id, {e.line for e in entries})
+    final = _final_entries(services, run_id, {_key(e) for e in entries})
     ordered = []
     for entry in entries:
-        if entry.line in final:
-            ordered.append(final[entry.line])
+        if _key(entry) in final:
+            ordered.append(final[_key(entry)])
             continue
-        tried = services.store.get_json(container, _work(run_id, "tries", f"{entry.line:06d}.json"))
+        tried = services.store.get_json(container, _work(run_id, "tries", f"{_key(entry)}.json"))
         reason = (f"gave up after {dequeue_count} deliveries of its run message (RUN_MAX_DEQUEUE_COUNT="
                   f"{s.run_max_dequeue})")
         if tried and tried.get("error"):
@@ -407,8 +430,8 @@ def _poison_chunk(services, message: core.ChunkMessage, dequeue_count: int) -> N
                                           "message": f"{tried['error']['message']}; {reason}"}}
         else:
             outcome = _failed_entry(entry, "PoisonMessage", reason + "; the worker crashed or timed out")
-        if not services.store.create_once(container, _entry_blob(run_id, entry.line), json.dumps(outcome).encode()):
-            outcome = services.store.get_json(container, _entry_blob(run_id, entry.line)) or outcome
+        if not services.store.create_once(container, _entry_blob(run_id, _key(entry)), json.dumps(outcome).encode()):
+            outcome = services.store.get_json(container, _entry_blob(run_id, _key(entry))) or outcome
         ordered.append(outcome)
     services.store.create_once(container, _work(run_id, "chunks", f"{message.chunk:05d}.json"),
                                json.dumps(ordered).encode())
@@ -426,14 +449,14 @@ def _maybe_finalise(services, run_id: str, chunks: int) -> Optional[dict]:
         return None
     if not services.store.create_once(container, _work(run_id, "final.json"), b'{"status": "finished"}'):
         return None
-    entries: dict[int, dict] = {}
+    entries: dict[str, dict] = {}
     for name in names:
         for entry in services.store.get_json(container, name) or []:
-            entries.setdefault(int(entry["line"]), entry)
+            entries.setdefault(core.outcome_key(entry), entry)
     return _write_final(services, run_id, entries, status=None)
 
 
-def _write_final(services, run_id: str, entries: dict[int, dict], *, status: Optional[str],
+def _write_final(services, run_id: str, entries: dict[str, dict], *, status: Optional[str],
                  errors: Optional[list] = None) -> dict:
     container = services.settings.outcomes_container
     record = records.load(services, run_id)
@@ -513,8 +536,8 @@ def _reap_one(services, run_id: str, now: datetime) -> Optional[dict]:
     except (SnapshotInvalid, TransientError) as exc:  # missing or no longer valid: end with what is known
         snapshot, errors = [], [{"message": exc.message}]
     for entry in snapshot:
-        if entry.line not in entries:
-            entries[entry.line] = _failed_entry(entry, "RunAbandoned", f"the run made no progress for {idle}s "
+        if _key(entry) not in entries:
+            entries[_key(entry)] = _failed_entry(entry, "RunAbandoned", f"the run made no progress for {idle}s "
                                                 "(RUN_DEADLINE_SECONDS); this entry was not finished")
     log.warning("reaper: run %s made no progress for %ds; finalising it as %s", run_id, idle, status or "finished")
     return _write_final(services, run_id, entries, status=status, errors=errors)

@@ -12,12 +12,14 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import Future, as_completed
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
 from ..adapters.acr import ImportRequest
 from ..adapters.retrying import Attempts
-from ..core.manifest import ManifestResult, parse_manifest
+from ..core.manifest import Entry, ManifestResult, PolicyEntry, parse_manifest
+from ..core.tagpolicy import MAX_TAGS_SCANNED
 from ..core.outcome import (RESULT_FAILED, RESULT_IMPORTED, RESULT_PLANNED, RESULT_UNCHANGED, EntryOutcome,
                             RunRecord, redact)
 from ..core.plan import Action, Plan, PlanItem, decide, import_mode
@@ -62,6 +64,53 @@ class SyncEngine:
         self._lock = threading.Lock()
         self._transient_lines: set[int] = set()  # entries whose plan failed on a transient error
 
+    # -- tag policies -------------------------------------------------------------------------
+    def resolve_policies(self, manifest: ManifestResult) -> tuple[ManifestResult, list[dict]]:
+        """List each policy's source tags and turn the policy into concrete entries (in line order,
+        newest first within a line). A resolved tag that another line already writes is skipped
+        (the explicit line wins). Returns the manifest with the entries added, and one resolution
+        document per policy for the record (its ``resolved`` digests are filled in after planning)."""
+        if not manifest.policies:
+            return manifest, []
+        workers = max(1, min(self.settings.plan_concurrency, len(manifest.policies)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="policy") as pool:
+            listed = list(pool.map(self._list_source_tags, manifest.policies))
+        taken = {(e.target_repository, e.target_tag): e.line for e in manifest.entries if e.target_tag}
+        added: list[Entry] = []
+        resolutions = []
+        for policy, (tags, error) in zip(manifest.policies, listed):
+            doc = {"line": policy.line, "source": str(policy.source), "policy": policy.policy.text,
+                   "target_repository": policy.target_repository,
+                   "tags_listed": None if tags is None else len(tags), "resolved": [], "skipped": [],
+                   "error": error}
+            if tags is not None:
+                entries = policy.resolve(tags)
+                if not entries:
+                    doc["error"] = {"code": "NoMatchingTag",
+                                    "message": f"none of the {len(tags)} tags of {policy.source} matches "
+                                               f"{policy.policy.text}"}
+                for entry in entries:
+                    other = taken.get((entry.target_repository, entry.target_tag))
+                    if other is not None:
+                        doc["skipped"].append({"tag": entry.target_tag, "reason": f"written by line {other}"})
+                        continue
+                    taken[(entry.target_repository, entry.target_tag)] = entry.line
+                    added.append(entry)
+                    doc["resolved"].append({"tag": entry.target_tag, "target": entry.target, "digest": None})
+            resolutions.append(doc)
+        entries = sorted([*manifest.entries, *added], key=lambda e: e.line)  # stable: newest first per line
+        return replace(manifest, entries=entries), resolutions
+
+    def _list_source_tags(self, policy: PolicyEntry) -> tuple[Optional[list[str]], Optional[dict]]:
+        try:
+            tags = self.services.retrier.call(
+                lambda: self.services.source.tags(policy.source, limit=MAX_TAGS_SCANNED),
+                what=f"tags of {policy.source}")
+            return tags, None
+        except AirlockError as exc:
+            log.warning("could not list the tags of %s: %s", policy.source, self._describe(exc))
+            return None, {"code": exc.code, "message": redact(exc.message, self.settings.secrets())}
+
     # -- plan -------------------------------------------------------------------------------
     @traced_plan
     def plan(self, manifest: ManifestResult, progress: Optional[Progress] = None) -> Plan:
@@ -71,6 +120,7 @@ class SyncEngine:
         workers = max(1, min(self.settings.plan_concurrency, len(entries) or 1))
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="list") as lister, \
                 ThreadPoolExecutor(max_workers=workers, thread_name_prefix="plan") as pool:
+            self._prefetch_tokens(entries, lister)
             listings = self._list_busy_repositories(entries, lister)  # overlaps with the source HEADs
             futures = {pool.submit(self._resolve, e, listings): i for i, e in enumerate(entries)}
             for done, future in enumerate(as_completed(futures), 1):
@@ -78,6 +128,34 @@ class SyncEngine:
                 if progress:
                     progress("planned", done, len(entries), None)
         return Plan([i for i in items if i is not None])
+
+    def _prefetch_tokens(self, entries, pool) -> None:
+        """Tokens for every repository the plan reads, many repositories per token request, before
+        the look-ups start (instead of a challenge and a token request per repository). A failure
+        here costs nothing but speed: the look-ups then answer their own challenges.
+        TOKEN_SCOPES_PER_REQUEST=0 turns it off (one challenge and token per repository)."""
+        per_token = self.settings.token_scopes_per_request
+        if per_token <= 0:
+            return
+        counts = Counter(e.target_repository for e in entries if e.target_tag)
+        pull = list(dict.fromkeys(e.target_repository for e in entries))
+        listed = [repo for repo, n in counts.items() if n >= LIST_TAGS_FROM]
+        sources = [e.source for e in entries]
+
+        def acr():
+            return self.services.acr.prefetch_tokens(pull, listed, per_token)
+
+        def source():
+            return self.services.source.prefetch_tokens(sources, per_token)
+
+        for name, future in (("ACR", pool.submit(acr)), ("source", pool.submit(source))):
+            try:
+                requests = future.result()
+                if requests:
+                    log.info("%s: %d token request(s) cover the plan's repositories", name, requests)
+            except Exception as exc:  # an optimisation only; never fail the plan for it
+                log.warning("could not fetch %s tokens ahead (%s); each repository answers its own challenge",
+                            name, type(exc).__name__)
 
     def _list_busy_repositories(self, entries, pool) -> dict[str, Future]:
         """Tag listings of target repositories that several entries write to: one request per
@@ -248,7 +326,13 @@ class SyncEngine:
             record.errors = [p.to_dict() for p in manifest.errors]
             record.finished_at = _now()
             return record
+        record.entry_count = len(manifest.entries) + len(manifest.policies)  # lines, a policy counting once
+        manifest, record.policies = self.resolve_policies(manifest)
         plan = self.plan(manifest, progress)
+        digests = {(i.entry.line, i.entry.target_tag): i.source_digest for i in plan.items if i.entry.policy}
+        for doc in record.policies:
+            for resolved in doc["resolved"]:
+                resolved["digest"] = digests.get((doc["line"], resolved["tag"]))
         record.dockerhub_ratelimit_remaining = self._dockerhub_remaining
         if apply:
             record.entries = self.apply(plan, progress)
