@@ -150,6 +150,13 @@ def outcome_key(outcome: dict) -> str:
     return entry_key(outcome["line"], tag)
 
 
+def in_record_order(record: dict, entries: Iterable[dict]) -> list[dict]:
+    """Entry outcomes by line; a tag policy's resolved entries in the order it resolved them (newest
+    first), as an in-process run lists them."""
+    rank = {(p["line"], r["target"]): i for p in record.get("policies") or [] for i, r in enumerate(p["resolved"])}
+    return sorted(entries, key=lambda e: (int(e["line"]), rank.get((int(e["line"]), e["target"]), 0)))
+
+
 def merge_entries(*sources: Iterable[dict]) -> dict[str, dict]:
     """Entry outcomes by key; the first source that has a key wins (sources in order of authority)."""
     merged: dict[str, dict] = {}
@@ -164,7 +171,7 @@ def final_document(record: dict, entries: dict[str, dict], *, status: Optional[s
     """The terminal record: every entry once (by key: line, and resolved tag), summary, status (or
     ``status`` when given, e.g. abandoned), ``retryable`` when everything that failed failed on
     something transient. A tag policy that could not be resolved (its ``error``) fails the run."""
-    ordered = [entries[key] for key in sorted(entries)]
+    ordered = in_record_order(record, entries.values())
     failed = [e for e in ordered if e.get("result") == "failed"]
     if any(p.get("error") for p in record.get("policies") or []):
         failed = failed or [{"error": {"retryable": False}}]

@@ -105,7 +105,7 @@ def _update_record(services, run_id: str, change: Callable[[dict], Optional[dict
 
 def _merge_entries(document: dict, outcomes: list[dict]) -> dict:
     merged = core.merge_entries(outcomes, document.get("entries") or [])
-    document["entries"] = [merged[line] for line in sorted(merged)]
+    document["entries"] = core.in_record_order(document, merged.values())
     document["summary"] = core.summarise(document["entries"])
     document["updated_at"] = _now().isoformat()
     return document

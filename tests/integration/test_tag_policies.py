@@ -10,7 +10,9 @@ import pytest
 
 from devstack import layout, oci
 from devstack.paging import paging_front
+from shared.handlers import records
 from shared.handlers.imports import run_manifest
+from shared.handlers.runs import on_run_message
 from shared.handlers.triggers import on_resync_timer
 from shared.services import Services
 
@@ -21,8 +23,24 @@ FILLERS = 1200  # more than one page: the source is listed 1,000 tags at a time
 
 def make_services(stack, front, **overrides) -> Services:
     env = {**stack.env, "RETRY_BASE_SECONDS": "0.05", "RETRY_MAX_SECONDS": "0.5",
-           "SOURCE_REGISTRY_ALLOWLIST": f"{stack.upstream_host},{front.host}", **overrides}
+           "SOURCE_REGISTRY_ALLOWLIST": f"{stack.upstream_host},{front.host}",
+           "RUNS_QUEUE": f"pol-{uuid.uuid4().hex[:10]}", **overrides}
     return Services.from_env(env)
+
+
+def resync(services) -> list[dict]:
+    """The re-sync timer queues a run per manifest; its chunk messages are then executed as the queue
+    function would (the same handler, with these services); returns the final records."""
+    queued = on_resync_timer(services)
+    queue = services.runs_queue.client()
+    for _ in range(100):
+        messages = list(queue.receive_messages(max_messages=16, visibility_timeout=120))
+        if not messages:
+            break
+        for message in messages:
+            on_run_message(services, message.content, message.dequeue_count)
+            queue.delete_message(message)
+    return [records.load(services, r["run_id"]) for r in queued]
 
 
 def push(stack, repository: str, tag: str, seed: str) -> oci.ImageLayout:
@@ -74,7 +92,7 @@ def test_semver_policy_imports_the_newest_and_the_next_resync_brings_a_new_relea
     manifest = f"# reviewed\n{front.host}/{repo}:{{semver: >=1.27 <2, newest: 2}} => {dest}\n"
     services.store.put_bytes(names["container"], "images.txt", manifest.encode())
 
-    [first] = on_resync_timer(services)
+    [first] = resync(services)
     assert first["status"] == "succeeded", json.dumps(first, indent=1)
     assert front.pages_served == 2  # 1,205 tags, 1,000 a page
     [policy] = first["policies"]
@@ -92,7 +110,7 @@ def test_semver_policy_imports_the_newest_and_the_next_resync_brings_a_new_relea
     assert backing_digest(stack, f"{dest}:1.27.2") == newer.digest
 
     release = push(stack, repo, "1.28.1", seed="f")  # upstream publishes a patch release
-    [second] = on_resync_timer(services)
+    [second] = resync(services)
     assert second["status"] == "succeeded", json.dumps(second, indent=1)
     assert [(e["target"], e["action"], e["result"]) for e in second["entries"]] == [
         (f"{dest}:1.28.1", "new", "imported"),

@@ -87,3 +87,18 @@ def test_final_document_lists_every_entry_once_by_line_and_decides_status():
     assert abandoned["status"] == "abandoned"
     with pytest.raises(core.RunStateError):
         core.final_document({**record, "status": "succeeded"}, {}, finished_at=T0)
+
+
+def test_entries_a_tag_policy_resolved_share_a_line_but_not_a_key():
+    from shared.core.runs import entry_key, in_record_order, merge_entries, outcome_key
+
+    literal = {"line": 2, "target": "team/app:1.0", "result": "imported"}
+    newest = {"line": 3, "target": "lib/nginx:1.28.0", "policy": "{semver: ^1, newest: 2}", "result": "imported"}
+    older = {"line": 3, "target": "lib/nginx:1.27.2", "policy": "{semver: ^1, newest: 2}", "result": "unchanged"}
+    assert entry_key(2) == outcome_key(literal) == "000002"
+    assert outcome_key(newest) == entry_key(3, "1.28.0") != outcome_key(older) == entry_key(3, "1.27.2")
+    merged = merge_entries([older, newest, literal], [dict(older, result="failed")])  # first source wins
+    assert len(merged) == 3 and merged[outcome_key(older)]["result"] == "unchanged"
+    record = {"policies": [{"line": 3, "resolved": [{"target": "lib/nginx:1.28.0"}, {"target": "lib/nginx:1.27.2"}]}]}
+    assert [e["target"] for e in in_record_order(record, merged.values())] == [
+        "team/app:1.0", "lib/nginx:1.28.0", "lib/nginx:1.27.2"]  # by line, then newest first as resolved
