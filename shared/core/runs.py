@@ -154,7 +154,7 @@ def in_record_order(record: dict, entries: Iterable[dict]) -> list[dict]:
     """Entry outcomes by line; a tag policy's resolved entries in the order it resolved them (newest
     first), as an in-process run lists them."""
     rank = {(p["line"], r["target"]): i for p in record.get("policies") or [] for i, r in enumerate(p["resolved"])}
-    return sorted(entries, key=lambda e: (int(e["line"]), rank.get((int(e["line"]), e["target"]), 0)))
+    return sorted(entries, key=lambda e: (int(e["line"]), rank.get((int(e["line"]), e.get("target")), 0)))
 
 
 def merge_entries(*sources: Iterable[dict]) -> dict[str, dict]:
