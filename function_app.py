@@ -11,6 +11,9 @@ from shared.entrypoints import asgi_app, handle_blob, handle_event, handle_pool_
 from shared.entrypoints import handle_poison_message, handle_reaper, handle_run_message
 
 app = func.AsgiFunctionApp(app=asgi_app, http_auth_level=func.AuthLevel.FUNCTION)
+# the runtime honours retry policies on timers (not on blob, Event Grid or queue triggers)
+TIMER_RETRY = dict(strategy="exponential_backoff", max_retry_count="3", minimum_interval="00:00:10",
+                   maximum_interval="00:05:00")
 
 
 @app.function_name("manifest_uploaded")
@@ -22,16 +25,14 @@ def manifest_uploaded(blob: func.InputStream) -> None:
 
 @app.function_name("resync_timer")
 @app.timer_trigger(arg_name="timer", schedule="%RESYNC_SCHEDULE%", run_on_startup=False, use_monitor=True)
-@app.retry(strategy="exponential_backoff", max_retry_count="3", minimum_interval="00:00:10",
-           maximum_interval="00:05:00")
+@app.retry(**TIMER_RETRY)
 def resync_timer(timer: func.TimerRequest) -> None:
     handle_resync(past_due=timer.past_due)
 
 
 @app.function_name("pool_scaler")
 @app.timer_trigger(arg_name="timer", schedule="%POOL_SCALE_SCHEDULE%", run_on_startup=False, use_monitor=True)
-@app.retry(strategy="exponential_backoff", max_retry_count="3", minimum_interval="00:00:10",
-           maximum_interval="00:05:00")
+@app.retry(**TIMER_RETRY)
 def pool_scaler(timer: func.TimerRequest) -> None:
     handle_pool_timer(past_due=timer.past_due)
 
@@ -51,8 +52,7 @@ def run_poison(msg: func.QueueMessage, context: func.Context) -> None:
 
 @app.function_name("run_reaper")
 @app.timer_trigger(arg_name="timer", schedule="%REAPER_SCHEDULE%", run_on_startup=False, use_monitor=True)
-@app.retry(strategy="exponential_backoff", max_retry_count="3", minimum_interval="00:00:10",
-           maximum_interval="00:05:00")
+@app.retry(**TIMER_RETRY)
 def run_reaper(timer: func.TimerRequest) -> None:
     handle_reaper(past_due=timer.past_due)
 

@@ -335,17 +335,23 @@ class ManifestReader:
             return 0
         return self._auth.prefetch(response.headers.get("WWW-Authenticate", ""), scopes, self.name, per_token)
 
+    def _found(self, response: httpx.Response) -> bool:
+        """False for 404 (no such manifest or repository); raises for a refusal or another error."""
+        if response.status_code == 404:
+            return False
+        if response.status_code in (401, 403):
+            raise self._auth.denied(self.name, response.status_code)
+        if response.status_code >= 400:
+            raise _status_error(response, self.name)
+        return True
+
     def head(self, repository: str, reference: str) -> Optional[httpx.Response]:
         """The HEAD response, or None when the manifest (or repository) does not exist."""
         path = f"/v2/{repository}/manifests/{reference}"
         headers = {"Accept": MANIFEST_ACCEPT}
         response = self._send("HEAD", path, f"repository:{repository}:pull", headers)
-        if response.status_code == 404:
+        if not self._found(response):
             return None
-        if response.status_code in (401, 403):
-            raise self._auth.denied(self.name, response.status_code)
-        if response.status_code >= 400:
-            raise _status_error(response, self.name)
         if not response.headers.get("Docker-Content-Digest"):
             # some registries omit the digest on HEAD: fetch the manifest and hash it
             response = self._send("GET", path, f"repository:{repository}:pull", headers)
@@ -364,12 +370,8 @@ class ManifestReader:
         scope = f"repository:{repository}:pull"
         while path:  # ends: a page that adds no new tag ends it, and tags are capped at limit
             response = self._send("GET", path, scope, {"Accept": "application/json"})
-            if response.status_code == 404:
+            if not self._found(response):
                 return None
-            if response.status_code in (401, 403):
-                raise self._auth.denied(self.name, response.status_code)
-            if response.status_code >= 400:
-                raise _status_error(response, self.name)
             page = response.json().get("tags") or []
             before = len(tags)
             tags.update(dict.fromkeys(page))
