@@ -65,6 +65,8 @@ def test_connection_string_exports_spans_metrics_and_logs_with_the_run_id(tmp_pa
             "APPLICATIONINSIGHTS_CONNECTION_STRING":
                 f"InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:{port}/",
             "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true", "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "otel",
+            # the distro's default sampler is rate-limited (5 traces/s) and may drop this one trace
+            "OTEL_TRACES_SAMPLER": "always_on",
             "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1",
             "TMPDIR": str(tmp_path)})
         result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
