@@ -16,6 +16,10 @@ runner --processes N`` (N local instances). Scenarios, side by side in one run:
 
 Per-import overhead = an imported entry's duration in the run record minus its copy time (p50, p90). The
 emulator's own count of imports in flight gives the concurrency actually reached. Takes minutes.
+
+For a quick look (not the issue's figures): BENCH_SCENARIOS=1,2 runs only those scenarios,
+BENCH_ENTRIES / BENCH_CHANGED shrink the manifest, BENCH_KEEP_RECORDS=<dir> keeps each final record
+(entry durations, queued/started/finished times), BENCH_RUNNER_LOG=<file> keeps the runners' logs.
 """
 from __future__ import annotations
 
