@@ -166,7 +166,8 @@ def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Re
 
     # app settings as `func start` has them: local.settings(.sample).json's Values, then the stand-in's
     sample = json.loads((ROOT / "local.settings.sample.json").read_text()).get("Values", {})
-    base_env = {**{k: v for k, v in sample.items() if v}, **stack.env,
+    # (a setting in the caller's environment wins over the sample: e.g. RUN_CHUNK_ENTRIES=63 to try one)
+    base_env = {**{k: v for k, v in sample.items() if v and k not in saved_env}, **stack.env,
                 "SOURCE_REGISTRY_ALLOWLIST": stack.upstream_host, "SYNC_CONCURRENCY": str(SYNC_CONCURRENCY)}
     old, media_type = push_base(stack, REPOSITORY, seed="r1")
     new, _ = push_base(stack, REPOSITORY, seed="r2")
