@@ -16,6 +16,10 @@ runner --processes N`` (N local instances). Scenarios, side by side in one run:
 
 Per-import overhead = an imported entry's duration in the run record minus its copy time (p50, p90). The
 emulator's own count of imports in flight gives the concurrency actually reached. Takes minutes.
+
+For a quick look (not the issue's figures): BENCH_SCENARIOS=1,2 runs only those scenarios,
+BENCH_ENTRIES / BENCH_CHANGED shrink the manifest, BENCH_KEEP_RECORDS=<dir> keeps each final record
+(entry durations, queued/started/finished times), BENCH_RUNNER_LOG=<file> keeps the runners' logs.
 """
 from __future__ import annotations
 
@@ -34,8 +38,8 @@ from typing import Optional
 
 from .common import ROOT, push_backing, push_base, tag_many
 
-ENTRIES = 1000
-CHANGED = 100
+ENTRIES = int(os.environ.get("BENCH_ENTRIES") or 1000)  # smaller for a quick look; the issue's figures use 1000/100
+CHANGED = int(os.environ.get("BENCH_CHANGED") or 100)
 COPY = float(os.environ.get("BENCH_COPY_SECONDS") or 0)  # 0: the azure profile's 5-30 s per image
 SYNC_CONCURRENCY = int(os.environ.get("BENCH_SYNC_CONCURRENCY", "8"))
 RUN_TIMEOUT = 900.0
@@ -58,6 +62,13 @@ SCENARIOS = (
     Scenario("4 processes, probe, no Retry-After", 4, 3, "none"),
     Scenario("4 processes, LRO polling only, no Retry-After", 4, 0, "none"),
 )
+
+
+def _selected(scenarios: tuple, spec: str) -> tuple:
+    """BENCH_SCENARIOS=1,2 runs only those (1-based) scenarios; empty runs them all."""
+    if not spec.strip():
+        return scenarios
+    return tuple(scenarios[int(i) - 1] for i in spec.split(",") if i.strip())
 
 
 @dataclass
@@ -155,7 +166,8 @@ def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Re
 
     # app settings as `func start` has them: local.settings(.sample).json's Values, then the stand-in's
     sample = json.loads((ROOT / "local.settings.sample.json").read_text()).get("Values", {})
-    base_env = {**{k: v for k, v in sample.items() if v}, **stack.env,
+    # (a setting in the caller's environment wins over the sample: e.g. RUN_CHUNK_ENTRIES=63 to try one)
+    base_env = {**{k: v for k, v in sample.items() if v and k not in saved_env}, **stack.env,
                 "SOURCE_REGISTRY_ALLOWLIST": stack.upstream_host, "SYNC_CONCURRENCY": str(SYNC_CONCURRENCY)}
     old, media_type = push_base(stack, REPOSITORY, seed="r1")
     new, _ = push_base(stack, REPOSITORY, seed="r2")
@@ -169,7 +181,7 @@ def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Re
     blobs = BlobServiceClient.from_connection_string(stack.connection_string)
 
     results = []
-    for index, scenario in enumerate(SCENARIOS):
+    for index, scenario in enumerate(_selected(SCENARIOS, os.environ.get("BENCH_SCENARIOS", ""))):
         tag_many(stack, REPOSITORY, new if index % 2 == 0 else old, media_type, changed)  # 100 move upstream
         env = {**base_env, "RUNS_QUEUE": f"bench-runs-{uuid.uuid4().hex[:8]}",
                "ACR_PROBE_INTERVAL": str(scenario.probe_interval)}
@@ -195,6 +207,11 @@ def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Re
         finally:
             peak.stop()
             _stop_runners(runners)
+        keep = os.environ.get("BENCH_KEEP_RECORDS")  # a directory: each scenario's final record, to study
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            with open(os.path.join(keep, f"record-{index + 1}.json"), "w") as out:
+                json.dump(record, out, indent=1)
         entries = record.get("entries") or []
         imported = [e for e in entries if e.get("result") == "imported"]
         copy_of = stack.emulator.importer.copy_times()  # target -> the copy time the emulator gave it
@@ -237,7 +254,8 @@ def _start_runners(processes: int, env) -> subprocess.Popen:
     process = subprocess.Popen(
         [sys.executable, "-m", "devstack", "runner", "--processes", str(processes), "--app", "function_app:app",
          "--host-json", str(ROOT / "host.json")],
-        cwd=ROOT, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        cwd=ROOT, env=dict(env), stdout=subprocess.PIPE, text=True,
+        stderr=open(env["BENCH_RUNNER_LOG"], "a") if env.get("BENCH_RUNNER_LOG") else subprocess.DEVNULL)
     started = 0
     deadline = time.monotonic() + 60
     while started < processes:  # each instance says which queues it reads once it is up

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -141,29 +142,39 @@ class BackingRegistry:
         response.raise_for_status()
         return sorted(response.json().get("tags") or [])
 
-    async def tag_digests(self, repository: str) -> dict[str, str] | None:
+    async def tag_digests(self, repository: str, *, after: str = "", limit: int | None = None) -> dict[str, str] | None:
+        """Tag -> digest, by tag name; with ``limit`` only the first ``limit`` tags named after ``after``
+        (a page: only those tags' links are read, so a page costs the page, as on ACR)."""
         if self.storage is not None:
-            return await asyncio.to_thread(self._stored_tag_digests, repository)
+            return await asyncio.to_thread(self._stored_tag_digests, repository, after, limit)
         tags = await self.tags(repository)
         if tags is None:
             return None
+        tags = [tag for tag in tags if tag > after]
         heads = await asyncio.gather(*(self.head_manifest(repository, tag) for tag in tags))
-        return {tag: head.digest for tag, head in zip(tags, heads) if head is not None}
+        digests = {tag: head.digest for tag, head in zip(tags, heads) if head is not None}
+        return dict(list(digests.items())[:limit]) if limit is not None else digests
 
-    def _stored_tag_digests(self, repository: str) -> dict[str, str] | None:
+    def _stored_tag_digests(self, repository: str, after: str = "", limit: int | None = None) -> dict[str, str] | None:
         """Tag -> digest from distribution's storage layout: ``_manifests/tags/<tag>/current/link``
         holds the digest, and ``_manifests/revisions/<alg>/<hex>/link`` exists while the manifest does."""
         manifests = self.storage / "docker" / "registry" / "v2" / "repositories" / repository / "_manifests"
         if not manifests.is_dir():
             return None
+        try:
+            names = sorted(name for name in os.listdir(manifests / "tags") if name > after)
+        except FileNotFoundError:
+            names = []
         digests = {}
-        for link in sorted((manifests / "tags").glob("*/current/link")):
-            digest = _read_link(link)
+        for name in names:
+            if limit is not None and len(digests) >= limit:
+                break
+            digest = _read_link(manifests / "tags" / name / "current" / "link")
             if digest is None:  # untagged meanwhile
                 continue
             algorithm, _, hex_digest = digest.partition(":")
             if (manifests / "revisions" / algorithm / hex_digest / "link").exists():
-                digests[link.parent.parent.name] = digest
+                digests[name] = digest
         return digests
 
     async def tag_manifest(self, tags: list[tuple[str, str]], repository: str, digest: str) -> None:
@@ -324,7 +335,7 @@ def routes(emu, backing: BackingRegistry) -> list[Route]:
             return acr_error(400, "PAGINATION_NUMBER_INVALID", "invalid number of results requested")
         page_size = min(page_size, TAG_PAGE_SIZE)
         last, orderby = request.query_params.get("last") or "", request.query_params.get("orderby") or ""
-        digests = await backing.tag_digests(repository)
+        digests = await backing.tag_digests(repository, after=last, limit=page_size + 1)  # +1: is there more?
         if digests is None:
             return acr_error(404, "NAME_UNKNOWN", "repository name not known to registry", detail={"name": repository})
         names = sorted(tag for tag in digests if tag > last)

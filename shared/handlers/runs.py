@@ -12,6 +12,8 @@ Exactly-once effects from at-least-once deliveries, all in ``OUTCOMES_CONTAINER`
 - ``runs-work/<id>/started/<line>.json`` written before an import: a resumed chunk that finds the planned
                                           digest in place reports ``imported`` (not ``unchanged``), not twice
 - ``runs-work/<id>/entries/<line>.json`` an entry's final outcome, created once: never imported again
+- ``runs-work/<id>/settled/<chunk>.json`` the final outcomes of a chunk's entries that import nothing
+                                          (unchanged, plan errors), created once: one blob, not one each
 - ``runs-work/<id>/tries/<line>.json``   the last transient failure of an entry (the reason if it ends poisoned)
 - ``runs-work/<id>/chunks/<chunk>.json`` a chunk's outcomes, created once when all its entries are final
 - ``runs-work/<id>/final.json``          created once by whoever finalises (last chunk, or the reaper)
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 import uuid
@@ -75,6 +78,10 @@ def _entry_blob(run_id: str, key: str) -> str:
     return _work(run_id, "entries", f"{key}.json")
 
 
+def _settled_blob(run_id: str, chunk: int) -> str:
+    return _work(run_id, "settled", f"{chunk:05d}.json")
+
+
 @dataclass
 class _Entries:
     """What ``SyncEngine.plan`` needs of a manifest: its entries (a chunk's)."""
@@ -89,7 +96,9 @@ def _update_record(services, run_id: str, change: Callable[[dict], Optional[dict
     ``change`` returns the new document, or None to leave it. Terminal records are never changed."""
     container = services.settings.outcomes_container
     name = records.record_name(run_id)
-    for _ in range(50):
+    for attempt in range(50):
+        if attempt:  # another writer won the race: back off a little (jittered) before reading again
+            time.sleep(random.uniform(0, min(1.0, 0.05 * attempt)))
         document, etag = services.store.get_json_etag(container, name)
         if document is None or core.is_terminal(document.get("status")):
             return document
@@ -112,7 +121,13 @@ def _merge_entries(document: dict, outcomes: list[dict]) -> dict:
 
 
 class _Checkpointer:
-    """Merges finished entries into the record at most every CHECKPOINT_EVERY seconds (and on flush)."""
+    """Merges finished entries into the record at most every CHECKPOINT_EVERY seconds (and on flush).
+
+    Only entries that did something reach the record while the run goes on (imports, failures):
+    unchanged entries are settled in one blob per chunk and join the record when it is finalised, so
+    a checkpoint stays small however large the manifest. A checkpoint that loses the ETag race many
+    times (many chunks merging at once) is kept for the next one: the outcomes are durable in their
+    blobs already, and the final record is built from those, never from the checkpoints."""
 
     def __init__(self, services, run_id: str):
         self._services = services
@@ -128,12 +143,20 @@ class _Checkpointer:
         if due:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, *, final: bool = False) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
             self._last = time.monotonic()
-        if pending:
+        if not pending:
+            return
+        try:
             _update_record(self._services, self._run_id, lambda d: _merge_entries(d, pending))
+        except TransientError as exc:
+            if not final:
+                with self._lock:
+                    self._pending[:0] = pending  # try again with the next checkpoint
+            log.warning("run %s: checkpoint of %d entries deferred (%s)%s", self._run_id, len(pending), exc.code,
+                        "; they are in the final record" if final else "")
 
 
 # -- starting runs --------------------------------------------------------------------------------
@@ -321,16 +344,27 @@ def _snapshot_entries(services, run_id: str) -> list[Entry]:
     return sorted([*manifest.entries, *added], key=lambda e: e.line)
 
 
-def _final_entries(services, run_id: str, keys: Optional[set[str]] = None) -> dict[str, dict]:
-    """Final entry outcomes of the run by key (only those of ``keys`` when given: one listing, then a read
-    each)."""
+def _final_entries(services, run_id: str, keys: Optional[set[str]] = None,
+                   chunks: Optional[set[int]] = None) -> dict[str, dict]:
+    """Final entry outcomes of the run by key (only those of ``keys`` / ``chunks`` when given): the
+    per-entry blobs (imports, and anything settled alone), then the chunks' settled blobs (an entry in
+    both keeps its per-entry outcome). One listing per kind, then a read each."""
     container = services.settings.outcomes_container
     names = services.store.list_names(container, _work(run_id, "entries") + "/")
     if keys is not None:
         names = [n for n in names if n.rsplit("/", 1)[1][:-len(".json")] in keys]
+    settled = services.store.list_names(container, _work(run_id, "settled") + "/")
+    if chunks is not None:
+        settled = [n for n in settled if int(n.rsplit("/", 1)[1][:5]) in chunks]
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="ckpt") as pool:
         documents = list(pool.map(lambda n: services.store.get_json(container, n), names))
-    return {core.outcome_key(d): d for d in documents if d}
+        batches = list(pool.map(lambda n: services.store.get_json(container, n), settled))
+    found = {core.outcome_key(d): d for d in documents if d}
+    for batch in batches:
+        for entry in (batch or {}).get("entries") or []:
+            if keys is None or core.outcome_key(entry) in keys:
+                found.setdefault(core.outcome_key(entry), entry)
+    return found
 
 
 def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Optional[Progress]) -> bool:
@@ -339,7 +373,7 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
     container = s.outcomes_container
     run_id = message.run_id
     entries = _snapshot_entries(services, run_id)[message.start:message.end]
-    final = _final_entries(services, run_id, {_key(e) for e in entries})
+    final = _final_entries(services, run_id, {_key(e) for e in entries}, {message.chunk})
     todo = [e for e in entries if _key(e) not in final]
     checkpoint = _Checkpointer(services, run_id)
     lock = threading.Lock()
@@ -355,6 +389,33 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
             checkpoint.add(outcome)
         else:
             services.store.put_json(container, _work(run_id, "tries", f"{key}.json"), outcome)
+
+    def settle_quiet(outcomes: list[dict]) -> None:
+        """Entries that import nothing (unchanged, plan errors): final ones in ONE create-once blob for
+        the chunk; only failures go to the record before it is final."""
+        finished = [o for o in outcomes if core.is_final_entry(o, last_delivery=last)]
+        for outcome in outcomes:
+            if not core.is_final_entry(outcome, last_delivery=last):
+                settle(outcome)  # a transient plan failure with deliveries left: noted, not final
+        if not finished:
+            return
+        body = json.dumps({"chunk": message.chunk, "entries": finished}).encode()
+        if services.store.create_once(container, _settled_blob(run_id, message.chunk), body):
+            kept = finished
+        else:  # an earlier delivery settled this chunk's quiet entries: its outcomes win
+            earlier = {core.outcome_key(o): o for o in
+                       (services.store.get_json(container, _settled_blob(run_id, message.chunk)) or {})
+                       .get("entries") or []}
+            kept = [earlier[core.outcome_key(o)] for o in finished if core.outcome_key(o) in earlier]
+            rest = [o for o in finished if core.outcome_key(o) not in earlier]
+            with ThreadPoolExecutor(max_workers=8, thread_name_prefix="settle") as pool:
+                list(pool.map(settle, rest))  # not in it: settled one by one, as any entry
+        with lock:
+            for outcome in kept:
+                final[core.outcome_key(outcome)] = outcome
+        for outcome in kept:
+            if outcome.get("result") == RESULT_FAILED:
+                checkpoint.add(outcome)
 
     def before_import(item: PlanItem) -> None:
         services.store.put_json(container, _work(run_id, "started", f"{_key(item.entry)}.json"), item.to_dict())
@@ -376,14 +437,13 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
                 settle(outcome)
         rest = [item for item, outcome in zip(plan.items, resumed) if outcome is None]
         plan.items = rest
-        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="settle") as pool:
-            outcomes = engine.apply(plan, on_progress)
-            # imports were settled as they finished; unchanged entries and plan errors are settled here
-            list(pool.map(settle, [o.to_dict() for o in outcomes if not o.item.needs_import]))
+        outcomes = engine.apply(plan, on_progress)
+        # imports were settled as they finished; unchanged entries and plan errors are settled here
+        settle_quiet([o.to_dict() for o in outcomes if not o.item.needs_import])
         if engine._dockerhub_remaining is not None:
             remaining = engine._dockerhub_remaining
             _update_record(services, run_id, lambda d: {**d, "dockerhub_ratelimit_remaining": remaining})
-    checkpoint.flush()
+    checkpoint.flush(final=True)
     if len(final) < len(entries):
         return False
     ordered = [final[_key(e)] for e in entries]
@@ -416,7 +476,7 @@ def _poison_chunk(services, message: core.ChunkMessage, dequeue_count: int) -> N
     container = s.outcomes_container
     run_id = message.run_id
     entries = _snapshot_entries(services, run_id)[message.start:message.end]
-    final = _final_entries(services, run_id, {_key(e) for e in entries})
+    final = _final_entries(services, run_id, {_key(e) for e in entries}, {message.chunk})
     ordered = []
     for entry in entries:
         if _key(entry) in final:

@@ -358,6 +358,58 @@ def test_fan_out_over_chunks_finalises_once_with_every_entry_once(env, seeded, f
     assert len(finals) == 1
 
 
+def test_entries_that_import_nothing_settle_in_one_blob_per_chunk(env, seeded, functions, queue_host, prefix):
+    """A re-run where nothing changed: each chunk settles its unchanged entries in ONE create-once blob
+    (no blob per entry), and the final record still lists every entry once. A redelivered chunk finds
+    them settled and does not settle them again."""
+    env.setenv("RUN_CHUNK_ENTRIES", "2")
+    entrypoints.reset()
+    count = 5
+    text = manifest(prefix, count)
+    deliver_blob(functions, f"{prefix}-1.txt", text)
+    queue_host.drain(workers=3)
+    [first] = records_for(f"{prefix}-1.txt")
+    assert first["summary"]["imported"] == count
+
+    deliver_blob(functions, f"{prefix}-2.txt", text)
+    [queued] = records_for(f"{prefix}-2.txt")
+    run_id = queued["run_id"]
+    queue_host.drain(workers=3)
+    [record] = records_for(f"{prefix}-2.txt")
+    assert record["status"] == "succeeded" and record["summary"]["unchanged"] == count
+    assert_every_entry_once(record, count)
+    assert work_names(run_id, "entries") == []
+    settled = work_names(run_id, "settled")
+    assert len(settled) == queued["chunks"] == 3
+    s = services()
+    first_chunk = s.store.get_json(s.settings.outcomes_container, settled[0])
+    assert [e["line"] for e in first_chunk["entries"]] == [1, 2]
+
+    # the same chunk delivered again (after its run was final, and as a chunk of a live run)
+    body = json.dumps({"v": 1, "run_id": run_id, "chunk": 0, "chunks": 3, "start": 0, "end": 2})
+    functions["run_worker"](QueueMessage(id="m", body=body.encode(), dequeue_count=2), context=ctx())
+    assert records_for(f"{prefix}-2.txt") == [record]
+    from shared.handlers import runs
+
+    chunk = runs.core.ChunkMessage(run_id, 0, 3, 0, 2)
+    assert runs._run_chunk(s, chunk, last=False, progress=None) is True
+    assert s.store.get_json(s.settings.outcomes_container, settled[0]) == first_chunk
+    assert work_names(run_id, "entries") == []
+
+    # a delivery that finds the chunk's blob written by an earlier one (with line 1 only): line 1 keeps
+    # the earlier outcome, line 2 is settled on its own, and the record lists each once
+    third = runs.create_run(s, text, name=f"{prefix}-3.txt", trigger="http")
+    earlier = {**first_chunk["entries"][0], "duration_seconds": 123.0}
+    assert s.store.create_once(s.settings.outcomes_container, runs._settled_blob(third["run_id"], 0),
+                               json.dumps({"chunk": 0, "entries": [earlier]}).encode())
+    final = runs.execute_chunk(s, runs.core.ChunkMessage(third["run_id"], 0, 3, 0, 2), verdict="last")
+    assert final is None  # the run has 3 chunks; only one ran
+    assert [n.rsplit("/", 1)[1] for n in work_names(third["run_id"], "entries")] == ["000002.json"]
+    done = runs._final_entries(s, third["run_id"])
+    assert sorted(done) == [1, 2] and done[1]["duration_seconds"] == 123.0
+    assert done[2]["result"] == "unchanged"
+
+
 def test_a_queued_run_whose_message_never_comes_is_abandoned(env, functions, prefix):
     from shared.handlers.runs import create_run
 
