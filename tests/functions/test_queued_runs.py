@@ -406,8 +406,8 @@ def test_entries_that_import_nothing_settle_in_one_blob_per_chunk(env, seeded, f
     assert final is None  # the run has 3 chunks; only one ran
     assert [n.rsplit("/", 1)[1] for n in work_names(third["run_id"], "entries")] == ["000002.json"]
     done = runs._final_entries(s, third["run_id"])
-    assert sorted(done) == [1, 2] and done[1]["duration_seconds"] == 123.0
-    assert done[2]["result"] == "unchanged"
+    assert sorted(done) == ["000001", "000002"] and done["000001"]["duration_seconds"] == 123.0  # by entry key
+    assert done["000002"]["result"] == "unchanged"
 
 
 def test_a_queued_run_whose_message_never_comes_is_abandoned(env, functions, prefix):
