@@ -114,23 +114,21 @@ class AzureClients:
     def blob_service(self):
         from azure.storage.blob import BlobServiceClient
 
-        s = self.settings
-        if s.storage_connection_string:
-            return BlobServiceClient.from_connection_string(
-                s.storage_connection_string, **self._common(sdk_retries=True))
-        return BlobServiceClient(account_url=s.blob_service_uri, credential=self.credential,
-                                 **self._common(sdk_retries=True))
+        return self._storage_client(BlobServiceClient, self.settings.blob_service_uri)
 
     @cached_property
     def queue_service(self):
         from azure.storage.queue import QueueServiceClient
 
+        return self._storage_client(QueueServiceClient, self.settings.queue_service_uri)
+
+    def _storage_client(self, client_type, service_uri: str):
+        """A storage service client: the connection string when set (Azurite), else the service URI
+        with the managed identity (``AzureWebJobsStorage__*ServiceUri``)."""
         s = self.settings
         if s.storage_connection_string:
-            return QueueServiceClient.from_connection_string(
-                s.storage_connection_string, **self._common(sdk_retries=True))
-        return QueueServiceClient(account_url=s.queue_service_uri, credential=self.credential,
-                                  **self._common(sdk_retries=True))
+            return client_type.from_connection_string(s.storage_connection_string, **self._common(sdk_retries=True))
+        return client_type(account_url=service_uri, credential=self.credential, **self._common(sdk_retries=True))
 
     def blob_at(self, sas_url: str):
         """A blob client for a SAS URL (a run log, a build-source upload). The storage SDK redacts the
