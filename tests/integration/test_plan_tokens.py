@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 import uuid
 
 import pytest
@@ -26,13 +27,21 @@ def token_requests(services) -> list:
     return seen
 
 
-def test_acr_tokens_cover_many_repositories_per_request(stack, seeded):
+def seed_repositories(stack, registry: str, count: int, seed: str, **push) -> tuple[str, oci.ImageLayout]:
+    """``count`` repositories ``<prefix>/r<i>:1`` holding one image on the ``registry`` stand-in ("upstream"
+    or "upstream-auth"), written straight into its storage; returns the prefix and the image."""
     prefix = f"tok{uuid.uuid4().hex[:8]}"
-    image = oci.build_image(f"{prefix}/seed", seed="t1")
-    oci.push(image, f"{stack.upstream_host}/{prefix}/seed:1", cert_dir=stack.certs_dir)
-    root = layout.registry_root(stack, "upstream")
-    for i in range(REPOSITORIES):
+    host = stack.upstream_host if registry == "upstream" else stack.upstream_auth_host
+    image = oci.build_image(f"{prefix}/seed", seed=seed)
+    oci.push(image, f"{host}/{prefix}/seed:1", cert_dir=stack.certs_dir, **push)
+    root = layout.registry_root(stack, registry)
+    for i in range(count):
         layout.link_tags(root, f"{prefix}/r{i}", image.digest, ["1"], blobs=image.blob_digests())
+    return prefix, image
+
+
+def test_acr_tokens_cover_many_repositories_per_request(stack, seeded):
+    prefix, image = seed_repositories(stack, "upstream", REPOSITORIES, "t1")
     services = Services.from_env({**stack.env, "SOURCE_REGISTRY_ALLOWLIST": stack.upstream_host})
     seen = token_requests(services)
     manifest = "".join(f"{stack.upstream_host}/{prefix}/r{i}:1\n" for i in range(REPOSITORIES))
@@ -56,19 +65,11 @@ def _form_scopes(request) -> list[str]:
 
 def test_a_token_source_gets_one_token_request_for_many_repositories(stack, seeded_auth):
     tokens = stack.emulator.upstream_tokens
-    prefix = f"tok{uuid.uuid4().hex[:8]}"
-    image = oci.build_image(f"{prefix}/seed", seed="t2")
-    oci.push(image, f"{stack.upstream_auth_host}/{prefix}/seed:1", cert_dir=stack.certs_dir,
-             creds=stack.upstream_auth_creds)
-    root = layout.registry_root(stack, "upstream-auth")
-    for i in range(10):
-        layout.link_tags(root, f"{prefix}/r{i}", image.digest, ["1"], blobs=image.blob_digests())
+    prefix, _ = seed_repositories(stack, "upstream-auth", 10, "t2", creds=stack.upstream_auth_creds)
     services = Services.from_env({**stack.env, "SOURCE_REGISTRY_MIRRORS": f"docker.io={stack.upstream_auth_host}",
                                   "DOCKERHUB_USERNAME": stack.upstream_auth_user,
                                   "DOCKERHUB_TOKEN": stack.upstream_auth_password})
     manifest = "".join(f"docker.io/{prefix}/r{i}:1 => {prefix}/r{i}\n" for i in range(10))
-    import time
-
     since = time.time()
     plan = run_manifest(services, manifest, name="auth.txt", trigger="cli", apply=False, save=False)
 
@@ -81,13 +82,7 @@ def test_a_token_source_gets_one_token_request_for_many_repositories(stack, seed
 def test_prefetched_tokens_that_grant_nothing_still_end_in_a_clear_error_per_entry(stack, seeded_auth):
     """Without credentials the token service issues tokens that grant only public repositories: each
     refused entry drops the prefetched token, answers its own challenge and gets a clear error."""
-    prefix = f"tok{uuid.uuid4().hex[:8]}"
-    image = oci.build_image(f"{prefix}/seed", seed="t3")
-    oci.push(image, f"{stack.upstream_auth_host}/{prefix}/seed:1", cert_dir=stack.certs_dir,
-             creds=stack.upstream_auth_creds)
-    root = layout.registry_root(stack, "upstream-auth")
-    for i in range(3):
-        layout.link_tags(root, f"{prefix}/r{i}", image.digest, ["1"], blobs=image.blob_digests())
+    prefix, _ = seed_repositories(stack, "upstream-auth", 3, "t3", creds=stack.upstream_auth_creds)
     services = Services.from_env({**stack.env, "SOURCE_REGISTRY_MIRRORS": f"docker.io={stack.upstream_auth_host}"})
     manifest = "".join(f"docker.io/{prefix}/r{i}:1 => {prefix}/r{i}\n" for i in range(3))
     plan = run_manifest(services, manifest, name="anon.txt", trigger="cli", apply=False, save=False)
