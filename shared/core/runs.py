@@ -173,8 +173,9 @@ def final_document(record: dict, entries: dict[str, dict], *, status: Optional[s
     something transient. A tag policy that could not be resolved (its ``error``) fails the run."""
     ordered = in_record_order(record, entries.values())
     failed = [e for e in ordered if e.get("result") == "failed"]
-    if any(p.get("error") for p in record.get("policies") or []):
-        failed = failed or [{"error": {"retryable": False}}]
+    # a policy that could not be resolved fails the run; retryable when its listing failed transiently
+    failed += [{"error": {"retryable": bool(p["error"].get("retryable"))}}
+               for p in record.get("policies") or [] if p.get("error")]
     if status is None:
         status = transition(record.get("status", RUNNING), "finish", failed=bool(failed))
     started = record.get("started_at") or record.get("queued_at")

@@ -109,7 +109,8 @@ class SyncEngine:
             return tags, None
         except AirlockError as exc:
             log.warning("could not list the tags of %s: %s", policy.source, self._describe(exc))
-            return None, {"code": exc.code, "message": redact(exc.message, self.settings.secrets())}
+            return None, {"code": exc.code, "message": redact(exc.message, self.settings.secrets()),
+                          "retryable": isinstance(exc, TransientError)}
 
     # -- plan -------------------------------------------------------------------------------
     @traced_plan

@@ -102,3 +102,17 @@ def test_entries_a_tag_policy_resolved_share_a_line_but_not_a_key():
     record = {"policies": [{"line": 3, "resolved": [{"target": "lib/nginx:1.28.0"}, {"target": "lib/nginx:1.27.2"}]}]}
     assert [e["target"] for e in in_record_order(record, merged.values())] == [
         "team/app:1.0", "lib/nginx:1.28.0", "lib/nginx:1.27.2"]  # by line, then newest first as resolved
+
+
+def test_an_unresolved_tag_policy_fails_the_run_retryable_only_when_its_listing_failed_transiently():
+    from datetime import datetime, timezone
+
+    now = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    ok = {"line": 1, "target": "team/app:1.0", "action": "unchanged", "result": "unchanged"}
+    for error, retryable in (({"code": "ServiceUnavailable", "message": "503", "retryable": True}, True),
+                             ({"code": "NoMatchingTag", "message": "none match"}, False)):
+        record = {"status": "running", "policies": [{"line": 2, "resolved": [], "error": error}]}
+        document = core.final_document(record, {"000001": ok}, finished_at=now)
+        assert document["status"] == "failed" and document["retryable"] is retryable
+    assert core.final_document({"status": "running", "policies": []}, {"000001": ok},
+                               finished_at=now)["status"] == "succeeded"
