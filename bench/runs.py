@@ -4,9 +4,9 @@ The stand-in runs the ``azure`` timing profile: each image's copy time c is 5-30
 BENCH_COPY_SECONDS=S makes every copy S s). A fixed c that is a multiple of a poll interval flatters
 LRO polling (a poll lands just as the copy ends), so the default spread is the honest one. Floor:
 ceil(100 / total concurrency) x the mean copy time (and never less than the longest copy), where total
-concurrency = min(runner processes x messages one instance runs at once (host.json batchSize +
-newBatchThreshold), chunks) x imports one message runs at once (min(SYNC_CONCURRENCY, changed entries
-per chunk)). The run is
+concurrency = min(100, runner processes x imports one instance runs at once). A queued chunk plans
+and sends each import as a message of its own, so an instance runs min(host.json batchSize +
+newBatchThreshold, PYTHON_THREADPOOL_THREAD_COUNT) imports at once. The run is
 started as the platform starts it: the manifest is uploaded and the registered blob trigger is called
 with a real InputStream; the registered queue-triggered functions then run in ``python -m devstack
 runner --processes N`` (N local instances). Scenarios, side by side in one run:
@@ -103,11 +103,9 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
-def total_concurrency(processes: int, in_flight_per_process: int, chunk_entries: int) -> int:
-    """Imports the whole system runs at once: instances x messages each x imports per message."""
-    chunks = math.ceil(ENTRIES / chunk_entries)
-    changed_per_chunk = math.ceil(CHANGED / chunks)
-    return min(processes * in_flight_per_process, chunks) * min(SYNC_CONCURRENCY, changed_per_chunk)
+def total_concurrency(processes: int, in_flight_per_process: int) -> int:
+    """Imports the whole system runs at once: instances x import messages each (one import per message)."""
+    return min(CHANGED, processes * in_flight_per_process)
 
 
 def floor_seconds(concurrency: int, copy_times: list[float]) -> float:
@@ -138,17 +136,22 @@ def main(app=None) -> None:
             os.environ.clear()
             os.environ.update(saved)
     chunk_entries = int(os.environ.get("RUN_CHUNK_ENTRIES") or 50)
-    in_flight = options.batch_size + options.new_batch_threshold
+    from devstack.queue_runner import worker_threads
+
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text()).get("Values", {})
+    threads = worker_threads({**sample, **{k: v for k, v in os.environ.items() if k.startswith("PYTHON_")}})
+    in_flight = min(options.batch_size + options.new_batch_threshold, threads)
     copies = results[0].copy_times if results else []
     copy_text = (f"every copy {COPY:g} s" if COPY else
                  f"copy times {min(copies, default=0):.1f}-{max(copies, default=0):.1f} s per image, "
                  f"mean {statistics.fmean(copies) if copies else 0:.1f} s")
     print(f"runs: {ENTRIES} entries, {CHANGED} changed, azure profile ({copy_text}), "
-          f"SYNC_CONCURRENCY {SYNC_CONCURRENCY}, RUN_CHUNK_ENTRIES {chunk_entries}, "
-          f"{in_flight} messages in flight per instance (host.json)")
+          f"RUN_CHUNK_ENTRIES {chunk_entries}, "
+          f"{in_flight} imports in flight per instance (host.json batchSize {options.batch_size} + "
+          f"newBatchThreshold {options.new_batch_threshold}, {threads} worker threads)")
     by_label = {}
     for r in results:
-        concurrency = total_concurrency(r.scenario.processes, in_flight, chunk_entries)
+        concurrency = total_concurrency(r.scenario.processes, in_flight)
         by_label[r.scenario.label] = r
         print(f"  {r.scenario.label:<48} {r.wall:7.1f} s  floor {floor_seconds(concurrency, r.copy_times):5.1f} s "
               f"(ceil({CHANGED}/{concurrency}) x copy)  {r.status}, {r.imported} imported, {r.failed} failed; "
@@ -157,7 +160,8 @@ def main(app=None) -> None:
               f"peak imports in flight {r.peak_in_flight}")
     one, four = by_label.get(SCENARIOS[0].label), by_label.get(SCENARIOS[1].label)
     if one and four and four.wall:
-        print(f"  speed-up 4 processes vs 1: {one.wall / four.wall:.1f}x")
+        floors = [floor_seconds(total_concurrency(r.scenario.processes, in_flight), r.copy_times) for r in (one, four)]
+        print(f"  speed-up 4 processes vs 1: {one.wall / four.wall:.1f}x (their floors: {floors[0] / floors[1]:.1f}x)")
 
 
 def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Result]:

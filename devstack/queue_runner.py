@@ -12,6 +12,8 @@ For every function of the app (``app.get_functions()``) whose trigger is a ``que
 - messages are dequeued in batches of ``batchSize`` and a new batch is fetched when no more than
   ``newBatchThreshold`` are in flight (host.json ``extensions.queues``; the host's defaults 16 and
   batchSize / 2); an empty queue is polled with a back-off from 100 ms up to ``maxPollingInterval``;
+- the functions run on the Python worker's thread pool: ``PYTHON_THREADPOOL_THREAD_COUNT`` threads,
+  by default min(32, CPUs + 4); dispatched messages beyond that wait for a thread;
 - a dequeued message is invisible to others for a lease of 10 minutes, renewed at half-time while
   the function runs (as the host does), so N processes never run one delivery twice at once;
 - the function is called with a real ``azure.functions.QueueMessage`` (id, body decoded per
@@ -105,6 +107,18 @@ class QueueOptions:
             max_polling_interval=_timespan(queues.get("maxPollingInterval", 60), "maxPollingInterval"),
             message_encoding=encoding,
         )
+
+
+def worker_threads(env: Mapping[str, str]) -> int:
+    """Threads the Python worker runs synchronous functions on: ``PYTHON_THREADPOOL_THREAD_COUNT``
+    (1-32), by default ``min(32, CPUs + 4)`` (the ThreadPoolExecutor default the worker uses). Messages
+    the host dispatched beyond that wait inside the worker, still counted as in flight by the host."""
+    value = str(env.get("PYTHON_THREADPOOL_THREAD_COUNT") or "").strip()
+    if not value:
+        return min(32, (os.cpu_count() or 1) + 4)
+    if not value.isdigit() or not 1 <= int(value) <= 32:
+        raise RunnerError(f"PYTHON_THREADPOOL_THREAD_COUNT must be a whole number 1..32, not {value!r}")
+    return int(value)
 
 
 # --- the functions ----------------------------------------------------------------------------------
@@ -253,8 +267,8 @@ class QueueRunner:
         self._clients: dict[str, Any] = {}
         self._in_flight: dict[str, int] = {t.queue_name: 0 for t in self.targets}
         self._lock = threading.Lock()
-        workers = (self.options.batch_size + self.options.new_batch_threshold) * len(self.targets)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="queue-fn")
+        self.worker_threads = worker_threads(self.env)
+        self._pool = ThreadPoolExecutor(max_workers=self.worker_threads, thread_name_prefix="queue-fn")
         self._stopping = threading.Event()
 
     # -- clients
@@ -440,7 +454,8 @@ def run_command(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     queues = ", ".join(f"{t.function_name} <- {t.queue_name}" for t in runner.targets)
-    _say(f"runner {os.getpid()}: {queues} (batch {runner.options.batch_size}, "
+    _say(f"runner {os.getpid()}: {queues} (batch {runner.options.batch_size}, new batch at "
+         f"{runner.options.new_batch_threshold}, {runner.worker_threads} worker threads, "
          f"max dequeue {runner.options.max_dequeue_count})")
     counters = runner.run(stop, grace=args.grace)
     _say(f"runner {os.getpid()}: stopped; {counters.succeeded} succeeded, {counters.failed} failed, "

@@ -121,6 +121,7 @@ module storage 'app/storage.bicep' = {
     vnetEnabled: vnetEnabled
     containerNames: [deploymentContainerName, manifestsContainerName, outcomesContainerName, deadLetterContainerName]
     queueNames: [runsQueueName, '${runsQueueName}-poison']
+    runsWorkPrefix: '${outcomesContainerName}/runs-work/'
   }
 }
 
@@ -218,6 +219,9 @@ var appSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identities.outputs.appClientId};Authorization=AAD'
   // the worker passes the host's trace context to the app: run spans are children of the invocation
   PYTHON_ENABLE_OPENTELEMETRY: 'true'
+  // one worker thread per run message in flight (host.json queues: batchSize 4 + newBatchThreshold 8);
+  // the Python worker's default is min(32, vCPUs + 4) threads (docs/architecture.md, "Scale-out")
+  PYTHON_THREADPOOL_THREAD_COUNT: '12'
   // the registry
   AZURE_SUBSCRIPTION_ID: registrySubscriptionId
   ACR_RESOURCE_GROUP: registryResourceGroupName

@@ -46,7 +46,7 @@ SPECS: tuple[SettingSpec, ...] = (
                 "Comma-separated REGISTRY=HOST[:PORT] pairs: where a source registry is reached from (mirror)."),
     SettingSpec("DOCKERHUB_USERNAME", "", "Docker Hub user for pulls and imports from docker.io."),
     SettingSpec("DOCKERHUB_TOKEN", "", "Docker Hub access token (Key Vault reference in Azure).", secret=True),
-    SettingSpec("SYNC_CONCURRENCY", "8", "Imports run at once."),
+    SettingSpec("SYNC_CONCURRENCY", "8", "Imports the CLI sync runs at once (a queued run: one per message)."),
     SettingSpec("PLAN_CONCURRENCY", "16", "Digest look-ups (HEAD requests) run at once while planning."),
     SettingSpec("TOKEN_SCOPES_PER_REQUEST", "50",
                 "Repositories one registry token request covers while planning (0: one token per repository)."),

@@ -248,10 +248,13 @@ def report_run(run: RunContext, document: dict, record_path: str = "", *, error:
 
 
 @contextlib.contextmanager
-def chunk_scope(run: RunContext, *, chunk: int, chunks: int, delivery: int, settings=None) -> Iterator[None]:
-    """One delivery of a queued run's chunk: the run's context (run id on every log line, pool threads
-    included) and an ``airlock.run`` span with the chunk's attributes. The run is counted and reported
-    by ``report_run`` when it is finalised, exactly once, whichever chunk finalises it."""
+def chunk_scope(run: RunContext, *, chunk: int, chunks: int, delivery: int, settings=None,
+                parent: Optional[str] = None, entry: Optional[str] = None) -> Iterator[None]:
+    """One delivery of a queued run's chunk (or of one entry's import, ``entry``): the run's context (run
+    id on every log line, pool threads included) and an ``airlock.run`` span with the chunk's attributes.
+    ``parent``: the W3C ``traceparent`` of the delivery that sent this message (``traceparent()``), so
+    a chunk and the imports it queued make one trace whichever instances run them. The run is counted
+    and reported by ``report_run`` when it is finalised, exactly once, whichever delivery finalises it."""
     if settings is not None:
         configure(settings)
     else:
@@ -260,10 +263,27 @@ def chunk_scope(run: RunContext, *, chunk: int, chunks: int, delivery: int, sett
     try:
         attributes = {**_attributes(run), "airlock.chunk": chunk, "airlock.chunks": chunks,
                       "airlock.delivery": delivery}
-        with instruments().tracer.start_as_current_span("airlock.run", attributes=attributes):
+        if entry is not None:
+            attributes["airlock.entry"] = entry
+        context = None
+        if parent:
+            from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+            context = TraceContextTextMapPropagator().extract({"traceparent": parent})
+        with instruments().tracer.start_as_current_span("airlock.run", context=context, attributes=attributes):
             yield
     finally:
         _run.reset(token)
+
+
+def traceparent() -> Optional[str]:
+    """The W3C ``traceparent`` of the current span (None without a recording span), for a message sent
+    from it: ``chunk_scope(parent=...)`` continues the trace on whichever instance receives it."""
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return carrier.get("traceparent")
 
 
 def traced_plan(method):

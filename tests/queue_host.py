@@ -11,7 +11,9 @@ functions read them. (devstack's queue runner is the fuller, multi-process versi
 """
 from __future__ import annotations
 
+import collections
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -52,6 +54,14 @@ def call(function, name: str, message: QueueMessage, context: Optional[func.Cont
     return function(message)
 
 
+def _kind(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+        return data.get("kind", "chunk") if isinstance(data, dict) else "malformed"
+    except ValueError:
+        return "malformed"
+
+
 def _queue(name: str):
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
@@ -77,6 +87,7 @@ class QueueHost:
         self.poison = _queue(f"{name}-poison")
         self.errors: list[BaseException] = []
         self.deliveries = 0
+        self.by_kind: collections.Counter = collections.Counter()  # deliveries by message kind (chunk, import)
         self._lock = threading.Lock()
 
     def _deliver(self, queue, function: str, *, poison: bool) -> bool:
@@ -91,6 +102,7 @@ class QueueHost:
                           expiration_time=message.expires_on, time_next_visible=message.next_visible_on)
         with self._lock:
             self.deliveries += 1
+            self.by_kind[_kind(body)] += 1
         try:
             call(self.functions[function], function, qm)
         except Exception as exc:  # noqa: BLE001 - what the host does with a failed invocation

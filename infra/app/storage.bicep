@@ -7,6 +7,11 @@ param name string
 param vnetEnabled bool
 param containerNames array
 param queueNames array
+// the queued runs' working blobs (<outcomes container>/runs-work/): deleted this many days after their
+// last change; longer than a queue message lives (7 days), so no late delivery finds its run's
+// final marker gone (docs/architecture.md, "Run lifecycle")
+param runsWorkPrefix string
+param runsWorkRetentionDays int = 14
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -42,6 +47,35 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
   name: container
   properties: { publicAccess: 'None' }
 }]
+
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: account
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          enabled: true
+          name: 'runs-work'
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: ['blockBlob']
+              prefixMatch: [runsWorkPrefix]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: runsWorkRetentionDays
+                }
+              }
+            }
+          }
+        }
+      ]
+    }
+  }
+}
 
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: account

@@ -13,13 +13,19 @@ State machine of a run record (``status``)::
 Terminal states never change again; ``transition`` refuses anything else.
 
 A run of N entries is split into ``ceil(N / chunk_size)`` chunks (at least one, so an empty manifest
-still finishes); each chunk is one queue message and is planned and applied on its own. The run is
-final when every chunk is complete; the record then lists every entry exactly once, by line.
+still finishes); each chunk is one queue message (``ChunkMessage``) and is planned on its own. A
+queued chunk does not import: each entry it plans as new or updated goes back to the queue as an
+``ImportMessage`` of its own, so the unit of queued work is the unit of slow work (one import, 10-30 s
+on Azure): one slow import never holds other entries' message, instances share the imports evenly,
+the platform's scale controller sees the real backlog, and a redelivery redoes one import, not a
+chunk. A chunk is complete when each of its entries has a final outcome; the run is final when every
+chunk is complete; the record then lists every entry exactly once, by line.
 """
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Optional
@@ -103,6 +109,64 @@ class ChunkMessage:
         if not data["chunk"] < data["chunks"] or data["start"] > data["end"]:
             raise ValueError("chunk must be below chunks, and start at most end")
         return cls(data["run_id"], data["chunk"], data["chunks"], data["start"], data["end"])
+
+
+_KEY = re.compile(r"\d{6}(~[\w][\w.-]{0,127})?")
+_DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+IMPORT_ACTIONS = ("new", "update")
+
+
+@dataclass(frozen=True)
+class ImportMessage:
+    """One queue message: the import of one planned entry, sent by its chunk. The entry is named by its
+    key within the chunk's range of the manifest snapshot (a message cannot name an image the reviewed
+    manifest does not list); the digests are those its chunk planned (exactly that digest is imported)."""
+
+    run_id: str
+    chunk: int
+    chunks: int
+    start: int
+    end: int
+    key: str
+    action: str
+    source_digest: str
+    target_digest: Optional[str] = None
+    traceparent: Optional[str] = None  # W3C trace context of the chunk delivery that sent it
+
+    def to_json(self) -> str:
+        data = {"v": MESSAGE_VERSION, "kind": "import", "run_id": self.run_id, "chunk": self.chunk,
+                "chunks": self.chunks, "start": self.start, "end": self.end, "key": self.key, "action": self.action,
+                "source_digest": self.source_digest, "target_digest": self.target_digest}
+        if self.traceparent:
+            data["traceparent"] = self.traceparent
+        return json.dumps(data, separators=(",", ":"))
+
+
+def parse_message(text: str | bytes) -> ChunkMessage | ImportMessage:
+    """A run-queue message of either kind, or ValueError naming what is wrong."""
+    chunk = ChunkMessage.parse(text)  # the fields both kinds share, checked the same way
+    data = json.loads(text)
+    kind = data.get("kind", "chunk")
+    if kind == "chunk":
+        return chunk
+    if kind != "import":
+        raise ValueError(f"kind: expected 'chunk' or 'import', not {kind!r}")
+    key, action = data.get("key"), data.get("action")
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise ValueError("key: expected an entry key (6 digits, then optionally ~tag)")
+    if action not in IMPORT_ACTIONS:
+        raise ValueError(f"action: expected one of {', '.join(IMPORT_ACTIONS)}")
+    source, target = data.get("source_digest"), data.get("target_digest")
+    if not isinstance(source, str) or not _DIGEST.fullmatch(source):
+        raise ValueError("source_digest: expected a digest (algorithm:hex)")
+    if target is not None and (not isinstance(target, str) or not _DIGEST.fullmatch(target)):
+        raise ValueError("target_digest: expected a digest (algorithm:hex) or null")
+    parent = data.get("traceparent")
+    if parent is not None and (not isinstance(parent, str) or not _TRACEPARENT.fullmatch(parent)):
+        raise ValueError("traceparent: expected a W3C traceparent")
+    return ImportMessage(chunk.run_id, chunk.chunk, chunk.chunks, chunk.start, chunk.end, key, action, source,
+                         target, parent)
 
 
 def delivery_verdict(dequeue_count: int, max_dequeue: int) -> str:

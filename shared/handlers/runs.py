@@ -2,20 +2,26 @@
 
 Flow: a trigger calls ``queue_run``: the manifest is validated, its snapshot and a ``queued`` record
 are stored, and one message per chunk (``RUN_CHUNK_ENTRIES`` entries) goes to ``RUNS_QUEUE``. The
-queue function calls ``on_run_message`` for each delivery; the CLI calls ``run_in_process`` (the same
-chunk code, in this process). The decisions (states, chunks, deliveries, final record) are in
+queue function calls ``on_run_message`` for each delivery. A chunk message plans its entries, settles
+those that import nothing, and sends one import message per entry to import (``RUNS_QUEUE`` again);
+the import message imports that entry. Whichever delivery gives a chunk's last entry its final
+outcome completes the chunk, and the one that completes the last chunk finalises the run. The CLI
+calls ``run_in_process``: the same chunk code in this process, importing in place of dispatching.
+The decisions (states, chunks, messages, deliveries, final record) are in
 ``shared.core.runs``; blobs and queues are adapters; this module orchestrates.
 
 Exactly-once effects from at-least-once deliveries, all in ``OUTCOMES_CONTAINER``:
 
 - ``runs-work/<id>/locks/<chunk>``       a renewed blob lease: one worker per chunk at a time
+- ``runs-work/<id>/locks/<key>``         the same for one entry's import message
 - ``runs-work/<id>/started/<line>.json`` written before an import: a resumed chunk that finds the planned
                                           digest in place reports ``imported`` (not ``unchanged``), not twice
 - ``runs-work/<id>/entries/<line>.json`` an entry's final outcome, created once: never imported again
 - ``runs-work/<id>/settled/<chunk>.json`` the final outcomes of a chunk's entries that import nothing
                                           (unchanged, plan errors), created once: one blob, not one each
 - ``runs-work/<id>/tries/<line>.json``   the last transient failure of an entry (the reason if it ends poisoned)
-- ``runs-work/<id>/chunks/<chunk>.json`` a chunk's outcomes, created once when all its entries are final
+- ``runs-work/<id>/chunks/<chunk>.json`` a chunk's outcomes, created once (by the chunk or by its last
+                                          import) when all its entries are final
 - ``runs-work/<id>/final.json``          created once by whoever finalises (last chunk, or the reaper)
 - ``active/<id>``                         runs not yet final, for the reaper
 - ``runs/<id>.json``                      the record: conditional (ETag) merges while running, then final
@@ -37,9 +43,9 @@ from ..core import runs as core
 from ..core.manifest import Entry
 from ..core.names import blob_segment
 from ..core.outcome import RESULT_FAILED, RESULT_IMPORTED, EntryOutcome
-from ..core.plan import Action, PlanItem, decide
+from ..core.plan import Action, Plan, PlanItem, decide
 from ..errors import AirlockError, ConflictError, TransientError
-from ..telemetry import RunContext, chunk_scope, report_run
+from ..telemetry import RunContext, chunk_scope, report_run, traceparent
 from . import records, runindex
 from .sync import Progress, SyncEngine, check_manifest, new_run_id
 
@@ -242,12 +248,15 @@ def on_run_message(services, body: bytes | str, dequeue_count: int) -> Optional[
     """One delivery of a chunk message (the queue function). Raises for the runtime to redeliver (a
     transient failure with deliveries left, a chunk leased elsewhere) and after recording a failed run."""
     try:
-        message = core.ChunkMessage.parse(body)
+        message = core.parse_message(body)
     except ValueError as exc:
         log.error("dropping a malformed run message (it can never succeed): %s", exc)
         return None
     verdict = core.delivery_verdict(dequeue_count, services.settings.run_max_dequeue)
-    final = execute_chunk(services, message, verdict=verdict, dequeue_count=dequeue_count)
+    if isinstance(message, core.ImportMessage):
+        final = execute_import(services, message, verdict=verdict, dequeue_count=dequeue_count)
+    else:
+        final = execute_chunk(services, message, verdict=verdict, dequeue_count=dequeue_count, dispatch=True)
     if final is not None and final["status"] == core.FAILED:
         raise RunFailed(f"run {final['run_id']} failed: {final['summary']['failed']} of "
                         f"{final['summary']['total']} entries (recorded)")
@@ -257,11 +266,13 @@ def on_run_message(services, body: bytes | str, dequeue_count: int) -> Optional[
 def on_poison_message(services, body: bytes | str, dequeue_count: int) -> Optional[dict]:
     """A message the host gave up on (RUNS_QUEUE-poison): its unfinished entries end failed, retryable."""
     try:
-        message = core.ChunkMessage.parse(body)
+        message = core.parse_message(body)
     except ValueError as exc:
         log.error("dropping a malformed poison message: %s", exc)
         return None
-    return execute_chunk(services, message, verdict="poison", dequeue_count=dequeue_count)
+    if isinstance(message, core.ImportMessage):
+        return execute_import(services, message, verdict="poison", dequeue_count=dequeue_count)
+    return execute_chunk(services, message, verdict="poison", dequeue_count=dequeue_count, dispatch=True)
 
 
 def _run_context(record: dict) -> RunContext:
@@ -270,8 +281,10 @@ def _run_context(record: dict) -> RunContext:
 
 
 def execute_chunk(services, message: core.ChunkMessage, *, verdict: str, dequeue_count: int = 1,
-                  progress: Optional[Progress] = None) -> Optional[dict]:
-    """Run (or resume) one chunk; returns the final record when this call finalised the run."""
+                  progress: Optional[Progress] = None, dispatch: bool = False) -> Optional[dict]:
+    """Run (or resume) one chunk; returns the final record when this call finalised the run. With
+    ``dispatch`` (queued runs) each entry to import is sent as an import message; without (the CLI) the
+    chunk imports them itself."""
     try:
         record = records.load(services, message.run_id)
     except AirlockError:
@@ -284,11 +297,11 @@ def execute_chunk(services, message: core.ChunkMessage, *, verdict: str, dequeue
     with chunk_scope(_run_context(record), chunk=message.chunk, chunks=message.chunks, delivery=dequeue_count,
                      settings=services.settings):
         return _execute_chunk(services, message, record, verdict=verdict, dequeue_count=dequeue_count,
-                              progress=progress)
+                              progress=progress, dispatch=dispatch)
 
 
 def _execute_chunk(services, message: core.ChunkMessage, record: dict, *, verdict: str, dequeue_count: int,
-                   progress: Optional[Progress]) -> Optional[dict]:
+                   progress: Optional[Progress], dispatch: bool) -> Optional[dict]:
     s = services.settings
     run_id = message.run_id
     if verdict == "poison":
@@ -306,15 +319,17 @@ def _execute_chunk(services, message: core.ChunkMessage, record: dict, *, verdic
                              "redelivering later", code="ChunkLeased") from None
     try:
         _update_record(services, run_id, _start)
-        complete = _run_chunk(services, message, last=verdict == "last", progress=progress)
+        retry, known = _run_chunk(services, message, last=verdict == "last", progress=progress, dispatch=dispatch)
     except SnapshotInvalid as exc:  # permanent: retrying cannot help, so the run ends now
         return _end_now(services, run_id, core.FAILED, exc.message)
     finally:
         lease.__exit__(None, None, None)
-    if not complete:
+    if retry:
         raise TransientError(f"chunk {message.chunk} of run {run_id} has entries that failed on transient "
                              f"errors (delivery {dequeue_count} of {s.run_max_dequeue}); redelivering",
                              code="TransientRunFailure")
+    if not _complete_chunk(services, message, known=known):
+        return None  # imports of this chunk are queued: the last one to finish completes the chunk
     return _maybe_finalise(services, run_id, message.chunks)
 
 
@@ -367,8 +382,11 @@ def _final_entries(services, run_id: str, keys: Optional[set[str]] = None,
     return found
 
 
-def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Optional[Progress]) -> bool:
-    """Plan and apply the chunk's unfinished entries; True when every entry of the chunk is final."""
+def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Optional[Progress],
+               dispatch: bool = False) -> tuple[bool, dict[str, dict]]:
+    """Plan the chunk's unfinished entries and import them (``dispatch``: send each as an import message);
+    returns (an entry failed on something transient and the chunk must be delivered again, the final
+    outcomes known to this delivery by key)."""
     s = services.settings
     container = s.outcomes_container
     run_id = message.run_id
@@ -377,18 +395,19 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
     todo = [e for e in entries if _key(e) not in final]
     checkpoint = _Checkpointer(services, run_id)
     lock = threading.Lock()
+    transient: list[str] = []
 
     def settle(outcome: dict) -> None:
         """Keep a final outcome once (the first one written wins), or note a transient failure."""
+        kept = _settle(services, run_id, outcome, last=last)
         key = core.outcome_key(outcome)
-        if core.is_final_entry(outcome, last_delivery=last):
-            if not services.store.create_once(container, _entry_blob(run_id, key), json.dumps(outcome).encode()):
-                outcome = services.store.get_json(container, _entry_blob(run_id, key)) or outcome
-            with lock:
-                final[key] = outcome
-            checkpoint.add(outcome)
-        else:
-            services.store.put_json(container, _work(run_id, "tries", f"{key}.json"), outcome)
+        with lock:
+            if kept is None:
+                transient.append(key)
+            else:
+                final[key] = kept
+        if kept is not None:
+            checkpoint.add(kept)
 
     def settle_quiet(outcomes: list[dict]) -> None:
         """Entries that import nothing (unchanged, plan errors): final ones in ONE create-once blob for
@@ -436,19 +455,58 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
             if outcome is not None:
                 settle(outcome)
         rest = [item for item, outcome in zip(plan.items, resumed) if outcome is None]
-        plan.items = rest
+        imports = [item for item in rest if item.needs_import] if dispatch else []
+        plan.items = [item for item in rest if not item.needs_import] if dispatch else rest
         outcomes = engine.apply(plan, on_progress)
         # imports were settled as they finished; unchanged entries and plan errors are settled here
         settle_quiet([o.to_dict() for o in outcomes if not o.item.needs_import])
+        if imports:  # after the quiet ones are settled: an import that finishes first then sees them
+            _dispatch(services, message, imports)
         if engine._dockerhub_remaining is not None:
             remaining = engine._dockerhub_remaining
             _update_record(services, run_id, lambda d: {**d, "dockerhub_ratelimit_remaining": remaining})
     checkpoint.flush(final=True)
-    if len(final) < len(entries):
+    return bool(transient), final
+
+
+def _settle(services, run_id: str, outcome: dict, *, last: bool) -> Optional[dict]:
+    """Keep an entry's final outcome once (the first one written wins; returns the kept one), or note a
+    transient failure for the poison handler's reason (returns None: the entry is not final yet)."""
+    container = services.settings.outcomes_container
+    key = core.outcome_key(outcome)
+    if not core.is_final_entry(outcome, last_delivery=last):
+        services.store.put_json(container, _work(run_id, "tries", f"{key}.json"), outcome)
+        return None
+    if not services.store.create_once(container, _entry_blob(run_id, key), json.dumps(outcome).encode()):
+        outcome = services.store.get_json(container, _entry_blob(run_id, key)) or outcome
+    return outcome
+
+
+def _dispatch(services, message: core.ChunkMessage, items: list[PlanItem]) -> None:
+    """One import message per planned import. A redelivered chunk sends again the ones still unfinished:
+    a duplicate finds its entry final (or leased) and does nothing twice."""
+    parent = traceparent()  # the imports join this delivery's trace
+    for item in items:
+        services.runs_queue.send(core.ImportMessage(
+            message.run_id, message.chunk, message.chunks, message.start, message.end, _key(item.entry),
+            item.action.value, item.source_digest, item.target_digest, parent).to_json())
+    log.info("run %s chunk %d: %d import(s) queued", message.run_id, message.chunk, len(items))
+
+
+def _complete_chunk(services, message, *, known: Optional[dict[str, dict]] = None,
+                    entries: Optional[list[Entry]] = None) -> bool:
+    """Create the chunk's outcomes blob once every entry of it is final; True when the chunk is complete.
+    ``known``: final outcomes this caller holds already (read from storage only when they fall short)."""
+    container = services.settings.outcomes_container
+    name = _work(message.run_id, "chunks", f"{message.chunk:05d}.json")
+    if entries is None:
+        entries = _snapshot_entries(services, message.run_id)[message.start:message.end]
+    keys = {_key(e) for e in entries}
+    final = known if known is not None and keys <= known.keys() else \
+        _final_entries(services, message.run_id, keys, {message.chunk})
+    if not keys <= final.keys():
         return False
-    ordered = [final[_key(e)] for e in entries]
-    services.store.create_once(container, _work(run_id, "chunks", f"{message.chunk:05d}.json"),
-                               json.dumps(ordered).encode())
+    services.store.create_once(container, name, json.dumps([final[_key(e)] for e in entries]).encode())
     return True
 
 
@@ -465,6 +523,84 @@ def _resumed(services, run_id: str, item: PlanItem) -> Optional[dict]:
     return EntryOutcome(planned, RESULT_IMPORTED, attempts=1, target_digest_after=item.target_digest).to_dict()
 
 
+# -- executing imports -----------------------------------------------------------------------------
+
+def execute_import(services, message: core.ImportMessage, *, verdict: str,
+                   dequeue_count: int = 1) -> Optional[dict]:
+    """Import one planned entry (or resume it); returns the final record when this call finalised the run."""
+    try:
+        record = records.load(services, message.run_id)
+    except AirlockError:
+        log.warning("import message for unknown run %s; dropping it", message.run_id)
+        return None
+    if core.is_terminal(record.get("status")):
+        log.info("run %s is already %s; delivery %d of the import of entry %s has nothing to do", message.run_id,
+                 record["status"], dequeue_count, message.key)
+        return None
+    with chunk_scope(_run_context(record), chunk=message.chunk, chunks=message.chunks, delivery=dequeue_count,
+                     settings=services.settings, parent=message.traceparent, entry=message.key):
+        try:
+            entries = _snapshot_entries(services, message.run_id)[message.start:message.end]
+        except SnapshotInvalid as exc:
+            return _end_now(services, message.run_id, core.FAILED, exc.message)
+        entry = next((e for e in entries if _key(e) == message.key), None)
+        if entry is None:
+            log.error("run %s: import message for entry %s, which chunk %d does not hold; dropping it",
+                      message.run_id, message.key, message.chunk)
+            return None
+        item = PlanItem(entry, Action(message.action), message.source_digest, message.target_digest)
+        if verdict == "poison":
+            [outcome] = _poison_entries(services, message.run_id, message.chunk, [entry], dequeue_count)
+            log.error("run %s entry %s: poison import message after %d deliveries; recorded as %s", message.run_id,
+                      message.key, dequeue_count, outcome.get("result"))
+        else:
+            _import_entry(services, message, item, last=verdict == "last", dequeue_count=dequeue_count)
+        if not _complete_chunk(services, message, entries=entries):
+            return None
+        return _maybe_finalise(services, message.run_id, message.chunks)
+
+
+def _import_entry(services, message: core.ImportMessage, item: PlanItem, *, last: bool, dequeue_count: int) -> None:
+    """Under the entry's lease: nothing when it is final already; the import, or the finding that an
+    earlier delivery's import landed (its "started" marker and the planned digest in place)."""
+    s = services.settings
+    container = s.outcomes_container
+    run_id, key = message.run_id, message.key
+    try:
+        lease = services.store.lease(container, _work(run_id, "locks", key), seconds=s.run_lease_seconds, renew=True)
+        lease.__enter__()
+    except ConflictError:
+        raise TransientError(f"entry {key} of run {run_id} is being imported elsewhere; redelivering later",
+                             code="EntryLeased") from None
+    try:
+        if services.store.get_json(container, _entry_blob(run_id, key)) is not None:
+            return  # final already (a duplicate message, or a redelivered chunk's second send)
+        started = _work(run_id, "started", f"{key}.json")
+        engine = SyncEngine(services, before_import=lambda i: services.store.put_json(container, started, i.to_dict()))
+        outcome, kept = None, None
+        if services.store.get_json(container, started) is not None:
+            try:  # an earlier delivery started this import: did it land?
+                landed = engine.landed(item)
+            except AirlockError:
+                landed = False  # unknown: import (again); importImage of the same digest is harmless
+            if landed:
+                outcome = EntryOutcome(item, RESULT_IMPORTED, attempts=1,
+                                       target_digest_after=item.source_digest).to_dict()
+        if outcome is None:
+            [result] = engine.apply(Plan(items=[item]))
+            outcome = result.to_dict()
+        kept = _settle(services, run_id, outcome, last=last)
+        if kept is not None:
+            checkpoint = _Checkpointer(services, run_id)
+            checkpoint.add(kept)
+            checkpoint.flush(final=True)
+    finally:
+        lease.__exit__(None, None, None)
+    if kept is None:
+        raise TransientError(f"import of entry {key} of run {run_id} failed on a transient error (delivery "
+                             f"{dequeue_count} of {s.run_max_dequeue}); redelivering", code="TransientRunFailure")
+
+
 def _failed_entry(entry: Entry, code: str, message: str) -> dict:
     item = decide(entry, None, None, error=f"{code}: {message}")
     return EntryOutcome(item, RESULT_FAILED, error_code=code, error_message=message, retryable=True).to_dict()
@@ -472,11 +608,22 @@ def _failed_entry(entry: Entry, code: str, message: str) -> dict:
 
 def _poison_chunk(services, message: core.ChunkMessage, dequeue_count: int) -> None:
     """Entries of the chunk without a final outcome end failed (retryable), with the last reason seen."""
+    entries = _snapshot_entries(services, message.run_id)[message.start:message.end]
+    ordered = _poison_entries(services, message.run_id, message.chunk, entries, dequeue_count)
+    services.store.create_once(services.settings.outcomes_container,
+                               _work(message.run_id, "chunks", f"{message.chunk:05d}.json"),
+                               json.dumps(ordered).encode())
+    log.error("run %s chunk %d: poison message after %d deliveries; %d entries recorded as failed (retryable)",
+              message.run_id, message.chunk, dequeue_count,
+              sum(1 for o in ordered if o.get("result") == RESULT_FAILED))
+
+
+def _poison_entries(services, run_id: str, chunk: int, entries: list[Entry], dequeue_count: int) -> list[dict]:
+    """Each of ``entries`` (of ``chunk``) without a final outcome ends failed (retryable) with the last
+    transient reason seen; returns their final outcomes in order."""
     s = services.settings
     container = s.outcomes_container
-    run_id = message.run_id
-    entries = _snapshot_entries(services, run_id)[message.start:message.end]
-    final = _final_entries(services, run_id, {_key(e) for e in entries}, {message.chunk})
+    final = _final_entries(services, run_id, {_key(e) for e in entries}, {chunk})
     ordered = []
     for entry in entries:
         if _key(entry) in final:
@@ -493,10 +640,7 @@ def _poison_chunk(services, message: core.ChunkMessage, dequeue_count: int) -> N
         if not services.store.create_once(container, _entry_blob(run_id, _key(entry)), json.dumps(outcome).encode()):
             outcome = services.store.get_json(container, _entry_blob(run_id, _key(entry))) or outcome
         ordered.append(outcome)
-    services.store.create_once(container, _work(run_id, "chunks", f"{message.chunk:05d}.json"),
-                               json.dumps(ordered).encode())
-    log.error("run %s chunk %d: poison message after %d deliveries; %d entries recorded as failed (retryable)",
-              run_id, message.chunk, dequeue_count, sum(1 for o in ordered if o.get("result") == RESULT_FAILED))
+    return ordered
 
 
 # -- finalising -----------------------------------------------------------------------------------

@@ -265,7 +265,7 @@ class SyncEngine:
                     self.before_import(item)
                 self.services.retrier.call(
                     lambda: acr.import_image(request, timeout=max(1.0, deadline - time.monotonic()),
-                                             landed=lambda: self._landed(item)),
+                                             landed=lambda: self.landed(item)),
                     what=f"import {entry.target}", attempts=attempts, deadline=deadline)
             except AirlockError as exc:
                 error = exc
@@ -291,7 +291,7 @@ class SyncEngine:
         return EntryOutcome(item, RESULT_IMPORTED, attempts.count, time.monotonic() - started,
                             target_digest_after=after)
 
-    def _landed(self, item: PlanItem) -> bool:
+    def landed(self, item: PlanItem) -> bool:
         """One data-plane read (no retries): is the planned digest at the target already?"""
         entry = item.entry
         if entry.target_tag:

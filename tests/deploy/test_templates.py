@@ -29,6 +29,7 @@ PLATFORM_SETTINGS = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "the Functions host and OpenTelemetry exporters",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Entra ID ingestion (Application Insights local auth is off)",
     "PYTHON_ENABLE_OPENTELEMETRY": "the Python worker passes the host's trace context to the app (docs/operations.md)",
+    "PYTHON_THREADPOOL_THREAD_COUNT": "the Python worker's threads for synchronous functions (docs/architecture.md)",
 }
 # not to be set on Flex Consumption (its runtime lives in functionAppConfig), nor with shared keys off
 FORBIDDEN_SETTINGS = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
@@ -213,6 +214,33 @@ def test_storage_has_shared_keys_off_and_every_container_and_queue():
                  "deadLetterContainerName"):
         assert name in containers
     assert "runsQueueName" in bicep.find_key(module, "queueNames")[0]
+
+
+def test_every_run_message_in_flight_has_a_worker_thread():
+    """host.json lets an instance hold batchSize + newBatchThreshold run messages; the Python worker runs
+    synchronous functions on PYTHON_THREADPOOL_THREAD_COUNT threads (its default, min(32, vCPUs + 4),
+    is 5 on one vCPU): infra and the local sample give it at least as many."""
+    queues = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
+    in_flight = queues["batchSize"] + queues["newBatchThreshold"]
+    assert int(resolve(app_settings()["PYTHON_THREADPOOL_THREAD_COUNT"])) >= in_flight
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    assert int(sample["PYTHON_THREADPOOL_THREAD_COUNT"]) >= in_flight
+
+
+def test_run_work_blobs_expire_after_every_late_delivery():
+    """A lifecycle rule deletes the queued runs' working blobs, and only those, later than a queue
+    message can still be delivered (7 days): a late delivery still finds its run's final marker."""
+    storage = bicep.read(INFRA / "app" / "storage.bicep")
+    [rule] = [b for b in bicep.blocks(storage) if b.target == "Microsoft.Storage/storageAccounts/managementPolicies"]
+    assert "name: 'default'" in rule.body
+    assert bicep.find_key(rule.body, "prefixMatch") == ["[runsWorkPrefix]"]
+    assert bicep.find_key(rule.body, "daysAfterModificationGreaterThan") == ["runsWorkRetentionDays"]
+    assert int(bicep.params(storage)["runsWorkRetentionDays"][1]) > 7
+    module = next(b for b in bicep.blocks(MAIN) if b.symbol == "storage").body
+    assert bicep.find_key(module, "runsWorkPrefix") == ["'${outcomesContainerName}/runs-work/'"]
+    from shared.handlers.runs import WORK
+
+    assert WORK == "runs-work"
 
 
 def test_registry_new_or_existing_with_trusted_services_bypass():

@@ -104,7 +104,7 @@ def test_five_concurrent_deliveries_of_one_upload_make_one_run(env, seeded, func
     [queued] = records_for(name)
     assert queued["status"] == "queued"
     queue_host.drain()
-    assert queue_host.deliveries == 1  # one run message was sent
+    assert queue_host.by_kind == {"chunk": 1, "import": 3}  # one run message, then one per import
     [record] = records_for(name)
     assert record["status"] == "succeeded" and record["summary"]["imported"] == 3
     assert_every_entry_once(record, 3)
@@ -157,8 +157,8 @@ def _wait_for(predicate, timeout: float, what: str):
 
 def test_worker_killed_mid_run_is_resumed_by_the_redelivery(env, stack, seeded, functions, queue_host, prefix,
                                                            slow_imports):
-    """SIGKILL the process running the queue function after some entries finished; the redelivered
-    message (visibility timeout) resumes: every entry once, no finished entry imported again."""
+    """SIGKILL the process running the queue functions after some entries finished; the redelivered
+    messages (visibility timeout) resume: every entry once, no finished entry imported again."""
     env.setenv("RUN_LEASE_SECONDS", "15")
     env.setenv("SYNC_CONCURRENCY", "1")
     env.setenv("ACR_PROBE_INTERVAL", "0")
@@ -168,7 +168,7 @@ def test_worker_killed_mid_run_is_resumed_by_the_redelivery(env, stack, seeded, 
     deliver_blob(functions, name, manifest(prefix, count))
     [queued] = records_for(name)
     run_id = queued["run_id"]
-    worker = subprocess.Popen([sys.executable, "-m", "tests.queue_host", "--once"], cwd=ROOT,
+    worker = subprocess.Popen([sys.executable, "-m", "tests.queue_host"], cwd=ROOT,
                               env={**os.environ, "QUEUE_HOST_LEASE": "20"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -239,16 +239,22 @@ def test_poison_message_ends_as_retryable_failed_entries_with_the_reason(env, st
     name = f"{prefix}.txt"
     deliver_blob(functions, name, manifest(prefix, 2))
     [queued] = records_for(name)
-    # a first delivery fails on 503s (transient: the message would be redelivered) ...
+    assert queue_host.once()  # the chunk: planned, and its 2 imports queued
+    # each import's first delivery fails on 503s (transient: the message would be redelivered) ...
     stack.emulator.faults.add("status", method="POST", path="/importImage$", status=503, times=1000)
     try:
-        assert queue_host.once()
+        assert queue_host.once() and queue_host.once()
     finally:
         stack.emulator.faults.clear()
+    assert queue_host.by_kind == {"chunk": 1, "import": 2} and len(queue_host.errors) == 2
     assert records_for(name)[0]["status"] == "running"
-    # ... then the host gives up on it and moves it to the poison queue
-    body = json.dumps({"v": 1, "run_id": queued["run_id"], "chunk": 0, "chunks": 1, "start": 0, "end": 2})
-    functions["run_poison"](QueueMessage(id="p1", body=body.encode(), dequeue_count=1), context=ctx())
+    # ... then the host gives up on them and moves them to the poison queue
+    messages = list(queue_host.queue.receive_messages(max_messages=32))
+    assert len(messages) == 2
+    for message in messages:
+        functions["run_poison"](QueueMessage(id=message.id, body=message.content.encode(), dequeue_count=1),
+                                context=ctx())
+        queue_host.queue.delete_message(message)
     [record] = records_for(name)
     assert record["status"] == "failed" and record["retryable"] is True
     assert_every_entry_once(record, 2)
@@ -271,9 +277,80 @@ def test_message_past_max_dequeue_is_poison_without_work(env, seeded, functions,
     functions["run_worker"](QueueMessage(id="m1", body=body.encode(), dequeue_count=7), context=ctx())  # final
 
 
+def test_an_import_message_for_an_entry_its_chunk_does_not_hold_is_dropped(env, seeded, functions, prefix,
+                                                                           caplog):
+    """A message names its entry by key within its chunk's range of the reviewed snapshot: it cannot make
+    the worker import anything the manifest does not list."""
+    from shared.core.runs import ImportMessage
+
+    name = f"{prefix}.txt"
+    deliver_blob(functions, name, manifest(prefix, 2))
+    [queued] = records_for(name)
+    body = ImportMessage(queued["run_id"], 0, 1, 0, 1, "000002", "new", "sha256:" + "ab" * 32).to_json()
+    functions["run_worker"](QueueMessage(id="m", body=body.encode(), dequeue_count=1), context=ctx())
+    assert "which chunk 0 does not hold" in caplog.text
+    assert work_names(queued["run_id"], "entries") == [] and work_names(queued["run_id"], "started") == []
+
+
 def test_malformed_message_is_dropped(env, functions, caplog):
     functions["run_worker"](QueueMessage(id="x", body=b'{"v": 1, "run_id": 3}', dequeue_count=1), context=ctx())
     assert "malformed run message" in caplog.text
+
+
+# -- imports as messages of their own -------------------------------------------------------------------
+
+def test_a_redelivered_chunk_sends_its_imports_again_and_each_image_is_imported_once(env, stack, seeded, functions,
+                                                                                    queue_host, prefix):
+    """The chunk is delivered twice before any import ran (its first invocation's success was lost): every
+    import is queued twice, and each image is still imported exactly once."""
+    count = 3
+    name = f"{prefix}.txt"
+    deliver_blob(functions, name, manifest(prefix, count))
+    [queued] = records_for(name)
+    body = json.dumps({"v": 1, "run_id": queued["run_id"], "chunk": 0, "chunks": 1, "start": 0, "end": count})
+    for delivery in (1, 2):
+        functions["run_worker"](QueueMessage(id="c", body=body.encode(), dequeue_count=delivery), context=ctx())
+    pushed: list[str] = []
+    unsubscribe = stack.emulator.events.subscribe(  # tagged pushes (an index's child manifests have no tag)
+        lambda events: pushed.extend(f'{e["data"]["target"]["repository"]}:{e["data"]["target"].get("tag")}'
+                                     for e in events if e["eventType"].endswith("ImagePushed")
+                                     and e["data"]["target"]["repository"].startswith(prefix)
+                                     and e["data"]["target"].get("tag")))
+    try:
+        queue_host.drain(workers=3)  # the queued chunk message too, then every import (and its duplicates)
+    finally:
+        unsubscribe()
+    assert queue_host.by_kind["import"] >= 2 * count  # duplicates delivered (some more than once: leased)
+    [record] = records_for(name)
+    assert record["status"] == "succeeded" and record["summary"]["imported"] == count
+    assert_every_entry_once(record, count)
+    assert sorted(pushed) == sorted(f"{prefix}/img{i}:t{i}" for i in range(count))  # once each
+
+
+def test_the_imports_of_one_chunk_run_at_once_on_several_deliveries(env, stack, seeded, functions, queue_host,
+                                                                     prefix, slow_imports):
+    """One chunk of 4 imports, 4 deliveries at a time (one instance's worker threads): the imports run
+    side by side rather than one chunk holding them all, and the run finishes once."""
+    count = 4
+    name = f"{prefix}.txt"
+    deliver_blob(functions, name, manifest(prefix, count))
+    peak, stop = [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.1):
+            peak[0] = max(peak[0], stack.emulator.importer.in_flight())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        queue_host.drain(workers=4, timeout=120)
+    finally:
+        stop.set()
+        sampler.join()
+    [record] = records_for(name)
+    assert record["status"] == "succeeded" and record["summary"]["imported"] == count
+    assert_every_entry_once(record, count)
+    assert peak[0] >= 3, f"at most {peak[0]} imports ran at once"
 
 
 # -- throttling storms --------------------------------------------------------------------------------
@@ -350,7 +427,7 @@ def test_fan_out_over_chunks_finalises_once_with_every_entry_once(env, seeded, f
     assert queued["chunks"] == 3
     with caplog.at_level(logging.INFO, logger="shared.handlers.runs"):
         queue_host.drain(workers=3)
-    assert queue_host.deliveries == 3
+    assert queue_host.by_kind == {"chunk": 3, "import": count}
     [record] = records_for(name)
     assert record["status"] == "succeeded" and record["summary"]["imported"] == count
     assert_every_entry_once(record, count)
@@ -392,7 +469,8 @@ def test_entries_that_import_nothing_settle_in_one_blob_per_chunk(env, seeded, f
     from shared.handlers import runs
 
     chunk = runs.core.ChunkMessage(run_id, 0, 3, 0, 2)
-    assert runs._run_chunk(s, chunk, last=False, progress=None) is True
+    retry, known = runs._run_chunk(s, chunk, last=False, progress=None, dispatch=True)
+    assert retry is False and sorted(known) == ["000001", "000002"]  # both final already: nothing to do
     assert s.store.get_json(s.settings.outcomes_container, settled[0]) == first_chunk
     assert work_names(run_id, "entries") == []
 
@@ -439,7 +517,7 @@ def test_a_snapshot_that_no_longer_validates_ends_the_run_once(env, functions, q
     assert queue_host.deliveries == 2  # the raise after recording, then a redelivery that finds it final
 
 
-def test_a_chunk_leased_by_another_worker_is_left_to_it(env, seeded, functions, prefix):
+def test_a_chunk_leased_by_another_worker_is_left_to_it(env, seeded, functions, queue_host, prefix):
     """Two deliveries of one chunk at once (a visibility timeout ran out under a live worker): the second
     finds the chunk's lease held, does nothing and raises so its message comes back later."""
     name = f"{prefix}.txt"
@@ -452,4 +530,6 @@ def test_a_chunk_leased_by_another_worker_is_left_to_it(env, seeded, functions, 
             functions["run_worker"](QueueMessage(id="m", body=body.encode(), dequeue_count=1), context=ctx())
     assert records_for(name)[0]["status"] == "queued" and work_names(queued["run_id"], "entries") == []
     functions["run_worker"](QueueMessage(id="m", body=body.encode(), dequeue_count=2), context=ctx())
+    assert records_for(name)[0]["status"] == "running"  # planned: its import is queued
+    queue_host.drain()
     assert records_for(name)[0]["status"] == "succeeded"

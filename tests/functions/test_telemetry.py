@@ -93,22 +93,26 @@ def test_failed_run_has_spans_metrics_and_one_error_line_with_the_run_id(env, st
     assert record["status"] == "failed" and record["summary"]["failed"] == 1 and record["summary"]["imported"] == 1
 
     assert any(type(e).__name__ == "RunFailed" for e in queue_host.errors)  # a failed invocation, as monitored
-    # spans: the run, its plan and both imports, every one with the run id, in one trace
+    # spans: one airlock.run per delivery (the chunk, then each import message), the plan and both
+    # imports, every one with the run id, in one trace (the import messages carry the chunk's traceparent)
     spans = [sp for sp in otel["spans"].get_finished_spans() if sp.attributes.get("airlock.run_id") == run_id]
     by_name = {}
     for sp in spans:
         by_name.setdefault(sp.name, []).append(sp)
-    [run_span] = by_name["airlock.run"]
     [plan_span] = by_name["airlock.plan"]
+    [chunk_span] = [sp for sp in by_name["airlock.run"] if sp.context.span_id == plan_span.parent.span_id]
+    deliveries = [sp for sp in by_name["airlock.run"] if sp is not chunk_span]
+    assert len(deliveries) == 2 and {sp.attributes["airlock.entry"] for sp in deliveries} == {"000001", "000002"}
+    assert {sp.parent.span_id for sp in deliveries} == {chunk_span.context.span_id}
+    [run_span] = [sp for sp in by_name["airlock.run"] if "airlock.status" in sp.attributes]  # the finalising one
     imports = by_name["airlock.import"]
     assert len(imports) == 2
     assert run_span.attributes["airlock.manifest"] == name and run_span.attributes["airlock.trigger"] == "blob"
     assert run_span.attributes["airlock.status"] == "failed" and run_span.attributes["airlock.count.failed"] == 1
     assert run_span.status.status_code.name == "ERROR"
-    assert {sp.context.trace_id for sp in spans} == {run_span.context.trace_id}
-    assert plan_span.parent.span_id == run_span.context.span_id
+    assert {sp.context.trace_id for sp in spans} == {chunk_span.context.trace_id}
     # imports ran on pool threads: the context (and so the parent span) was carried into them
-    assert {sp.parent.span_id for sp in imports} == {run_span.context.span_id}
+    assert {sp.parent.span_id for sp in imports} == {sp.context.span_id for sp in deliveries}
     assert sorted(sp.attributes["airlock.line"] for sp in imports) == [1, 2]
     assert {sp.attributes["airlock.target"] for sp in imports} == {f"{prefix}/busybox:1.36",
                                                                    f"{prefix}/cm:v1.15.2"}
@@ -200,20 +204,27 @@ def test_queued_run_log_lines_from_pool_threads_keep_the_invocation(env, stack, 
     response = asyncio.run(functions["http_app_func"](request, WorkerContext("inv-http")))
     assert response.status_code == 202, response.get_body()
     run_id = json.loads(response.get_body())["run_id"]
-    [message] = list(queue_host.queue.receive_messages(max_messages=1, visibility_timeout=60))
     logger.addHandler(handler)
     old = logger.level
     logger.setLevel(logging.INFO)
     stack.emulator.faults.add("import-fail", times=1)
-    try:
-        with pytest.raises(Exception, match="failed"):  # recorded as failed, then raised
-            functions["run_worker"](QueueMessage(id=message.id, body=message.content.encode(), dequeue_count=1),
-                                    context=context)
+    raised = []
+    try:  # the chunk message, then the two import messages it queued, all with the one context
+        for expected in (1, 2):
+            messages = list(queue_host.queue.receive_messages(max_messages=expected, visibility_timeout=60))
+            assert len(messages) == expected
+            for message in messages:
+                try:
+                    functions["run_worker"](QueueMessage(id=message.id, body=message.content.encode(),
+                                                         dequeue_count=1), context=context)
+                except Exception as exc:  # noqa: BLE001 - asserted below
+                    raised.append(exc)
+                queue_host.queue.delete_message(message)
     finally:
         stack.emulator.faults.clear()
         logger.removeHandler(handler)
         logger.setLevel(old)
-        queue_host.queue.delete_message(message)
+    assert [type(e).__name__ for e in raised] == ["RunFailed"]  # recorded as failed, then raised
     record = entrypoints.services().store.get_json(entrypoints.services().settings.outcomes_container,
                                                    f"runs/{run_id}.json")
     assert record["status"] == "failed", record

@@ -1,4 +1,5 @@
 """The queued-run core (shared.core.runs): state machine, chunks, messages, deliveries, final records."""
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -41,6 +42,25 @@ def test_message_round_trip_and_malformed_messages():
                 b'{"v": 1, "run_id": "r", "chunk": true, "chunks": 1, "start": 0, "end": 1}'):
         with pytest.raises(ValueError):
             core.ChunkMessage.parse(bad)
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_import_messages_round_trip_and_are_checked_field_by_field():
+    message = core.ImportMessage("r1", 1, 3, 50, 100, "000057", "update", DIGEST, "sha256:" + "cd" * 32)
+    assert core.parse_message(message.to_json()) == message
+    policy = core.ImportMessage("r1", 0, 1, 0, 9, "000003~v1.2.3", "new", DIGEST, None)
+    assert core.parse_message(policy.to_json()) == policy
+    chunk = core.ChunkMessage("r1", 1, 3, 50, 100)
+    assert core.parse_message(chunk.to_json()) == chunk  # a message without a kind is a chunk
+    good = json.loads(message.to_json())
+    for field, value, error in (("kind", "export", "kind"), ("key", "57", "key"), ("key", "000057/../x", "key"),
+                                ("action", "unchanged", "action"), ("source_digest", "latest", "source_digest"),
+                                ("source_digest", None, "source_digest"), ("target_digest", 7, "target_digest"),
+                                ("chunk", 3, "chunk must be below"), ("traceparent", "00-xyz", "traceparent")):
+        with pytest.raises(ValueError, match=error):
+            core.parse_message(json.dumps({**good, field: value}))
 
 
 def test_delivery_verdicts():
