@@ -126,6 +126,36 @@ def test_unset_settings_refuse_to_start(stack, queue, monkeypatch):
         runner.poll_once()
 
 
+def test_functions_run_on_the_python_workers_threads(stack, queue, tmp_path, monkeypatch):
+    """host.json lets 12 messages be in flight; with PYTHON_THREADPOOL_THREAD_COUNT=3 (as the Python
+    worker) at most 3 functions run at once, the rest wait for a thread; the default is min(32, CPUs + 4)."""
+    from devstack.queue_runner import worker_threads
+
+    assert worker_threads({}) == min(32, (os.cpu_count() or 1) + 4)
+    for bad in ("0", "33", "many"):
+        with pytest.raises(RunnerError, match="PYTHON_THREADPOOL_THREAD_COUNT"):
+            worker_threads({"PYTHON_THREADPOOL_THREAD_COUNT": bad})
+    monkeypatch.setenv("PYTHON_THREADPOOL_THREAD_COUNT", "3")
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def slow(msg) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.5)
+        with lock:
+            running[0] -= 1
+
+    runner = QueueRunner(app_with(slow), host_json=host_json(tmp_path, batchSize=4, newBatchThreshold=8))
+    client = sender(stack, queue)
+    for i in range(9):
+        client.send_message(json.dumps({"n": i}))
+    counters = runner.drain(idle=1.0)
+    runner.close()
+    assert counters.succeeded == 9 and runner.worker_threads == 3
+    assert peak[0] == 3
+
+
 def test_host_json_queue_options(tmp_path):
     assert QueueOptions.from_host_json(tmp_path / "missing.json") == QueueOptions()
     options = QueueOptions.from_host_json(host_json(tmp_path, batchSize=4, maxDequeueCount=2,
