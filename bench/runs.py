@@ -13,6 +13,7 @@ runner --processes N`` (N local instances). Scenarios, side by side in one run:
 
   1 process vs 4 processes (probe on, Retry-After: 10)
   LRO polling only (ACR_PROBE_INTERVAL=0) vs probe, with Retry-After: 10 and with no Retry-After
+  LRO polling only with azure-core's own default interval (30 s; ACR_POLLING_INTERVAL=30), no Retry-After
 
 Per-import overhead = an imported entry's duration in the run record minus its copy time (p50, p90). The
 emulator's own count of imports in flight gives the concurrency actually reached. Takes minutes.
@@ -53,6 +54,7 @@ class Scenario:
     processes: int
     probe_interval: float  # ACR_PROBE_INTERVAL; 0 = LRO polling only
     retry_after: str  # the emulator's import_retry_after: "10" or "none"
+    polling_interval: str = ""  # ACR_POLLING_INTERVAL ("": the app's default)
 
 
 SCENARIOS = (
@@ -61,6 +63,8 @@ SCENARIOS = (
     Scenario("4 processes, LRO polling only, Retry-After 10", 4, 0, "10"),
     Scenario("4 processes, probe, no Retry-After", 4, 3, "none"),
     Scenario("4 processes, LRO polling only, no Retry-After", 4, 0, "none"),
+    # what azure-core does when the client sets no polling_interval (a plain SDK loop, `az acr import`)
+    Scenario("4 processes, LRO only, no Retry-After, 30 s", 4, 0, "none", "30"),
 )
 
 
@@ -189,6 +193,8 @@ def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Re
         tag_many(stack, REPOSITORY, new if index % 2 == 0 else old, media_type, changed)  # 100 move upstream
         env = {**base_env, "RUNS_QUEUE": f"bench-runs-{uuid.uuid4().hex[:8]}",
                "ACR_PROBE_INTERVAL": str(scenario.probe_interval)}
+        if scenario.polling_interval:
+            env["ACR_POLLING_INTERVAL"] = scenario.polling_interval
         os.environ.clear()
         os.environ.update({**saved_env, **env})
         _reset_product()

@@ -13,6 +13,11 @@ from functools import cached_property
 
 from ..config import Settings
 
+# Connections each SDK client keeps per host. requests' default is 10: a queue instance runs up to 12
+# run messages at once (host.json), each with its own pool threads, so storage calls past 10 at once
+# opened a new connection every time (urllib3: "Connection pool is full, discarding connection").
+POOL_CONNECTIONS = 32
+
 
 class ThrottleAwareCredential:
     """DefaultAzureCredential, except that a token request the identity endpoint throttled (429) or failed
@@ -63,9 +68,22 @@ class AzureClients:
         # blob storage: the SDK's own retries, but short (the Functions host retries the trigger too)
         kwargs: dict = {"retry_total": 3, "initial_backoff": 1, "increment_base": 2} if sdk_retries \
             else {"retry_total": 0}
+        kwargs["transport"] = self._transport()
         if self.settings.ca_bundle:
             kwargs["connection_verify"] = self.settings.ca_bundle
         return kwargs
+
+    @staticmethod
+    def _transport():
+        """azure-core's requests transport with a pool of POOL_CONNECTIONS per host (one per client)."""
+        import requests
+        from azure.core.pipeline.transport import RequestsTransport
+
+        session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_CONNECTIONS)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return RequestsTransport(session=session, session_owner=True)
 
     @cached_property
     def credential(self):

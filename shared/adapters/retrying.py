@@ -84,5 +84,6 @@ class Retrier:
                 delay = self.policy.delay(tries, err.retry_after, self.rand())
                 if deadline is not None and time.monotonic() + delay > deadline:
                     raise err from raw
-                log.warning("%s: %s (attempt %d), retrying in %.1fs", what, err.code, tries, delay)
+                log.warning("%s: %s (%s, attempt %d), retrying in %.1fs", what, err.code, type(raw).__name__, tries,
+                            delay)
                 self.sleep(delay)
