@@ -219,9 +219,9 @@ var appSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identities.outputs.appClientId};Authorization=AAD'
   // the worker passes the host's trace context to the app: run spans are children of the invocation
   PYTHON_ENABLE_OPENTELEMETRY: 'true'
-  // one worker thread per run message in flight (host.json queues: batchSize 4 + newBatchThreshold 8);
+  // one worker thread per run message in flight (host.json queues: batchSize 8 + newBatchThreshold 16);
   // the Python worker's default is min(32, vCPUs + 4) threads (docs/architecture.md, "Scale-out")
-  PYTHON_THREADPOOL_THREAD_COUNT: '12'
+  PYTHON_THREADPOOL_THREAD_COUNT: '24'
   // the registry
   AZURE_SUBSCRIPTION_ID: registrySubscriptionId
   ACR_RESOURCE_GROUP: registryResourceGroupName

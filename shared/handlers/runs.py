@@ -445,9 +445,19 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
         if progress:
             progress(event, done, total, outcome)
 
+    dispatched: list[PlanItem] = []
+    parent = traceparent() if dispatch else None  # the imports join this delivery's trace
+
+    def send(item: PlanItem) -> None:
+        """A planned import goes to the queue at once (dispatch): instances start on it while the rest
+        of the chunk is still being planned."""
+        if item.needs_import:
+            _dispatch(services, message, item, parent)
+            dispatched.append(item)
+
     if todo:
         engine = SyncEngine(services, before_import=before_import)
-        plan = engine.plan(_Entries(todo), progress)
+        plan = engine.plan(_Entries(todo), progress, on_item=send if dispatch else None)
         started = set(services.store.list_names(container, _work(run_id, "started") + "/"))
         resumed = [_resumed(services, run_id, item) if _work(run_id, "started", f"{_key(item.entry)}.json")
                    in started else None for item in plan.items]
@@ -455,13 +465,12 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
             if outcome is not None:
                 settle(outcome)
         rest = [item for item, outcome in zip(plan.items, resumed) if outcome is None]
-        imports = [item for item in rest if item.needs_import] if dispatch else []
         plan.items = [item for item in rest if not item.needs_import] if dispatch else rest
         outcomes = engine.apply(plan, on_progress)
         # imports were settled as they finished; unchanged entries and plan errors are settled here
         settle_quiet([o.to_dict() for o in outcomes if not o.item.needs_import])
-        if imports:  # after the quiet ones are settled: an import that finishes first then sees them
-            _dispatch(services, message, imports)
+        if dispatched:
+            log.info("run %s chunk %d: %d import(s) queued", run_id, message.chunk, len(dispatched))
         if engine._dockerhub_remaining is not None:
             remaining = engine._dockerhub_remaining
             _update_record(services, run_id, lambda d: {**d, "dockerhub_ratelimit_remaining": remaining})
@@ -482,15 +491,14 @@ def _settle(services, run_id: str, outcome: dict, *, last: bool) -> Optional[dic
     return outcome
 
 
-def _dispatch(services, message: core.ChunkMessage, items: list[PlanItem]) -> None:
-    """One import message per planned import. A redelivered chunk sends again the ones still unfinished:
-    a duplicate finds its entry final (or leased) and does nothing twice."""
-    parent = traceparent()  # the imports join this delivery's trace
-    for item in items:
-        services.runs_queue.send(core.ImportMessage(
-            message.run_id, message.chunk, message.chunks, message.start, message.end, _key(item.entry),
-            item.action.value, item.source_digest, item.target_digest, parent).to_json())
-    log.info("run %s chunk %d: %d import(s) queued", message.run_id, message.chunk, len(items))
+def _dispatch(services, message: core.ChunkMessage, item: PlanItem, parent: Optional[str]) -> None:
+    """The import message of one planned import. A redelivered chunk sends again the ones still
+    unfinished: a duplicate finds its entry final (or leased) and does nothing twice. Sent before the
+    chunk's quiet entries are settled: safe, as the chunk and each import check completeness after
+    their own write, so whichever writes last sees every outcome."""
+    services.runs_queue.send(core.ImportMessage(
+        message.run_id, message.chunk, message.chunks, message.start, message.end, _key(item.entry),
+        item.action.value, item.source_digest, item.target_digest, parent).to_json())
 
 
 def _complete_chunk(services, message, *, known: Optional[dict[str, dict]] = None,

@@ -114,8 +114,10 @@ class SyncEngine:
 
     # -- plan -------------------------------------------------------------------------------
     @traced_plan
-    def plan(self, manifest: ManifestResult, progress: Optional[Progress] = None) -> Plan:
-        """Resolve source and target digests for every entry. Never imports anything."""
+    def plan(self, manifest: ManifestResult, progress: Optional[Progress] = None,
+             on_item: Optional[Callable[[PlanItem], None]] = None) -> Plan:
+        """Resolve source and target digests for every entry. Never imports anything. ``on_item`` is
+        called with each item as soon as it is planned (a queued chunk sends its imports right away)."""
         entries = manifest.entries
         items: list[Optional[PlanItem]] = [None] * len(entries)
         workers = max(1, min(self.settings.plan_concurrency, len(entries) or 1))
@@ -125,7 +127,9 @@ class SyncEngine:
             listings = self._list_busy_repositories(entries, lister)  # overlaps with the source HEADs
             futures = {pool.submit(self._resolve, e, listings): i for i, e in enumerate(entries)}
             for done, future in enumerate(as_completed(futures), 1):
-                items[futures[future]] = future.result()
+                items[futures[future]] = item = future.result()
+                if on_item is not None:
+                    on_item(item)
                 if progress:
                     progress("planned", done, len(entries), None)
         return Plan([i for i in items if i is not None])
