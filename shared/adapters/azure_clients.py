@@ -75,12 +75,16 @@ class AzureClients:
 
     @staticmethod
     def _transport():
-        """azure-core's requests transport with a pool of POOL_CONNECTIONS per host (one per client)."""
+        """azure-core's requests transport with a pool of POOL_CONNECTIONS per host (one per client). The
+        adapter is set up as azure-core sets up its own (urllib3 retries off, so a failure is raised as
+        itself, never as a MaxRetryError that quotes the URL with its query: a SAS would be in it)."""
         import requests
         from azure.core.pipeline.transport import RequestsTransport
+        from urllib3.util.retry import Retry
 
         session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_CONNECTIONS)
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_CONNECTIONS,
+                                                max_retries=Retry(total=False, redirect=False, raise_on_status=False))
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return RequestsTransport(session=session, session_owner=True)

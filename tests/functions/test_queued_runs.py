@@ -533,3 +533,19 @@ def test_a_chunk_leased_by_another_worker_is_left_to_it(env, seeded, functions, 
     assert records_for(name)[0]["status"] == "running"  # planned: its import is queued
     queue_host.drain()
     assert records_for(name)[0]["status"] == "succeeded"
+
+
+def test_storage_calls_of_many_messages_at_once_reuse_pooled_connections(env, caplog):
+    """An instance runs up to 24 run messages, each with pool threads of its own: 24 concurrent storage
+    calls keep their connections (requests' default pool of 10 discarded most of them, so each such
+    call opened a new connection)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = services()
+    container = s.settings.outcomes_container
+    names = [f"pool-test/{uuid.uuid4().hex}/{i}.json" for i in range(24)]
+    with caplog.at_level(logging.WARNING, logger="urllib3"):
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            list(pool.map(lambda n: s.store.put_json(container, n, {"n": n}), names))
+            list(pool.map(lambda n: s.store.get_json(container, n), names))
+    assert "Connection pool is full" not in caplog.text
