@@ -3,6 +3,7 @@
     python -m shared manifest check FILE
     python -m shared plan FILE [--all]
     python -m shared sync FILE [--all] [--concurrency N]
+    python -m shared sync --resume RUN_ID      (a killed sync: the same run and record, carried on)
     python -m shared runs show RUN_ID
     python -m shared runs wait --file images.txt [--name BLOB] [--timeout S]   (see cli_runs.py)
     python -m shared runs list [--status failed] [--since 24h] [--limit N]
@@ -93,6 +94,11 @@ class CliParser(argparse.ArgumentParser):
         for key, value in _GLOBAL_DEFAULTS.items():
             if not hasattr(parsed, key):
                 setattr(parsed, key, value)
+        if getattr(parsed, "command", None) == "sync":
+            if (parsed.file is None) == (parsed.resume is None):
+                self.error("sync: give a manifest FILE, or --resume RUN_ID (not both)")
+            if parsed.resume and parsed.no_record:
+                self.error("sync: --resume carries on a run's record; it cannot be combined with --no-record")
         return parsed
 
     def error(self, message: str):
@@ -158,7 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--all", action="store_true", help="list every entry, unchanged ones too")
 
     sync = sub.add_parser("sync", help="import every new or changed image of a manifest")
-    sync.add_argument("file", help="images.txt, or - for stdin")
+    sync.add_argument("file", nargs="?", help="images.txt, or - for stdin")
+    sync.add_argument("--resume", metavar="RUN_ID",
+                      help="carry on a sync that was killed: the same run and record; finished entries are kept")
     sync.add_argument("--all", action="store_true", help="list every entry, unchanged ones too")
     sync.add_argument("--concurrency", type=whole(1, 64), metavar="N",
                       help="imports at once, 1..64 (overrides SYNC_CONCURRENCY)")
@@ -381,9 +389,16 @@ def _plan_or_sync(args, env, out, err) -> int:
     from .handlers.sync import SyncEngine
     from .services import Services
 
-    services = Services.from_env(env)
-    data, name = _read_manifest(args.file)
     apply = args.command == "sync"
+    resume = getattr(args, "resume", None)
+    services = Services.from_env(env)
+    if resume:
+        from .handlers.runs import resume_in_process
+
+        document = resume_in_process(services, resume, progress=None if args.quiet else for_stream(err))
+        location = services.store.url(services.settings.outcomes_container, records.record_name(resume))
+        return _report(args, out, document, location)
+    data, name = _read_manifest(args.file)
     progress = None if args.quiet else for_stream(err)
     location = None
     if apply and not args.no_record:
@@ -395,6 +410,10 @@ def _plan_or_sync(args, env, out, err) -> int:
     else:
         document = SyncEngine(services).run(data, name=name, trigger="cli", apply=apply,
                                             progress=progress).to_dict()
+    return _report(args, out, document, location)
+
+
+def _report(args, out, document: dict, location: Optional[str]) -> int:
     if args.json:
         json.dump({**document, "record_url": location} if location else document, out, indent=2)
         out.write("\n")

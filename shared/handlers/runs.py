@@ -242,6 +242,27 @@ def run_in_process(services, text, *, name: str, trigger: str = "cli",
     return final or records.load(services, record["run_id"])
 
 
+def resume_in_process(services, run_id: str, *, progress: Optional[Progress] = None) -> dict:
+    """Carry on a CLI sync that was killed: the same run, snapshot and record; entries with a final
+    outcome are kept, an import that was started and landed is reported imported without a second one.
+    A run that is final already is returned as it is."""
+    record = records.load(services, run_id)
+    if core.is_terminal(record.get("status")):
+        return record
+    if record.get("trigger") != "cli" or record.get("chunks") != 1:
+        raise AirlockError(f"run {run_id} was queued by {record.get('trigger')!r}: its queue messages carry it on "
+                           "(the CLI resumes only its own syncs)", code="NotResumable")
+    message = core.ChunkMessage(run_id, 0, 1, 0, _work_count(record))
+    try:
+        final = execute_chunk(services, message, verdict="last", progress=progress)
+    except TransientError as exc:
+        if exc.code != "ChunkLeased":
+            raise
+        raise AirlockError(f"run {run_id} is held by another sync, or by one killed less than RUN_LEASE_SECONDS="
+                           f"{services.settings.run_lease_seconds}s ago; try again then", code="RunBusy") from None
+    return final or records.load(services, run_id)
+
+
 # -- executing chunks ------------------------------------------------------------------------------
 
 def on_run_message(services, body: bytes | str, dequeue_count: int) -> Optional[dict]:

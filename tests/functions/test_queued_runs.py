@@ -232,6 +232,55 @@ def test_cli_sync_killed_mid_run_leaves_a_record_that_the_reaper_completes(env, 
     assert records_for(path.name) == [record]
 
 
+def test_a_killed_cli_sync_is_carried_on_by_sync_resume(env, stack, seeded, prefix, tmp_path, slow_imports):
+    """`sync --resume RUN_ID` after a SIGKILL: refused while the killed process's lease lasts, then the
+    same run and record are completed; entries finished before the kill are not imported again."""
+    env.setenv("SYNC_CONCURRENCY", "1")
+    env.setenv("ACR_PROBE_INTERVAL", "0")
+    env.setenv("RUN_LEASE_SECONDS", "15")
+    entrypoints.reset()
+    count = 4
+    path = tmp_path / f"{prefix}.txt"
+    path.write_text(manifest(prefix, count))
+    cli = subprocess.Popen([sys.executable, "-m", "shared", "sync", str(path), "--json"], cwd=ROOT,
+                           env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: any(r["entries"] for r in records_for(path.name)), 90, "a checkpointed entry")
+    finally:
+        cli.send_signal(signal.SIGKILL)
+        cli.wait()
+    [killed] = records_for(path.name)
+    run_id = killed["run_id"]
+    done_before = {e["target"] for e in killed["entries"]}
+    pushed: list[str] = []
+    unsubscribe = stack.emulator.events.subscribe(
+        lambda events: pushed.extend(f'{e["data"]["target"]["repository"]}:{e["data"]["target"].get("tag")}'
+                                     for e in events if e["eventType"].endswith("ImagePushed")
+                                     and e["data"]["target"]["repository"].startswith(prefix)
+                                     and e["data"]["target"].get("tag")))
+
+    def resume() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "shared", "sync", "--resume", run_id, "--json"], cwd=ROOT,
+                              env=dict(os.environ), capture_output=True, text=True, timeout=120)
+
+    try:
+        busy = resume()  # the killed process's lease (renewed every 7.5 s) has not run out yet
+        assert busy.returncode == 1 and "held by another sync" in busy.stderr and len(busy.stderr.splitlines()) == 1
+        time.sleep(16)
+        done = resume()
+    finally:
+        unsubscribe()
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["run_id"] == run_id and record["status"] == "succeeded"
+    assert_every_entry_once(record, count)
+    assert record["summary"]["imported"] == count
+    assert not done_before & set(pushed)  # finished before the kill: not imported again
+    assert records_for(path.name) == [{k: v for k, v in record.items() if k != "record_url"}]
+    again = resume()  # final already: printed as it is
+    assert again.returncode == 0 and json.loads(again.stdout)["finished_at"] == record["finished_at"]
+
+
 # -- poison -----------------------------------------------------------------------------------------
 
 def test_poison_message_ends_as_retryable_failed_entries_with_the_reason(env, stack, seeded, functions, queue_host,

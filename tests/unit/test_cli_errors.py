@@ -73,6 +73,9 @@ def storage_env(port: int, **extra) -> dict:
     (["build", "--wait", "--wait-timeout", "soon"], 2, "argument --wait-timeout: expected a number of seconds"),
     (["build", "--timeout", "x"], 2, "argument --timeout: invalid int value: 'x'"),
     (["plan", "x.txt", "--bogus"], 2, "unrecognized arguments: --bogus"),
+    (["sync"], 2, "give a manifest FILE, or --resume RUN_ID (not both)"),
+    (["sync", "x.txt", "--resume", "r1"], 2, "give a manifest FILE, or --resume RUN_ID (not both)"),
+    (["sync", "--resume", "r1", "--no-record"], 2, "cannot be combined with --no-record"),
 ])
 def test_usage_errors_exit_2_with_usage_and_message(argv, code, message):
     got, out, err = run(*argv)
