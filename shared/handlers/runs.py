@@ -591,7 +591,9 @@ def execute_import(services, message: core.ImportMessage, *, verdict: str,
 
 def _import_entry(services, message: core.ImportMessage, item: PlanItem, *, last: bool, dequeue_count: int) -> None:
     """Under the entry's lease: nothing when it is final already; the import, or the finding that an
-    earlier delivery's import landed (its "started" marker and the planned digest in place)."""
+    earlier delivery's import landed (its "started" marker and the planned digest in place). A lease
+    held elsewhere means another delivery of this import is running: this duplicate is done (the holder
+    settles the entry, or its own message comes back if it dies), so it never counts toward poison."""
     s = services.settings
     container = s.outcomes_container
     run_id, key = message.run_id, message.key
@@ -599,8 +601,8 @@ def _import_entry(services, message: core.ImportMessage, item: PlanItem, *, last
         lease = services.store.lease(container, _work(run_id, "locks", key), seconds=s.run_lease_seconds, renew=True)
         lease.__enter__()
     except ConflictError:
-        raise TransientError(f"entry {key} of run {run_id} is being imported elsewhere; redelivering later",
-                             code="EntryLeased") from None
+        log.info("run %s: entry %s is being imported by another delivery; this duplicate is done", run_id, key)
+        return
     try:
         if services.store.get_json(container, _entry_blob(run_id, key)) is not None:
             return  # final already (a duplicate message, or a redelivered chunk's second send)

@@ -376,6 +376,27 @@ def test_a_redelivered_chunk_sends_its_imports_again_and_each_image_is_imported_
     assert sorted(pushed) == sorted(f"{prefix}/img{i}:t{i}" for i in range(count))  # once each
 
 
+def test_a_duplicate_import_message_whose_entry_is_leased_elsewhere_is_done_without_work(env, seeded, functions,
+                                                                                        queue_host, prefix):
+    """Another delivery holds the entry's lease (it is importing): the duplicate ends at once, without an
+    import and without raising, so it never drifts toward the poison queue; the holder's message
+    finishes the entry."""
+    name = f"{prefix}.txt"
+    deliver_blob(functions, name, manifest(prefix, 1))
+    assert queue_host.once()  # the chunk: its import is queued
+    [message] = list(queue_host.queue.receive_messages(max_messages=1, visibility_timeout=60))
+    run_id = records_for(name)[0]["run_id"]
+    s = services()
+    with s.store.lease(s.settings.outcomes_container, f"runs-work/{run_id}/locks/000001", seconds=15):
+        functions["run_worker"](QueueMessage(id=message.id, body=message.content.encode(), dequeue_count=1),
+                                context=ctx())
+    assert work_names(run_id, "started") == [] and work_names(run_id, "entries") == []
+    assert records_for(name)[0]["status"] == "running"
+    queue_host.queue.update_message(message, visibility_timeout=0)  # the holder's delivery, as it were
+    queue_host.drain()
+    assert records_for(name)[0]["status"] == "succeeded"
+
+
 def test_the_imports_of_one_chunk_run_at_once_on_several_deliveries(env, stack, seeded, functions, queue_host,
                                                                      prefix, slow_imports):
     """One chunk of 4 imports, 4 deliveries at a time (one instance's worker threads): the imports run
