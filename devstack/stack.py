@@ -514,6 +514,9 @@ class Stack:
                     "threshold": 2,
                     "backoff": "250ms",
                     "ignoredmediatypes": ["application/octet-stream"],
+                    # pulls raise no ACR event; without this every manifest GET/HEAD the emulator
+                    # proxies comes back to it as a notification request
+                    "ignore": {"actions": ["pull"]},
                 }],
             }
         return cfg
