@@ -37,9 +37,13 @@ class Services:
     def http(self):
         import httpx
 
-        verify = ssl.create_default_context(cafile=self.settings.ca_bundle or None)
-        limits = httpx.Limits(max_connections=max(32, self.settings.plan_concurrency * 2))
-        return httpx.Client(verify=verify, timeout=httpx.Timeout(30.0, connect=10.0), limits=limits,
+        from .adapters.http_transport import StdlibTransport
+
+        verify = ssl.create_default_context(cafile=self.settings.ca_bundle or None)  # once per process
+        # keep-alive connections over http.client: a fraction of httpcore's CPU per request (a plan
+        # is thousands of small HEADs); proxies from the environment still go through httpx's own
+        return httpx.Client(verify=verify, timeout=httpx.Timeout(30.0, connect=10.0),
+                            transport=StdlibTransport(verify),
                             headers={"User-Agent": "acr-airlock"}, follow_redirects=True)
 
     def credentials_for(self, registry: str) -> Optional[tuple[str, str]]:
