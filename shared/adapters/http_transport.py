@@ -16,11 +16,13 @@ transport exceptions, which the retry policy treats as transient.
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import ssl
 import threading
 from collections import deque
 from typing import Optional
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -57,13 +59,30 @@ class StdlibTransport(httpx.BaseTransport):
         return connection
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if self._closed:
-            raise RuntimeError("the transport is closed")
         url = request.url
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
-        timeouts = request.extensions.get("timeout") or {}
-        target = url.raw_path.decode("ascii")
-        body = request.read() or None
+        status, reason, items, content = self._exchange(
+            origin, request.method, url.raw_path.decode("ascii"), request.headers.raw, request.read() or None,
+            request.extensions.get("timeout") or {}, request)
+        return httpx.Response(status, headers=items, stream=httpx.ByteStream(content), request=request,
+                              extensions={"http_version": b"HTTP/1.1",
+                                          "reason_phrase": reason.encode("ascii", "replace")})
+
+    def quick(self, method: str, url: str, headers: list[tuple[str, str]], timeouts: dict) -> "QuickResponse":
+        """One request without httpx's request/response machinery (``QuickClient.quick``)."""
+        parts = urlsplit(url)
+        origin = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host = parts.netloc.rpartition("@")[2]
+        status, _, items, content = self._exchange(origin, method, target, [("Host", host), *headers], None,
+                                                   timeouts, None)
+        return QuickResponse(status, httpx.Headers(items), content)
+
+    def _exchange(self, origin: tuple[str, str, int], method: str, target: str, headers, body: Optional[bytes],
+                  timeouts: dict, request: Optional[httpx.Request]) -> tuple[int, str, list, bytes]:
+        """(status, reason, header items, body) of one request on a kept-alive connection."""
+        if self._closed:
+            raise RuntimeError("the transport is closed")
         idle = self._idle_for(origin)
         for attempt in (1, 2):
             try:
@@ -76,8 +95,8 @@ class StdlibTransport(httpx.BaseTransport):
                     connection = self._connect(origin, timeouts.get("connect"))
                 phase = "read"
                 connection.sock.settimeout(timeouts.get("read"))
-                connection.putrequest(request.method, target, skip_host=True, skip_accept_encoding=True)
-                for name, value in request.headers.raw:
+                connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+                for name, value in headers:
                     connection.putheader(name, value)
                 connection.endheaders(body)
                 response = connection.getresponse()
@@ -102,10 +121,7 @@ class StdlibTransport(httpx.BaseTransport):
                 connection.close()
             else:
                 idle.append(connection)
-            return httpx.Response(response.status, headers=response.msg.items(),
-                                  stream=httpx.ByteStream(content), request=request,
-                                  extensions={"http_version": b"HTTP/1.1",
-                                              "reason_phrase": (response.reason or "").encode("ascii", "replace")})
+            return response.status, response.reason or "", response.msg.items(), content
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -115,3 +131,47 @@ class StdlibTransport(httpx.BaseTransport):
         for connections in idle:
             while connections:
                 connections.pop().close()
+
+
+class QuickResponse:
+    """What the registry adapters read of a response: status, headers, body."""
+
+    __slots__ = ("status_code", "headers", "content")
+
+    def __init__(self, status_code: int, headers: httpx.Headers, content: bytes):
+        self.status_code = status_code
+        self.headers = headers
+        self.content = content
+
+    def json(self):
+        return json.loads(self.content)
+
+
+class QuickClient(httpx.Client):
+    """An httpx client whose ``quick`` sends a bodiless request straight to its StdlibTransport:
+    no httpx Request/Response objects, cookies, auth flow or event hooks (a plan's thousands of
+    manifest HEADs spent about as much CPU in those as in the request itself). A redirect, a proxy
+    from the environment or another transport takes the ordinary ``request`` path."""
+
+    def __init__(self, *, transport: StdlibTransport, **kwargs):
+        super().__init__(transport=transport, **kwargs)
+        self._stdlib = transport
+        self._quick_headers = [(k, v) for k, v in self.headers.items()
+                               if k.lower() not in ("accept-encoding", "connection")]
+        timeout = self.timeout
+        self._timeouts = {"connect": timeout.connect, "read": timeout.read}
+        self._direct: dict[str, bool] = {}
+
+    def quick(self, method: str, url: str, headers: dict[str, str]):
+        origin = url[:url.find("/", url.find("//") + 2)]
+        direct = self._direct.get(origin)
+        if direct is None:  # a proxy taken from the environment mounts another transport
+            direct = self._direct[origin] = self._transport_for_url(httpx.URL(url)) is self._stdlib
+        if not direct:
+            return self.request(method, url, headers=headers)
+        names = {name.lower() for name in headers}
+        sent = [(k, v) for k, v in self._quick_headers if k.lower() not in names] + list(headers.items())
+        response = self._stdlib.quick(method, url, sent, self._timeouts)
+        if 300 <= response.status_code < 400 and "location" in response.headers:
+            return self.request(method, url, headers=headers)  # httpx follows redirects
+        return response

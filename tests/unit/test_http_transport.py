@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from shared.adapters.http_transport import StdlibTransport
+from shared.adapters.http_transport import QuickClient, QuickResponse, StdlibTransport
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -140,3 +140,30 @@ def test_closed_transport_closes_its_idle_connections(server):
     assert idle[0].sock is None
     with pytest.raises(RuntimeError):
         transport.handle_request(httpx.Request("GET", f"{base}/two"))
+
+
+def test_quick_requests_answer_as_httpx_does(server):
+    _, _, base = server
+    transport = StdlibTransport(ssl.create_default_context())
+    with QuickClient(transport=transport, headers={"User-Agent": "acr-airlock"}, follow_redirects=True) as client:
+        for method in ("HEAD", "GET"):
+            quick = client.quick(method, f"{base}/v2/a/manifests/1.0?n=1", {"Accept": "application/json"})
+            full = client.request(method, f"{base}/v2/a/manifests/1.0?n=1", headers={"Accept": "application/json"})
+            assert type(quick) is QuickResponse
+            assert (quick.status_code, quick.content) == (full.status_code, full.content)
+            assert quick.headers.get_list("X-Twice") == ["a", "b"]
+            assert quick.headers["docker-content-digest"] == "sha256:abc"
+        assert transport.connections_opened == 1
+        redirected = client.quick("GET", f"{base}/redirect", {})
+        assert redirected.status_code == 200 and redirected.text == "GET /target "  # httpx followed it
+
+
+def test_quick_requests_leave_other_transports_to_httpx(server):
+    """An origin httpx would send elsewhere (a proxy from the environment is a mount) is not
+    short-cut to the http.client connections."""
+    _, _, base = server
+    transport = StdlibTransport(ssl.create_default_context())
+    with QuickClient(transport=transport, mounts={base: httpx.HTTPTransport()}) as client:
+        response = client.quick("GET", f"{base}/mounted", {})
+        assert isinstance(response, httpx.Response) and response.text == "GET /mounted "
+        assert transport.connections_opened == 0
