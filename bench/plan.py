@@ -67,6 +67,7 @@ def _plan(env: dict, text: str, stack=None) -> tuple[float, float, dict]:
         CPU["plan"] = result.cpu_seconds
         CPU["emulator"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         CPU["source registry"] = _child_cpu(registry) - registry_before if registry else None
+        CPU["load"] = os.getloadavg()[0]  # right after the plan (skopeo's 16 processes come later)
         if result.returncode not in (0, 1):
             raise SystemExit(result.stderr)
         return wall, peak, json.loads(result.stdout)
@@ -146,7 +147,7 @@ def _distinct(stack) -> None:
     print(f"  peak RSS of the plan process    {peak:6.1f} MiB")
     print(f"  CPU during the plan             {cpu['plan']:6.1f} s plan process, {cpu['emulator']:.1f} s ACR emulator "
           f"(in this process), {cpu['source registry']:.1f} s source registry (docker-registry; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+          f"load average {cpu['load']:.1f} on {os.cpu_count()} CPUs)")
     print(f"  same plan, one token per repo   {single:6.2f} s   (TOKEN_SCOPES_PER_REQUEST=0) "
           f"ratio {single / wall:.1f}x")
     print(f"  skopeo inspect x{SKOPEO_PARALLEL} parallel   {skopeo:6.2f} s for a sample of {len(sample)} "
