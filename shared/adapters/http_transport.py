@@ -1,21 +1,22 @@
-"""An httpx transport on the standard library's ``http.client``: keep-alive HTTP/1.1 connections,
-reused across threads from an idle stack per origin.
+"""An httpx transport of keep-alive HTTP/1.1 connections (the standard library's sockets and TLS),
+reused across threads from an idle stack per origin, and a client that sends the registry
+adapters' bodiless reads past httpx's request machinery.
 
-Why: a plan reads thousands of manifests with one small HEAD each, from 16 threads. Measured on
-the stand-in (bench/plan.py), httpx's default transport (httpcore) cost ~0.85 ms of CPU per
-request, most of it in its connection-pool bookkeeping and locks, against ~0.4 ms for the same
-request over ``http.client``; the httpx client above it (URLs, headers, auth, redirects, the
-``Response`` the adapters read) stays as it is.
+Why: a plan reads thousands of manifests with one small HEAD each, from 16 threads. Profiled on
+the stand-in (bench/plan.py), httpx with its default transport (httpcore) cost ~1.1 ms of CPU per
+request: about half in httpx's client layers (request building, cookies, auth flow, response
+objects), most of the rest in httpcore's pool bookkeeping and locks; ``http.client`` then spent a
+quarter of what was left parsing headers with the ``email`` package. Requests here are written
+and their responses read directly (status line, headers, a Content-Length or chunked body).
 
 What it does not do: HTTP/2, proxies (httpx mounts its own transports for proxies taken from the
-environment, which keep working), streaming (responses are read whole: the registry adapters
-read small JSON bodies and headers). A connection found closed by the server when reused (an
-idle keep-alive timeout) is replaced and the request sent once more; errors map to httpx's
-transport exceptions, which the retry policy treats as transient.
+environment, and those origins go through them), streaming (responses are read whole: the
+registry adapters read small JSON bodies and headers). A connection found closed by the server
+when reused (an idle keep-alive timeout) is replaced and the request sent once more; errors map to
+httpx's transport exceptions, which the retry policy treats as transient.
 """
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import ssl
@@ -27,7 +28,84 @@ from urllib.parse import urlsplit
 import httpx
 
 MAX_IDLE_PER_ORIGIN = 64
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+MAX_LINE = 65536
+MAX_HEADERS = 200
+
+
+class _Stale(Exception):
+    """The server closed the connection before answering."""
+
+
+_STALE = (_Stale, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+class _Connection:
+    __slots__ = ("sock", "reader")
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.reader = sock.makefile("rb")
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.reader.close()
+            self.sock.close()
+            self.sock = None
+
+
+def _read_line(reader) -> bytes:
+    line = reader.readline(MAX_LINE + 1)
+    if len(line) > MAX_LINE:
+        raise ValueError("header line too long")
+    return line
+
+
+def _read_response(reader, method: str) -> tuple[int, str, list[tuple[str, str]], bytes, bool]:
+    """(status, reason, headers, body, whether the server closes the connection) of one response."""
+    while True:
+        line = _read_line(reader)
+        if not line:
+            raise _Stale("the server closed the connection")
+        version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
+        code, _, reason = rest.partition(" ")
+        if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+            raise ValueError(f"not an HTTP/1.x status line: {line[:80]!r}")
+        status = int(code)
+        headers: list[tuple[str, str]] = []
+        while True:
+            line = _read_line(reader)
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, sep, value = line.decode("latin-1").partition(":")
+            if not sep or len(headers) >= MAX_HEADERS:
+                raise ValueError("malformed response headers")
+            headers.append((name.strip(), value.strip()))
+        if not 100 <= status < 200:
+            break  # 1xx (100 Continue): their headers are read and dropped; the answer follows
+    fields = {name.lower(): value for name, value in headers}
+    closes = version == "HTTP/1.0" or "close" in fields.get("connection", "").lower()
+    if method == "HEAD" or status in (204, 304):
+        return status, reason, headers, b"", closes
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        chunks = []
+        while True:
+            size = int(_read_line(reader).split(b";", 1)[0].strip() or b"x", 16)
+            if size == 0:
+                while _read_line(reader) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                break
+            chunk = reader.read(size)
+            if len(chunk) < size or reader.read(2) not in (b"\r\n",):
+                raise ValueError("incomplete chunked body")
+            chunks.append(chunk)
+        return status, reason, headers, b"".join(chunks), closes
+    if "content-length" in fields:
+        length = int(fields["content-length"])
+        body = reader.read(length)
+        if len(body) < length:
+            raise ValueError(f"incomplete body: {len(body)} of {length} bytes")
+        return status, reason, headers, body, closes
+    return status, reason, headers, reader.read(), True  # delimited by the end of the connection
 
 
 class StdlibTransport(httpx.BaseTransport):
@@ -46,23 +124,26 @@ class StdlibTransport(httpx.BaseTransport):
                 idle = self._idle.setdefault(origin, deque())
         return idle
 
-    def _connect(self, origin: tuple[str, str, int], timeout: Optional[float]) -> http.client.HTTPConnection:
+    def _connect(self, origin: tuple[str, str, int], timeout: Optional[float]) -> _Connection:
         scheme, host, port = origin
-        if scheme == "https":
-            connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ssl_context)
-        else:
-            connection = http.client.HTTPConnection(host, port, timeout=timeout)
-        connection.connect()
-        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = socket.create_connection((host, port), timeout=timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                sock = self._ssl_context.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
         with self._lock:
             self.connections_opened += 1
-        return connection
+        return _Connection(sock)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw]
         status, reason, items, content = self._exchange(
-            origin, request.method, url.raw_path.decode("ascii"), request.headers.raw, request.read() or None,
+            origin, request.method, url.raw_path.decode("ascii"), headers, request.read() or None,
             request.extensions.get("timeout") or {}, request)
         return httpx.Response(status, headers=items, stream=httpx.ByteStream(content), request=request,
                               extensions={"http_version": b"HTTP/1.1",
@@ -83,6 +164,7 @@ class StdlibTransport(httpx.BaseTransport):
         """(status, reason, header items, body) of one request on a kept-alive connection."""
         if self._closed:
             raise RuntimeError("the transport is closed")
+        payload = _request_bytes(method, target, headers) + (body or b"")
         idle = self._idle_for(origin)
         for attempt in (1, 2):
             try:
@@ -95,12 +177,8 @@ class StdlibTransport(httpx.BaseTransport):
                     connection = self._connect(origin, timeouts.get("connect"))
                 phase = "read"
                 connection.sock.settimeout(timeouts.get("read"))
-                connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
-                for name, value in headers:
-                    connection.putheader(name, value)
-                connection.endheaders(body)
-                response = connection.getresponse()
-                content = response.read()
+                connection.sock.sendall(payload)
+                status, reason, items, content, closes = _read_response(connection.reader, method)
             except _STALE as exc:
                 if connection is not None:
                     connection.close()
@@ -112,16 +190,20 @@ class StdlibTransport(httpx.BaseTransport):
                     connection.close()
                 error = httpx.ConnectTimeout if phase == "connect" else httpx.ReadTimeout
                 raise error(str(exc) or "timed out", request=request) from exc
-            except (OSError, http.client.HTTPException) as exc:
+            except OSError as exc:
                 if connection is not None:
                     connection.close()
                 error = httpx.ConnectError if phase == "connect" else httpx.ReadError
                 raise error(str(exc) or type(exc).__name__, request=request) from exc
-            if response.will_close or self._closed or len(idle) >= self._max_idle:
+            except ValueError as exc:
+                if connection is not None:
+                    connection.close()
+                raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+            if closes or self._closed or len(idle) >= self._max_idle:
                 connection.close()
             else:
                 idle.append(connection)
-            return response.status, response.reason or "", response.msg.items(), content
+            return status, reason, items, content
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -131,6 +213,15 @@ class StdlibTransport(httpx.BaseTransport):
         for connections in idle:
             while connections:
                 connections.pop().close()
+
+
+def _request_bytes(method: str, target: str, headers) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1"]
+    for name, value in headers:
+        if "\n" in value or "\r" in value or "\n" in name or "\r" in name or ":" in name:
+            raise httpx.LocalProtocolError(f"invalid header {name!r}")
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 class QuickResponse:

@@ -42,6 +42,23 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.startswith("/slow"):
             time.sleep(1.0)
+        if self.path.startswith("/chunked"):
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for piece in (b'{"tags": ', b'["a", "b"]', b"}"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\nX-Trailer: t\r\n\r\n")
+            return
+        if self.path.startswith("/close"):
+            body = b"closing"
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+            return
         if self.path.startswith("/redirect"):
             return self._answer(307, b"", [("Location", "/target")])
         auth = self.headers.get("Authorization", "")
@@ -66,9 +83,9 @@ def server():
     httpd.server_close()
 
 
-def _client(**kwargs) -> tuple[httpx.Client, StdlibTransport]:
+def _client(**kwargs) -> tuple[QuickClient, StdlibTransport]:
     transport = StdlibTransport(ssl.create_default_context())
-    return httpx.Client(transport=transport, follow_redirects=True, **kwargs), transport
+    return QuickClient(transport=transport, follow_redirects=True, **kwargs), transport
 
 
 def test_requests_reuse_one_connection_per_concurrent_caller(server):
@@ -167,3 +184,23 @@ def test_quick_requests_leave_other_transports_to_httpx(server):
         response = client.quick("GET", f"{base}/mounted", {})
         assert isinstance(response, httpx.Response) and response.text == "GET /mounted "
         assert transport.connections_opened == 0
+
+
+def test_chunked_bodies_and_announced_closes(server):
+    _, _, base = server
+    client, transport = _client()
+    with client:
+        assert client.get(f"{base}/chunked").json() == {"tags": ["a", "b"]}
+        assert client.quick("GET", f"{base}/chunked", {}).json() == {"tags": ["a", "b"]}
+        assert client.get(f"{base}/after-chunked").text == "GET /after-chunked "  # the connection stayed usable
+        assert transport.connections_opened == 1
+        assert client.get(f"{base}/close").text == "closing"
+        assert client.get(f"{base}/next").text == "GET /next "
+        assert transport.connections_opened == 2  # "Connection: close" was honoured
+
+
+def test_header_injection_is_refused(server):
+    _, _, base = server
+    client, _ = _client()
+    with client, pytest.raises(httpx.LocalProtocolError):
+        client.quick("GET", f"{base}/x", {"Accept": "a\r\nX-Evil: 1"})
