@@ -40,7 +40,7 @@ class Services:
         from .adapters.http_transport import QuickClient, StdlibTransport
 
         verify = ssl.create_default_context(cafile=self.settings.ca_bundle or None)  # once per process
-        # keep-alive connections over http.client, and manifest reads past httpx's request machinery:
+        # keep-alive connections of our own, and manifest reads past httpx's request machinery:
         # a plan is thousands of small HEADs (http_transport.py); proxies from the environment still
         # go through httpx's own transports
         return QuickClient(verify=verify, timeout=httpx.Timeout(30.0, connect=10.0),
