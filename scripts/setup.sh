@@ -31,7 +31,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python dependencies into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2>&1 \
     | grep -v '^WARNING: Location' || true
-  .venv/bin/python -c "import azure.functions, azure.mgmt.containerregistrytasks, azure.storage.queue, starlette, uvicorn, trustme, opentelemetry.sdk, azure.monitor.opentelemetry, schemathesis"
+  .venv/bin/python -c "import azure.functions, azure.mgmt.containerregistrytasks, azure.storage.queue, starlette, uvicorn, httptools, uvloop, trustme, opentelemetry.sdk, azure.monitor.opentelemetry, schemathesis"
   echo "$want" > "$stamp"
 fi
 echo "setup: ok"

@@ -37,10 +37,15 @@ class Services:
     def http(self):
         import httpx
 
-        verify = ssl.create_default_context(cafile=self.settings.ca_bundle or None)
-        limits = httpx.Limits(max_connections=max(32, self.settings.plan_concurrency * 2))
-        return httpx.Client(verify=verify, timeout=httpx.Timeout(30.0, connect=10.0), limits=limits,
-                            headers={"User-Agent": "acr-airlock"}, follow_redirects=True)
+        from .adapters.http_transport import QuickClient, StdlibTransport
+
+        verify = ssl.create_default_context(cafile=self.settings.ca_bundle or None)  # once per process
+        # keep-alive connections of our own, and manifest reads past httpx's request machinery:
+        # a plan is thousands of small HEADs (http_transport.py); proxies from the environment still
+        # go through httpx's own transports
+        return QuickClient(verify=verify, timeout=httpx.Timeout(30.0, connect=10.0),
+                           transport=StdlibTransport(verify),
+                           headers={"User-Agent": "acr-airlock"}, follow_redirects=True)
 
     def credentials_for(self, registry: str) -> Optional[tuple[str, str]]:
         s = self.settings

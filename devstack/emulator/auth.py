@@ -18,6 +18,7 @@ ACR_AUDIENCE = "https://containerregistry.azure.net"
 IDENTITY_TOKEN_SECONDS = 24 * 3600
 REFRESH_TOKEN_SECONDS = 3 * 3600
 ACCESS_TOKEN_SECONDS = 75 * 60
+VERIFIED_TOKENS_KEPT = 4096
 
 
 class AuthError(Exception):
@@ -62,6 +63,7 @@ class TokenAuthority:
         self.tenant_id = str(uuid.uuid4())
         self.client_id = str(uuid.uuid4())
         self.object_id = str(uuid.uuid4())
+        self._verified: dict[str, dict[str, Any]] = {}  # token -> its claims (never mutated)
 
     @property
     def issuer(self) -> str:
@@ -78,12 +80,24 @@ class TokenAuthority:
         return token, expires
 
     def _decode(self, token: str) -> dict[str, Any]:
-        try:
-            return jwt.decode(token, self._secret, algorithms=[ALGORITHM], options={"verify_aud": False})
-        except jwt.ExpiredSignatureError as exc:
-            raise AuthError("ExpiredAuthenticationToken", "The access token expiry UTC time is in the past.") from exc
-        except jwt.InvalidTokenError as exc:
-            raise AuthError("InvalidAuthenticationToken", "The access token is invalid.") from exc
+        """The claims of a token this authority signed. A verified token's claims are kept by its
+        string (a data-plane token is sent with every request; verifying a 50-scope token each time
+        was a large share of the stand-in's cost per request); only its expiry is checked again."""
+        claims = self._verified.get(token)
+        if claims is None:
+            try:
+                claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM], options={"verify_aud": False})
+            except jwt.ExpiredSignatureError as exc:
+                raise AuthError("ExpiredAuthenticationToken",
+                                "The access token expiry UTC time is in the past.") from exc
+            except jwt.InvalidTokenError as exc:
+                raise AuthError("InvalidAuthenticationToken", "The access token is invalid.") from exc
+            if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                self._verified.clear()
+            self._verified[token] = claims
+        elif claims["exp"] <= time.time():  # as PyJWT decides it, without leeway
+            raise AuthError("ExpiredAuthenticationToken", "The access token expiry UTC time is in the past.")
+        return claims
 
     # --- managed identity (the App Service token endpoint) -------------------------------------
 

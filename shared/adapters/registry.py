@@ -314,13 +314,14 @@ class ManifestReader:
         cached = self._auth.cached(scope)
         if cached:
             headers["Authorization"] = cached
-        response = self._http.request(method, url, headers=headers)
+        send = getattr(self._http, "quick", None) or self._http.request  # quick: http_transport.QuickClient
+        response = send(method, url, headers=headers)
         if response.status_code == 401 and cached:
             self._auth.forget(scope, cached)  # e.g. a prefetched token that does not grant this scope
         if response.status_code == 401:
             headers["Authorization"] = self._auth.answer(response.headers.get("WWW-Authenticate", ""), scope,
                                                          self.name)
-            response = self._http.request(method, url, headers=headers)
+            response = send(method, url, headers=headers)
         return response
 
     def prefetch(self, scopes: list[str], per_token: int = SCOPES_PER_TOKEN) -> int:
