@@ -367,7 +367,7 @@ def _manifest_check(args, env, out) -> int:
     data, _ = _read_manifest(args.file)
     result = check_manifest(data, settings)
     if args.json:
-        json.dump(result.to_dict(), out, indent=2)
+        out.write(json.dumps(result.to_dict(), indent=2))
         out.write("\n")
     else:
         for problem in result.errors:
@@ -415,7 +415,7 @@ def _plan_or_sync(args, env, out, err) -> int:
 
 def _report(args, out, document: dict, location: Optional[str]) -> int:
     if args.json:
-        json.dump({**document, "record_url": location} if location else document, out, indent=2)
+        out.write(json.dumps({**document, "record_url": location} if location else document, indent=2))
         out.write("\n")
     else:
         out.write(render_summary(document, every_row=args.all))
@@ -432,7 +432,7 @@ def _runs_show(args, env, out) -> int:
         from .cli_runs import runs_list
 
         return runs_list(args, env, out)
-    json.dump(records.load(Services.from_env(env), args.run_id), out, indent=2)
+    out.write(json.dumps(records.load(Services.from_env(env), args.run_id), indent=2))
     out.write("\n")
     return EXIT_OK
 

@@ -213,7 +213,7 @@ def _print_build(document: dict, args, out: TextIO, *, summary: bool = True) -> 
     if document.get("log_url"):  # a read SAS: its signature is never printed
         document = {**document, "log_url": redact(document["log_url"])}
     if args.json:
-        json.dump(document, out, indent=2)
+        out.write(json.dumps(document, indent=2))
         out.write("\n")
     elif summary:
         out.write(render_build(document))
@@ -251,7 +251,7 @@ def _pool(services, args, out: TextIO) -> int:
     else:
         result = pool_status(services, args.name)
     if args.json:
-        json.dump(result if args.pool_command == "status" else result[0], out, indent=2)
+        out.write(json.dumps(result if args.pool_command == "status" else result[0], indent=2))
         out.write("\n")
     else:
         out.write(render_pools(result))

@@ -89,7 +89,7 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
             document["manifest"] = args.check
             document["findings"] = [f.to_dict() for f in findings]
         document["ok"] = found.ok and not findings
-        json.dump(document, out, indent=2)
+        out.write(json.dumps(document, indent=2))
         out.write("\n")
     else:
         for name, problem in found.problems:

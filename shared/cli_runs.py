@@ -68,7 +68,7 @@ def runs_list(args, env, out: TextIO) -> int:
         if token is None:
             break
     if args.json:
-        json.dump({"runs": runs, "next": token}, out, indent=2)
+        out.write(json.dumps({"runs": runs, "next": token}, indent=2))
         out.write("\n")
     else:
         out.write(render(runs))
@@ -156,7 +156,7 @@ def wait(args, env, out: TextIO, err: TextIO) -> int:
         err.write(f"error: no finished run of {name} (sha256 {sha256[:12]}) within {args.timeout:g}s\n")
         return EXIT_FAILED
     if args.json:
-        json.dump(record, out, indent=2)
+        out.write(json.dumps(record, indent=2))
         out.write("\n")
     elif "entries" in record and "summary" in record:
         out.write(render_summary(record))

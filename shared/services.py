@@ -37,15 +37,13 @@ class Services:
     def http(self):
         import httpx
 
-        from .adapters.http_transport import QuickClient, StdlibTransport
+        from .adapters import urllib3_transport
 
         verify = ssl.create_default_context(cafile=self.settings.ca_bundle or None)  # once per process
-        # keep-alive connections of our own, and manifest reads past httpx's request machinery:
-        # a plan is thousands of small HEADs (http_transport.py); proxies from the environment still
-        # go through httpx's own transports
-        return QuickClient(verify=verify, timeout=httpx.Timeout(30.0, connect=10.0),
-                           transport=StdlibTransport(verify),
-                           headers={"User-Agent": "acr-airlock"}, follow_redirects=True)
+        # urllib3's pools under httpx's API: a plan is thousands of small HEADs (urllib3_transport.py)
+        return urllib3_transport.client(verify, max_connections=max(32, self.settings.plan_concurrency * 2),
+                                        timeout=httpx.Timeout(30.0, connect=10.0),
+                                        headers={"User-Agent": "acr-airlock"})
 
     def credentials_for(self, registry: str) -> Optional[tuple[str, str]]:
         s = self.settings

@@ -314,7 +314,7 @@ class ManifestReader:
         cached = self._auth.cached(scope)
         if cached:
             headers["Authorization"] = cached
-        send = getattr(self._http, "quick", None) or self._http.request  # quick: http_transport.QuickClient
+        send = getattr(self._http, "plain", None) or self._http.request  # plain: urllib3_transport.Client
         response = send(method, url, headers=headers)
         if response.status_code == 401 and cached:
             self._auth.forget(scope, cached)  # e.g. a prefetched token that does not grant this scope

@@ -1,0 +1,112 @@
+"""shared.adapters.urllib3_transport against a local HTTP server: what httpx did, done on urllib3's pools."""
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from shared.adapters import urllib3_transport
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen: list = []
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def _answer(self, body: bytes) -> None:
+        Handler.seen.append((self.command, self.path, self.headers.get_all("Accept"), self.client_address[1]))
+        if self.path == "/slow":
+            time.sleep(1.0)
+        if self.path == "/moved":
+            self.send_response(307)
+            self.send_header("Location", "/v2/x/manifests/1")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Docker-Content-Digest", "sha256:" + "ab" * 32)
+        self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self._answer(b'{"schemaVersion": 2}')
+
+    def do_GET(self) -> None:
+        self._answer(b'{"schemaVersion": 2}')
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def make_client(read: float = 5.0) -> urllib3_transport.Client:
+    return urllib3_transport.client(ssl.create_default_context(), max_connections=4,
+                                    timeout=httpx.Timeout(read, connect=2.0), headers={"User-Agent": "acr-airlock"})
+
+
+def test_plain_reads_keep_one_connection_and_send_the_callers_accept_only(server):
+    Handler.seen.clear()
+    client = make_client()
+    for _ in range(5):
+        response = client.plain("HEAD", f"{server}/v2/x/manifests/1",
+                                headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        assert response.status_code == 200 and response.headers["Docker-Content-Digest"] == "sha256:" + "ab" * 32
+    got = client.plain("GET", f"{server}/v2/x/manifests/1", headers={"Accept": "application/json"})
+    assert got.json() == {"schemaVersion": 2}
+    assert [accept for _, _, accept, _ in Handler.seen] == [["application/vnd.oci.image.manifest.v1+json"]] * 5 + [
+        ["application/json"]]  # the client's default "*/*" is replaced, not sent beside it
+    assert len({port for *_, port in Handler.seen}) == 1  # one kept-alive connection
+
+
+def test_requests_through_httpx_use_the_same_pools_and_follow_redirects(server):
+    Handler.seen.clear()
+    client = make_client()
+    response = client.get(f"{server}/moved")
+    assert response.status_code == 200 and [path for _, path, *_ in Handler.seen] == ["/moved", "/v2/x/manifests/1"]
+    assert client.plain("GET", f"{server}/moved", headers={}).status_code == 200  # plain hands redirects to httpx
+
+
+def test_failures_are_httpx_transport_errors(server):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    client = make_client(read=0.3)
+    with pytest.raises(httpx.ConnectError):
+        client.plain("HEAD", f"http://127.0.0.1:{closed}/v2/", headers={})
+    with pytest.raises(httpx.ConnectError):
+        client.get(f"http://127.0.0.1:{closed}/v2/")
+    with pytest.raises(httpx.ReadTimeout):
+        client.plain("GET", f"{server}/slow", headers={})
+    with pytest.raises(httpx.ReadTimeout):
+        client.get(f"{server}/slow")
+
+
+def test_with_a_proxy_in_the_environment_the_client_is_httpx_own(server, monkeypatch):
+    """A proxy set in the environment is honoured as httpx honours it (httpx ignores environment
+    proxies once it is given a transport, so the urllib3 one is not used then)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_proxy = probe.getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead_proxy}")
+    monkeypatch.setenv("NO_PROXY", "")
+    client = make_client()
+    assert not hasattr(client, "plain")
+    Handler.seen.clear()
+    with pytest.raises((httpx.ProxyError, httpx.ConnectError)):
+        client.head(f"{server}/v2/x/manifests/1")
+    assert Handler.seen == []  # it went to the (dead) proxy, not straight to the server
