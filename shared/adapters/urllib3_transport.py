@@ -97,8 +97,9 @@ def _translated(exc: Exception, request: httpx.Request) -> httpx.TransportError:
 
 def client(ssl_context: ssl.SSLContext, *, max_connections: int, timeout: httpx.Timeout,
            headers: Optional[dict] = None) -> httpx.Client:
-    """``Client``; or, with a proxy in the environment, httpx's own client, which honours it."""
-    if urllib.request.getproxies():
+    """``Client``; or, with a proxy in the environment (``NO_PROXY`` alone is none), httpx's own
+    client, which honours it."""
+    if any(scheme != "no" for scheme in urllib.request.getproxies()):  # "no": NO_PROXY alone, no proxy
         return httpx.Client(verify=ssl_context, timeout=timeout, headers=headers, follow_redirects=True,
                             limits=httpx.Limits(max_connections=max_connections))
     return Client(ssl_context, max_connections=max_connections, timeout=timeout, headers=headers)

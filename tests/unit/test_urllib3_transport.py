@@ -54,6 +54,13 @@ def server():
     httpd.shutdown()
 
 
+def test_no_proxy_alone_keeps_the_urllib3_client(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    assert hasattr(make_client(), "plain")
+
+
 def make_client(read: float = 5.0) -> urllib3_transport.Client:
     return urllib3_transport.client(ssl.create_default_context(), max_connections=4,
                                     timeout=httpx.Timeout(read, connect=2.0), headers={"User-Agent": "acr-airlock"})
