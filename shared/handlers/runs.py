@@ -301,19 +301,28 @@ def _run_context(record: dict) -> RunContext:
                       trigger=record.get("trigger", ""), kind=record.get("kind", "sync"))
 
 
+def _live_record(services, run_id: str, what: str, dequeue_count: int) -> Optional[dict]:
+    """The record of a run a message belongs to, or None (logged) when there is nothing to do: the run
+    is unknown (the message is dropped) or final already."""
+    try:
+        record = records.load(services, run_id)
+    except AirlockError:
+        log.warning("message of %s for unknown run %s; dropping it", what, run_id)
+        return None
+    if core.is_terminal(record.get("status")):
+        log.info("run %s is already %s; delivery %d of %s has nothing to do", run_id, record["status"],
+                 dequeue_count, what)
+        return None
+    return record
+
+
 def execute_chunk(services, message: core.ChunkMessage, *, verdict: str, dequeue_count: int = 1,
                   progress: Optional[Progress] = None, dispatch: bool = False) -> Optional[dict]:
     """Run (or resume) one chunk; returns the final record when this call finalised the run. With
     ``dispatch`` (queued runs) each entry to import is sent as an import message; without (the CLI) the
     chunk imports them itself."""
-    try:
-        record = records.load(services, message.run_id)
-    except AirlockError:
-        log.warning("run message for unknown run %s; dropping it", message.run_id)
-        return None
-    if core.is_terminal(record.get("status")):
-        log.info("run %s is already %s; delivery %d of chunk %d has nothing to do", message.run_id,
-                 record["status"], dequeue_count, message.chunk)
+    record = _live_record(services, message.run_id, f"chunk {message.chunk}", dequeue_count)
+    if record is None:
         return None
     with chunk_scope(_run_context(record), chunk=message.chunk, chunks=message.chunks, delivery=dequeue_count,
                      settings=services.settings):
@@ -557,14 +566,8 @@ def _resumed(services, run_id: str, item: PlanItem) -> Optional[dict]:
 def execute_import(services, message: core.ImportMessage, *, verdict: str,
                    dequeue_count: int = 1) -> Optional[dict]:
     """Import one planned entry (or resume it); returns the final record when this call finalised the run."""
-    try:
-        record = records.load(services, message.run_id)
-    except AirlockError:
-        log.warning("import message for unknown run %s; dropping it", message.run_id)
-        return None
-    if core.is_terminal(record.get("status")):
-        log.info("run %s is already %s; delivery %d of the import of entry %s has nothing to do", message.run_id,
-                 record["status"], dequeue_count, message.key)
+    record = _live_record(services, message.run_id, f"the import of entry {message.key}", dequeue_count)
+    if record is None:
         return None
     with chunk_scope(_run_context(record), chunk=message.chunk, chunks=message.chunks, delivery=dequeue_count,
                      settings=services.settings, parent=message.traceparent, entry=message.key):

@@ -198,12 +198,12 @@ def test_worker_killed_mid_run_is_resumed_by_the_redelivery(env, stack, seeded, 
     assert not {f"t{line - 1}" for line in finished_before} & set(pushed)
 
 
-def test_cli_sync_killed_mid_run_leaves_a_record_that_the_reaper_completes(env, stack, seeded, functions, prefix,
-                                                                          tmp_path, slow_imports):
+def killed_cli_sync(env, prefix: str, tmp_path, count: int) -> tuple:
+    """A CLI `sync` of ``count`` entries (one import at a time), SIGKILLed once an entry is checkpointed:
+    (its manifest path, its record as the kill left it)."""
     env.setenv("SYNC_CONCURRENCY", "1")
     env.setenv("ACR_PROBE_INTERVAL", "0")
     entrypoints.reset()
-    count = 4
     path = tmp_path / f"{prefix}.txt"
     path.write_text(manifest(prefix, count))
     cli = subprocess.Popen([sys.executable, "-m", "shared", "sync", str(path), "--json"], cwd=ROOT,
@@ -215,6 +215,13 @@ def test_cli_sync_killed_mid_run_leaves_a_record_that_the_reaper_completes(env, 
         cli.wait()
     [killed] = records_for(path.name)
     assert killed["status"] == "running" and 1 <= len(killed["entries"]) < count
+    return path, killed
+
+
+def test_cli_sync_killed_mid_run_leaves_a_record_that_the_reaper_completes(env, stack, seeded, functions, prefix,
+                                                                          tmp_path, slow_imports):
+    count = 4
+    path, killed = killed_cli_sync(env, prefix, tmp_path, count)
     assert all(e["result"] == "imported" for e in killed["entries"])
 
     env.setenv("RUN_DEADLINE_SECONDS", "1")
@@ -235,21 +242,9 @@ def test_cli_sync_killed_mid_run_leaves_a_record_that_the_reaper_completes(env, 
 def test_a_killed_cli_sync_is_carried_on_by_sync_resume(env, stack, seeded, prefix, tmp_path, slow_imports):
     """`sync --resume RUN_ID` after a SIGKILL: refused while the killed process's lease lasts, then the
     same run and record are completed; entries finished before the kill are not imported again."""
-    env.setenv("SYNC_CONCURRENCY", "1")
-    env.setenv("ACR_PROBE_INTERVAL", "0")
     env.setenv("RUN_LEASE_SECONDS", "15")
-    entrypoints.reset()
     count = 4
-    path = tmp_path / f"{prefix}.txt"
-    path.write_text(manifest(prefix, count))
-    cli = subprocess.Popen([sys.executable, "-m", "shared", "sync", str(path), "--json"], cwd=ROOT,
-                           env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for(lambda: any(r["entries"] for r in records_for(path.name)), 90, "a checkpointed entry")
-    finally:
-        cli.send_signal(signal.SIGKILL)
-        cli.wait()
-    [killed] = records_for(path.name)
+    path, killed = killed_cli_sync(env, prefix, tmp_path, count)
     run_id = killed["run_id"]
     done_before = {e["target"] for e in killed["entries"]}
     pushed: list[str] = []
