@@ -371,7 +371,7 @@ def _start(document: dict) -> dict:
     return document
 
 
-def _snapshot_entries(services, run_id: str) -> list[Entry]:
+def _snapshot_entries(services, run_id: str, record: Optional[dict] = None) -> list[Entry]:
     data = services.store.get_bytes(services.settings.outcomes_container, _work(run_id, "manifest.txt"))
     if data is None:
         raise TransientError(f"manifest snapshot of run {run_id} is missing", code="SnapshotMissing")
@@ -382,7 +382,8 @@ def _snapshot_entries(services, run_id: str) -> list[Entry]:
     if not manifest.policies:
         return list(manifest.entries)
     # the tags each policy resolved to when the run was queued (the record), in the same order
-    resolved = {doc["line"]: doc for doc in records.load(services, run_id).get("policies") or []}
+    record = record if record is not None else records.load(services, run_id)
+    resolved = {doc["line"]: doc for doc in record.get("policies") or []}
     added = [Entry(policy.line, replace(policy.source, tag=r["tag"]), policy.target_repository, r["tag"],
                    policy.policy.text)
              for policy in manifest.policies for r in (resolved.get(policy.line) or {}).get("resolved", [])]
@@ -572,7 +573,7 @@ def execute_import(services, message: core.ImportMessage, *, verdict: str,
     with chunk_scope(_run_context(record), chunk=message.chunk, chunks=message.chunks, delivery=dequeue_count,
                      settings=services.settings, parent=message.traceparent, entry=message.key):
         try:
-            entries = _snapshot_entries(services, message.run_id)[message.start:message.end]
+            entries = _snapshot_entries(services, message.run_id, record)[message.start:message.end]
         except SnapshotInvalid as exc:
             return _end_now(services, message.run_id, core.FAILED, exc.message)
         entry = next((e for e in entries if _key(e) == message.key), None)
