@@ -72,6 +72,18 @@ def work_names(run_id: str, kind: str) -> list[str]:
     return s.store.list_names(s.settings.outcomes_container, f"runs-work/{run_id}/{kind}/")
 
 
+def tagged_pushes(stack, prefix: str) -> tuple[list[str], object]:
+    """``repository:tag`` of every ImagePushed event under ``prefix`` from now on (an index's child
+    manifests are pushed without a tag and are left out), and the call that stops collecting."""
+    pushed: list[str] = []
+    unsubscribe = stack.emulator.events.subscribe(
+        lambda events: pushed.extend(f'{e["data"]["target"]["repository"]}:{e["data"]["target"]["tag"]}'
+                                     for e in events if e["eventType"].endswith("ImagePushed")
+                                     and e["data"]["target"]["repository"].startswith(prefix)
+                                     and e["data"]["target"].get("tag")))
+    return pushed, unsubscribe
+
+
 @pytest.fixture
 def slow_imports(stack):
     """Imports that take 3 s each on the emulator (its operation stays InProgress that long)."""
@@ -181,11 +193,7 @@ def test_worker_killed_mid_run_is_resumed_by_the_redelivery(env, stack, seeded, 
     [killed] = records_for(name)
     assert killed["status"] == "running"
 
-    pushed: list[str] = []
-    unsubscribe = stack.emulator.events.subscribe(
-        lambda events: pushed.extend(e["data"]["target"].get("tag") or "" for e in events
-                                     if e["eventType"].endswith("ImagePushed")
-                                     and e["data"]["target"]["repository"].startswith(prefix)))
+    pushed, unsubscribe = tagged_pushes(stack, prefix)
     try:
         queue_host.drain(timeout=180)
     finally:
@@ -195,7 +203,7 @@ def test_worker_killed_mid_run_is_resumed_by_the_redelivery(env, stack, seeded, 
     assert_every_entry_once(record, count)
     assert record["summary"]["imported"] == count
     # entries finished before the kill were not imported again (tags are t<index>, lines index + 1)
-    assert not {f"t{line - 1}" for line in finished_before} & set(pushed)
+    assert not {f"{prefix}/img{line - 1}:t{line - 1}" for line in finished_before} & set(pushed)
 
 
 def killed_cli_sync(env, prefix: str, tmp_path, count: int) -> tuple:
@@ -247,12 +255,7 @@ def test_a_killed_cli_sync_is_carried_on_by_sync_resume(env, stack, seeded, pref
     path, killed = killed_cli_sync(env, prefix, tmp_path, count)
     run_id = killed["run_id"]
     done_before = {e["target"] for e in killed["entries"]}
-    pushed: list[str] = []
-    unsubscribe = stack.emulator.events.subscribe(
-        lambda events: pushed.extend(f'{e["data"]["target"]["repository"]}:{e["data"]["target"].get("tag")}'
-                                     for e in events if e["eventType"].endswith("ImagePushed")
-                                     and e["data"]["target"]["repository"].startswith(prefix)
-                                     and e["data"]["target"].get("tag")))
+    pushed, unsubscribe = tagged_pushes(stack, prefix)
 
     def resume() -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "shared", "sync", "--resume", run_id, "--json"], cwd=ROOT,
@@ -354,12 +357,7 @@ def test_a_redelivered_chunk_sends_its_imports_again_and_each_image_is_imported_
     body = json.dumps({"v": 1, "run_id": queued["run_id"], "chunk": 0, "chunks": 1, "start": 0, "end": count})
     for delivery in (1, 2):
         functions["run_worker"](QueueMessage(id="c", body=body.encode(), dequeue_count=delivery), context=ctx())
-    pushed: list[str] = []
-    unsubscribe = stack.emulator.events.subscribe(  # tagged pushes (an index's child manifests have no tag)
-        lambda events: pushed.extend(f'{e["data"]["target"]["repository"]}:{e["data"]["target"].get("tag")}'
-                                     for e in events if e["eventType"].endswith("ImagePushed")
-                                     and e["data"]["target"]["repository"].startswith(prefix)
-                                     and e["data"]["target"].get("tag")))
+    pushed, unsubscribe = tagged_pushes(stack, prefix)
     try:
         queue_host.drain(workers=3)  # the queued chunk message too, then every import (and its duplicates)
     finally:
