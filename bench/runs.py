@@ -16,7 +16,9 @@ runner --processes N`` (N local instances). Scenarios, side by side in one run:
   LRO polling only with azure-core's own default interval (30 s; ACR_POLLING_INTERVAL=30), no Retry-After
 
 Per-import overhead = an imported entry's duration in the run record minus its copy time (p50, p90). The
-emulator's own count of imports in flight gives the concurrency actually reached. Takes minutes.
+emulator's own count of imports in flight gives the concurrency actually reached, and its clock when
+each import was accepted shows where a run's time goes (from the upload: first and last import
+accepted, last copy ended, run final). Takes minutes.
 
 For a quick look (not the issue's figures): BENCH_SCENARIOS=1,2 runs only those scenarios,
 BENCH_ENTRIES / BENCH_CHANGED shrink the manifest, BENCH_KEEP_RECORDS=<dir> keeps each final record
@@ -85,6 +87,7 @@ class Result:
     overheads: list[float]
     peak_in_flight: int
     copy_times: list[float]
+    timeline: list[tuple[float, float]]  # (accepted, copy ended) of each import, seconds after the upload
 
 
 def triggers(app) -> tuple[list[str], Optional[object]]:
@@ -162,6 +165,11 @@ def main(app=None) -> None:
               f"overhead over the copy p50 {percentile(r.overheads, 0.5):5.1f} s, "
               f"p90 {percentile(r.overheads, 0.9):5.1f} s; "
               f"peak imports in flight {r.peak_in_flight}")
+        if r.timeline:
+            accepted = [a for a, _ in r.timeline]
+            print(f"  {'':<48} imports accepted from {min(accepted):.1f} s to {max(accepted):.1f} s "
+                  f"(half by {statistics.median(accepted):.1f} s), last copy ended at "
+                  f"{max(e for _, e in r.timeline):.1f} s, run final at {r.wall:.1f} s")
     one, four = by_label.get(SCENARIOS[0].label), by_label.get(SCENARIOS[1].label)
     if one and four and four.wall:
         floors = [floor_seconds(total_concurrency(r.scenario.processes, in_flight), r.copy_times) for r in (one, four)]
@@ -209,7 +217,7 @@ def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Re
                 blobs.create_container(container)
             except Exception:  # noqa: BLE001 - exists already
                 pass
-            started = time.perf_counter()
+            started, since = time.perf_counter(), time.monotonic()
             blobs.get_blob_client(container, name).upload_blob(text.encode(), overwrite=True)
             blob_function.get_user_function()(func.blob.InputStream(data=text.encode(), name=f"{container}/{name}"))
             record = _wait_record(name)
@@ -230,7 +238,8 @@ def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Re
         results.append(Result(scenario, wall, record.get("status", "?"), len(imported),
                               sum(1 for e in entries if e.get("result") == "failed"),
                               [duration - copy for duration, copy in timed if copy is not None],
-                              peak.value, [copy for _, copy in timed if copy is not None]))
+                              peak.value, [copy for _, copy in timed if copy is not None],
+                              stack.emulator.importer.timeline(since)))
         print(f"runs: {scenario.label}: {wall:.1f} s ({record.get('status')})", file=sys.stderr, flush=True)
     return results
 

@@ -18,6 +18,8 @@ For every function of the app (``app.get_functions()``) whose trigger is a ``que
   the function runs (as the host does), so N processes never run one delivery twice at once;
 - the function is called with a real ``azure.functions.QueueMessage`` (id, body decoded per
   ``messageEncoding``, dequeue_count, insertion/expiration/next-visible times, pop_receipt);
+- each invocation is logged as the host logs it: ``Executing '<function>'`` with how long the message
+  waited in the queue, then ``Executed '<function>' (Succeeded|Failed, ...)`` with its duration;
 - success deletes the message; an exception leaves it for redelivery after ``visibilityTimeout``
   (default 0); a message whose dequeue count reaches ``maxDequeueCount`` (default 5) and fails again,
   or arrives past it, is copied to ``<queue>-poison`` and deleted, as the host does.
@@ -211,6 +213,16 @@ def load_app(spec: str):
 
 # --- one message -------------------------------------------------------------------------------------
 
+def _age(inserted_on) -> Optional[float]:
+    """Seconds since a message was inserted (its queue wait when it is dequeued), None if unknown."""
+    if inserted_on is None:
+        return None
+    from datetime import datetime, timezone
+
+    when = inserted_on if inserted_on.tzinfo else inserted_on.replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - when).total_seconds()
+
+
 class _Lease:
     """Keeps a message invisible while its function runs (the pop receipt changes on each renewal)."""
 
@@ -360,11 +372,17 @@ class QueueRunner:
                 self._poison(target, client, message, message.pop_receipt)
                 return
             lease = _Lease(client, message, self.lease_seconds)
+            began = time.monotonic()
+            waited = _age(message.inserted_on)
+            log.info("Executing '%s' (message %s, dequeue count %d, inserted %s s ago)", target.function_name,
+                     message.id, message.dequeue_count, "?" if waited is None else f"{waited:.2f}")
             try:
                 self._invoke(target, message)
             except Exception as exc:  # noqa: BLE001 - a failed invocation, as the host records it
                 receipt = lease.end()
                 self.counters.add("failed")
+                log.info("Executed '%s' (Failed, message %s, duration %d ms)", target.function_name, message.id,
+                         (time.monotonic() - began) * 1000)
                 log.warning("function %s failed on message %s (dequeue count %d): %s: %s", target.function_name,
                             message.id, message.dequeue_count, type(exc).__name__, exc)
                 if message.dequeue_count >= self.options.max_dequeue_count:
@@ -374,6 +392,8 @@ class QueueRunner:
                                           visibility_timeout=int(self.options.visibility_timeout))
                 return
             receipt = lease.end()
+            log.info("Executed '%s' (Succeeded, message %s, duration %d ms)", target.function_name, message.id,
+                     (time.monotonic() - began) * 1000)
             client.delete_message(message.id, pop_receipt=receipt)
             self.counters.add("succeeded")
         except Exception:  # noqa: BLE001 - storage trouble: the message comes back after its lease

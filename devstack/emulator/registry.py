@@ -369,6 +369,12 @@ class Importer:
         ordered = sorted(list(self._operations.values()), key=lambda op: op.started)
         return {target: op.copy_seconds for op in ordered for target in op.targets}
 
+    def timeline(self, since: float) -> list[tuple[float, float]]:
+        """(accepted, copy ended) of each import accepted at or after the monotonic time ``since``,
+        in seconds after it, in order of acceptance (benchmarks show where a run's time goes)."""
+        ordered = sorted(list(self._operations.values()), key=lambda op: op.started)
+        return [(op.started - since, op.started + op.copy_seconds - since) for op in ordered if op.started >= since]
+
     def in_flight(self) -> int:
         """Imports accepted and not yet finished (what a benchmark reads as the achieved concurrency)."""
         return sum(1 for op in list(self._operations.values()) if not self.finished(op))

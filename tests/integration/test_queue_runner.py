@@ -62,7 +62,8 @@ def queue(stack, monkeypatch):
     return name
 
 
-def test_the_function_gets_a_real_queue_message_and_success_deletes_it(stack, queue, tmp_path):
+def test_the_function_gets_a_real_queue_message_and_success_deletes_it(stack, queue, tmp_path, caplog):
+    caplog.set_level("INFO", logger="devstack.queue_runner")
     seen: list[func.QueueMessage] = []
     runner = QueueRunner(app_with(seen.append), host_json=host_json(tmp_path))
     sender(stack, queue).send_message(json.dumps({"run": "r1", "chunk": 0}))
@@ -75,9 +76,14 @@ def test_the_function_gets_a_real_queue_message_and_success_deletes_it(stack, qu
     assert message.insertion_time <= message.time_next_visible and message.expiration_time > message.insertion_time
     assert (counters.succeeded, counters.failed) == (1, 0)
     assert raw_messages(stack, queue) == []
+    # logged as the host logs an invocation, with how long the message waited in the queue
+    said = [r.getMessage() for r in caplog.records if r.name == "devstack.queue_runner"]
+    assert any(m.startswith(f"Executing 'work' (message {message.id}, dequeue count 1, inserted ") for m in said)
+    assert any(m.startswith(f"Executed 'work' (Succeeded, message {message.id}, duration ") for m in said)
 
 
-def test_an_exception_leaves_the_message_for_redelivery(stack, queue, tmp_path):
+def test_an_exception_leaves_the_message_for_redelivery(stack, queue, tmp_path, caplog):
+    caplog.set_level("INFO", logger="devstack.queue_runner")
     deliveries: list[int] = []
 
     def flaky(msg: func.QueueMessage) -> None:
@@ -94,6 +100,9 @@ def test_an_exception_leaves_the_message_for_redelivery(stack, queue, tmp_path):
     assert (counters.succeeded, counters.failed, counters.poisoned) == (1, 1, 0)
     assert time.monotonic() - started >= 1.0  # came back after the visibility timeout, not before
     assert raw_messages(stack, queue) == []
+    outcomes = [r.getMessage().split(" (")[1].split(",")[0] for r in caplog.records
+                if r.name == "devstack.queue_runner" and r.getMessage().startswith("Executed 'work'")]
+    assert outcomes == ["Failed", "Succeeded"]
 
 
 def test_a_message_that_keeps_failing_goes_to_the_poison_queue(stack, queue, tmp_path):
