@@ -348,7 +348,7 @@ def _execute_chunk(services, message: core.ChunkMessage, record: dict, *, verdic
         raise TransientError(f"chunk {message.chunk} of run {run_id} is being worked on elsewhere; "
                              "redelivering later", code="ChunkLeased") from None
     try:
-        _update_record(services, run_id, _start)
+        _update_record(services, run_id, lambda d: _start(d, deadline=s.run_deadline))
         retry, known = _run_chunk(services, message, last=verdict == "last", progress=progress, dispatch=dispatch)
     except SnapshotInvalid as exc:  # permanent: retrying cannot help, so the run ends now
         return _end_now(services, run_id, core.FAILED, exc.message)
@@ -363,12 +363,24 @@ def _execute_chunk(services, message: core.ChunkMessage, record: dict, *, verdic
     return _maybe_finalise(services, run_id, message.chunks)
 
 
-def _start(document: dict) -> dict:
+def _start(document: dict, *, deadline: float) -> Optional[dict]:
+    """A chunk starts: the record becomes running; None (no write) when it is running already and
+    marked progress recently (core.progress_mark_due)."""
+    now = _now()
+    if document.get("status") == core.RUNNING and document.get("started_at") and not core.progress_mark_due(
+            _parsed(document.get("updated_at")), now, deadline):
+        return None
     document["status"] = core.transition(document["status"], "start")
-    now = _now().isoformat()
-    document["started_at"] = document.get("started_at") or now
-    document["updated_at"] = now
+    document["started_at"] = document.get("started_at") or now.isoformat()
+    document["updated_at"] = now.isoformat()
     return document
+
+
+def _parsed(text: Optional[str]) -> Optional[datetime]:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
 
 
 def _snapshot_entries(services, run_id: str, record: Optional[dict] = None) -> list[Entry]:

@@ -84,6 +84,29 @@ def test_staleness():
     assert core.is_stale(T0, T0 + timedelta(seconds=61), 60)
 
 
+def test_progress_mark_is_due_only_when_the_last_one_is_old():
+    # a quarter of the deadline, at most 30 s
+    assert core.progress_mark_due(None, T0, 3600)
+    assert not core.progress_mark_due(T0, T0 + timedelta(seconds=29), 3600)
+    assert core.progress_mark_due(T0, T0 + timedelta(seconds=30), 3600)
+    assert not core.progress_mark_due(T0, T0 + timedelta(seconds=9), 40)
+    assert core.progress_mark_due(T0, T0 + timedelta(seconds=10), 40)
+
+
+def test_a_chunk_start_writes_the_record_only_when_it_changes_something():
+    from shared.handlers.runs import _now, _start
+
+    queued = {"status": "queued", "queued_at": "2026-01-01T00:00:00+00:00"}
+    started = _start(dict(queued), deadline=3600)
+    assert started["status"] == "running" and started["started_at"] == started["updated_at"]
+    # the next chunks, moments later: nothing to write (no ETag race for nothing)
+    assert _start(dict(started), deadline=3600) is None
+    # a long run: the mark is refreshed once it is old, so the reaper sees progress
+    old = {**started, "updated_at": (_now() - timedelta(seconds=31)).isoformat()}
+    refreshed = _start(dict(old), deadline=3600)
+    assert refreshed["started_at"] == started["started_at"] and refreshed["updated_at"] > old["updated_at"]
+
+
 def entry(line, action="new", result="imported", retryable=None):
     error = None if retryable is None else {"code": "X", "message": "m", "retryable": retryable}
     return {"line": line, "action": action, "result": result, "error": error}
