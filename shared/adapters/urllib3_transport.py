@@ -30,17 +30,20 @@ def _timeout(request: httpx.Request) -> urllib3.Timeout:
 
 class Urllib3Transport(httpx.BaseTransport):
     def __init__(self, ssl_context: ssl.SSLContext, *, max_connections: int = 32) -> None:
-        # one pool per origin, ``max_connections`` connections kept per pool; block=False: a burst
-        # beyond it opens extra connections rather than waiting (they are not kept)
+        # one pool per origin, at most ``max_connections`` connections each; block=True: a request
+        # beyond them waits for a free connection. A worker runs several chunk plans at once, each with
+        # PLAN_CONCURRENCY threads: without blocking, every request past the limit opened a TLS
+        # connection only to close it after one request (urllib3: "Connection pool is full").
         self._pools = urllib3.PoolManager(num_pools=64, maxsize=max_connections, ssl_context=ssl_context,
-                                          retries=False)
+                                          retries=False, block=True)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         try:
             response = self._pools.urlopen(
                 request.method, str(request.url), body=request.read() or None,
                 headers=dict(request.headers.multi_items()), redirect=False, retries=False,
-                timeout=_timeout(request), preload_content=True, decode_content=False)
+                timeout=_timeout(request), pool_timeout=_timeout(request).connect_timeout, preload_content=True,
+                decode_content=False)
         except u3.HTTPError as exc:
             raise _translated(exc, request) from exc
         return httpx.Response(status_code=response.status, headers=list(response.headers.items()),
@@ -73,6 +76,7 @@ class Client(httpx.Client):
         try:
             response = self._direct._pools.urlopen(method, url, headers=dict(merged.multi_items()), redirect=False,
                                                    retries=False, timeout=self._plain_timeout, preload_content=True,
+                                                   pool_timeout=self._plain_timeout.connect_timeout,
                                                    decode_content=False)
         except u3.HTTPError as exc:
             raise _translated(exc, request) from exc
@@ -84,6 +88,8 @@ class Client(httpx.Client):
 
 
 def _translated(exc: Exception, request: httpx.Request) -> httpx.TransportError:
+    if isinstance(exc, u3.EmptyPoolError):  # no connection came free within the connect timeout
+        return httpx.PoolTimeout(str(exc), request=request)
     if isinstance(exc, (u3.NewConnectionError, u3.SSLError)):  # before ConnectTimeoutError: its subclass
         return httpx.ConnectError(str(exc), request=request)
     if isinstance(exc, u3.ConnectTimeoutError):

@@ -24,6 +24,8 @@ class Handler(BaseHTTPRequestHandler):
         Handler.seen.append((self.command, self.path, self.headers.get_all("Accept"), self.client_address[1]))
         if self.path == "/slow":
             time.sleep(1.0)
+        if self.path == "/pause":
+            time.sleep(0.1)
         if self.path == "/moved":
             self.send_response(307)
             self.send_header("Location", "/v2/x/manifests/1")
@@ -78,6 +80,31 @@ def test_plain_reads_keep_one_connection_and_send_the_callers_accept_only(server
     assert [accept for _, _, accept, _ in Handler.seen] == [["application/vnd.oci.image.manifest.v1+json"]] * 5 + [
         ["application/json"]]  # the client's default "*/*" is replaced, not sent beside it
     assert len({port for *_, port in Handler.seen}) == 1  # one kept-alive connection
+
+
+def test_a_burst_beyond_the_pool_waits_for_its_connections(server):
+    """12 reads at once on a pool of 4: they share 4 connections (none opened only to be thrown away)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    Handler.seen.clear()
+    client = make_client()
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = list(pool.map(lambda _: client.plain("HEAD", f"{server}/pause", headers={}).status_code, range(12)))
+    assert statuses == [200] * 12
+    assert len({port for *_, port in Handler.seen}) <= 4
+
+
+def test_no_free_connection_within_the_connect_timeout_is_a_pool_timeout(server):
+    client = urllib3_transport.client(ssl.create_default_context(), max_connections=1,
+                                      timeout=httpx.Timeout(5.0, connect=0.2), headers={})
+    holder = threading.Thread(target=lambda: client.plain("GET", f"{server}/slow", headers={}))
+    holder.start()
+    time.sleep(0.2)
+    try:
+        with pytest.raises(httpx.PoolTimeout):
+            client.plain("HEAD", f"{server}/v2/x/manifests/1", headers={})
+    finally:
+        holder.join()
 
 
 def test_requests_through_httpx_use_the_same_pools_and_follow_redirects(server):
