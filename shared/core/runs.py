@@ -183,14 +183,16 @@ def is_stale(updated_at: datetime, now: datetime, deadline_seconds: float) -> bo
     return (now - updated_at).total_seconds() > deadline_seconds
 
 
-def progress_mark_due(updated_at: Optional[datetime], now: datetime, deadline_seconds: float) -> bool:
-    """Whether a chunk starting now must mark progress on a running record (its ``updated_at``): only
-    when the last mark is older than a quarter of the deadline (at most 30 s). Chunks start by the
-    dozen at once; each writing the record made them queue on its ETag for nothing, while a mark this
-    recent already keeps the reaper away."""
-    if updated_at is None:
-        return True
-    return (now - updated_at).total_seconds() >= min(30.0, deadline_seconds / 4)
+def progress_mark_due(updated_at: Optional[str], now: datetime, deadline_seconds: float) -> bool:
+    """Whether a chunk starting now must mark progress on a running record: only when its last mark
+    (``updated_at``, ISO 8601; missing or unreadable counts as old) is older than a quarter of the
+    deadline (at most 30 s). Chunks start by the dozen at once; each writing the record made them
+    queue on its ETag for nothing, while a mark this recent already keeps the reaper away."""
+    try:
+        last = datetime.fromisoformat(updated_at) if updated_at else None
+    except ValueError:
+        last = None
+    return last is None or (now - last).total_seconds() >= min(30.0, deadline_seconds / 4)
 
 
 def is_final_entry(entry: dict, *, last_delivery: bool) -> bool:

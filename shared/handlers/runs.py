@@ -368,19 +368,13 @@ def _start(document: dict, *, deadline: float) -> Optional[dict]:
     marked progress recently (core.progress_mark_due)."""
     now = _now()
     if document.get("status") == core.RUNNING and document.get("started_at") and not core.progress_mark_due(
-            _parsed(document.get("updated_at")), now, deadline):
+            document.get("updated_at"), now, deadline):
         return None
     document["status"] = core.transition(document["status"], "start")
     document["started_at"] = document.get("started_at") or now.isoformat()
     document["updated_at"] = now.isoformat()
     return document
 
-
-def _parsed(text: Optional[str]) -> Optional[datetime]:
-    try:
-        return datetime.fromisoformat(text) if text else None
-    except ValueError:
-        return None
 
 
 def _snapshot_entries(services, run_id: str, record: Optional[dict] = None) -> list[Entry]:

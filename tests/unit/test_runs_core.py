@@ -86,11 +86,12 @@ def test_staleness():
 
 def test_progress_mark_is_due_only_when_the_last_one_is_old():
     # a quarter of the deadline, at most 30 s
-    assert core.progress_mark_due(None, T0, 3600)
-    assert not core.progress_mark_due(T0, T0 + timedelta(seconds=29), 3600)
-    assert core.progress_mark_due(T0, T0 + timedelta(seconds=30), 3600)
-    assert not core.progress_mark_due(T0, T0 + timedelta(seconds=9), 40)
-    assert core.progress_mark_due(T0, T0 + timedelta(seconds=10), 40)
+    mark = T0.isoformat()
+    assert core.progress_mark_due(None, T0, 3600) and core.progress_mark_due("yesterday", T0, 3600)
+    assert not core.progress_mark_due(mark, T0 + timedelta(seconds=29), 3600)
+    assert core.progress_mark_due(mark, T0 + timedelta(seconds=30), 3600)
+    assert not core.progress_mark_due(mark, T0 + timedelta(seconds=9), 40)
+    assert core.progress_mark_due(mark, T0 + timedelta(seconds=10), 40)
 
 
 def test_a_chunk_start_writes_the_record_only_when_it_changes_something():
