@@ -348,7 +348,8 @@ def _execute_chunk(services, message: core.ChunkMessage, record: dict, *, verdic
         raise TransientError(f"chunk {message.chunk} of run {run_id} is being worked on elsewhere; "
                              "redelivering later", code="ChunkLeased") from None
     try:
-        _update_record(services, run_id, lambda d: _start(d, deadline=s.run_deadline))
+        if _start(dict(record), deadline=s.run_deadline) is not None:  # the record as just read: no write due
+            _update_record(services, run_id, lambda d: _start(d, deadline=s.run_deadline))
         retry, known = _run_chunk(services, message, last=verdict == "last", progress=progress, dispatch=dispatch)
     except SnapshotInvalid as exc:  # permanent: retrying cannot help, so the run ends now
         return _end_now(services, run_id, core.FAILED, exc.message)
@@ -374,7 +375,6 @@ def _start(document: dict, *, deadline: float) -> Optional[dict]:
     document["started_at"] = document.get("started_at") or now.isoformat()
     document["updated_at"] = now.isoformat()
     return document
-
 
 
 def _snapshot_entries(services, run_id: str, record: Optional[dict] = None) -> list[Entry]:
