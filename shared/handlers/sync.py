@@ -259,6 +259,7 @@ class SyncEngine:
         attempts = Attempts()
         acr = self.services.acr
         error: Optional[AirlockError] = None
+        ended = None  # how the import ended: "probe" (the planned digest was seen at the target) or "lro"
         if entry.source.registry == DOCKER_HUB and self._dockerhub_remaining == 0:
             error = AirlockError("Docker Hub pull limit is exhausted; try again after it resets",
                                  code="DockerHubRateLimited")
@@ -267,13 +268,14 @@ class SyncEngine:
             try:
                 if self.before_import is not None:
                     self.before_import(item)
-                self.services.retrier.call(
+                ended = self.services.retrier.call(
                     lambda: acr.import_image(request, timeout=max(1.0, deadline - time.monotonic()),
                                              landed=lambda: self.landed(item)),
                     what=f"import {entry.target}", attempts=attempts, deadline=deadline)
             except AirlockError as exc:
                 error = exc
-        after, read_error = self._read_back(item)
+        # the probe's own read saw the planned digest in place: reading it back again would repeat it
+        after, read_error = (item.source_digest, None) if ended == "probe" else self._read_back(item)
         if read_error is not None:
             # the read-back itself failed (throttled, 5xx, no token): it says nothing about the digest, so
             # it is never a DigestMismatch; a permanent import error still wins over a transient read error

@@ -27,11 +27,39 @@ def make_services(stack, **overrides) -> Services:
 def test_probe_finishes_the_entry_before_the_operation(stack, slow_operations):
     target = f"p{uuid.uuid4().hex[:8]}/bb:1"
     services = make_services(stack, ACR_PROBE_INTERVAL="0.5", ACR_POLLING_INTERVAL="1")
+    services.acr.tag_digest = reads = Reads(services.acr.tag_digest)
     [entry] = SyncEngine(services).run(f"library/busybox:1.36 => {target}\n", name="probe",
                                        trigger="cli").to_dict()["entries"]
     assert entry["result"] == "imported" and entry["target_digest"] == entry["source_digest"]
     # finished on the probe, well before the operation left InProgress
     assert entry["duration_seconds"] < LATENCY / 2
+    # the plan's read and the probes saw no tag until the last probe saw the planned digest; nothing
+    # read it back again after that
+    assert reads.answers[:-1] == [None] * (len(reads.answers) - 1) and len(reads.answers) >= 2
+    assert reads.answers[-1] == entry["source_digest"]
+
+
+class Reads:
+    """The ACR adapter's tag reads, with what each answered (against the emulator)."""
+
+    def __init__(self, read):
+        self.read, self.answers = read, []
+
+    def __call__(self, repository: str, tag: str):
+        answer = self.read(repository, tag)
+        self.answers.append(answer)
+        return answer
+
+
+def test_without_the_probe_the_entry_is_read_back_after_the_operation(stack, seeded):
+    target = f"p{uuid.uuid4().hex[:8]}/bb:1"
+    services = make_services(stack, ACR_PROBE_INTERVAL="0", ACR_POLLING_INTERVAL="0.2")
+    services.acr.tag_digest = reads = Reads(services.acr.tag_digest)
+    [entry] = SyncEngine(services).run(f"library/busybox:1.36 => {target}\n", name="lro",
+                                       trigger="cli").to_dict()["entries"]
+    assert entry["result"] == "imported" and entry["target_digest"] == entry["source_digest"]
+    # the plan's read, and the read-back that checks what the operation wrote
+    assert reads.answers == [None, entry["source_digest"]]
 
 
 def test_a_failed_operation_is_a_failure_even_with_the_probe_on(stack, slow_operations):
