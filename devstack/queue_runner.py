@@ -48,6 +48,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -217,8 +218,6 @@ def _age(inserted_on) -> Optional[float]:
     """Seconds since a message was inserted (its queue wait when it is dequeued), None if unknown."""
     if inserted_on is None:
         return None
-    from datetime import datetime, timezone
-
     when = inserted_on if inserted_on.tzinfo else inserted_on.replace(tzinfo=timezone.utc)
     return (datetime.now(timezone.utc) - when).total_seconds()
 
