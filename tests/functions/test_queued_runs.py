@@ -580,6 +580,43 @@ def test_a_snapshot_that_no_longer_validates_ends_the_run_once(env, functions, q
     assert queue_host.deliveries == 2  # the raise after recording, then a redelivery that finds it final
 
 
+def test_concurrent_deliveries_of_one_run_parse_its_snapshot_once(env, monkeypatch, prefix):
+    """Every chunk and import message of a run needs the snapshot's entries: deliveries arriving together
+    in one process share one parse (the rest wait for it), and other settings validate it afresh."""
+    from shared.handlers import runs
+
+    calls = []
+    real = runs.check_manifest
+
+    def counted(data, settings):
+        calls.append(settings)
+        time.sleep(0.2)  # a parse long enough for every other delivery to arrive meanwhile
+        return real(data, settings)
+
+    monkeypatch.setattr(runs, "check_manifest", counted)
+    record = runs.create_run(services(), manifest(prefix, 3), name=f"{prefix}.txt", trigger="http")
+    calls.clear()  # create_run validated it too, through the same name
+    results: list = [None] * 8
+
+    def deliver(i: int) -> None:
+        results[i] = runs._snapshot_entries(services(), record["run_id"])
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert all(r == results[0] for r in results) and [e.line for e in results[0]] == [1, 2, 3]
+    results[0].clear()  # a caller's copy: changing it changes nothing for the next one
+    assert len(runs._snapshot_entries(services(), record["run_id"])) == 3 and len(calls) == 1
+    env.setenv("SOURCE_REGISTRY_ALLOWLIST", "ghcr.io")
+    entrypoints.reset()  # new settings: validated again, and it no longer validates
+    with pytest.raises(runs.SnapshotInvalid):
+        runs._snapshot_entries(services(), record["run_id"])
+    assert len(calls) == 2
+
+
 def test_a_chunk_leased_by_another_worker_is_left_to_it(env, seeded, functions, queue_host, prefix):
     """Two deliveries of one chunk at once (a visibility timeout ran out under a live worker): the second
     finds the chunk's lease held, does nothing and raises so its message comes back later."""
