@@ -14,11 +14,13 @@ runner --processes N`` (N local instances). Scenarios, side by side in one run:
   1 process vs 4 processes (probe on, Retry-After: 10)
   LRO polling only (ACR_PROBE_INTERVAL=0) vs probe, with Retry-After: 10 and with no Retry-After
   LRO polling only with azure-core's own default interval (30 s; ACR_POLLING_INTERVAL=30), no Retry-After
+  1 process vs 4 processes at 8 imports per instance (host.json batchSize 4 + newBatchThreshold 4, 8 threads)
+  in place of the shipped 24: the other side of the trade-off in docs/architecture.md, "Scale-out"
 
 Per-import overhead = an imported entry's duration in the run record minus its copy time (p50, p90). The
 emulator's own count of imports in flight gives the concurrency actually reached, and its clock when
 each import was accepted shows where a run's time goes (from the upload: first and last import
-accepted, last copy ended, run final). Takes minutes.
+accepted, last copy ended, run final). Takes about a quarter of an hour.
 
 For a quick look (not the issue's figures): BENCH_SCENARIOS=1,2 runs only those scenarios,
 BENCH_ENTRIES / BENCH_CHANGED shrink the manifest, BENCH_KEEP_RECORDS=<dir> keeps each final record
@@ -33,6 +35,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -57,6 +60,13 @@ class Scenario:
     probe_interval: float  # ACR_PROBE_INTERVAL; 0 = LRO polling only
     retry_after: str  # the emulator's import_retry_after: "10" or "none"
     polling_interval: str = ""  # ACR_POLLING_INTERVAL ("": the app's default)
+    # (batchSize, newBatchThreshold, PYTHON_THREADPOOL_THREAD_COUNT) in place of host.json's and the
+    # settings' (None: as shipped), to show another per-instance concurrency beside the shipped one
+    queues: Optional[tuple[int, int, int]] = None
+
+    def in_flight(self, shipped: int) -> int:
+        """Imports one instance runs at once in this scenario."""
+        return shipped if self.queues is None else min(self.queues[0] + self.queues[1], self.queues[2])
 
 
 SCENARIOS = (
@@ -67,6 +77,10 @@ SCENARIOS = (
     Scenario("4 processes, LRO polling only, no Retry-After", 4, 0, "none"),
     # what azure-core does when the client sets no polling_interval (a plain SDK loop, `az acr import`)
     Scenario("4 processes, LRO only, no Retry-After, 30 s", 4, 0, "none", "30"),
+    # the other side of the per-instance trade-off (docs/architecture.md, "Scale-out"): 8 imports per
+    # instance (batchSize 4 + newBatchThreshold 4, 8 threads) scale better in ratio, and are slower at both sizes
+    Scenario("1 process,  probe, Retry-After 10, 8/instance", 1, 3, "10", queues=(4, 4, 8)),
+    Scenario("4 processes, probe, Retry-After 10, 8/instance", 4, 3, "10", queues=(4, 4, 8)),
 )
 
 
@@ -158,7 +172,7 @@ def main(app=None) -> None:
           f"newBatchThreshold {options.new_batch_threshold}, {threads} worker threads)")
     by_label = {}
     for r in results:
-        concurrency = total_concurrency(r.scenario.processes, in_flight)
+        concurrency = total_concurrency(r.scenario.processes, r.scenario.in_flight(in_flight))
         by_label[r.scenario.label] = r
         print(f"  {r.scenario.label:<48} {r.wall:7.1f} s  floor {floor_seconds(concurrency, r.copy_times):5.1f} s "
               f"(ceil({CHANGED}/{concurrency}) x copy)  {r.status}, {r.imported} imported, {r.failed} failed; "
@@ -170,10 +184,13 @@ def main(app=None) -> None:
             print(f"  {'':<48} imports accepted from {min(accepted):.1f} s to {max(accepted):.1f} s "
                   f"(half by {statistics.median(accepted):.1f} s), last copy ended at "
                   f"{max(e for _, e in r.timeline):.1f} s, run final at {r.wall:.1f} s")
-    one, four = by_label.get(SCENARIOS[0].label), by_label.get(SCENARIOS[1].label)
-    if one and four and four.wall:
-        floors = [floor_seconds(total_concurrency(r.scenario.processes, in_flight), r.copy_times) for r in (one, four)]
-        print(f"  speed-up 4 processes vs 1: {one.wall / four.wall:.1f}x (their floors: {floors[0] / floors[1]:.1f}x)")
+    for first, second in ((0, 1), (6, 7)):  # 1 vs 4 processes: as shipped, then at 8 per instance
+        one, four = by_label.get(SCENARIOS[first].label), by_label.get(SCENARIOS[second].label)
+        if one and four and four.wall:
+            floors = [floor_seconds(total_concurrency(r.scenario.processes, r.scenario.in_flight(in_flight)),
+                                    r.copy_times) for r in (one, four)]
+            print(f"  speed-up 4 processes vs 1 at {one.scenario.in_flight(in_flight)} per instance: "
+                  f"{one.wall / four.wall:.1f}x (their floors: {floors[0] / floors[1]:.1f}x)")
 
 
 def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Result]:
@@ -203,6 +220,8 @@ def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Re
                "ACR_PROBE_INTERVAL": str(scenario.probe_interval)}
         if scenario.polling_interval:
             env["ACR_POLLING_INTERVAL"] = scenario.polling_interval
+        if scenario.queues is not None:
+            env["PYTHON_THREADPOOL_THREAD_COUNT"] = str(scenario.queues[2])
         os.environ.clear()
         os.environ.update({**saved_env, **env})
         _reset_product()
@@ -210,7 +229,8 @@ def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Re
         path = resolve_settings(blob_function.get_trigger().path, os.environ, "blob trigger path")
         container = path.split("/", 1)[0]
         name = f"bench-{uuid.uuid4().hex[:8]}.txt"
-        runners = _start_runners(scenario.processes, os.environ)
+        host_json = _host_json(scenario, index)
+        runners = _start_runners(scenario.processes, os.environ, host_json)
         peak = _Peak(stack.emulator.importer)
         try:
             try:
@@ -225,6 +245,8 @@ def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Re
         finally:
             peak.stop()
             _stop_runners(runners)
+            if scenario.queues is not None:
+                os.unlink(host_json)
         keep = os.environ.get("BENCH_KEEP_RECORDS")  # a directory: each scenario's final record, to study
         if keep:
             os.makedirs(keep, exist_ok=True)
@@ -269,10 +291,22 @@ def _wait_record(manifest_name: str) -> dict:
     raise TimeoutError(f"no finished run record for {manifest_name} within {RUN_TIMEOUT:g}s")
 
 
-def _start_runners(processes: int, env) -> subprocess.Popen:
+def _host_json(scenario: Scenario, index: int) -> str:
+    """host.json as shipped, or a copy with the scenario's batchSize and newBatchThreshold."""
+    if scenario.queues is None:
+        return str(ROOT / "host.json")
+    document = json.loads((ROOT / "host.json").read_text())
+    document["extensions"]["queues"].update(batchSize=scenario.queues[0], newBatchThreshold=scenario.queues[1])
+    path = os.path.join(tempfile.gettempdir(), f"bench-runs-host-{os.getpid()}-{index + 1}.json")
+    with open(path, "w") as out:
+        json.dump(document, out)
+    return path
+
+
+def _start_runners(processes: int, env, host_json: str) -> subprocess.Popen:
     process = subprocess.Popen(
         [sys.executable, "-m", "devstack", "runner", "--processes", str(processes), "--app", "function_app:app",
-         "--host-json", str(ROOT / "host.json")],
+         "--host-json", host_json],
         cwd=ROOT, env=dict(env), stdout=subprocess.PIPE, text=True,
         stderr=open(env["BENCH_RUNNER_LOG"], "a") if env.get("BENCH_RUNNER_LOG") else subprocess.DEVNULL)
     started = 0
@@ -281,7 +315,10 @@ def _start_runners(processes: int, env) -> subprocess.Popen:
         line = process.stdout.readline()
         if not line:
             raise RuntimeError(f"the queue runner exited ({process.wait()})")
-        started += line.startswith("runner ") and "<-" in line
+        if line.startswith("runner ") and "<-" in line:
+            if not started:  # what the instances run with (host.json queues, worker threads)
+                print(f"runs: {line.split('(', 1)[-1].rstrip().rstrip(')')}", file=sys.stderr, flush=True)
+            started += 1
         if time.monotonic() > deadline:
             raise RuntimeError("the queue runner did not start in 60 s")
     threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
