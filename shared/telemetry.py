@@ -31,6 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
+from .core.ids import new_run_id, record_name
+
 log = logging.getLogger(__name__)
 
 SCOPE = "acr-airlock"
@@ -334,9 +336,6 @@ def traced_run(method):
     from the start; the record path is where ``handlers.records`` saves it."""
     @functools.wraps(method)
     def wrapper(self, text, *args, **kwargs):
-        from .handlers.records import record_name
-        from .handlers.sync import new_run_id
-
         run_id = kwargs.get("run_id") or new_run_id()
         kwargs["run_id"] = run_id
         apply = kwargs.get("apply", True)

@@ -1,20 +1,11 @@
 """Saving and reading outcome records (one JSON blob per run in OUTCOMES_CONTAINER)."""
 from __future__ import annotations
 
-import re
 from typing import Optional
 
-from ..errors import NotFoundError, Problem, ValidationError
+from ..core.ids import RUN_ID, record_name  # noqa: F401 - re-exported: the record's name is part of this API
+from ..errors import NotFoundError
 from . import runindex
-
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-def record_name(run_id: str) -> str:
-    if not RUN_ID.fullmatch(run_id or ""):  # fullmatch: "$" alone would let a trailing newline through
-        raise ValidationError("invalid run id", [Problem("must be 1-100 letters, digits, '.', '_' or '-'",
-                                                         field="run_id")])
-    return f"runs/{run_id}.json"
 
 
 def save(services, record: dict) -> str:

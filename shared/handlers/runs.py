@@ -49,7 +49,8 @@ from ..core.plan import Action, Plan, PlanItem, decide
 from ..errors import AirlockError, ConflictError, TransientError
 from ..telemetry import RunContext, chunk_scope, report_run, traceparent
 from . import records, runindex
-from .sync import Progress, SyncEngine, check_manifest, new_run_id
+from ..core.ids import new_run_id
+from .sync import Progress, SyncEngine, check_manifest
 
 log = logging.getLogger(__name__)
 

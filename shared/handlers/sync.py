@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import Counter
 from concurrent.futures import Future, as_completed
 from dataclasses import replace
@@ -18,6 +17,7 @@ from typing import Callable, Optional
 
 from ..adapters.acr import ImportRequest
 from ..adapters.retrying import Attempts
+from ..core.ids import new_run_id
 from ..core.manifest import Entry, ManifestResult, PolicyEntry, parse_manifest
 from ..core.tagpolicy import MAX_TAGS_SCANNED
 from ..core.outcome import (RESULT_FAILED, RESULT_IMPORTED, RESULT_PLANNED, RESULT_UNCHANGED, EntryOutcome,
@@ -37,10 +37,6 @@ Progress = Callable[[str, int, int, Optional[EntryOutcome]], None]
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def new_run_id() -> str:
-    return _now().strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
 
 
 def check_manifest(text, settings) -> ManifestResult:
