@@ -1,7 +1,7 @@
 """acr-airlock Function App: triggers and bindings only; every body hands off to shared.handlers.
 
 Importing this module is cheap: no network, no Azure SDK imports, no settings read. The HTTP
-API (shared.api, Starlette) and the SDK clients are built on first use.
+API (shared.http.app, Starlette) and the SDK clients are built on first use.
 """
 import logging
 

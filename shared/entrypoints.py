@@ -42,7 +42,7 @@ async def asgi_app(scope, receive, send):
 
     bind_invocation(scope.get("azure_functions.thread_local_storage"), scope.get("azure_functions.invocation_id"))
     if _asgi is None:
-        from .api import create_app
+        from .http.app import create_app
 
         _asgi = create_app(services)
     await _asgi(scope, receive, send)

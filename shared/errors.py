@@ -11,7 +11,7 @@
         └── TransientError            worth retrying (429, 5xx, dropped connection, deadline)
 
 ``Problem`` is one finding: a message plus the line and/or field it is about. HTTP mapping of
-these classes lives in exactly one place, ``shared.problems.from_exception``; nothing else chooses
+these classes lives in exactly one place, ``shared.http.problems.from_exception``; nothing else chooses
 status codes for errors.
 """
 from __future__ import annotations

@@ -59,7 +59,7 @@ def commands(script: str) -> list[list[str]]:
 
 
 def cli_parser() -> argparse.ArgumentParser:
-    import shared.cli as cli
+    import shared.cli.dispatch as cli
 
     for name in ("build_parser", "make_parser", "parser", "_parser"):
         factory = getattr(cli, name, None)
@@ -71,7 +71,7 @@ def cli_parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    from shared.cli import UsageError  # the CLI's parser raises it instead of exiting (exit code 2)
+    from shared.cli.dispatch import UsageError  # the CLI's parser raises it instead of exiting (exit code 2)
 
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):

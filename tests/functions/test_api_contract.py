@@ -19,8 +19,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 
-from shared.api import MAX_JSON_DEPTH, create_app
-from shared.openapi import document
+from shared.http.app import MAX_JSON_DEPTH, create_app
+from shared.http.openapi import document
 from shared.services import Services
 from tests.servers import serve_asgi
 

@@ -7,7 +7,7 @@ import uuid
 import httpx
 import pytest
 
-from shared.api import create_app
+from shared.http.app import create_app
 from shared.services import Services
 from tests.agent_pools import create_pool, fast_runs
 from tests.servers import serve_asgi

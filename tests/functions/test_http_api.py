@@ -10,7 +10,7 @@ import pytest
 
 from devstack import oci
 from shared import entrypoints
-from shared.api import create_app
+from shared.http.app import create_app
 from shared.services import Services
 from tests.queue_host import QueueHost
 from tests.servers import serve_asgi

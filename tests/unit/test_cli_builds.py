@@ -6,7 +6,7 @@ import tarfile
 import pytest
 
 from shared.adapters.tasks import _repository_of, _utf8_prefix
-from shared.cli_builds import add_build_arguments, flag_for, pack_context, request_from_args
+from shared.cli.builds import add_build_arguments, flag_for, pack_context, request_from_args
 from shared.core.builds import parse_build
 from shared.errors import ValidationError
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from shared.cli import main
-from shared.cli_progress import LineProgress
+from shared.cli.output import LineProgress
 from shared.redact import RedactingFilter, install, redact
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,7 +152,7 @@ def test_global_flags_before_or_after_the_subcommand(manifest, tmp_path):
 
 
 def test_subcommands_added_elsewhere_get_the_global_flags():
-    from shared.cli import CliParser
+    from shared.cli.dispatch import CliParser
 
     parser = CliParser(prog="python -m shared")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,7 +1,8 @@
 """The CLI's human output for tag policies and manifest warnings."""
 import io
 
-from shared.cli import main, render_summary
+from shared.cli import main
+from shared.cli.dispatch import render_summary
 
 
 def test_summary_lists_each_policy_with_its_resolved_tags_or_its_error():

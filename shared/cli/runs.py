@@ -27,9 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional, TextIO
 
-from .core.names import blob_segment
-from .core.runindex import MAX_LIMIT, STATUSES, parse_since
-from .errors import ValidationError
+from ..core.names import blob_segment
+from ..core.runindex import MAX_LIMIT, STATUSES, parse_since
+from ..errors import ValidationError
 
 
 def _since(text: str) -> datetime:
@@ -54,8 +54,8 @@ def add_list_parser(runs_subparsers) -> None:
 
 
 def runs_list(args, env, out: TextIO) -> int:
-    from .handlers.runindex import list_runs
-    from .services import Services
+    from ..handlers.runindex import list_runs
+    from ..services import Services
 
     services = Services.from_env(env)
     runs: list[dict] = []
@@ -137,8 +137,8 @@ def wait_for_run(services, name: str, sha256: str, *, timeout: float, interval: 
 
 
 def wait(args, env, out: TextIO, err: TextIO) -> int:
-    from .cli import EXIT_FAILED, EXIT_OK, render_summary
-    from .services import Services
+    from .dispatch import EXIT_FAILED, EXIT_OK, render_summary
+    from ..services import Services
 
     data = Path(args.file).read_bytes()
     name = args.name or Path(args.file).name

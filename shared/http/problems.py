@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from .errors import (AirlockError, ConfigError, ConflictError, ManifestError, NotFoundError, RuleFileError,
+from ..errors import (AirlockError, ConfigError, ConflictError, ManifestError, NotFoundError, RuleFileError,
                      TransientError, UpstreamError, ValidationError)
 
 log = logging.getLogger(__name__)

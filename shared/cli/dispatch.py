@@ -5,7 +5,7 @@
     python -m shared sync FILE [--all] [--concurrency N]
     python -m shared sync --resume RUN_ID      (a killed sync: the same run and record, carried on)
     python -m shared runs show RUN_ID
-    python -m shared runs wait --file images.txt [--name BLOB] [--timeout S]   (see cli_runs.py)
+    python -m shared runs wait --file images.txt [--name BLOB] [--timeout S]   (see cli/runs.py)
     python -m shared runs list [--status failed] [--since 24h] [--limit N]
     python -m shared build --source SRC --image REPO:TAG [--arg N=V] [--secret-arg N[=V]] [--pool P]
                            [--wait [--wait-timeout SECONDS]]
@@ -40,8 +40,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
-from .errors import AirlockError, ConfigError, ValidationError
-from .redact import redact
+from ..errors import AirlockError, ConfigError, ValidationError
+from ..redact import redact
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 PROG = "python -m shared"
@@ -180,19 +180,19 @@ def _parser() -> argparse.ArgumentParser:
     rsub = runs.add_subparsers(dest="runs_command", required=True)
     show = rsub.add_parser("show", help="print one run's outcome record")
     show.add_argument("run_id")
-    from .cli_runs import add_list_parser, add_wait_parser  # runs list (the run index), runs wait (pipelines)
+    from .runs import add_list_parser, add_wait_parser  # runs list (the run index), runs wait (pipelines)
 
     add_wait_parser(rsub)
     add_list_parser(rsub)
     _build_parser(sub)
     _pool_parser(sub)
-    from .cli_discover import add_parser as _discover_parser  # discover FILE... [--check images.txt]
+    from .discover import add_parser as _discover_parser  # discover FILE... [--check images.txt]
     _discover_parser(sub)
     return p
 
 
 def _build_parser(sub) -> None:
-    from .cli_builds import add_build_arguments
+    from .builds import add_build_arguments
 
     build = sub.add_parser("build", help="queue a build on an agent pool; build show|cancel RUN_ID")
     add_build_arguments(build)
@@ -252,21 +252,21 @@ def main(argv: Optional[Sequence[str]] = None, *, out: TextIO = sys.stdout, err:
         if args.command in ("plan", "sync"):
             return _plan_or_sync(args, env, out, err)
         if args.command == "runs" and args.runs_command == "wait":
-            from . import cli_runs
+            from . import runs
 
-            return cli_runs.wait(args, env, out, err)
+            return runs.wait(args, env, out, err)
         if args.command == "runs":
             return _runs_show(args, env, out)
         if args.command == "serve":
             return _serve(args, env)
         if args.command == "discover":
-            from . import cli_discover
+            from . import discover
 
-            return cli_discover.run(args, env, out, err)
+            return discover.run(args, env, out, err)
         if args.command in ("build", "pool"):
-            from . import cli_builds
+            from . import builds
 
-            return cli_builds.run(args, env, out, err)
+            return builds.run(args, env, out, err)
     except KeyboardInterrupt:
         err.write("\ninterrupted\n")
         return EXIT_INTERRUPTED
@@ -333,7 +333,7 @@ _HANDLER: Optional[logging.Handler] = None
 def _configure_logging(args, err: TextIO) -> None:
     """WARNING on stderr (ERROR with -q; INFO with -v; DEBUG with -vv), SAS signatures redacted in every
     record that reaches the root handlers, whoever logged it."""
-    from .redact import install
+    from ..redact import install
 
     global _HANDLER
     root = logging.getLogger()
@@ -353,15 +353,15 @@ def _configure_logging(args, err: TextIO) -> None:
 
 def _describe(problem, args) -> str:
     if args.command == "build" and problem.field is not None:
-        from .cli_builds import flag_for
+        from .builds import flag_for
 
         return f"{flag_for(problem.field)}: {problem.message}"
     return str(problem)
 
 
 def _manifest_check(args, env, out) -> int:
-    from .config import Settings
-    from .handlers.sync import check_manifest
+    from ..config import Settings
+    from ..handlers.sync import check_manifest
 
     settings = Settings.from_env(env, offline=True)
     data, _ = _read_manifest(args.file)
@@ -384,16 +384,16 @@ def _manifest_check(args, env, out) -> int:
 
 
 def _plan_or_sync(args, env, out, err) -> int:
-    from .cli_progress import for_stream
-    from .handlers import records
-    from .handlers.sync import SyncEngine
-    from .services import Services
+    from .output import for_stream
+    from ..handlers import records
+    from ..handlers.sync import SyncEngine
+    from ..services import Services
 
     apply = args.command == "sync"
     resume = getattr(args, "resume", None)
     services = Services.from_env(env)
     if resume:
-        from .handlers.runs import resume_in_process
+        from ..handlers.runs import resume_in_process
 
         document = resume_in_process(services, resume, progress=None if args.quiet else for_stream(err))
         location = services.store.url(services.settings.outcomes_container, records.record_name(resume))
@@ -402,7 +402,7 @@ def _plan_or_sync(args, env, out, err) -> int:
     progress = None if args.quiet else for_stream(err)
     location = None
     if apply and not args.no_record:
-        from .handlers.runs import run_in_process
+        from ..handlers.runs import run_in_process
 
         # checkpointed as entries finish: a killed sync leaves a record of what it did (the reaper ends it)
         document = run_in_process(services, data, name=name, trigger="cli", progress=progress)
@@ -425,11 +425,11 @@ def _report(args, out, document: dict, location: Optional[str]) -> int:
 
 
 def _runs_show(args, env, out) -> int:
-    from .handlers import records
-    from .services import Services
+    from ..handlers import records
+    from ..services import Services
 
     if args.runs_command == "list":
-        from .cli_runs import runs_list
+        from .runs import runs_list
 
         return runs_list(args, env, out)
     out.write(json.dumps(records.load(Services.from_env(env), args.run_id), indent=2))
@@ -441,11 +441,11 @@ def _serve(args, env) -> int:
     try:
         import uvicorn
 
-        from .api import create_app
+        from ..http.app import create_app
     except ImportError as exc:
         raise ConfigError(f"serve needs {exc.name}: pip install 'acr-airlock[serve]' "
                           "(or the repository's requirements-dev.txt)") from None
-    from .services import Services
+    from ..services import Services
 
     services = Services.from_env(env)  # fail fast on bad settings, before the port opens
     uvicorn.run(create_app(lambda: services), host=args.host, port=args.port, log_level="info")

@@ -8,10 +8,10 @@ header or ``code`` query parameter).
 """
 from __future__ import annotations
 
-from .core.runindex import MAX_LIMIT as RUNS_MAX_LIMIT
-from .core.runindex import STATUSES as RUN_STATUSES
-from .handlers.imports import MAX_JSON_ENTRIES
-from .core.ids import RUN_ID
+from ..core.runindex import MAX_LIMIT as RUNS_MAX_LIMIT
+from ..core.runindex import STATUSES as RUN_STATUSES
+from ..handlers.imports import MAX_JSON_ENTRIES
+from ..core.ids import RUN_ID
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 RUN_ID_PARAMETER = {"name": "run_id", "in": "path", "required": True,

@@ -28,8 +28,8 @@ import tarfile
 from pathlib import Path
 from typing import Mapping, Optional, TextIO
 
-from .cli import seconds
-from .errors import Problem, ValidationError
+from .dispatch import seconds
+from ..errors import Problem, ValidationError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 QUEUE_ALLOWANCE = 900  # seconds --wait allows on top of the build timeout (queueing, pool scale-up)
@@ -75,17 +75,17 @@ def flag_for(pointer: str) -> str:
 
 
 def run(args, env: Mapping[str, str], out: TextIO, err: TextIO) -> int:
-    from .services import Services
+    from ..services import Services
 
     services = Services.from_env(env)
     if args.command == "pool":
         return _pool(services, args, out)
     if args.build_command == "show":
-        from .handlers.builds import get_build
+        from ..handlers.builds import get_build
 
         return _print_build(get_build(services, args.run_id), args, out)
     if args.build_command == "cancel":
-        from .handlers.builds import cancel_build
+        from ..handlers.builds import cancel_build
 
         return _print_build(cancel_build(services, args.run_id), args, out)
     return _queue(services, args, env, out, err)
@@ -158,8 +158,8 @@ def pack_context(path: Path) -> bytes:
 
 
 def _queue(services, args, env, out: TextIO, err: TextIO) -> int:
-    from .core.builds import parse_build, run_status_is_terminal
-    from .handlers.builds import follow_build, queue_build, resolve_target
+    from ..core.builds import parse_build, run_status_is_terminal
+    from ..handlers.builds import follow_build, queue_build, resolve_target
 
     data = request_from_args(args, env)
     context = _local_context(args.source)
@@ -199,7 +199,7 @@ def _queue(services, args, env, out: TextIO, err: TextIO) -> int:
 
 
 def _writer(stream: TextIO):
-    from .redact import redact
+    from ..redact import redact
 
     def write(text: str) -> None:
         stream.write(redact(text))
@@ -208,7 +208,7 @@ def _writer(stream: TextIO):
 
 
 def _print_build(document: dict, args, out: TextIO, *, summary: bool = True) -> int:
-    from .redact import redact
+    from ..redact import redact
 
     if document.get("log_url"):  # a read SAS: its signature is never printed
         document = {**document, "log_url": redact(document["log_url"])}
@@ -235,7 +235,7 @@ def render_build(document: dict) -> str:
     for image in document.get("output_images", []):
         lines.append(f"  pushed {image['repository']}:{image['tag']}  {image['digest']}")
     if document.get("log_url"):
-        from .redact import redact
+        from ..redact import redact
 
         lines.append(f"  log: {redact(document['log_url'])}")  # where, never the signature
     return "\n".join(lines) + "\n"
@@ -244,7 +244,7 @@ def render_build(document: dict) -> str:
 # -- pool ----------------------------------------------------------------------------------------
 
 def _pool(services, args, out: TextIO) -> int:
-    from .handlers.builds import pool_status, scale_pool
+    from ..handlers.builds import pool_status, scale_pool
 
     if args.pool_command == "scale":
         result = [scale_pool(services, args.name, args.count, trigger="cli")]

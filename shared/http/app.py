@@ -18,9 +18,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import problems
-from .errors import ManifestError, Problem, ValidationError
-from .handlers import records
-from .handlers.imports import manifest_from_json, problems_for_json, run_manifest
+from ..errors import ManifestError, Problem, ValidationError
+from ..handlers import records
+from ..handlers.imports import manifest_from_json, problems_for_json, run_manifest
 
 log = logging.getLogger(__name__)
 _YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain", "")
@@ -141,7 +141,7 @@ class Api:
                                   [Problem("use application/json or text/plain", field="content-type")])
         name = request.query_params.get("name") or "http"
         services = self.services
-        from .handlers.sync import check_manifest
+        from ..handlers.sync import check_manifest
 
         manifest = check_manifest(text, services.settings)
         if not manifest.ok:
@@ -152,7 +152,7 @@ class Api:
             document = await asyncio.to_thread(run_manifest, services, text, name=name, trigger="http",
                                                apply=False, save=False)
             return _json(document)
-        from .handlers.runs import queue_run
+        from ..handlers.runs import queue_run
 
         # answered once the run is durably queued (record + message); the work runs on the queue
         record = await asyncio.to_thread(queue_run, services, text, name=name, trigger="http")
@@ -169,8 +169,8 @@ class Api:
         """GET /api/runs?status=&since=&limit=&next= : the run index, newest first, paged."""
         from datetime import datetime, timezone
 
-        from .core.runindex import check_limit, parse_since
-        from .handlers.runindex import list_runs
+        from ..core.runindex import check_limit, parse_since
+        from ..handlers.runindex import list_runs
 
         query = request.query_params
         since = parse_since(query["since"], datetime.now(timezone.utc)) if query.get("since") else None
@@ -180,7 +180,7 @@ class Api:
 
     async def _poll_record(self, run_id: str, wait: float) -> Optional[dict]:
         """The record once it is final, polling it for up to ``wait`` seconds (reads only: no work here)."""
-        from .core.runs import is_terminal
+        from ..core.runs import is_terminal
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
@@ -197,8 +197,8 @@ class Api:
         return _json(document)
 
     async def queue_build(self, request: Request) -> Response:
-        from .core.builds import parse_build
-        from .handlers.builds import queue_build
+        from ..core.builds import parse_build
+        from ..handlers.builds import queue_build
 
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
@@ -209,24 +209,24 @@ class Api:
         return _json({**record, "location": location}, 202, {"Location": location, "Retry-After": "5"})
 
     async def build(self, request: Request) -> Response:
-        from .handlers.builds import get_build
+        from ..handlers.builds import get_build
 
         return _json(await asyncio.to_thread(get_build, self.services, request.path_params["run_id"]))
 
     async def cancel_build(self, request: Request) -> Response:
-        from .handlers.builds import cancel_build
+        from ..handlers.builds import cancel_build
 
         document = await asyncio.to_thread(cancel_build, self.services, request.path_params["run_id"])
         return _json(document, 202, {"Location": f"/api/builds/{document['run_id']}"})
 
     async def health(self, request: Request) -> Response:
-        from .handlers.health import check
+        from ..handlers.health import check
 
         report = await asyncio.to_thread(check, lambda: self.services)  # ConfigError is reported
         return _json(report, 200 if report["status"] == "healthy" else 503)
 
     async def discover(self, request: Request) -> Response:
-        from .handlers.discover import check_yaml
+        from ..handlers.discover import check_yaml
 
         body = await self._body(request)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -254,7 +254,7 @@ class Api:
         return _json(document)
 
     async def openapi(self, request: Request) -> Response:
-        from .errors import ConfigError
+        from ..errors import ConfigError
         from .openapi import document
 
         try:
@@ -266,7 +266,7 @@ class Api:
 
 def create_app(services_factory: Optional[Callable[[], object]] = None) -> Starlette:
     if services_factory is None:
-        from .services import Services
+        from ..services import Services
 
         def services_factory():
             return Services.from_env(os.environ)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from .errors import ConfigError, ManifestError
+from ..errors import ConfigError, ManifestError
 
 EXIT_OK, EXIT_FAILED = 0, 1
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -48,7 +48,7 @@ def _private_host(args, env, settings, required: bool) -> str:
     if not required:
         return ""
     try:
-        from .services import Services
+        from ..services import Services
 
         return Services.from_env(env).clients.login_server.lower()
     except ConfigError:
@@ -57,9 +57,9 @@ def _private_host(args, env, settings, required: bool) -> str:
 
 
 def run(args, env, out: TextIO, err: TextIO) -> int:
-    from .config import Settings
-    from .core import discover as core
-    from .handlers.sync import check_manifest
+    from ..config import Settings
+    from ..core import discover as core
+    from ..handlers.sync import check_manifest
 
     settings = Settings.from_env(env, offline=True)
     files = []
