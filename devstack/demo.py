@@ -182,7 +182,7 @@ def builds_demo(stack, env_file: Path, manifest: Path, functions: dict) -> bool:
 
     from devstack import oci
     from shared import entrypoints
-    from shared.cli.builds import render_build
+    from shared.cli.output import render_build
     from shared.handlers.builds import follow_build
 
     stack.settings(run_step_seconds=0.5)

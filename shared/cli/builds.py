@@ -23,20 +23,36 @@ running. Ctrl-C while following exits 130 and says how to cancel the run, which 
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 from pathlib import Path
 from typing import Mapping, Optional, TextIO
 
-from .dispatch import seconds
 from ..errors import Problem, ValidationError
+from .args import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, seconds, whole
+from .output import render_build, render_pools, write_json
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 QUEUE_ALLOWANCE = 900  # seconds --wait allows on top of the build timeout (queueing, pool scale-up)
 _PENDING_UPLOAD = "source/pending/context.tar.gz"  # stands in for a local context while validating
 _FLAGS = {"source_location": "--source", "dockerfile": "--dockerfile", "image_names": "--image",
           "arguments": "--arg/--secret-arg", "platform": "--platform", "target": "--target", "timeout": "--timeout",
           "no_cache": "--no-cache", "push": "--no-push", "agent_pool": "--pool", "task": "--task"}
+
+
+def add_parsers(sub) -> None:
+    build = sub.add_parser("build", help="queue a build on an agent pool; build show|cancel RUN_ID")
+    add_build_arguments(build)
+    bsub = build.add_subparsers(dest="build_command")
+    for name, text in (("show", "status, timings, output images and log link of a build"),
+                       ("cancel", "cancel a build")):
+        command = bsub.add_parser(name, help=text)
+        command.add_argument("run_id")
+    pool = sub.add_parser("pool", help="agent pools: status and scaling")
+    psub = pool.add_subparsers(dest="pool_command", required=True)
+    status = psub.add_parser("status", help="instances, queued and running runs of every pool (or one)")
+    status.add_argument("name", nargs="?")
+    scale = psub.add_parser("scale", help="set a pool's instance count (recorded)")
+    scale.add_argument("name")
+    scale.add_argument("count", type=whole(0, 100), help="0..100")
 
 
 def add_build_arguments(parser) -> None:
@@ -213,32 +229,12 @@ def _print_build(document: dict, args, out: TextIO, *, summary: bool = True) -> 
     if document.get("log_url"):  # a read SAS: its signature is never printed
         document = {**document, "log_url": redact(document["log_url"])}
     if args.json:
-        out.write(json.dumps(document, indent=2))
-        out.write("\n")
+        write_json(out, document)
     elif summary:
         out.write(render_build(document))
     else:
         out.write(f"follow it with: python -m shared build show {document['run_id']}\n")
     return EXIT_OK
-
-
-def render_build(document: dict) -> str:
-    lines = [f"build {document['run_id']}: {document.get('status')}"
-             + (f" in {document['duration_seconds']}s" if document.get("duration_seconds") is not None else "")
-             + f" on agent pool {document.get('agent_pool')}"
-             + (f" (trigger {document['trigger']})" if document.get("trigger") else "")]
-    seen = " -> ".join(t["status"] for t in document.get("transitions", []))
-    if seen:
-        lines.append(f"  statuses seen: {seen}")
-    if document.get("error"):
-        lines.append(f"  error: {document['error']}")
-    for image in document.get("output_images", []):
-        lines.append(f"  pushed {image['repository']}:{image['tag']}  {image['digest']}")
-    if document.get("log_url"):
-        from ..redact import redact
-
-        lines.append(f"  log: {redact(document['log_url'])}")  # where, never the signature
-    return "\n".join(lines) + "\n"
 
 
 # -- pool ----------------------------------------------------------------------------------------
@@ -251,20 +247,7 @@ def _pool(services, args, out: TextIO) -> int:
     else:
         result = pool_status(services, args.name)
     if args.json:
-        out.write(json.dumps(result if args.pool_command == "status" else result[0], indent=2))
-        out.write("\n")
+        write_json(out, result if args.pool_command == "status" else result[0])
     else:
         out.write(render_pools(result))
     return EXIT_OK
-
-
-def render_pools(pools: list[dict]) -> str:
-    rows = [("POOL", "COUNT", "STATE", "QUEUED", "RUNNING", "IDLE SINCE", "LAST DECISION")]
-    for p in pools:
-        last = p.get("last_decision") or {}
-        decision = f"{last.get('action')}: {last.get('reason')}" if last else ""
-        rows.append((p["name"], str(p["count"]), p.get("provisioning_state") or "", str(p["queued"]),
-                     str(p["running"]), p.get("idle_since") or "", decision))
-    widths = [max(len(r[i]) for r in rows) for i in range(6)]
-    return "".join("  ".join(c.ljust(w) for c, w in zip(r[:6], widths, strict=True)) + "  " + r[6] + "\n"
-                   for r in rows)

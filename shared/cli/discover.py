@@ -13,18 +13,18 @@ or a file cannot be read as YAML.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from ..errors import ConfigError, ManifestError
+from .args import EXIT_FAILED, EXIT_OK
+from .output import write_json
 
-EXIT_OK, EXIT_FAILED = 0, 1
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
-def add_parser(sub) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser("discover", help="list the images Kubernetes YAML uses; --check them against images.txt")
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="Kubernetes YAML (helm template / kustomize build); - for stdin")
@@ -89,8 +89,7 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
             document["manifest"] = args.check
             document["findings"] = [f.to_dict() for f in findings]
         document["ok"] = found.ok and not findings
-        out.write(json.dumps(document, indent=2))
-        out.write("\n")
+        write_json(out, document)
     else:
         for name, problem in found.problems:
             print(f"{name}:{problem.line}: {problem.message}" if problem.line else f"{name}: {problem.message}",

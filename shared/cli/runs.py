@@ -1,4 +1,8 @@
-"""``runs wait`` and ``runs list``.
+"""``runs show``, ``runs list`` and ``runs wait``.
+
+``runs show``: one run's outcome record, as JSON.
+
+    python -m shared runs show RUN_ID
 
 ``runs list``: recent runs from the run index (``handlers.runindex``), newest first.
 
@@ -21,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +33,33 @@ from typing import Callable, Optional, TextIO
 from ..core.names import blob_segment
 from ..core.runindex import MAX_LIMIT, STATUSES, parse_since
 from ..errors import ValidationError
+from .args import EXIT_FAILED, EXIT_OK
+from .output import render_runs, render_summary, write_json
+
+
+def add_parsers(sub) -> None:
+    runs = sub.add_parser("runs", help="read outcome records")
+    rsub = runs.add_subparsers(dest="runs_command", required=True)
+    show_command = rsub.add_parser("show", help="print one run's outcome record")
+    show_command.add_argument("run_id")
+    add_wait_parser(rsub)  # pipelines: follow the run an upload started
+    add_list_parser(rsub)  # the run index
+
+
+def run(args, env, out: TextIO, err: TextIO) -> int:
+    if args.runs_command == "wait":
+        return wait(args, env, out, err)
+    if args.runs_command == "list":
+        return runs_list(args, env, out)
+    return show(args, env, out)
+
+
+def show(args, env, out: TextIO) -> int:
+    from ..handlers import records
+    from ..services import Services
+
+    write_json(out, records.load(Services.from_env(env), args.run_id))
+    return EXIT_OK
 
 
 def _since(text: str) -> datetime:
@@ -68,24 +98,10 @@ def runs_list(args, env, out: TextIO) -> int:
         if token is None:
             break
     if args.json:
-        out.write(json.dumps({"runs": runs, "next": token}, indent=2))
-        out.write("\n")
+        write_json(out, {"runs": runs, "next": token})
     else:
-        out.write(render(runs))
-    return 0
-
-
-def render(runs: list[dict]) -> str:
-    if not runs:
-        return "no runs\n"
-    rows = [("RUN", "CREATED", "STATUS", "KIND", "TRIGGER", "FAILED/TOTAL", "MANIFEST")]
-    for r in runs:
-        counts = f"{r['failed']}/{r['total']}" if r.get("total") is not None else "-"
-        rows.append((r["run_id"], r["created_at"][:19].replace("T", " "), r.get("status") or "-",
-                     r.get("kind") or "-", r.get("trigger") or "-", counts, r.get("manifest") or "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
-    return "".join("  ".join(c.ljust(w) for c, w in zip(row[:6], widths, strict=True)) + "  " + row[6] + "\n"
-                   for row in rows)
+        out.write(render_runs(runs))
+    return EXIT_OK
 
 
 FINAL = ("succeeded", "failed", "invalid", "abandoned")
@@ -137,7 +153,6 @@ def wait_for_run(services, name: str, sha256: str, *, timeout: float, interval: 
 
 
 def wait(args, env, out: TextIO, err: TextIO) -> int:
-    from .dispatch import EXIT_FAILED, EXIT_OK, render_summary
     from ..services import Services
 
     data = Path(args.file).read_bytes()
@@ -156,8 +171,7 @@ def wait(args, env, out: TextIO, err: TextIO) -> int:
         err.write(f"error: no finished run of {name} (sha256 {sha256[:12]}) within {args.timeout:g}s\n")
         return EXIT_FAILED
     if args.json:
-        out.write(json.dumps(record, indent=2))
-        out.write("\n")
+        write_json(out, record)
     elif "entries" in record and "summary" in record:
         out.write(render_summary(record))
     else:

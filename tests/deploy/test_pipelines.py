@@ -71,7 +71,7 @@ def cli_parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    from shared.cli.dispatch import UsageError  # the CLI's parser raises it instead of exiting (exit code 2)
+    from shared.cli.args import UsageError  # the CLI's parser raises it instead of exiting (exit code 2)
 
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):

@@ -152,7 +152,7 @@ def test_global_flags_before_or_after_the_subcommand(manifest, tmp_path):
 
 
 def test_subcommands_added_elsewhere_get_the_global_flags():
-    from shared.cli.dispatch import CliParser
+    from shared.cli.args import CliParser
 
     parser = CliParser(prog="python -m shared")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -2,7 +2,7 @@
 import io
 
 from shared.cli import main
-from shared.cli.dispatch import render_summary
+from shared.cli.output import render_summary
 
 
 def test_summary_lists_each_policy_with_its_resolved_tags_or_its_error():

@@ -1,0 +1,42 @@
+"""``manifest check``: validate an images.txt offline (no registry, no storage, no Azure).
+
+    python -m shared manifest check FILE [--json]
+
+Exit 0 when it is valid (warnings are printed and do not fail it), 1 when it is not.
+"""
+from __future__ import annotations
+
+from typing import TextIO
+
+from .args import EXIT_FAILED, EXIT_OK, read_manifest
+from .output import write_json
+
+
+def add_parsers(sub) -> None:
+    manifest = sub.add_parser("manifest", help="work on an images.txt offline")
+    msub = manifest.add_subparsers(dest="manifest_command", required=True)
+    check = msub.add_parser("check", help="validate a manifest without touching any registry")
+    check.add_argument("file", help="images.txt, or - for stdin")
+
+
+def run(args, env, out: TextIO, err: TextIO) -> int:
+    from ..config import Settings
+    from ..handlers.sync import check_manifest
+
+    settings = Settings.from_env(env, offline=True)
+    data, _ = read_manifest(args.file)
+    result = check_manifest(data, settings)
+    if args.json:
+        write_json(out, result.to_dict())
+    else:
+        for problem in result.errors:
+            out.write(f"{args.file}:{problem.line}: {problem.message}\n" if problem.line
+                      else f"{args.file}: {problem.message}\n")
+        for problem in result.warnings:
+            out.write(f"{args.file}:{problem.line}: warning: {problem.message}\n")
+        if result.ok:
+            policies = f", {len(result.policies)} tag policies" if result.policies else ""
+            out.write(f"{args.file}: {len(result.entries)} entries{policies}, valid\n")
+        else:
+            out.write(f"{args.file}: {len(result.errors)} error(s); nothing would be imported\n")
+    return EXIT_OK if result.ok else EXIT_FAILED
