@@ -36,21 +36,21 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from ..telemetry import ContextThreadPoolExecutor as ThreadPoolExecutor  # pool threads keep the run id
+from ...telemetry import ContextThreadPoolExecutor as ThreadPoolExecutor  # pool threads keep the run id
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
-from ..core import runs as core
-from ..core.manifest import Entry
-from ..core.names import blob_segment
-from ..core.outcome import RESULT_FAILED, RESULT_IMPORTED, EntryOutcome
-from ..core.plan import Action, Plan, PlanItem, decide
-from ..errors import AirlockError, ConflictError, TransientError
-from ..telemetry import RunContext, chunk_scope, report_run, traceparent
-from . import records, runindex
-from ..core.ids import new_run_id
-from .sync import Progress, SyncEngine, check_manifest
+from ...core import runs as core
+from ...core.manifest import Entry
+from ...core.names import blob_segment
+from ...core.outcome import RESULT_FAILED, RESULT_IMPORTED, EntryOutcome
+from ...core.plan import Action, Plan, PlanItem, decide
+from ...errors import AirlockError, ConflictError, TransientError
+from ...telemetry import RunContext, chunk_scope, report_run, traceparent
+from .. import records, runindex
+from ...core.ids import new_run_id
+from ..sync import Progress, SyncEngine, check_manifest
 
 log = logging.getLogger(__name__)
 
