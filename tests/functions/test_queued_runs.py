@@ -530,9 +530,10 @@ def test_entries_that_import_nothing_settle_in_one_blob_per_chunk(env, seeded, f
     functions["run_worker"](QueueMessage(id="m", body=body.encode(), dequeue_count=2), context=ctx())
     assert records_for(f"{prefix}-2.txt") == [record]
     from shared.handlers import runs
+    from shared.handlers.runs import chunk as chunk_stage, store
 
     chunk = runs.core.ChunkMessage(run_id, 0, 3, 0, 2)
-    retry, known = runs._run_chunk(s, chunk, last=False, progress=None, dispatch=True)
+    retry, known = chunk_stage._run_chunk(s, chunk, last=False, progress=None, dispatch=True)
     assert retry is False and sorted(known) == ["000001", "000002"]  # both final already: nothing to do
     assert s.store.get_json(s.settings.outcomes_container, settled[0]) == first_chunk
     assert work_names(run_id, "entries") == []
@@ -541,12 +542,12 @@ def test_entries_that_import_nothing_settle_in_one_blob_per_chunk(env, seeded, f
     # the earlier outcome, line 2 is settled on its own, and the record lists each once
     third = runs.create_run(s, text, name=f"{prefix}-3.txt", trigger="http")
     earlier = {**first_chunk["entries"][0], "duration_seconds": 123.0}
-    assert s.store.create_once(s.settings.outcomes_container, runs._settled_blob(third["run_id"], 0),
+    assert s.store.create_once(s.settings.outcomes_container, store._settled_blob(third["run_id"], 0),
                                json.dumps({"chunk": 0, "entries": [earlier]}).encode())
     final = runs.execute_chunk(s, runs.core.ChunkMessage(third["run_id"], 0, 3, 0, 2), verdict="last")
     assert final is None  # the run has 3 chunks; only one ran
     assert [n.rsplit("/", 1)[1] for n in work_names(third["run_id"], "entries")] == ["000002.json"]
-    done = runs._final_entries(s, third["run_id"])
+    done = store._final_entries(s, third["run_id"])
     assert sorted(done) == ["000001", "000002"] and done["000001"]["duration_seconds"] == 123.0  # by entry key
     assert done["000002"]["result"] == "unchanged"
 
@@ -584,22 +585,23 @@ def test_concurrent_deliveries_of_one_run_parse_its_snapshot_once(env, monkeypat
     """Every chunk and import message of a run needs the snapshot's entries: deliveries arriving together
     in one process share one parse (the rest wait for it), and other settings validate it afresh."""
     from shared.handlers import runs
+    from shared.handlers.runs import store
 
     calls = []
-    real = runs.check_manifest
+    real = store.check_manifest
 
     def counted(data, settings):
         calls.append(settings)
         time.sleep(0.2)  # a parse long enough for every other delivery to arrive meanwhile
         return real(data, settings)
 
-    monkeypatch.setattr(runs, "check_manifest", counted)
+    monkeypatch.setattr(store, "check_manifest", counted)  # the snapshot parse
     record = runs.create_run(services(), manifest(prefix, 3), name=f"{prefix}.txt", trigger="http")
-    calls.clear()  # create_run validated it too, through the same name
+    calls.clear()
     results: list = [None] * 8
 
     def deliver(i: int) -> None:
-        results[i] = runs._snapshot_entries(services(), record["run_id"])
+        results[i] = store._snapshot_entries(services(), record["run_id"])
 
     threads = [threading.Thread(target=deliver, args=(i,)) for i in range(8)]
     for thread in threads:
@@ -609,11 +611,11 @@ def test_concurrent_deliveries_of_one_run_parse_its_snapshot_once(env, monkeypat
     assert len(calls) == 1
     assert all(r == results[0] for r in results) and [e.line for e in results[0]] == [1, 2, 3]
     results[0].clear()  # a caller's copy: changing it changes nothing for the next one
-    assert len(runs._snapshot_entries(services(), record["run_id"])) == 3 and len(calls) == 1
+    assert len(store._snapshot_entries(services(), record["run_id"])) == 3 and len(calls) == 1
     env.setenv("SOURCE_REGISTRY_ALLOWLIST", "ghcr.io")
     entrypoints.reset()  # new settings: validated again, and it no longer validates
     with pytest.raises(runs.SnapshotInvalid):
-        runs._snapshot_entries(services(), record["run_id"])
+        store._snapshot_entries(services(), record["run_id"])
     assert len(calls) == 2
 
 

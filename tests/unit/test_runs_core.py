@@ -95,7 +95,7 @@ def test_progress_mark_is_due_only_when_the_last_one_is_old():
 
 
 def test_a_chunk_start_writes_the_record_only_when_it_changes_something():
-    from shared.handlers.runs import _now, _start
+    from shared.handlers.runs.chunk import _now, _start
 
     queued = {"status": "queued", "queued_at": "2026-01-01T00:00:00+00:00"}
     started = _start(dict(queued), deadline=3600)
