@@ -83,8 +83,8 @@ from starlette.routing import Route
 
 from devstack import oci
 
-from .auth import AuthError
-from .errors import arm_error
+from ..auth import AuthError
+from ..errors import arm_error
 
 logger = logging.getLogger(__name__)
 
