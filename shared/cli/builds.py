@@ -174,7 +174,8 @@ def pack_context(path: Path) -> bytes:
 
 
 def _queue(services, args, env, out: TextIO, err: TextIO) -> int:
-    from ..core.builds import parse_build, run_status_is_terminal
+    from ..core.builds import parse_build
+    from ..core.pools import run_status_is_terminal
     from ..handlers.builds import follow_build, queue_build, resolve_target
 
     data = request_from_args(args, env)

@@ -1,7 +1,7 @@
 """The build rule file: which builds run when an image is pushed to the private registry.
 
-Pure code: no I/O. Standard library plus PyYAML (a ``yaml.SafeLoader`` subclass only),
-``shared.core`` and ``shared.errors``.
+Pure code: no I/O. Standard library, ``shared.core`` (the file is read by ``shared.core.yamlfile``,
+as every reviewed YAML file is) and ``shared.errors``.
 
 The file lives in the manifests container next to ``images.txt`` and is reviewed the same
 way. It is YAML (JSON, being YAML, works too)::
@@ -63,8 +63,6 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
-import yaml
-
 from shared.core.builds import (
     KIND_DOCKER,
     KIND_TASK,
@@ -74,7 +72,8 @@ from shared.core.builds import (
     type_name,
     with_argument,
 )
-from shared.core.safeyaml import Limits, SafeLoader, yaml_problem
+from shared.core.safeyaml import Limits
+from shared.core.yamlfile import Problems, Segment, decode, load, locate, segments_of
 from shared.core.reference import ReferenceSyntaxError, is_registry_component, parse_repository, validate_tag
 from shared.errors import Problem, RuleFileError
 
@@ -98,11 +97,8 @@ _WHEN_KEYS = ("repository", "tag")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _REPOSITORY_PATTERN = re.compile(r"[a-z0-9._/*?\[\]!-]+")
 _TAG_PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+")
-_SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _TEMPLATE = re.compile(r"\{\{.*?\}\}")
-_BOM = "\ufeff"
 
-Segment = Union[str, int]
 
 
 # --- the result types --------------------------------------------------------------------------
@@ -174,173 +170,6 @@ def chain_allows(chain: Sequence[str], rule_name: str) -> bool:
     already holds :data:`MAX_CHAIN` rules.
     """
     return rule_name not in chain and len(chain) < MAX_CHAIN
-
-
-# --- locating problems -----------------------------------------------------------------------
-
-def _format_path(segments: Sequence[Segment], sequence_at: Sequence[bool]) -> str:
-    out = ""
-    for seg, is_index in zip(segments, sequence_at):
-        if is_index:
-            out += f"[{seg}]"
-        elif isinstance(seg, str) and _SIMPLE_KEY.fullmatch(seg):
-            out += f".{seg}" if out else seg
-        else:
-            text = str(seg).replace("\\", "\\\\").replace('"', '\\"')
-            out += f'["{text}"]'
-    return out
-
-
-def _locate(root: Optional[yaml.Node], segments: Sequence[Segment]) -> tuple[Optional[int], str]:
-    """(line, path) of the node at ``segments``; the line of the deepest node that exists."""
-    line = root.start_mark.line + 1 if root is not None else None
-    node = root
-    sequence_at: list[bool] = []
-    for seg in segments:
-        if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value
-                          if isinstance(k, yaml.ScalarNode) and k.value == str(seg)), None)
-            if match is not None:
-                line, node = match[0].start_mark.line + 1, match[1]
-                sequence_at.append(False)
-                continue
-        elif isinstance(node, yaml.SequenceNode) and str(seg).isdigit() and int(seg) < len(node.value):
-            node = node.value[int(seg)]
-            line = node.start_mark.line + 1
-            sequence_at.append(True)
-            continue
-        node = None
-        sequence_at.append(isinstance(seg, int))
-    return line, _format_path(segments, sequence_at)
-
-
-def _segments_of(pointer: Optional[str]) -> list[str]:
-    if not pointer:
-        return []
-    return [s.replace("~1", "/").replace("~0", "~") for s in pointer.split("/")[1:]]
-
-
-class _Problems:
-    def __init__(self, root: Optional[yaml.Node]) -> None:
-        self.root = root
-        self.items: list[Problem] = []
-
-    def add(self, segments: Sequence[Segment], message: str) -> None:
-        line, path = _locate(self.root, segments)
-        self.items.append(Problem(message, line=line, field=path or None))
-
-
-# --- reading the YAML ------------------------------------------------------------------------
-
-def _decode(text: Union[str, bytes]) -> str:
-    if isinstance(text, str):
-        return text[1:] if text.startswith(_BOM) else text
-    if not isinstance(text, bytes):
-        raise TypeError(f"rule file must be str or bytes, not {type(text).__name__}")
-    if text.startswith(b"\xef\xbb\xbf"):
-        text = text[3:]
-    try:
-        return text.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = text.count(b"\n", 0, e.start) + 1
-        raise RuleFileError("the rule file is not valid UTF-8", [Problem(
-            f"not valid UTF-8 (byte 0x{text[e.start]:02x})", line=line)]) from None
-
-
-def _yaml_problem(error: BaseException, text: str) -> Problem:
-    return yaml_problem(error, text)
-
-
-def _duplicate_keys(root: Optional[yaml.Node], problems: _Problems) -> None:
-    """Report repeated keys in any mapping (YAML would keep only the last)."""
-    if root is None:
-        return
-    seen_nodes: set[int] = set()
-    work: list[tuple[yaml.Node, tuple[Segment, ...], tuple[bool, ...]]] = [(root, (), ())]
-    while work:
-        node, where, flags = work.pop()
-        if id(node) in seen_nodes:
-            continue
-        seen_nodes.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            first: dict[str, int] = {}
-            for key, value in node.value:
-                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
-                    work.append((value, where, flags))
-                    continue
-                line = key.start_mark.line + 1
-                if key.value in first:
-                    problems.items.append(Problem(
-                        f"duplicate key {key.value!r} (first on line {first[key.value]}); YAML would keep only "
-                        "the last one", line=line, field=_format_path(where + (key.value,), flags + (False,))))
-                else:
-                    first[key.value] = line
-                work.append((value, where + (key.value,), flags + (False,)))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                work.append((item, where + (i,), flags + (True,)))
-
-
-def _failing_scalar_line(root: yaml.Node) -> Optional[int]:
-    """The line of the first scalar that cannot be constructed on its own (e.g. a bad date)."""
-    constructor = _Loader("")
-    seen: set[int] = set()
-    work = [root]
-    while work:
-        node = work.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, yaml.ScalarNode):
-            try:
-                constructor.construct_object(node)
-            except (yaml.YAMLError, ValueError, TypeError, OverflowError):
-                return node.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            work.extend(reversed(node.value))
-        elif isinstance(node, yaml.MappingNode):
-            work.extend(n for pair in reversed(node.value) for n in reversed(pair))
-    return None
-
-
-class _Loader(SafeLoader):
-    """The bounded SafeLoader with YAML 1.2 booleans: only true/false; ``on``, ``yes``... stay strings."""
-
-    limits = LIMITS
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
-
-
-def _load(text: str) -> tuple[Optional[yaml.Node], Any, list[Problem], bool]:
-    """(root node, data, problems, fatal). Duplicate keys are problems but not fatal."""
-    try:
-        loader = _Loader(text)  # the reader checks the characters here (a NUL is a ReaderError)
-    except yaml.YAMLError as e:
-        return None, None, [_yaml_problem(e, text)], True
-    try:
-        try:
-            root = loader.get_single_node()
-        except (yaml.YAMLError, RecursionError) as e:
-            return None, None, [_yaml_problem(e, text)], True
-        problems = _Problems(root)
-        _duplicate_keys(root, problems)
-        if root is None:
-            return None, None, problems.items, False
-        try:
-            data = loader.construct_document(root)
-        except (yaml.YAMLError, RecursionError) as e:
-            return root, None, problems.items + [_yaml_problem(e, text)], True
-        except (ValueError, TypeError, OverflowError) as e:  # e.g. a date such as 2026-13-01
-            line = _failing_scalar_line(root)
-            return root, None, problems.items + [Problem(f"YAML value could not be read: {e}", line=line)], True
-        return root, data, problems.items, False
-    finally:
-        loader.dispose()
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -418,13 +247,13 @@ def _triggers(pushes: list[tuple[str, Optional[str]]], rule: Rule) -> Optional[s
     return None
 
 
-def _check_rule(i: int, item: Any, problems: _Problems, names: dict[str, int]) -> Optional[_Draft]:
+def _check_rule(i: int, item: Any, problems: Problems, names: dict[str, int]) -> Optional[_Draft]:
     at: tuple[Segment, ...] = ("rules", i)
     if not isinstance(item, Mapping):
         problems.add(at, f"a rule must be a mapping with name, when and build or task, not {type_name(item)}")
         return None
     before = len(problems.items)
-    line, _ = _locate(problems.root, at)
+    line, _ = locate(problems.root, at)
     for key in item:
         if key not in _RULE_KEYS:
             problems.add(at + (key,), f"unknown key {str(key)!r} in a rule; allowed: {', '.join(_RULE_KEYS)}")
@@ -437,7 +266,7 @@ def _check_rule(i: int, item: Any, problems: _Problems, names: dict[str, int]) -
     elif not _RULE_NAME.fullmatch(name):
         problems.add(at + ("name",), f"invalid rule name {name!r}: 1-63 lowercase letters, digits or '-'")
     elif name in names:
-        first_line, _ = _locate(problems.root, ("rules", names[name]))
+        first_line, _ = locate(problems.root, ("rules", names[name]))
         problems.add(at + ("name",), f"duplicate rule name {name!r} (first used on line {first_line})")
     else:
         names[name] = i
@@ -475,7 +304,7 @@ def _check_rule(i: int, item: Any, problems: _Problems, names: dict[str, int]) -
         body_key, kind = ("build", KIND_DOCKER) if has_build else ("task", KIND_TASK)
         spec, build_problems = check_build(item[body_key], kind=kind)
         for p in build_problems:
-            problems.add(at + (body_key, *_segments_of(p.field)), p.message)
+            problems.add(at + (body_key, *segments_of(p.field)), p.message)
 
     outputs: tuple[str, ...] = ()
     if "outputs" in item:
@@ -588,7 +417,7 @@ def _shortest_cycle(start: int, members: set[int], edges: list[list[int]]) -> li
     return [start]  # unreachable for a real component
 
 
-def _check_cycles(drafts: list[_Draft], problems: _Problems) -> None:
+def _check_cycles(drafts: list[_Draft], problems: Problems) -> None:
     n = len(drafts)
     edges: list[list[int]] = [[] for _ in range(n)]
     via: dict[tuple[int, int], str] = {}
@@ -638,12 +467,12 @@ def parse_rules(text: Union[str, bytes], *, max_bytes: int = MAX_BYTES) -> RuleS
     if len(raw) > max_bytes:
         raise RuleFileError("the rule file is too large", [Problem(
             f"rule file is {len(raw)} bytes; the limit is {max_bytes} bytes")])
-    decoded = _decode(text)
+    decoded = decode(text, what="rule file", error=RuleFileError)
 
-    root, data, load_problems, fatal = _load(decoded)
+    root, data, load_problems, fatal = load(decoded, LIMITS)
     if fatal:
         _raise(load_problems)
-    problems = _Problems(root)
+    problems = Problems(root)
     problems.items.extend(load_problems)
     if root is None or data is None:
         problems.items.append(Problem("the rule file is empty; write 'rules: []' for no rules",

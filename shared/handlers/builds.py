@@ -25,7 +25,8 @@ from datetime import datetime, timezone
 from typing import Callable, Optional
 
 from ..adapters.tasks import RUNNING_STATUSES, PoolInfo
-from ..core.builds import KIND_TASK, ScaleDecision, decide_scale, run_status_is_terminal
+from ..core.builds import KIND_TASK
+from ..core.pools import ScaleDecision, decide_scale, run_status_is_terminal
 from ..core.outcome import redact
 from ..errors import AirlockError, NotFoundError, Problem, ValidationError
 from . import records

@@ -31,7 +31,7 @@ from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Optional
 
-from ..core.builds import run_status_is_terminal
+from ..core.pools import run_status_is_terminal
 from ..core.events import AcrEvent
 from ..core.names import blob_segment
 from ..core.rules import MAX_CHAIN, Rule, RuleSet, chain_allows, parse_rules

@@ -9,15 +9,13 @@ from shared.core.builds import (
     BuildArgument,
     BuildSpec,
     Platform,
-    ScaleDecision,
     check_build,
-    decide_scale,
     parse_build,
     parse_platform,
     pointer,
-    run_status_is_terminal,
     with_argument,
 )
+from shared.core.pools import ScaleDecision, decide_scale, run_status_is_terminal
 from shared.errors import ValidationError
 from tests.fixture_paths import AZURE_FIXTURES
 
