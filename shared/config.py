@@ -97,6 +97,21 @@ SPECS: tuple[SettingSpec, ...] = (
 _BY_NAME = {s.name: s for s in SPECS}
 
 
+def appinsights_problem(connection_string: str) -> Optional[str]:
+    """Why the Azure Monitor exporter would refuse ``connection_string`` (None: it accepts it).
+
+    The exporter's own parser is the judge (the one ``configure_azure_monitor`` runs on first use), so a
+    string is refused here exactly when exporting would fail: every later run would raise its ValueError
+    after the trigger had written a record. Its reasons never quote the string (a secret)."""
+    from azure.monitor.opentelemetry.exporter._connection_string_parser import ConnectionStringParser
+
+    try:
+        ConnectionStringParser(connection_string)
+    except ValueError as exc:
+        return str(exc).rstrip(".") or "not a connection string"
+    return None
+
+
 def _split_csv(value: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in value.split(",") if p.strip())
 
@@ -260,6 +275,12 @@ class Settings:
             acr_polling_interval=number("ACR_POLLING_INTERVAL", 0.1, 60),
             acr_probe_interval=number("ACR_PROBE_INTERVAL", 0, 60),
         )
+        if settings.appinsights_connection_string:
+            reason = appinsights_problem(settings.appinsights_connection_string)
+            if reason:
+                problems.append(Problem(f"is not an Application Insights connection string ({reason}; expected "
+                                        "InstrumentationKey=<GUID>;IngestionEndpoint=https://...)",
+                                        field="APPLICATIONINSIGHTS_CONNECTION_STRING"))
         if settings.ca_bundle and not offline and not os.path.isfile(settings.ca_bundle):
             problems.append(Problem(f"{settings.ca_bundle}: no such file", field="REQUESTS_CA_BUNDLE"))
         if not _QUEUE_NAME.fullmatch(settings.runs_queue) or "--" in settings.runs_queue:

@@ -9,7 +9,9 @@ Blob storage keeps the storage SDK's own retries (records and leases are not cou
 from __future__ import annotations
 
 import threading
+import time
 from functools import cached_property
+from typing import Optional
 
 from ..config import Settings
 
@@ -19,34 +21,91 @@ from ..config import Settings
 POOL_CONNECTIONS = 32
 
 
+# MSAL (under azure-identity's managed-identity credential) remembers a 429 / 5xx answer of the identity
+# endpoint and replays it, without a request, to every token request for the same resource during its
+# Retry-After (integer seconds; 5 s when absent or not an integer; at most an hour): msal.throttled_http_client.
+MSAL_DEFAULT_THROTTLE_SECONDS = 5
+MSAL_MAX_THROTTLE_SECONDS = 3600
+
+
+def msal_throttle_seconds(retry_after) -> int:
+    """How long MSAL replays a throttled identity answer, given its ``Retry-After`` header value."""
+    try:
+        seconds = int(retry_after) if retry_after is not None else MSAL_DEFAULT_THROTTLE_SECONDS
+    except ValueError:
+        seconds = MSAL_DEFAULT_THROTTLE_SECONDS
+    return min(MSAL_MAX_THROTTLE_SECONDS, seconds)
+
+
 class ThrottleAwareCredential:
     """DefaultAzureCredential, except that a token request the identity endpoint throttled (429) or failed
     (5xx) raises TransientError. DefaultAzureCredential reports it as a ClientAuthenticationError without
     the status, which reads as permanent; the status is seen here with azure-core's ``raw_response_hook``
-    on the credential's own pipeline (the managed-identity endpoint)."""
+    on the credential's own pipeline (the managed-identity endpoint).
 
-    def __init__(self, factory):
+    A throttled answer is also remembered per scope for as long as MSAL replays it (its ``Retry-After``,
+    plus a second): a token request during that time makes no request at all (no status is seen) and
+    fails with the replayed answer. On a fresh process the first SDK calls after a throttle are such
+    requests, so without this they failed permanently. A failure with no request outside such a window,
+    and any answer that is not 429 / 5xx (400, 401: a wrong identity), stay ClientAuthenticationError."""
+
+    def __init__(self, factory, *, clock=time.monotonic):
         self._local = threading.local()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._throttled: dict[tuple, tuple[float, int]] = {}  # scopes -> (replayed until, status)
         self._inner = factory(raw_response_hook=self._saw)
 
     def _saw(self, response) -> None:
-        self._local.status = response.http_response.status_code
+        from ..core.retry import RETRYABLE_STATUSES
 
-    def _call(self, fn, *args, **kwargs):
+        status = response.http_response.status_code
+        self._local.status = status
+        self._local.retry_after = response.http_response.headers.get("Retry-After")
+        scopes = getattr(self._local, "scopes", None)
+        if scopes is None:
+            return
+        with self._lock:
+            if status in RETRYABLE_STATUSES:
+                until = self._clock() + msal_throttle_seconds(self._local.retry_after) + 1
+                self._throttled[scopes] = (until, status)
+            elif status < 400:
+                self._throttled.pop(scopes, None)
+
+    def _replayed(self, scopes: tuple) -> Optional[tuple[float, int]]:
+        """(seconds left, status) of a throttled answer MSAL is still replaying for ``scopes``."""
+        with self._lock:
+            until, status = self._throttled.get(scopes, (0.0, 0))
+            left = until - self._clock()
+            if left <= 0:
+                self._throttled.pop(scopes, None)
+                return None
+            return left, status
+
+    def _call(self, fn, *scopes, **kwargs):
         from azure.core.exceptions import ClientAuthenticationError
 
-        from ..core.retry import RETRYABLE_STATUSES
+        from ..core.retry import RETRYABLE_STATUSES, parse_retry_after
         from ..errors import TransientError
 
-        self._local.status = None
+        self._local.status = self._local.retry_after = None
+        self._local.scopes = scopes
         try:
-            return fn(*args, **kwargs)
+            return fn(*scopes, **kwargs)
         except ClientAuthenticationError:
-            status = getattr(self._local, "status", None)
+            status = self._local.status
             if status in RETRYABLE_STATUSES:
                 raise TransientError(f"managed-identity endpoint answered {status}", code=f"HTTP{status}",
-                                     status=status) from None
+                                     status=status, retry_after=parse_retry_after(self._local.retry_after)) from None
+            replayed = self._replayed(scopes) if status is None else None
+            if replayed is not None:
+                left, status = replayed
+                raise TransientError(f"managed-identity endpoint answered {status} (the answer is replayed for "
+                                     f"{left:.0f}s more)", code=f"HTTP{status}", status=status,
+                                     retry_after=left) from None
             raise
+        finally:
+            self._local.scopes = None
 
     def get_token(self, *scopes, **kwargs):
         return self._call(self._inner.get_token, *scopes, **kwargs)

@@ -356,6 +356,11 @@ class ManifestReader:
         if not response.headers.get("Docker-Content-Digest"):
             # some registries omit the digest on HEAD: fetch the manifest and hash it
             response = self._send("GET", path, f"repository:{repository}:pull", headers)
+            if response.status_code == 404:
+                # the HEAD said it exists: a HEAD cut off after its status line (no headers, no digest),
+                # or replicas that disagree. Not an answer either way: read again (a real 404 then says so)
+                raise TransientError(f"{self.name} answered a HEAD of {path} with 200 but no "
+                                     f"digest, then its GET with 404", code="InconsistentManifestRead")
             if response.status_code >= 400:
                 raise _status_error(response, self.name)
             response.headers["Docker-Content-Digest"] = "sha256:" + hashlib.sha256(response.content).hexdigest()

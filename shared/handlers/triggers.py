@@ -3,7 +3,9 @@
 Blob: ``*.txt`` manifests are claimed once per content and queued (``handlers.runs``); the build rule
 file (``BUILD_RULES_BLOB``) is validated (``handlers.rules``). Timers: the re-sync (queues a run per
 manifest), the reaper (``handlers.runs.reap``) and the idle-pool scaler (``handlers.builds``). Event
-Grid: every event is recorded once; ImageDeleted queues a self-heal run, ImagePushed fires build rules.
+Grid: every event of this app's registry is recorded once; ImageDeleted queues a self-heal run, ImagePushed
+fires build rules; another registry's events are ignored (a log line), and an event that cannot be read
+raises (Event Grid retries it, then dead-letters it).
 
 function_app.py hands the trigger payload here. Imports run on the queue (``handlers.runs``), never
 here. Transient failures (TransientError) are raised so the runtime redelivers; an invalid manifest
@@ -20,7 +22,7 @@ from typing import Optional
 from ..core.events import AcrEvent, EventFormatError, parse_event
 from ..core.manifest import Entry
 from ..core.names import blob_segment
-from ..errors import ConflictError, TransientError
+from ..errors import ConflictError, TransientError, ValidationError
 from .runs import claim_and_queue, queue_run, reap
 from .sync import check_manifest
 
@@ -107,14 +109,24 @@ def mirrored_entries(services, repository: str, tag: Optional[str]) -> list[tupl
 
 
 def on_registry_event(services, body: dict) -> dict:
-    """Record an ACR event; self-heal a deleted mirrored image. Duplicate ids do no work."""
+    """Record an ACR event; self-heal a deleted mirrored image. Duplicate ids do no work.
+
+    An event this app cannot read raises ValidationError (code ``InvalidEvent``) without recording it,
+    so the invocation fails and Event Grid delivers it again, then dead-letters it: it is never
+    acknowledged unread. An event about another registry is ignored with a log line."""
     s = services.settings
     try:
         event = parse_event(body)
     except EventFormatError as exc:
-        log.error("rejected malformed Event Grid event (id=%r): %s", (body or {}).get("id")
-                  if isinstance(body, dict) else None, exc)
-        return {"status": "rejected", "reason": str(exc)}
+        event_id = body.get("id") if isinstance(body, dict) else None
+        log.error("cannot understand Event Grid event (id=%r): %s; failing the invocation so Event Grid retries "
+                  "and then dead-letters it", event_id, exc)
+        raise ValidationError(f"Event Grid event {event_id!r} cannot be understood: {exc}",
+                              code="InvalidEvent") from None
+    if not event.from_registry(s.registry_id, services.acr.login_server):
+        log.warning("ignoring event %s (%s) from %s: not this app's registry (%s)", event.id, event.type,
+                    event.source or event.host, s.registry_id)
+        return {"status": "ignored", "reason": "another registry", "event": event.to_dict()}
     marker = _event_marker(event)
     record = {"event": event.to_dict(), "received_at": datetime.now(timezone.utc).isoformat(),
               "status": "recorded", "actions": []}

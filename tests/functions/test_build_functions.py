@@ -143,7 +143,7 @@ def test_an_unreadable_rule_file_is_recorded_and_a_push_says_why_nothing_was_que
     assert record["status"] == "invalid"
     assert [(e["line"], "nested more than" in e["message"]) for e in record["errors"]] == [(1, True)]
 
-    body = {"id": str(uuid.uuid4()), "topic": "/subscriptions/x/registries/airlockacr",
+    body = {"id": str(uuid.uuid4()), "topic": s.settings.registry_id,
             "subject": f"{prefix}/nginx:1.27", "eventType": "Microsoft.ContainerRegistry.ImagePushed",
             "eventTime": "2026-12-01T00:00:00Z", "dataVersion": "1.0",
             "data": {"target": {"mediaType": "application/vnd.oci.image.index.v1+json", "size": 100,

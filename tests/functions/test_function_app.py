@@ -16,6 +16,7 @@ import pytest
 
 from devstack import oci
 from shared import entrypoints
+from shared.errors import ValidationError
 from shared.services import Services
 from tests.fixture_paths import AZURE_FIXTURES
 
@@ -262,6 +263,7 @@ def event_records(event_id: str) -> list[dict]:
 def test_event_fixtures_are_recorded_once(env, functions, fixture):
     body = json.loads((FIXTURES / "event-grid-schema" / fixture).read_text())
     body["id"] = f"{uuid.uuid4()}"
+    body["topic"] = services().settings.registry_id  # the samples' registry is not this app's
     functions["registry_event"](grid_event(body))
     functions["registry_event"](grid_event(body))  # duplicate delivery
     [record] = event_records(body["id"])
@@ -271,7 +273,7 @@ def test_event_fixtures_are_recorded_once(env, functions, fixture):
 
 def test_cloud_event_schema_is_accepted(env, functions):
     body = json.loads((FIXTURES / "event-grid-schema" / "image_pushed.json").read_text())
-    event = func.CloudEvent(id=str(uuid.uuid4()), source=body["topic"], type=body["eventType"],
+    event = func.CloudEvent(id=str(uuid.uuid4()), source=services().settings.registry_id, type=body["eventType"],
                             specversion="1.0", subject=body["subject"], data=body["data"])
     functions["registry_event"](event)
     [record] = event_records(event.id)
@@ -279,17 +281,19 @@ def test_cloud_event_schema_is_accepted(env, functions):
     assert record["event"]["repository"] == "samples/nginx"
 
 
-def test_unknown_and_malformed_events_never_crash(env, functions, caplog):
-    unknown = {"id": str(uuid.uuid4()), "topic": "t", "subject": "s", "eventType": "Contoso.Thing.Happened",
+def test_unknown_events_are_recorded_and_malformed_ones_are_not_acknowledged(env, functions, caplog):
+    registry = services().settings.registry_id
+    unknown = {"id": str(uuid.uuid4()), "topic": registry, "subject": "s", "eventType": "Contoso.Thing.Happened",
                "dataVersion": "1", "data": {}}
     functions["registry_event"](grid_event(unknown))
     assert event_records(unknown["id"])[0]["status"] == "ignored"
-    malformed = {"id": str(uuid.uuid4()), "topic": "t", "subject": "s",
+    malformed = {"id": str(uuid.uuid4()), "topic": registry, "subject": "s",
                  "eventType": "Microsoft.ContainerRegistry.ImagePushed", "dataVersion": "1",
                  "data": {"target": {"digest": "sha256:" + "0" * 64}}}
-    functions["registry_event"](grid_event(malformed))
+    with pytest.raises(ValidationError, match="data.target.repository"):  # Event Grid retries, then dead-letters
+        functions["registry_event"](grid_event(malformed))
     assert event_records(malformed["id"]) == []
-    assert "rejected malformed Event Grid event" in caplog.text
+    assert "cannot understand Event Grid event" in caplog.text
 
 
 def test_deleted_mirrored_image_is_reimported(env, stack, seeded, functions, queue_host, prefix):
@@ -351,6 +355,7 @@ def test_self_heal_that_could_not_be_queued_is_healed_by_the_redelivery(env, sta
     upload_manifest("heal.txt", f"library/busybox:1.36 => {prefix}/bb\n")
     body = json.loads((FIXTURES / "event-grid-schema" / "image_deleted.json").read_text())
     body["id"] = str(uuid.uuid4())
+    body["topic"] = services().settings.registry_id
     body["data"]["target"]["repository"] = f"{prefix}/bb"
     good = stack.env["AzureWebJobsStorage"]
     env.setenv("AzureWebJobsStorage", good.replace(f":{stack.queue_port}/", ":1/"))

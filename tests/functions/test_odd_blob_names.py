@@ -76,7 +76,7 @@ def test_an_odd_event_id_is_recorded_once_inside_events(env, functions, prefix):
     odd = f"../../{prefix}/a_b ünï\x00%2F" + "x" * 300
     similar = odd.replace("_", "/")  # an ad-hoc sanitiser (non-alnum -> "_") would merge these two
     for event_id in (odd, similar, odd):
-        body = {"id": event_id, "topic": "/subscriptions/x/registries/airlockacr", "subject": f"{prefix}/app:1",
+        body = {"id": event_id, "topic": s.settings.registry_id, "subject": f"{prefix}/app:1",
                 "eventType": "Microsoft.ContainerRegistry.ImageDeleted", "eventTime": "2026-12-01T00:00:00Z",
                 "dataVersion": "1.0", "data": {"target": {"repository": f"{prefix}/app", "tag": "1",
                                                           "digest": "sha256:" + "cd" * 32}}}

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from devstack import oci
+from devstack.stack import DEFAULT_REGISTRY, DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
 from shared.core.builds import parse_build
 from shared.errors import ValidationError
 from shared.handlers import builds as handler
@@ -332,12 +333,17 @@ def web_rule(prefix: str, pool: str, *, name: str = "web-on-base", when: str = "
             f"      agent_pool: {pool}\n")
 
 
+# the stand-in's ACR (events of another registry are ignored)
+REGISTRY_ID = (f"/subscriptions/{DEFAULT_SUBSCRIPTION}/resourceGroups/{DEFAULT_RESOURCE_GROUP}"
+               f"/providers/Microsoft.ContainerRegistry/registries/{DEFAULT_REGISTRY}")
+
+
 def pushed(repository: str, tag, digest: str, event_id=None) -> dict:
     target = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest, "repository": repository,
               "size": 100}
     if tag:
         target["tag"] = tag
-    return {"id": event_id or str(uuid.uuid4()), "topic": "/subscriptions/x/registries/airlockacr",
+    return {"id": event_id or str(uuid.uuid4()), "topic": REGISTRY_ID,
             "subject": f"{repository}:{tag}", "eventType": "Microsoft.ContainerRegistry.ImagePushed",
             "eventTime": datetime.now(timezone.utc).isoformat(), "dataVersion": "1.0",
             "data": {"target": target}}

@@ -74,3 +74,25 @@ def test_default_agent_pool_must_be_a_pool_name():
     assert Settings.from_env({**BASE, "BUILD_DEFAULT_AGENT_POOL": "vnetpool"}).build_default_pool == "vnetpool"
     with pytest.raises(ConfigError, match="BUILD_DEFAULT_AGENT_POOL"):
         Settings.from_env({**BASE, "BUILD_DEFAULT_AGENT_POOL": "no pool!"})
+
+
+GOOD_APPINSIGHTS = ("InstrumentationKey=00000000-0000-0000-0000-000000000001;"
+                    "IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/")
+
+
+@pytest.mark.parametrize("value", [
+    "InstrumentationKey=0f1e2d3c-SECRET",                        # not a GUID
+    "InstrumentationKey=0f1e2d3c-SECRET;IngestionEndpoint",      # a pair without '='
+    GOOD_APPINSIGHTS.replace("Instrumentation", "Instrumentatoin") + ";x=0f1e2d3c-SECRET",  # no key at all
+    "Authorization=aad;" + GOOD_APPINSIGHTS + ";x=0f1e2d3c-SECRET",
+])
+def test_malformed_appinsights_connection_string_is_named_without_its_value(value):
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**BASE, "APPLICATIONINSIGHTS_CONNECTION_STRING": value})
+    assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in info.value.message
+    assert "0f1e2d3c" not in info.value.message  # a secret setting: never quoted
+
+
+def test_appinsights_connection_string_the_exporter_accepts_is_accepted():
+    s = Settings.from_env({**BASE, "APPLICATIONINSIGHTS_CONNECTION_STRING": GOOD_APPINSIGHTS})
+    assert s.appinsights_connection_string == GOOD_APPINSIGHTS
