@@ -38,6 +38,10 @@ param dockerHubToken string = ''
 @description('Object id of the user running azd (set by azd): may upload manifests and read records (smoke test).')
 param principalId string = ''
 
+@allowed(['User', 'ServicePrincipal'])
+@description('What principalId is (azd sets AZURE_PRINCIPAL_TYPE: ServicePrincipal when it signs in as one, as in a pipeline).')
+param principalType string = 'User'
+
 @description('Object id of the pipeline service principal (the federated identity of the pipelines): uploads manifests, reads records, plans.')
 param pipelinePrincipalId string = ''
 
@@ -62,6 +66,9 @@ param poolScaleSchedule string = '0 */5 * * * *'
 @description('NCRONTAB schedule of the reaper timer (abandons runs with no progress).')
 param reaperSchedule string = '0 */5 * * * *'
 
+@description('Key Vault name; empty: kv-<token>. Set another while a deleted vault of that name is still soft-deleted (docs/deployment.md).')
+param keyVaultName string = ''
+
 @description('Python version of the Function App: one Flex Consumption offers (README: Python version).')
 param pythonVersion string = '3.11'
 
@@ -81,6 +88,13 @@ var registryName = registryParts[8]
 var resourceGroupName = 'rg-${environmentName}'
 var functionAppName = 'func-${token}'
 var deploymentContainerName = 'app-package-${take(token, 12)}'
+// The operators (the azd user, the pipeline) get their roles once each: when azd runs as the pipeline's own
+// identity both ids name one principal (in any letter case), and a role assignment declared twice (one
+// guid() name) is a template ARM rejects. principalType is given so that ARM need not look the principal up.
+var deployerIsPipeline = !empty(principalId) && toLower(principalId) == toLower(pipelinePrincipalId)
+var deployerOperator = empty(principalId) || deployerIsPipeline ? [] : [{ id: principalId, type: principalType }]
+var pipelineOperator = empty(pipelinePrincipalId) ? [] : [{ id: pipelinePrincipalId, type: 'ServicePrincipal' }]
+var operators = concat(deployerOperator, pipelineOperator)
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: resourceGroupName
@@ -132,7 +146,7 @@ module storageAccess 'app/storage-access.bicep' = {
     storageAccountName: storage.outputs.name
     appPrincipalId: identities.outputs.appPrincipalId
     eventGridPrincipalId: identities.outputs.eventGridPrincipalId
-    operatorPrincipalIds: filter([principalId, pipelinePrincipalId], id => !empty(id))
+    operators: operators
     manifestsContainerName: manifestsContainerName
     outcomesContainerName: outcomesContainerName
     deadLetterContainerName: deadLetterContainerName
@@ -145,7 +159,7 @@ module keyVault 'app/keyvault.bicep' = {
   params: {
     location: location
     tags: tags
-    name: 'kv-${take(token, 18)}'
+    name: empty(keyVaultName) ? 'kv-${take(token, 18)}' : keyVaultName
     vnetEnabled: vnetEnabled
     dockerHubToken: dockerHubToken
     appPrincipalId: identities.outputs.appPrincipalId
@@ -170,7 +184,7 @@ module registryAccess 'app/registry-access.bicep' = {
     registryName: registryName
     tags: tags
     appPrincipalId: identities.outputs.appPrincipalId
-    operatorPrincipalIds: filter([principalId, pipelinePrincipalId], id => !empty(id))
+    operators: operators
     buildsEnabled: buildsEnabled
     systemTopicName: 'evgt-acr-${token}'
     eventGridIdentityId: identities.outputs.eventGridIdentityId
@@ -269,6 +283,7 @@ output AZURE_FUNCTION_APP_NAME string = app.outputs.name
 output AZURE_FUNCTION_APP_URL string = app.outputs.url
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output MANIFESTS_CONTAINER string = manifestsContainerName
 output OUTCOMES_CONTAINER string = outcomesContainerName
 output DEAD_LETTER_CONTAINER string = deadLetterContainerName

@@ -4,7 +4,7 @@
 param registryName string
 param tags object
 param appPrincipalId string
-param operatorPrincipalIds array
+param operators array // [{ id: object id, type: 'User' | 'ServicePrincipal' }], each principal once
 param buildsEnabled bool
 param systemTopicName string
 param eventGridIdentityId string
@@ -40,12 +40,13 @@ resource tasks 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (builds
   }
 }
 
-resource operatorPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for id in operatorPrincipalIds: {
-  name: guid(registry.id, id, acrPull)
+resource operatorPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for operator in operators: {
+  name: guid(registry.id, operator.id, acrPull)
   scope: registry
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', acrPull)
-    principalId: id
+    principalId: operator.id
+    principalType: operator.type
   }
 }]
 

@@ -323,6 +323,82 @@ def test_roles_are_scoped_narrowly():
             assert owner not in text, f"{path.name}: Owner/Contributor is never needed"
 
 
+
+def role_assignments() -> list[tuple[str, bicep.Block]]:
+    return [(path.name, block) for path in TEMPLATES for block in bicep.blocks(bicep.read(path))
+            if block.target == "Microsoft.Authorization/roleAssignments" and not block.existing]
+
+
+def test_every_role_assignment_names_its_principal_type():
+    """ARM creates an assignment for a principal Entra ID has not replicated yet only when principalType
+    is given (the identities here are created in the same deployment); without it: PrincipalNotFound."""
+    assignments = role_assignments()
+    assert len(assignments) >= 8
+    for path, block in assignments:
+        types = bicep.find_key(block.body, "principalType")
+        assert types, f"{path}: {block.symbol} has no principalType"
+
+
+def operators(principal_id: str, principal_type: str, pipeline_id: str) -> list[dict]:
+    values = {"principalId": principal_id, "principalType": principal_type, "pipelinePrincipalId": pipeline_id}
+    return bicep.evaluate(bicep.var(MAIN, "operators"), bicep.Scope(MAIN, values))
+
+
+def test_operators_are_each_principal_once_with_its_type():
+    """azd signed in as the pipeline's own identity gives principalId == pipelinePrincipalId: one role
+    assignment declared twice (same guid() name) is a template ARM rejects. Object ids compare without case."""
+    user, pipeline = "0a1b2c3d-0000-4000-8000-00000000000a", "5e6f7a8b-0000-4000-8000-00000000000b"
+    assert operators(user, "User", pipeline) == [{"id": user, "type": "User"},
+                                                 {"id": pipeline, "type": "ServicePrincipal"}]
+    assert operators(pipeline, "ServicePrincipal", pipeline) == [{"id": pipeline, "type": "ServicePrincipal"}]
+    assert operators(pipeline.upper(), "ServicePrincipal", pipeline) == [{"id": pipeline, "type": "ServicePrincipal"}]
+    assert operators("", "User", pipeline) == [{"id": pipeline, "type": "ServicePrincipal"}]
+    assert operators(user, "User", "") == [{"id": user, "type": "User"}]
+    assert operators("", "User", "") == []
+    # azd's own AZURE_PRINCIPAL_TYPE (User, or ServicePrincipal when azd signs in as one)
+    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert given["principalType"]["value"] == "${AZURE_PRINCIPAL_TYPE=User}"
+    assert "@allowed" in bicep.decorators((INFRA / "main.bicep").read_text(), "principalType")
+    # every module that grants operators roles gets exactly that list, and each of its loops uses both fields
+    granting = [b for b in bicep.blocks(MAIN)
+                if b.kind == "module" and "operators" in bicep.entries(bicep.find_key(b.body, "params")[0])]
+    assert {b.symbol for b in granting} == {"storageAccess", "registryAccess"}
+    for block in granting:
+        assert bicep.entries(bicep.find_key(block.body, "params")[0])["operators"] == "operators"
+        module = bicep.read(INFRA / block.target)
+        loops = [b for b in bicep.blocks(module) if b.body.lstrip().startswith("[for operator in operators:")]
+        assert loops, block.target
+        for loop in loops:
+            body = bicep.entries(loop.body)
+            assert "operator.id" in body["name"], (block.target, loop.symbol)
+            properties = bicep.entries(body["properties"])
+            assert properties["principalId"] == "operator.id" and properties["principalType"] == "operator.type"
+        assert "operatorPrincipalIds" not in module
+
+
+# -- Key Vault ---------------------------------------------------------------------------------------
+
+def test_key_vault_can_be_purged_and_renamed():
+    """Purge protection keeps a deleted vault's name taken for the whole retention period and `azd down
+    --purge` cannot purge it, so `azd up` after `azd down` collides with it. The vault holds only the Docker
+    Hub token: no purge protection (the property does not accept false: it is left out), and a name that
+    can be changed (KEY_VAULT_NAME) for an environment whose old vault is still soft-deleted."""
+    vault = next(b for b in bicep.blocks(bicep.read(INFRA / "app" / "keyvault.bicep"))
+                 if b.target == "Microsoft.KeyVault/vaults")
+    assert not bicep.find_key(vault.body, "enablePurgeProtection")
+    assert bicep.find_key(vault.body, "enableSoftDelete") == ["true"]
+    module = bicep.entries(bicep.find_key(next(b for b in bicep.blocks(MAIN) if b.symbol == "keyVault").body,
+                                          "params")[0])
+    token = "abcdefghijklmnopqrstuvwxyz"  # main.bicep's uniqueString() token: ARM computes it
+    assert bicep.evaluate(module["name"], bicep.Scope(MAIN, {"token": token, "keyVaultName": ""})) == \
+        "kv-abcdefghijklmnopqr"
+    assert bicep.evaluate(module["name"], bicep.Scope(MAIN, {"token": token, "keyVaultName": "kv-other"})) == \
+        "kv-other"
+    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert given["keyVaultName"]["value"] == "${KEY_VAULT_NAME=}"
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    assert "azd down --purge" in deployment and "KEY_VAULT_NAME" in deployment
+
 # -- Event Grid --------------------------------------------------------------------------------------
 
 def subscription_blocks() -> list[tuple[str, str]]:
