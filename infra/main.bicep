@@ -22,6 +22,12 @@ param location string
 @description('Resource id of an existing ACR to keep stocked. Empty: create a new Premium registry.')
 param existingRegistryId string = ''
 
+@description('Name of the Event Grid system topic the existing ACR already has (Event Grid allows one per source; an event subscription made in the portal creates one): reused, with Event Grid\'s identity added. Empty: the registry has none, one is created. scripts/preprovision.sh finds it.')
+param existingRegistryTopicName string = ''
+
+@description('Resource group of that topic; empty: the registry\'s.')
+param existingRegistryTopicResourceGroup string = ''
+
 @description('Private networking: VNet integration for the app, private endpoints and private DNS zones for storage, the ACR and Key Vault, public access off.')
 param vnetEnabled bool = false
 
@@ -86,6 +92,9 @@ var registrySubscriptionId = registryParts[2]
 var registryResourceGroupName = registryParts[4]
 var registryName = registryParts[8]
 var resourceGroupName = 'rg-${environmentName}'
+// The registry's Event Grid system topic: the one an existing registry already has, or a new one beside it
+var reuseRegistryTopic = !newRegistry && !empty(existingRegistryTopicName)
+var registryTopicResourceGroupName = reuseRegistryTopic && !empty(existingRegistryTopicResourceGroup) ? existingRegistryTopicResourceGroup : registryResourceGroupName
 var functionAppName = 'func-${token}'
 var deploymentContainerName = 'app-package-${take(token, 12)}'
 // The operators (the azd user, the pipeline) get their roles once each: when azd runs as the pipeline's own
@@ -186,10 +195,26 @@ module registryAccess 'app/registry-access.bicep' = {
     appPrincipalId: identities.outputs.appPrincipalId
     operators: operators
     buildsEnabled: buildsEnabled
-    systemTopicName: 'evgt-acr-${token}'
-    eventGridIdentityId: identities.outputs.eventGridIdentityId
   }
   dependsOn: [registry]
+}
+
+resource existingRegistryTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' existing = if (reuseRegistryTopic) {
+  name: existingRegistryTopicName
+  scope: resourceGroup(registrySubscriptionId, registryTopicResourceGroupName)
+}
+
+module registryTopic 'app/registry-topic.bicep' = {
+  name: 'registry-topic'
+  scope: resourceGroup(registrySubscriptionId, registryTopicResourceGroupName)
+  params: {
+    name: reuseRegistryTopic ? existingRegistryTopicName : 'evgt-acr-${token}'
+    location: reuseRegistryTopic ? existingRegistryTopic.location : registryAccess.outputs.location
+    tags: reuseRegistryTopic ? (existingRegistryTopic.?tags ?? {}) : tags
+    registryId: reuseRegistryTopic ? existingRegistryTopic.properties.source : registryAccess.outputs.id
+    eventGridIdentityId: identities.outputs.eventGridIdentityId
+    existingIdentity: reuseRegistryTopic ? (existingRegistryTopic.?identity ?? {}) : {}
+  }
 }
 
 module storageTopic 'app/storage-topic.bicep' = {
@@ -288,7 +313,8 @@ output MANIFESTS_CONTAINER string = manifestsContainerName
 output OUTCOMES_CONTAINER string = outcomesContainerName
 output DEAD_LETTER_CONTAINER string = deadLetterContainerName
 output STORAGE_SYSTEM_TOPIC_NAME string = storageTopic.outputs.name
-output REGISTRY_SYSTEM_TOPIC_NAME string = registryAccess.outputs.systemTopicName
+output REGISTRY_SYSTEM_TOPIC_NAME string = registryTopic.outputs.name
+output REGISTRY_SYSTEM_TOPIC_RESOURCE_GROUP string = registryTopicResourceGroupName
 output EVENT_GRID_IDENTITY_ID string = identities.outputs.eventGridIdentityId
 output ACR_SUBSCRIPTION_ID string = registrySubscriptionId
 output ACR_RESOURCE_GROUP string = registryResourceGroupName

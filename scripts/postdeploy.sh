@@ -45,7 +45,7 @@ az deployment group create \
     storageSystemTopicName="${STORAGE_SYSTEM_TOPIC_NAME}" \
     registrySystemTopicName="${REGISTRY_SYSTEM_TOPIC_NAME}" \
     registrySubscriptionId="${ACR_SUBSCRIPTION_ID}" \
-    registryResourceGroupName="${ACR_RESOURCE_GROUP}" \
+    registrySystemTopicResourceGroupName="${REGISTRY_SYSTEM_TOPIC_RESOURCE_GROUP}" \
     manifestsContainerName="${MANIFESTS_CONTAINER}" \
     deadLetterContainerName="${DEAD_LETTER_CONTAINER}" \
     eventGridIdentityId="${EVENT_GRID_IDENTITY_ID}" \

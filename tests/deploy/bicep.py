@@ -278,6 +278,7 @@ FUNCTIONS = {
     "contains": lambda c, v: (v.lower() in c.lower()) if isinstance(c, str) else (v in c),
     "length": len,
     "take": lambda v, n: v[:n],
+    "split": lambda v, sep: v.split(sep),
     "filter": lambda items, f: [x for x in items if f(x)],
     "map": lambda items, f: [f(x) for x in items],
     "items": lambda obj: [{"key": k, "value": v} for k, v in obj.items()],

@@ -84,3 +84,65 @@ def test_smoke_uses_the_azd_subscription_and_app_url_and_never_prints_the_key(tm
     # the command line's settings: the registry's subscription, which may differ from azd's
     assert wait["env"]["AZURE_SUBSCRIPTION_ID"] == ACR_SUBSCRIPTION
     assert key not in done.stdout + done.stderr
+
+
+REGISTRY = f"/subscriptions/{ACR_SUBSCRIPTION}/resourceGroups/rg-acr/providers/Microsoft.ContainerRegistry/" \
+    "registries/acr1"
+
+
+def preprovision(tmp_path, env: dict, topics: dict | None) -> tuple[Shims, object]:
+    """scripts/preprovision.sh with `az eventgrid system-topic list` answering ``topics`` (None: it fails)."""
+    listing = ({"exit": 1, "stderr": "ERROR: (AuthorizationFailed) no read access\n"} if topics is None else
+               {"stdout": "".join(f"{name}\t{group}\t{source}\n" for name, (group, source) in topics.items())})
+    shims = Shims.create(tmp_path / "bin", ["az", "azd"], [
+        {"tool": "az", "prefix": ["eventgrid", "system-topic", "list"], "responses": [listing]},
+    ])
+    done = shims.run(["sh", "scripts/preprovision.sh"], shims.env(AZURE_SUBSCRIPTION_ID=AZD_SUBSCRIPTION, **env), ROOT)
+    return shims, done
+
+
+def env_set(shims: Shims) -> dict[str, str]:
+    return {c["argv"][2]: c["argv"][3] for c in shims.calls("azd") if c["argv"][:2] == ["env", "set"]}
+
+
+def test_preprovision_finds_the_system_topic_an_existing_registry_already_has(tmp_path):
+    """Event Grid allows one system topic per source: the hook finds the registry's (its source compared
+    without case, as ARM ids are), in the registry's subscription, and hands its name and resource group to
+    the templates through the azd environment (ACR_SYSTEM_TOPIC_NAME, ACR_SYSTEM_TOPIC_RESOURCE_GROUP)."""
+    shims, done = preprovision(tmp_path, {"ACR_RESOURCE_ID": REGISTRY}, {
+        "st-other-1a2b": ("rg-data", f"/subscriptions/{ACR_SUBSCRIPTION}/resourceGroups/rg-data/providers/"
+                                     "Microsoft.Storage/storageAccounts/data1"),
+        "acr1-9f8e7d6c": ("rg-events", REGISTRY.lower().replace("resourcegroups", "resourceGroups")),
+    })
+    assert done.returncode == 0, done.stderr
+    [listing] = shims.calls("az")
+    assert_in_subscription(listing, ACR_SUBSCRIPTION)
+    assert env_set(shims) == {"ACR_SYSTEM_TOPIC_NAME": "acr1-9f8e7d6c", "ACR_SYSTEM_TOPIC_RESOURCE_GROUP": "rg-events"}
+    assert "acr1-9f8e7d6c" in done.stdout
+
+
+def test_preprovision_clears_a_topic_that_is_gone_and_leaves_a_known_one_alone(tmp_path):
+    shims, done = preprovision(tmp_path / "gone", {"ACR_RESOURCE_ID": REGISTRY, "ACR_SYSTEM_TOPIC_NAME": "old",
+                                                   "ACR_SYSTEM_TOPIC_RESOURCE_GROUP": "rg-old"}, {})
+    assert done.returncode == 0, done.stderr
+    assert env_set(shims) == {"ACR_SYSTEM_TOPIC_NAME": "", "ACR_SYSTEM_TOPIC_RESOURCE_GROUP": ""}
+    shims, done = preprovision(tmp_path / "same", {"ACR_RESOURCE_ID": REGISTRY, "ACR_SYSTEM_TOPIC_NAME": "acr1-9f",
+                                                   "ACR_SYSTEM_TOPIC_RESOURCE_GROUP": "rg-acr"},
+                               {"acr1-9f": ("rg-acr", REGISTRY)})
+    assert done.returncode == 0 and env_set(shims) == {}
+
+
+def test_preprovision_without_an_existing_registry_or_without_read_access(tmp_path):
+    shims, done = preprovision(tmp_path / "new", {}, {})
+    assert done.returncode == 0 and shims.calls() == []
+    # no right to list topics in the registry's subscription: the values set by hand stand, with a warning
+    shims, done = preprovision(tmp_path / "denied", {"ACR_RESOURCE_ID": REGISTRY, "ACR_SYSTEM_TOPIC_NAME": "mine"},
+                               None)
+    assert done.returncode == 0 and env_set(shims) == {}
+    assert "ACR_SYSTEM_TOPIC_NAME" in done.stderr and "mine" in done.stderr
+
+
+def test_preprovision_rejects_a_registry_id_that_is_not_one(tmp_path):
+    shims, done = preprovision(tmp_path, {"ACR_RESOURCE_ID": "/subscriptions/x/resourceGroups/rg/providers/"
+                                                             "Microsoft.Storage/storageAccounts/st1"}, {})
+    assert done.returncode != 0 and "ACR_RESOURCE_ID" in done.stderr and shims.calls() == []

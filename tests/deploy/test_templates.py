@@ -455,6 +455,89 @@ def test_every_event_driven_function_has_a_subscription(index):
     assert "type: 'UserAssigned'" in dead and "blobContainerName: deadLetterContainerName" in dead
 
 
+REGISTRY_TOPIC_TYPE = "Microsoft.ContainerRegistry.Registries"
+
+
+def registry_topic_module(values: dict) -> tuple[dict, str]:
+    """main.bicep's registry topic module evaluated for ``values``: (its params, its resource group)."""
+    [module] = [b for b in bicep.blocks(MAIN) if b.kind == "module" and b.target == "app/registry-topic.bicep"]
+    identities = {"outputs": {"eventGridIdentityId": "/subscriptions/s/resourceGroups/rg-prod/providers/"
+                                                     "Microsoft.ManagedIdentity/userAssignedIdentities/id-eg"}}
+    scope = bicep.Scope(MAIN, {"token": "tok123", "location": "eastus", "environmentName": "prod",
+                               "resourceGroupName": "rg-prod", "identities": identities, **values})
+    params = {k: bicep.evaluate(v, scope) for k, v in bicep.entries(bicep.find_key(module.body, "params")[0]).items()}
+    where = re.fullmatch(r"resourceGroup\((\w+), (\w+)\)", bicep.find_key(module.body, "scope")[0])
+    assert where, module.body
+    assert bicep.evaluate(where.group(1), scope) == (scope.get("registrySubscriptionId"))
+    return params, bicep.evaluate(where.group(2), scope)
+
+
+def test_an_existing_registrys_system_topic_is_reused_not_duplicated():
+    """Event Grid allows one system topic per source, and any event subscription made on the registry in the
+    portal creates one: a registry that has one gets it reused (ACR_SYSTEM_TOPIC_NAME, found by
+    scripts/preprovision.sh), in its own resource group and location, with its tags and identities kept
+    and Event Grid's identity (dead-lettering) added. Without one, one is created as before."""
+    topics = [(path.name, block) for path in TEMPLATES for block in bicep.blocks(bicep.read(path))
+              if block.target == "Microsoft.EventGrid/systemTopics" and not block.existing
+              and REGISTRY_TOPIC_TYPE in block.body]
+    assert [name for name, _ in topics] == ["registry-topic.bicep"]
+    registry = "/subscriptions/acr-sub/resourceGroups/rg-acr/providers/Microsoft.ContainerRegistry/registries/acr1"
+    access = {"outputs": {"id": registry, "location": "westeurope", "loginServer": "acr1.azurecr.io"}}
+    found = {"location": "westeurope", "tags": {"owner": "team-x"},
+             "identity": {"type": "SystemAssigned", "principalId": "p0"},
+             "properties": {"source": registry.lower(), "topicType": REGISTRY_TOPIC_TYPE}}
+    # the registry already has a topic, in another resource group
+    params, group = registry_topic_module({
+        "existingRegistryId": registry, "existingRegistryTopicName": "acr1-4f2a9c",
+        "existingRegistryTopicResourceGroup": "rg-events", "registryAccess": access,
+        "existingRegistryTopic": found})
+    assert group == "rg-events"
+    assert params["name"] == "acr1-4f2a9c" and params["location"] == "westeurope"
+    assert params["tags"] == {"owner": "team-x"} and params["registryId"] == registry.lower()
+    assert params["existingIdentity"] == found["identity"]
+    # in the registry's own resource group when none is named
+    _, group = registry_topic_module({
+        "existingRegistryId": registry, "existingRegistryTopicName": "acr1-4f2a9c",
+        "existingRegistryTopicResourceGroup": "", "registryAccess": access, "existingRegistryTopic": found})
+    assert group == "rg-acr"
+    # no topic yet: a new one beside the registry
+    params, group = registry_topic_module({
+        "existingRegistryId": registry, "existingRegistryTopicName": "",
+        "existingRegistryTopicResourceGroup": "", "registryAccess": access})
+    assert (params["name"], group, params["location"]) == ("evgt-acr-tok123", "rg-acr", "westeurope")
+    assert params["existingIdentity"] == {} and params["registryId"] == registry
+    # a new registry has no topic to reuse, whatever the environment still says
+    params, group = registry_topic_module({
+        "newRegistryId": "/subscriptions/azd-sub/resourceGroups/rg-prod/providers/Microsoft.ContainerRegistry/"
+                         "registries/crtok123",
+        "existingRegistryId": "", "existingRegistryTopicName": "acr1-4f2a9c",
+        "existingRegistryTopicResourceGroup": "rg-events", "registryAccess": access})
+    assert (params["name"], group) == ("evgt-acr-tok123", "rg-prod")
+    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert given["existingRegistryTopicName"]["value"] == "${ACR_SYSTEM_TOPIC_NAME=}"
+    assert given["existingRegistryTopicResourceGroup"]["value"] == "${ACR_SYSTEM_TOPIC_RESOURCE_GROUP=}"
+    # the topic's identities: what it had, plus Event Grid's user-assigned identity
+    text = bicep.read(INFRA / "app" / "registry-topic.bicep")
+    [(_, topic)] = topics
+    ours = "/subscriptions/s/resourceGroups/rg-prod/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-eg"
+
+    def identity(existing: dict) -> dict:
+        scope = bicep.Scope(text, {"existingIdentity": existing, "eventGridIdentityId": ours})
+        return bicep.evaluate(bicep.entries(topic.body)["identity"], scope)
+    assert identity({}) == {"type": "UserAssigned", "userAssignedIdentities": {ours: {}}}
+    assert identity({"type": "SystemAssigned", "principalId": "p0", "tenantId": "t"}) == {
+        "type": "SystemAssigned, UserAssigned", "userAssignedIdentities": {ours: {}}}
+    other = "/subscriptions/s/resourceGroups/rg-x/providers/Microsoft.ManagedIdentity/userAssignedIdentities/theirs"
+    theirs = {"type": "UserAssigned", "userAssignedIdentities": {other: {"principalId": "p", "clientId": "c"}}}
+    assert identity(theirs) == {"type": "UserAssigned", "userAssignedIdentities": {other: {}, ours: {}}}
+    # the registry event subscription goes to that topic, in its resource group
+    outputs = bicep.outputs(MAIN)
+    assert outputs["REGISTRY_SYSTEM_TOPIC_NAME"] == "registryTopic.outputs.name"
+    assert outputs["REGISTRY_SYSTEM_TOPIC_RESOURCE_GROUP"] == "registryTopicResourceGroupName"
+    event = next(b for b in bicep.blocks(SUBSCRIPTIONS) if b.symbol == "registryEvent")
+    assert bicep.find_key(event.body, "scope") == [
+        "resourceGroup(registrySubscriptionId, registrySystemTopicResourceGroupName)"]
+
 def test_postdeploy_passes_every_subscriptions_parameter():
     postdeploy = (ROOT / "scripts" / "postdeploy.sh").read_text()
     outputs = bicep.outputs(MAIN)
@@ -529,8 +612,10 @@ def test_azure_yaml_and_parameters():
     service = project["services"]["airlock"]
     assert service == {"project": ".", "language": "python", "host": "function"}
     assert project["infra"] == {"provider": "bicep", "path": "infra", "module": "main"}
-    hook = project["hooks"]["postdeploy"]["run"]
-    assert (ROOT / hook).exists() and (ROOT / hook).stat().st_mode & 0o111
+    assert set(project["hooks"]) == {"preprovision", "postdeploy"}
+    for hook in project["hooks"].values():
+        assert (ROOT / hook["run"]).exists() and (ROOT / hook["run"]).stat().st_mode & 0o111
+        assert hook["continueOnError"] is False
     # the tag azd finds the app by
     assert "'azd-service-name': 'airlock'" in MAIN
     declared = bicep.params(MAIN)
