@@ -139,6 +139,45 @@ def test_github_workflow_triggers_and_oidc():
     assert "secrets." not in GITHUB.read_text()
 
 
+def oidc_subjects(workflow: dict) -> set[str]:
+    """The subject of the OIDC token each job that signs in to Azure presents, by GitHub's rules: a job with
+    an environment, repo:ORG/REPO:environment:NAME; else a pull request's, repo:ORG/REPO:pull_request; else
+    a branch push's, repo:ORG/REPO:ref:refs/heads/BRANCH. Entra ID accepts the token only when the app has a
+    federated credential with that exact subject (else AADSTS700213)."""
+    on = workflow.get("on", workflow.get(True))
+    subjects = set()
+    for job in workflow["jobs"].values():
+        if not any(str(step.get("uses", "")).startswith("azure/login@") for step in job["steps"]):
+            continue
+        environment = job.get("environment")
+        if environment:
+            name = environment["name"] if isinstance(environment, dict) else environment
+            subjects.add(f"repo:ORG/REPO:environment:{name}")
+        elif "pull_request" in job.get("if", ""):
+            subjects.add("repo:ORG/REPO:pull_request")
+        else:
+            subjects.update(f"repo:ORG/REPO:ref:refs/heads/{branch}" for branch in on["push"]["branches"])
+    return subjects
+
+
+def test_every_oidc_subject_the_workflow_presents_has_its_federated_credential_documented():
+    subjects = oidc_subjects(load(GITHUB))
+    assert subjects == {"repo:ORG/REPO:pull_request", "repo:ORG/REPO:environment:production"}
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    commands = re.findall(r"^az ad app federated-credential create .*?(?<!\\)$", deployment, re.M | re.S)
+    documented = set()
+    for command in commands:
+        words = shlex.split(command.replace("\\\n", " "))
+        credential = json.loads(words[words.index("--parameters") + 1])
+        assert credential["issuer"] == "https://token.actions.githubusercontent.com"  # no trailing slash
+        assert credential["audiences"] == ["api://AzureADTokenExchange"]
+        documented.add(credential["subject"])
+    assert documented == subjects
+    assert "AADSTS700213" in deployment
+    header = GITHUB.read_text().split("\nname:", 1)[0]
+    for subject in subjects:
+        assert subject in header, f"the workflow's header does not name the federated credential {subject}"
+
 def test_azure_devops_pipeline_triggers_and_federated_sign_in():
     pipeline = load(DEVOPS)
     assert pipeline["trigger"]["paths"]["include"] == ["images.txt"]
