@@ -2,7 +2,11 @@
 
 Blocks are found by balanced braces/brackets, skipping quoted strings and // comments; an object's
 entries are its top-level ``key: value`` pairs, values kept as source text. ``literal`` turns
-``'text'`` into text (with ``${...}`` kept) and returns None for any other expression.
+``'text'`` into text (with ``${...}`` kept) and returns None for any other expression. ``evaluate``
+computes an expression (a variable, a module parameter) for parameter values a test gives, so that a
+test can hold a template's logic to cases (a subset of the language: see FUNCTIONS and _Parser; what it
+cannot read raises NotImplementedError). It is not ARM: functions of the deployment (uniqueString(),
+subscription(), reference()) are values the test supplies.
 """
 from __future__ import annotations
 
