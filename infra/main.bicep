@@ -22,6 +22,12 @@ param location string
 @description('Resource id of an existing ACR to keep stocked. Empty: create a new Premium registry.')
 param existingRegistryId string = ''
 
+@description('Name of the Event Grid system topic the existing ACR already has (Event Grid allows one per source; an event subscription made in the portal creates one): reused, with Event Grid\'s identity added. Empty: the registry has none, one is created. scripts/preprovision.sh finds it.')
+param existingRegistryTopicName string = ''
+
+@description('Resource group of that topic; empty: the registry\'s.')
+param existingRegistryTopicResourceGroup string = ''
+
 @description('Private networking: VNet integration for the app, private endpoints and private DNS zones for storage, the ACR and Key Vault, public access off.')
 param vnetEnabled bool = false
 
@@ -37,6 +43,10 @@ param dockerHubToken string = ''
 
 @description('Object id of the user running azd (set by azd): may upload manifests and read records (smoke test).')
 param principalId string = ''
+
+@allowed(['User', 'ServicePrincipal'])
+@description('What principalId is (azd sets AZURE_PRINCIPAL_TYPE: ServicePrincipal when it signs in as one, as in a pipeline).')
+param principalType string = 'User'
 
 @description('Object id of the pipeline service principal (the federated identity of the pipelines): uploads manifests, reads records, plans.')
 param pipelinePrincipalId string = ''
@@ -62,6 +72,9 @@ param poolScaleSchedule string = '0 */5 * * * *'
 @description('NCRONTAB schedule of the reaper timer (abandons runs with no progress).')
 param reaperSchedule string = '0 */5 * * * *'
 
+@description('Key Vault name; empty: kv-<token>. Set another while a deleted vault of that name is still soft-deleted (docs/deployment.md).')
+param keyVaultName string = ''
+
 @description('Python version of the Function App: one Flex Consumption offers (README: Python version).')
 param pythonVersion string = '3.11'
 
@@ -79,8 +92,18 @@ var registrySubscriptionId = registryParts[2]
 var registryResourceGroupName = registryParts[4]
 var registryName = registryParts[8]
 var resourceGroupName = 'rg-${environmentName}'
+// The registry's Event Grid system topic: the one an existing registry already has, or a new one beside it
+var reuseRegistryTopic = !newRegistry && !empty(existingRegistryTopicName)
+var registryTopicResourceGroupName = reuseRegistryTopic && !empty(existingRegistryTopicResourceGroup) ? existingRegistryTopicResourceGroup : registryResourceGroupName
 var functionAppName = 'func-${token}'
 var deploymentContainerName = 'app-package-${take(token, 12)}'
+// The operators (the azd user, the pipeline) get their roles once each: when azd runs as the pipeline's own
+// identity both ids name one principal (in any letter case), and a role assignment declared twice (one
+// guid() name) is a template ARM rejects. principalType is given so that ARM need not look the principal up.
+var deployerIsPipeline = !empty(principalId) && toLower(principalId) == toLower(pipelinePrincipalId)
+var deployerOperator = empty(principalId) || deployerIsPipeline ? [] : [{ id: principalId, type: principalType }]
+var pipelineOperator = empty(pipelinePrincipalId) ? [] : [{ id: pipelinePrincipalId, type: 'ServicePrincipal' }]
+var operators = concat(deployerOperator, pipelineOperator)
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: resourceGroupName
@@ -132,7 +155,7 @@ module storageAccess 'app/storage-access.bicep' = {
     storageAccountName: storage.outputs.name
     appPrincipalId: identities.outputs.appPrincipalId
     eventGridPrincipalId: identities.outputs.eventGridPrincipalId
-    operatorPrincipalIds: filter([principalId, pipelinePrincipalId], id => !empty(id))
+    operators: operators
     manifestsContainerName: manifestsContainerName
     outcomesContainerName: outcomesContainerName
     deadLetterContainerName: deadLetterContainerName
@@ -145,7 +168,7 @@ module keyVault 'app/keyvault.bicep' = {
   params: {
     location: location
     tags: tags
-    name: 'kv-${take(token, 18)}'
+    name: empty(keyVaultName) ? 'kv-${take(token, 18)}' : keyVaultName
     vnetEnabled: vnetEnabled
     dockerHubToken: dockerHubToken
     appPrincipalId: identities.outputs.appPrincipalId
@@ -170,12 +193,28 @@ module registryAccess 'app/registry-access.bicep' = {
     registryName: registryName
     tags: tags
     appPrincipalId: identities.outputs.appPrincipalId
-    operatorPrincipalIds: filter([principalId, pipelinePrincipalId], id => !empty(id))
+    operators: operators
     buildsEnabled: buildsEnabled
-    systemTopicName: 'evgt-acr-${token}'
-    eventGridIdentityId: identities.outputs.eventGridIdentityId
   }
   dependsOn: [registry]
+}
+
+resource existingRegistryTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' existing = if (reuseRegistryTopic) {
+  name: existingRegistryTopicName
+  scope: resourceGroup(registrySubscriptionId, registryTopicResourceGroupName)
+}
+
+module registryTopic 'app/registry-topic.bicep' = {
+  name: 'registry-topic'
+  scope: resourceGroup(registrySubscriptionId, registryTopicResourceGroupName)
+  params: {
+    name: reuseRegistryTopic ? existingRegistryTopicName : 'evgt-acr-${token}'
+    location: reuseRegistryTopic ? existingRegistryTopic.location : registryAccess.outputs.location
+    tags: reuseRegistryTopic ? (existingRegistryTopic.?tags ?? {}) : tags
+    registryId: reuseRegistryTopic ? existingRegistryTopic.properties.source : registryAccess.outputs.id
+    eventGridIdentityId: identities.outputs.eventGridIdentityId
+    existingIdentity: reuseRegistryTopic ? (existingRegistryTopic.?identity ?? {}) : {}
+  }
 }
 
 module storageTopic 'app/storage-topic.bicep' = {
@@ -269,11 +308,13 @@ output AZURE_FUNCTION_APP_NAME string = app.outputs.name
 output AZURE_FUNCTION_APP_URL string = app.outputs.url
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output MANIFESTS_CONTAINER string = manifestsContainerName
 output OUTCOMES_CONTAINER string = outcomesContainerName
 output DEAD_LETTER_CONTAINER string = deadLetterContainerName
 output STORAGE_SYSTEM_TOPIC_NAME string = storageTopic.outputs.name
-output REGISTRY_SYSTEM_TOPIC_NAME string = registryAccess.outputs.systemTopicName
+output REGISTRY_SYSTEM_TOPIC_NAME string = registryTopic.outputs.name
+output REGISTRY_SYSTEM_TOPIC_RESOURCE_GROUP string = registryTopicResourceGroupName
 output EVENT_GRID_IDENTITY_ID string = identities.outputs.eventGridIdentityId
 output ACR_SUBSCRIPTION_ID string = registrySubscriptionId
 output ACR_RESOURCE_GROUP string = registryResourceGroupName

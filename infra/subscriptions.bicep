@@ -14,7 +14,7 @@ param storageAccountName string
 param storageSystemTopicName string
 param registrySystemTopicName string
 param registrySubscriptionId string
-param registryResourceGroupName string
+param registrySystemTopicResourceGroupName string
 param manifestsContainerName string
 param deadLetterContainerName string
 param eventGridIdentityId string
@@ -79,7 +79,7 @@ resource manifestUploaded 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2
 
 module registryEvent 'app/registry-subscription.bicep' = {
   name: 'registry-event-subscription'
-  scope: resourceGroup(registrySubscriptionId, registryResourceGroupName)
+  scope: resourceGroup(registrySubscriptionId, registrySystemTopicResourceGroupName)
   params: {
     systemTopicName: registrySystemTopicName
     name: 'registry-event'

@@ -1,5 +1,9 @@
 // Key Vault (Azure RBAC, no access policies) holding DOCKERHUB_TOKEN. The app reads it only through
-// a Key Vault reference in its app settings, with the Key Vault Secrets User role on that secret.
+// a Key Vault reference in its app settings, with the Key Vault Secrets User role on the vault.
+// Soft delete is on (it cannot be turned off); purge protection is not: it would keep the name of a deleted
+// vault taken for the whole retention period, with no way to purge it, so `azd up` after `azd down` would
+// collide with it. The property is left out rather than set to false (it does not accept false, and a vault
+// created with it keeps it: such an environment gets a new name with KEY_VAULT_NAME, docs/deployment.md).
 param location string
 param tags object
 param name string
@@ -20,7 +24,6 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     sku: { family: 'A', name: 'standard' }
     enableRbacAuthorization: true
     enableSoftDelete: true
-    enablePurgeProtection: true
     softDeleteRetentionInDays: 30
     publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
     networkAcls: {

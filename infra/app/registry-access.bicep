@@ -1,13 +1,11 @@
 // Deployed into the registry's resource group (a new registry's, or an existing one's, possibly in
-// another subscription): the app's roles on the ACR, the operators' pull role, and the Event Grid
-// system topic on the ACR (a system topic lives with its source).
+// another subscription): the app's roles on the ACR and the operators' pull role. The Event Grid system
+// topic on the ACR is app/registry-topic.bicep's (it may live in another resource group).
 param registryName string
 param tags object
 param appPrincipalId string
-param operatorPrincipalIds array
+param operators array // [{ id: object id, type: 'User' | 'ServicePrincipal' }], each principal once
 param buildsEnabled bool
-param systemTopicName string
-param eventGridIdentityId string
 
 // importImage (and reading tags and manifests on the data plane): docs/deployment.md
 var containerRegistryDataImporterAndDataReader = '577a9874-89fd-4f24-9dbd-b5034d0ad23a'
@@ -40,30 +38,16 @@ resource tasks 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (builds
   }
 }
 
-resource operatorPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for id in operatorPrincipalIds: {
-  name: guid(registry.id, id, acrPull)
+resource operatorPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for operator in operators: {
+  name: guid(registry.id, operator.id, acrPull)
   scope: registry
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', acrPull)
-    principalId: id
+    principalId: operator.id
+    principalType: operator.type
   }
 }]
-
-resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
-  name: systemTopicName
-  location: registry.location
-  tags: tags
-  identity: {
-    type: 'UserAssigned'
-    userAssignedIdentities: { '${eventGridIdentityId}': {} }
-  }
-  properties: {
-    source: registry.id
-    topicType: 'Microsoft.ContainerRegistry.Registries'
-  }
-}
 
 output id string = registry.id
 output location string = registry.location
 output loginServer string = registry.properties.loginServer
-output systemTopicName string = topic.name

@@ -1,4 +1,4 @@
-// The ACR system topic's subscription (in the registry's resource group, with the topic). The endpoint
+// The ACR system topic's subscription (in the topic's resource group, usually the registry's). The endpoint
 // URL carries the eventgrid_extension system key: a secure parameter, never logged by ARM.
 param systemTopicName string
 param name string

@@ -6,7 +6,7 @@
 param storageAccountName string
 param appPrincipalId string
 param eventGridPrincipalId string
-param operatorPrincipalIds array
+param operators array // [{ id: object id, type: 'User' | 'ServicePrincipal' }], each principal once
 param manifestsContainerName string
 param outcomesContainerName string
 param deadLetterContainerName string
@@ -61,20 +61,22 @@ resource eventGridDeadLetter 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
-resource operatorUpload 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for id in operatorPrincipalIds: {
-  name: guid(manifests.id, id, storageBlobDataContributor)
+resource operatorUpload 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for operator in operators: {
+  name: guid(manifests.id, operator.id, storageBlobDataContributor)
   scope: manifests
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
-    principalId: id
+    principalId: operator.id
+    principalType: operator.type
   }
 }]
 
-resource operatorRead 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for id in operatorPrincipalIds: {
-  name: guid(outcomes.id, id, storageBlobDataReader)
+resource operatorRead 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for operator in operators: {
+  name: guid(outcomes.id, operator.id, storageBlobDataReader)
   scope: outcomes
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataReader)
-    principalId: id
+    principalId: operator.id
+    principalType: operator.type
   }
 }]

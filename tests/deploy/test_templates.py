@@ -323,6 +323,82 @@ def test_roles_are_scoped_narrowly():
             assert owner not in text, f"{path.name}: Owner/Contributor is never needed"
 
 
+
+def role_assignments() -> list[tuple[str, bicep.Block]]:
+    return [(path.name, block) for path in TEMPLATES for block in bicep.blocks(bicep.read(path))
+            if block.target == "Microsoft.Authorization/roleAssignments" and not block.existing]
+
+
+def test_every_role_assignment_names_its_principal_type():
+    """ARM creates an assignment for a principal Entra ID has not replicated yet only when principalType
+    is given (the identities here are created in the same deployment); without it: PrincipalNotFound."""
+    assignments = role_assignments()
+    assert len(assignments) >= 8
+    for path, block in assignments:
+        types = bicep.find_key(block.body, "principalType")
+        assert types, f"{path}: {block.symbol} has no principalType"
+
+
+def operators(principal_id: str, principal_type: str, pipeline_id: str) -> list[dict]:
+    values = {"principalId": principal_id, "principalType": principal_type, "pipelinePrincipalId": pipeline_id}
+    return bicep.evaluate(bicep.var(MAIN, "operators"), bicep.Scope(MAIN, values))
+
+
+def test_operators_are_each_principal_once_with_its_type():
+    """azd signed in as the pipeline's own identity gives principalId == pipelinePrincipalId: one role
+    assignment declared twice (same guid() name) is a template ARM rejects. Object ids compare without case."""
+    user, pipeline = "0a1b2c3d-0000-4000-8000-00000000000a", "5e6f7a8b-0000-4000-8000-00000000000b"
+    assert operators(user, "User", pipeline) == [{"id": user, "type": "User"},
+                                                 {"id": pipeline, "type": "ServicePrincipal"}]
+    assert operators(pipeline, "ServicePrincipal", pipeline) == [{"id": pipeline, "type": "ServicePrincipal"}]
+    assert operators(pipeline.upper(), "ServicePrincipal", pipeline) == [{"id": pipeline, "type": "ServicePrincipal"}]
+    assert operators("", "User", pipeline) == [{"id": pipeline, "type": "ServicePrincipal"}]
+    assert operators(user, "User", "") == [{"id": user, "type": "User"}]
+    assert operators("", "User", "") == []
+    # azd's own AZURE_PRINCIPAL_TYPE (User, or ServicePrincipal when azd signs in as one)
+    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert given["principalType"]["value"] == "${AZURE_PRINCIPAL_TYPE=User}"
+    assert "@allowed" in bicep.decorators((INFRA / "main.bicep").read_text(), "principalType")
+    # every module that grants operators roles gets exactly that list, and each of its loops uses both fields
+    granting = [b for b in bicep.blocks(MAIN)
+                if b.kind == "module" and "operators" in bicep.entries(bicep.find_key(b.body, "params")[0])]
+    assert {b.symbol for b in granting} == {"storageAccess", "registryAccess"}
+    for block in granting:
+        assert bicep.entries(bicep.find_key(block.body, "params")[0])["operators"] == "operators"
+        module = bicep.read(INFRA / block.target)
+        loops = [b for b in bicep.blocks(module) if b.body.lstrip().startswith("[for operator in operators:")]
+        assert loops, block.target
+        for loop in loops:
+            body = bicep.entries(loop.body)
+            assert "operator.id" in body["name"], (block.target, loop.symbol)
+            properties = bicep.entries(body["properties"])
+            assert properties["principalId"] == "operator.id" and properties["principalType"] == "operator.type"
+        assert "operatorPrincipalIds" not in module
+
+
+# -- Key Vault ---------------------------------------------------------------------------------------
+
+def test_key_vault_can_be_purged_and_renamed():
+    """Purge protection keeps a deleted vault's name taken for the whole retention period and `azd down
+    --purge` cannot purge it, so `azd up` after `azd down` collides with it. The vault holds only the Docker
+    Hub token: no purge protection (the property does not accept false: it is left out), and a name that
+    can be changed (KEY_VAULT_NAME) for an environment whose old vault is still soft-deleted."""
+    vault = next(b for b in bicep.blocks(bicep.read(INFRA / "app" / "keyvault.bicep"))
+                 if b.target == "Microsoft.KeyVault/vaults")
+    assert not bicep.find_key(vault.body, "enablePurgeProtection")
+    assert bicep.find_key(vault.body, "enableSoftDelete") == ["true"]
+    module = bicep.entries(bicep.find_key(next(b for b in bicep.blocks(MAIN) if b.symbol == "keyVault").body,
+                                          "params")[0])
+    token = "abcdefghijklmnopqrstuvwxyz"  # main.bicep's uniqueString() token: ARM computes it
+    assert bicep.evaluate(module["name"], bicep.Scope(MAIN, {"token": token, "keyVaultName": ""})) == \
+        "kv-abcdefghijklmnopqr"
+    assert bicep.evaluate(module["name"], bicep.Scope(MAIN, {"token": token, "keyVaultName": "kv-other"})) == \
+        "kv-other"
+    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert given["keyVaultName"]["value"] == "${KEY_VAULT_NAME=}"
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    assert "azd down --purge" in deployment and "KEY_VAULT_NAME" in deployment
+
 # -- Event Grid --------------------------------------------------------------------------------------
 
 def subscription_blocks() -> list[tuple[str, str]]:
@@ -378,6 +454,89 @@ def test_every_event_driven_function_has_a_subscription(index):
     dead = bicep.var(SUBSCRIPTIONS, "deadLetter")
     assert "type: 'UserAssigned'" in dead and "blobContainerName: deadLetterContainerName" in dead
 
+
+REGISTRY_TOPIC_TYPE = "Microsoft.ContainerRegistry.Registries"
+
+
+def registry_topic_module(values: dict) -> tuple[dict, str]:
+    """main.bicep's registry topic module evaluated for ``values``: (its params, its resource group)."""
+    [module] = [b for b in bicep.blocks(MAIN) if b.kind == "module" and b.target == "app/registry-topic.bicep"]
+    identities = {"outputs": {"eventGridIdentityId": "/subscriptions/s/resourceGroups/rg-prod/providers/"
+                                                     "Microsoft.ManagedIdentity/userAssignedIdentities/id-eg"}}
+    scope = bicep.Scope(MAIN, {"token": "tok123", "location": "eastus", "environmentName": "prod",
+                               "resourceGroupName": "rg-prod", "identities": identities, **values})
+    params = {k: bicep.evaluate(v, scope) for k, v in bicep.entries(bicep.find_key(module.body, "params")[0]).items()}
+    where = re.fullmatch(r"resourceGroup\((\w+), (\w+)\)", bicep.find_key(module.body, "scope")[0])
+    assert where, module.body
+    assert bicep.evaluate(where.group(1), scope) == (scope.get("registrySubscriptionId"))
+    return params, bicep.evaluate(where.group(2), scope)
+
+
+def test_an_existing_registrys_system_topic_is_reused_not_duplicated():
+    """Event Grid allows one system topic per source, and any event subscription made on the registry in the
+    portal creates one: a registry that has one gets it reused (ACR_SYSTEM_TOPIC_NAME, found by
+    scripts/preprovision.sh), in its own resource group and location, with its tags and identities kept
+    and Event Grid's identity (dead-lettering) added. Without one, one is created as before."""
+    topics = [(path.name, block) for path in TEMPLATES for block in bicep.blocks(bicep.read(path))
+              if block.target == "Microsoft.EventGrid/systemTopics" and not block.existing
+              and REGISTRY_TOPIC_TYPE in block.body]
+    assert [name for name, _ in topics] == ["registry-topic.bicep"]
+    registry = "/subscriptions/acr-sub/resourceGroups/rg-acr/providers/Microsoft.ContainerRegistry/registries/acr1"
+    access = {"outputs": {"id": registry, "location": "westeurope", "loginServer": "acr1.azurecr.io"}}
+    found = {"location": "westeurope", "tags": {"owner": "team-x"},
+             "identity": {"type": "SystemAssigned", "principalId": "p0"},
+             "properties": {"source": registry.lower(), "topicType": REGISTRY_TOPIC_TYPE}}
+    # the registry already has a topic, in another resource group
+    params, group = registry_topic_module({
+        "existingRegistryId": registry, "existingRegistryTopicName": "acr1-4f2a9c",
+        "existingRegistryTopicResourceGroup": "rg-events", "registryAccess": access,
+        "existingRegistryTopic": found})
+    assert group == "rg-events"
+    assert params["name"] == "acr1-4f2a9c" and params["location"] == "westeurope"
+    assert params["tags"] == {"owner": "team-x"} and params["registryId"] == registry.lower()
+    assert params["existingIdentity"] == found["identity"]
+    # in the registry's own resource group when none is named
+    _, group = registry_topic_module({
+        "existingRegistryId": registry, "existingRegistryTopicName": "acr1-4f2a9c",
+        "existingRegistryTopicResourceGroup": "", "registryAccess": access, "existingRegistryTopic": found})
+    assert group == "rg-acr"
+    # no topic yet: a new one beside the registry
+    params, group = registry_topic_module({
+        "existingRegistryId": registry, "existingRegistryTopicName": "",
+        "existingRegistryTopicResourceGroup": "", "registryAccess": access})
+    assert (params["name"], group, params["location"]) == ("evgt-acr-tok123", "rg-acr", "westeurope")
+    assert params["existingIdentity"] == {} and params["registryId"] == registry
+    # a new registry has no topic to reuse, whatever the environment still says
+    params, group = registry_topic_module({
+        "newRegistryId": "/subscriptions/azd-sub/resourceGroups/rg-prod/providers/Microsoft.ContainerRegistry/"
+                         "registries/crtok123",
+        "existingRegistryId": "", "existingRegistryTopicName": "acr1-4f2a9c",
+        "existingRegistryTopicResourceGroup": "rg-events", "registryAccess": access})
+    assert (params["name"], group) == ("evgt-acr-tok123", "rg-prod")
+    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert given["existingRegistryTopicName"]["value"] == "${ACR_SYSTEM_TOPIC_NAME=}"
+    assert given["existingRegistryTopicResourceGroup"]["value"] == "${ACR_SYSTEM_TOPIC_RESOURCE_GROUP=}"
+    # the topic's identities: what it had, plus Event Grid's user-assigned identity
+    text = bicep.read(INFRA / "app" / "registry-topic.bicep")
+    [(_, topic)] = topics
+    ours = "/subscriptions/s/resourceGroups/rg-prod/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-eg"
+
+    def identity(existing: dict) -> dict:
+        scope = bicep.Scope(text, {"existingIdentity": existing, "eventGridIdentityId": ours})
+        return bicep.evaluate(bicep.entries(topic.body)["identity"], scope)
+    assert identity({}) == {"type": "UserAssigned", "userAssignedIdentities": {ours: {}}}
+    assert identity({"type": "SystemAssigned", "principalId": "p0", "tenantId": "t"}) == {
+        "type": "SystemAssigned, UserAssigned", "userAssignedIdentities": {ours: {}}}
+    other = "/subscriptions/s/resourceGroups/rg-x/providers/Microsoft.ManagedIdentity/userAssignedIdentities/theirs"
+    theirs = {"type": "UserAssigned", "userAssignedIdentities": {other: {"principalId": "p", "clientId": "c"}}}
+    assert identity(theirs) == {"type": "UserAssigned", "userAssignedIdentities": {other: {}, ours: {}}}
+    # the registry event subscription goes to that topic, in its resource group
+    outputs = bicep.outputs(MAIN)
+    assert outputs["REGISTRY_SYSTEM_TOPIC_NAME"] == "registryTopic.outputs.name"
+    assert outputs["REGISTRY_SYSTEM_TOPIC_RESOURCE_GROUP"] == "registryTopicResourceGroupName"
+    event = next(b for b in bicep.blocks(SUBSCRIPTIONS) if b.symbol == "registryEvent")
+    assert bicep.find_key(event.body, "scope") == [
+        "resourceGroup(registrySubscriptionId, registrySystemTopicResourceGroupName)"]
 
 def test_postdeploy_passes_every_subscriptions_parameter():
     postdeploy = (ROOT / "scripts" / "postdeploy.sh").read_text()
@@ -453,8 +612,10 @@ def test_azure_yaml_and_parameters():
     service = project["services"]["airlock"]
     assert service == {"project": ".", "language": "python", "host": "function"}
     assert project["infra"] == {"provider": "bicep", "path": "infra", "module": "main"}
-    hook = project["hooks"]["postdeploy"]["run"]
-    assert (ROOT / hook).exists() and (ROOT / hook).stat().st_mode & 0o111
+    assert set(project["hooks"]) == {"preprovision", "postdeploy"}
+    for hook in project["hooks"].values():
+        assert (ROOT / hook["run"]).exists() and (ROOT / hook["run"]).stat().st_mode & 0o111
+        assert hook["continueOnError"] is False
     # the tag azd finds the app by
     assert "'azd-service-name': 'airlock'" in MAIN
     declared = bicep.params(MAIN)
