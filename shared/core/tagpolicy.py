@@ -251,7 +251,7 @@ def _re2_reason(message: str) -> str:
     return message
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=256)
 def compile_pattern(pattern: str, what: str = "regex"):
     """Compile a policy pattern with RE2 (it must match the whole tag: use ``fullmatch``), or
     raise :class:`PolicySyntaxError` saying why not (RE2 matches in linear time, so it has no
@@ -260,6 +260,8 @@ def compile_pattern(pattern: str, what: str = "regex"):
         raise PolicySyntaxError(f"{what} is empty")
     if len(pattern) > MAX_PATTERN_CHARS:
         raise PolicySyntaxError(f"{what} is {len(pattern)} characters; the limit is {MAX_PATTERN_CHARS}")
+    if '"' in pattern:  # no tag has one, and the policy's text quotes the pattern
+        raise PolicySyntaxError(f"{what} contains '\"', which no tag does")
     try:
         return re2.compile(pattern, _RE2_OPTIONS)
     except re2.error as e:

@@ -77,6 +77,7 @@ def test_bad_policies(body, fragment):
     (r"[a", "missing ]"),
     (r"a**", "bad repetition operator"),
     ("x" * 257, "the limit is 256"),
+    ('a"b', "which no tag does"),
     ("", "regex is empty"),
 ])
 def test_patterns_re2_cannot_run_in_linear_time_or_cannot_parse_are_refused_with_the_reason(pattern, fragment):
