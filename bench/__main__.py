@@ -6,6 +6,8 @@
     python -m bench plan       # a 1,000-entry plan: wall time and peak memory
     python -m bench standin    # the stand-in's start-up time and one emulated import
     python -m bench yaml       # rule-file bombs: plain SafeLoader vs the bounded loader
+    python -m bench policy     # offline: 5,000 entries x 5,000 allowed registries, RE2 on adversarial
+                               # patterns beside Python's re, a policy over 10,000 tags
     python -m bench runindex   # finding failed runs: the run index vs reading every record
     python -m bench probe      # imports finished by the data-plane probe vs by their operation
     python -m bench runs       # queued runs, 1,000 entries / 100 changed, 1 vs 4 runner processes,
@@ -18,10 +20,11 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    from . import coldstart, plan, probe, runindex, runs, standin, sync, yamlbombs
+    from . import coldstart, plan, policy, probe, runindex, runs, standin, sync, yamlbombs
 
     benches = {"standin": standin.main, "coldstart": coldstart.main, "plan": plan.main, "sync": sync.main,
-               "yaml": yamlbombs.main, "runindex": runindex.main, "probe": probe.main}
+               "yaml": yamlbombs.main, "runindex": runindex.main, "probe": probe.main,
+               "policy": policy.main}
     explicit = {"runs": runs.main}  # too long for "everything"
     for name in argv or list(benches):
         if name in explicit:

@@ -18,14 +18,21 @@ Documents are numbered from 1 in stream order, counting empty ones (``---`` with
 after it), so "document 3" is the third ``---``-separated block of the file.
 
 :func:`manifest_lines` turns the images into ``images.txt`` lines with the manifest's default
-destination (``shared.core.manifest``: the source path without its registry). :func:`check`
-compares the uses with a parsed manifest and the private registry's host:
+destination (``shared.core.manifest``: the source path without its registry). :func:`check_report`
+compares the uses with a parsed manifest (its entries and its tag policies) and the private
+registry's host:
 
 * ``not-private``: the reference does not point at the private registry (the cluster has no
   way out, so it would fail as ``ImagePullBackOff``);
 * ``not-mirrored``: no manifest entry produces it (on the private registry: no entry writes that
-  repository and tag/digest; elsewhere: no entry imports that source);
+  repository and tag/digest, and no tag policy into that repository admits the tag; elsewhere: no
+  entry or policy imports that source);
 * ``invalid-reference``: not an image reference (an unrendered template, an empty value).
+
+A tag that a policy admits passes, and is listed in ``CheckReport.policy_uses``: whether it was
+imported depends on the source's tags at each sync (the newest N), which the manifest cannot say.
+Without the private registry's host the ``not-private`` check is skipped (``CheckReport.skipped``
+says so and for how many uses) and the rest is checked by repository path and tag.
 """
 from __future__ import annotations
 
@@ -34,12 +41,13 @@ from typing import Iterable, Optional, Sequence, Union
 
 import yaml
 
-from shared.core.manifest import DEFAULT_TAG, ManifestResult, parse_manifest
+from shared.core.manifest import DEFAULT_TAG, ManifestResult, PolicyEntry, parse_manifest
 from shared.core.reference import ImageReference, ReferenceSyntaxError, normalise_registry, parse_reference
 from shared.core.safeyaml import FastSafeLoader, Limits, yaml_problem
 from shared.errors import Problem
 
-__all__ = ["LIMITS", "Discovery", "Finding", "ImageUse", "check", "discover", "images", "manifest_lines", "scan"]
+__all__ = ["LIMITS", "CheckReport", "Discovery", "Finding", "ImageUse", "PolicyUse", "Skipped", "check", "check_report",
+           "discover", "images", "manifest_lines", "scan"]
 
 LIMITS = Limits(max_depth=128, max_aliases=256, max_nodes=2_000_000)
 CONTAINER_FIELDS = ("containers", "initContainers", "ephemeralContainers")
@@ -277,35 +285,151 @@ def _line_for(image: str) -> str:
     return f"{image} => {entry.target_repository}"
 
 
-def check(uses: Iterable[ImageUse], manifest: ManifestResult, private_host: str) -> list[Finding]:
-    """What would not pull in the private cluster, one finding per use (file order)."""
+@dataclass(frozen=True)
+class Skipped:
+    """A check that was not made, and for how many image uses."""
+
+    check: str
+    reason: str
+    uses: int
+
+    def __str__(self) -> str:
+        return f"skipped the {self.check} check for {self.uses} image use(s): {self.reason}"
+
+    def to_dict(self) -> dict:
+        return {"check": self.check, "reason": self.reason, "uses": self.uses}
+
+
+@dataclass(frozen=True)
+class PolicyUse:
+    """A use whose tag a tag policy admits: mirrored if the tag was among the policy's newest N at
+    a sync (imports are never deleted), which the manifest alone cannot tell."""
+
+    use: ImageUse
+    policy: PolicyEntry
+
+    def __str__(self) -> str:
+        return (f"{self.use.where}: {self.use.image} is admitted by the tag policy on images.txt line "
+                f"{self.policy.line} ({self.policy.policy.text}); mirrored once a sync finds it among the newest "
+                f"{self.policy.policy.newest}")
+
+    def to_dict(self) -> dict:
+        return {"policy_line": self.policy.line, "policy": self.policy.policy.text,
+                "target_repository": self.policy.target_repository, **self.use.to_dict()}
+
+
+@dataclass
+class CheckReport:
+    findings: list[Finding] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    policy_uses: list[PolicyUse] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_dict(self) -> dict:
+        return {"findings": [f.to_dict() for f in self.findings], "skipped": [s.to_dict() for s in self.skipped],
+                "policy_uses": [p.to_dict() for p in self.policy_uses]}
+
+
+def check(uses: Iterable[ImageUse], manifest: ManifestResult, private_host: Optional[str]) -> list[Finding]:
+    """What would not pull in the private cluster, one finding per use (file order); see :func:`check_report`."""
+    return check_report(uses, manifest, private_host).findings
+
+
+def check_report(uses: Iterable[ImageUse], manifest: ManifestResult, private_host: Optional[str]) -> CheckReport:
+    """Check each use against the manifest's entries and tag policies.
+
+    With the private registry's host: a reference on it must be written by an entry (repository
+    and tag, or an untagged import of its digest) or have a tag that a policy into that repository
+    admits; any other reference is ``not-private``, with the private reference to use when an entry
+    or policy imports it, and also ``not-mirrored`` when none does.
+
+    Without it (``private_host`` None or empty), references cannot be told apart: a use passes when
+    an entry or policy imports it, or when an entry or policy writes its repository path and tag
+    (on whatever registry); the ``not-private`` check is skipped and the report says so."""
     if not manifest.ok:
         raise ValueError("check needs a valid manifest")
-    host = normalise_registry(private_host)
+    host = normalise_registry(private_host) if private_host else None
     sources = {_pulled(e.source): e for e in manifest.entries}
     targets: dict[tuple[str, str], list] = {}
     for entry in manifest.entries:
         key = ":" + entry.target_tag if entry.target_tag is not None else "@" + str(entry.source.digest)
         targets.setdefault((entry.target_repository, key), []).append(entry)
-    findings = []
+    policy_sources: dict[tuple[str, str], list[PolicyEntry]] = {}
+    policy_targets: dict[str, list[PolicyEntry]] = {}
+    for policy in manifest.policies:
+        policy_sources.setdefault((policy.source.registry, policy.source.repository), []).append(policy)
+        policy_targets.setdefault(policy.target_repository, []).append(policy)
+    report = CheckReport()
+    findings = report.findings
+    unsure = 0  # uses whose registry could not be told private or not
     for use in uses:
         ref = use.reference
         if ref is None:
             findings.append(Finding("invalid-reference", f"image {use.image!r}: {use.error}", use))
             continue
-        if ref.registry == host:
-            if not _mirrors_target(ref, targets):
-                findings.append(Finding("not-mirrored", f"{ref.path} is not written by any images.txt entry", use))
+        if host is not None and ref.registry == host:
+            if _mirrors_target(ref, targets):
+                continue
+            written = policy_targets.get(ref.repository, [])
+            policy = _admitting(ref, written)
+            if policy is not None:
+                report.policy_uses.append(PolicyUse(use, policy))
+                continue
+            findings.append(Finding("not-mirrored", f"{ref.path} is not written by any images.txt entry"
+                                    + _not_admitted(ref, written), use))
             continue
         entry = sources.get(_pulled(ref))
-        if entry is None:
-            findings.append(Finding("not-private", f"image {use.image} is not on the private registry {host}", use))
+        policy = None if entry is not None else _admitting(ref, policy_sources.get((ref.registry, ref.repository), []))
+        if host is None:
+            unsure += 1
+            if entry is None and policy is None and not _mirrors_target(ref, targets):
+                policy = _admitting(ref, policy_targets.get(ref.repository, []))
+                if policy is None:
+                    findings.append(Finding(
+                        "not-mirrored", f"{use.image} is not imported by any images.txt entry, and no entry writes "
+                        f"{ref.path} (the private registry's host is not known)", use,
+                        suggestion=f"add: {_line_for(use.image)}"))
+                    continue
+            if policy is not None:
+                report.policy_uses.append(PolicyUse(use, policy))
+            continue
+        not_private = f"image {use.image} is not on the private registry {host}"
+        if entry is not None:
+            findings.append(Finding("not-private", not_private, use,
+                                    suggestion=f"use {host}/{entry.target} (images.txt line {entry.line})"))
+        elif policy is not None:
+            findings.append(Finding("not-private", not_private, use,
+                                    suggestion=f"use {host}/{policy.target_repository}:{ref.tag or DEFAULT_TAG} "
+                                               f"(images.txt line {policy.line}, tag policy {policy.policy.text})"))
+        else:
+            findings.append(Finding("not-private", not_private, use))
             findings.append(Finding("not-mirrored", f"{use.image} is not imported by any images.txt entry", use,
                                     suggestion=f"add: {_line_for(use.image)}"))
-        else:
-            findings.append(Finding("not-private", f"image {use.image} is not on the private registry {host}", use,
-                                    suggestion=f"use {host}/{entry.target} (images.txt line {entry.line})"))
-    return findings
+    if unsure:
+        report.skipped.append(Skipped(
+            "not-private", "the private registry's host is not known (--registry-host, or ACR_LOGIN_SERVER), so a "
+            "reference passed when an entry or tag policy imports it, or writes its repository path and tag", unsure))
+    return report
+
+
+def _admitting(ref: ImageReference, policies: Iterable[PolicyEntry]) -> Optional[PolicyEntry]:
+    """The first policy that admits the reference's tag (a digest-only reference names no tag; a
+    pinned ``tag@digest`` is taken as following the tag, as for entries)."""
+    if ref.tag is None and ref.digest is not None:
+        return None
+    tag = ref.tag or DEFAULT_TAG
+    return next((p for p in policies if p.policy.admits(tag)), None)
+
+
+def _not_admitted(ref: ImageReference, policies: list[PolicyEntry]) -> str:
+    if not policies:
+        return ""
+    what = f"tag {ref.tag or DEFAULT_TAG}" if ref.tag is not None or ref.digest is None else "a digest-only reference"
+    lines = ", ".join(f"line {p.line} {p.policy.text}" for p in policies)
+    return f"; the tag policy into {ref.repository} ({lines}) does not admit {what}"
 
 
 def _mirrors_target(ref: ImageReference, targets: dict) -> bool:

@@ -58,7 +58,9 @@ Choices worth knowing:
   extra label (``a.example.com``, not ``example.com`` or ``a.b.example.com``) and, like exact
   entries, only the port they spell out. ``None`` means no restriction; an *empty*
   collection allows nothing (fail closed). A malformed entry in the allow-list is a
-  configuration mistake, not a manifest problem, and raises ``ConfigError``.
+  configuration mistake, not a manifest problem, and raises ``ConfigError``. The list is
+  normalised once per manifest into sets (``AllowList``): the check is linear in entries
+  (5,000 entries against 5,000 allow-list entries: ``python -m bench policy``).
 * In ``to_dict()`` each error's ``message`` is ``str(problem)``, i.e. prefixed with
   ``line N:``, so the message reads on its own; ``Problem.message`` itself has no prefix.
 """
@@ -82,7 +84,7 @@ from shared.core.reference import (
 from shared.core.tagpolicy import PolicySyntaxError, TagPolicy, parse_policy
 from shared.errors import ConfigError, ManifestError, Problem
 
-__all__ = ["Entry", "ManifestResult", "PolicyEntry", "parse_manifest", "registry_allowed"]
+__all__ = ["AllowList", "Entry", "ManifestResult", "PolicyEntry", "parse_manifest", "registry_allowed"]
 
 ARROW = "=>"
 DEFAULT_TAG = "latest"
@@ -197,18 +199,43 @@ def _normalise_pattern(pattern: str) -> str:
     return normalise_registry(bare)
 
 
-def registry_allowed(registry: str, patterns: Collection[str]) -> bool:
-    """Is a (normalised) registry matched by any allow-list entry?"""
-    registry = normalise_registry(registry)
-    for raw in patterns:
-        pattern = _normalise_pattern(raw)
-        if pattern.startswith("*."):
-            first, dot, rest = registry.partition(".")
-            if dot and first and rest == pattern[2:]:
-                return True
-        elif registry == pattern:
+@dataclass(frozen=True)
+class AllowList:
+    """The allow-list, each entry normalised once: exact ``host[:port]`` entries in one set, the
+    domains of ``*.domain[:port]`` entries in another. :meth:`allows` is two set probes whatever
+    the list's length, so checking a manifest costs O(entries + allow-list), not their product."""
+
+    exact: frozenset = frozenset()
+    wildcard_domains: frozenset = frozenset()  # "example.com" for "*.example.com"
+
+    @classmethod
+    def parse(cls, patterns: Collection[str]) -> "AllowList":
+        """Raise ``ConfigError`` for a malformed entry, or for one string instead of a collection."""
+        if isinstance(patterns, str):
+            raise ConfigError("allowed_registries must be a collection of hosts, not one string")
+        exact, domains = set(), set()
+        for raw in patterns:
+            pattern = _normalise_pattern(raw)
+            if pattern.startswith("*."):
+                domains.add(pattern[2:])
+            else:
+                exact.add(pattern)
+        return cls(frozenset(exact), frozenset(domains))
+
+    def allows(self, registry: str) -> bool:
+        """Is a registry matched by an entry? ``*.example.com`` matches exactly one more label."""
+        registry = normalise_registry(registry)
+        if registry in self.exact:
             return True
-    return False
+        first, dot, rest = registry.partition(".")
+        return bool(dot and first) and rest in self.wildcard_domains
+
+
+def registry_allowed(registry: str, patterns: Union[AllowList, Collection[str]]) -> bool:
+    """Is a (normalised) registry matched by any allow-list entry? Pass an :class:`AllowList` when
+    checking many registries against one list (a collection is parsed on every call)."""
+    allow = patterns if isinstance(patterns, AllowList) else AllowList.parse(patterns)
+    return allow.allows(registry)
 
 
 def _as_bytes(data: Union[str, bytes]) -> bytes:
@@ -350,12 +377,7 @@ def parse_manifest(
     Raises ``TypeError`` for input that is neither ``str`` nor ``bytes`` and ``ConfigError``
     for a malformed ``allowed_registries`` entry.
     """
-    if allowed_registries is not None:
-        if isinstance(allowed_registries, str):
-            raise ConfigError("allowed_registries must be a collection of hosts, not one string")
-        patterns = [_normalise_pattern(p) for p in allowed_registries]
-    else:
-        patterns = None
+    allow = AllowList.parse(allowed_registries) if allowed_registries is not None else None
 
     raw = _as_bytes(text)
     content_hash = hashlib.sha256(raw).hexdigest()
@@ -402,7 +424,7 @@ def parse_manifest(
             error(message or "invalid line", number)
             continue
 
-        if patterns is not None and not registry_allowed(entry.source.registry, patterns):
+        if allow is not None and not allow.allows(entry.source.registry):
             error(f"source registry {entry.source.registry!r} is not on the allowed list; add it to "
                   f"{ALLOWLIST_SETTING} to allow it", number)
             continue

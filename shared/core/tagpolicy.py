@@ -5,57 +5,80 @@ Syntax (the part after the repository's ``:`` is in braces, which the tag gramma
 
     registry.k8s.io/ingress-nginx/controller:{semver: ~1.11, newest: 2} => ingress-nginx/controller
     nginx:{semver: >=1.25 <2, newest: 3}
-    quay.io/jetstack/cert-manager-controller:{regex: "v1\\.15\\.[0-9]+", newest: 2}
+    quay.io/jetstack/cert-manager-controller:{regex: v?\\d+\\.\\d+\\.\\d+, newest: 2}
+    nginx:{regex: \\d+\\.\\d+\\.\\d+-(alpine|slim), exclude: 1\\.2[0-4]\\..*, newest: 4}
     ghcr.io/org/app:{semver: ^2.0.0-0, prerelease: true}
 
-* ``KEY: VALUE`` pairs separated by ``,``. Keys: ``semver`` *or* ``regex`` (exactly one),
-  ``newest`` (how many matching tags to keep, 1-``MAX_NEWEST``; default 1), ``prerelease``
+* ``KEY: VALUE`` pairs separated by ``,``. Keys: ``semver`` *or* ``regex`` (exactly one: which tags
+  are included), ``exclude`` (a pattern: included tags that it matches are dropped), ``newest``
+  (how many of the remaining tags to keep, 1-``MAX_NEWEST``; default 1), ``prerelease``
   (``true``/``false``; semver only, default false). A value may be double-quoted; a value that
   contains ``,`` or ``}`` must be (a quoted value cannot contain ``"``, which no tag contains).
-* ``semver``: npm-style ranges: comparators ``=``, ``>``, ``>=``, ``<``, ``<=`` separated by spaces
-  (all must hold), ``~1.27`` (>=1.27.0 <1.28.0), ``^1.2.3`` (>=1.2.3 <2.0.0), partial versions and
-  ``x`` wildcards (``1.27``, ``1.27.x``, ``1.x``, ``*``), alternatives joined by ``||``. A tag takes
-  part when it is ``[v]MAJOR.MINOR.PATCH[-PRERELEASE]`` (``1.27``, ``latest`` or ``1.27.3_x`` never
-  match); a pre-release (``1.28.0-rc.1``; also a suffix such as ``1.27.3-alpine``, which semver
-  reads as one) is left out unless ``prerelease: true``. Newest = highest semver precedence.
-* ``regex``: the pattern must match the *whole* tag. Newest = highest natural version order
-  (runs of digits compared as numbers: ``1.27.10`` after ``1.27.9``; ``20240105`` after ``20231231``).
-  The pattern is the whole ask: pre-release suffixes it matches are taken.
+* ``semver``: npm ranges (the ``semver`` package's grammar and meaning): comparators ``=``, ``>``,
+  ``>=``, ``<``, ``<=`` separated by spaces (all must hold), ``~1.27`` (>=1.27.0 <1.28.0-0),
+  ``^1.2.3`` (>=1.2.3 <2.0.0-0), partial versions and ``x`` wildcards (``1.27``, ``1.27.x``,
+  ``1.x``, ``*``), hyphen ranges (``1.2 - 1.4``: >=1.2.0 <1.5.0-0), alternatives joined by
+  ``||``. A tag takes part when it is ``[v]MAJOR.MINOR.PATCH[-PRERELEASE]``
+  (semver 2.0.0: no leading zeros; ``1.27``, ``latest`` or ``1.27.3_x`` never match). A
+  pre-release (``1.28.0-rc.1``; also a suffix such as ``1.27.3-alpine``, which semver reads as
+  one) is left out unless ``prerelease: true``, which then matches as npm's ``includePrerelease``
+  does. Newest = highest semver precedence.
+* ``regex`` and ``exclude``: RE2 syntax (the syntax of Go's ``regexp``, so regsync's and
+  dregsy's patterns carry over unchanged); the pattern must match the *whole* tag. Newest =
+  highest natural version order (runs of digits compared as numbers: ``1.27.10`` after
+  ``1.27.9``; ``20240105`` after ``20231231``). The pattern is the whole ask: pre-release suffixes
+  it matches are taken.
 
 Bounded cost (checked offline by ``manifest check``):
 
 * a policy is at most ``MAX_POLICY_CHARS`` characters, a semver range at most ``MAX_COMPARATORS``
-  comparators, a pattern at most ``MAX_PATTERN_CHARS`` characters;
-* a pattern is a small, backtracking-safe dialect of Python ``re``: literals, ``.``, classes
-  ``[...]``, escapes ``\\d \\w \\s \\D \\W \\S`` and escaped punctuation, groups ``(...)``/``(?:...)``,
-  ``|``, anchors, and quantifiers ``* + ? {m} {m,} {m,n}`` (n <= 128) on single characters or
-  classes. Refused: back-references, look-around, flags and other ``(?`` forms, lazy/possessive
-  quantifiers, any quantifier on a group except ``?`` on a group without quantifiers inside (so no
-  nested repetition: no exponential backtracking), more than ``MAX_VARIABLE_QUANTIFIERS``
-  variable quantifiers in one pattern, and more than ``MAX_CHOICES`` choice points (variable
-  quantifiers and ``|`` together: a chain of groups such as ``(a|aa)(a|aa)...`` backtracks
-  exponentially without any quantifier). Matching is ``fullmatch`` against tags of at most 128
-  characters, so the worst case is polynomial and small (about 1 ms per tag for the worst
-  3-quantifier pattern on CPython 3.11, typically microseconds);
-* the number of tags a policy scans is capped by the caller (``MAX_TAGS_SCANNED``).
+  comparators, a pattern at most ``MAX_PATTERN_CHARS`` characters and at most ``RE2_MAX_MEM``
+  bytes compiled;
+* patterns are compiled and matched by RE2 (the ``google-re2`` wheel), an automaton: matching
+  takes time linear in the tag's length whatever the pattern, so there is no dialect to police
+  and no choice-point limit. What RE2 cannot do in linear time it does not parse:
+  back-references and look-around are refused, with RE2's reason, at ``manifest check``;
+* tags longer than ``MAX_TAG_CHARS`` (the tag grammar's limit) never match, and the number of
+  tags a policy scans is capped by the caller (``MAX_TAGS_SCANNED``).
+
+Why the semver ranges are parsed here and not by a library (measured against npm's ``semver``
+7.8.6, the reference implementation of this syntax, on 161 ranges x 367 tags, once for releases
+only and once with npm's ``includePrerelease``; the table is ``tests/fixtures/semver/npm-ranges.json``
+and ``tests/unit/test_tagpolicy.py`` checks every cell of it against this module):
+
+* ``semantic_version`` 2.10.0 (``NpmSpec``): an exact pre-release (``1.2.3-rc.1``) also matches
+  the release ``1.2.3``; ``>= 1.2``, ``=v1.2.3``, ``~>1.2``, ``>*`` and 10 more ranges npm reads
+  are refused; no include-pre-release mode: 27 cells differ for releases, 14,810 with pre-releases;
+* ``node-semver`` 0.9.1 (a port of an older npm ``semver``): agrees on every release cell, but
+  its include-pre-release mode compares ``1.2.3-rc.1`` equal to ``1.2.3`` (228 cells), and with
+  that worked around it still lets ``1.27`` take ``1.28.0-rc.1`` and ``<2`` take ``2.0.0-rc.1``
+  (607 cells): ``prerelease: true`` would import the next major's release candidates;
+* ``semver`` (python-semver) has no npm ranges; ``packaging`` is PEP 440, another syntax.
+
+This module agrees with npm on every cell; it refuses three forms npm accepts: an empty range
+(npm: any version; write ``*``), an empty ``||`` alternative, and build metadata (``+build``: no
+tag has one).
 """
 from __future__ import annotations
 
+import functools
+import heapq
 import re
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-__all__ = ["PolicySyntaxError", "TagPolicy", "parse_policy", "MAX_TAGS_SCANNED"]
+import re2
+
+__all__ = ["PolicySyntaxError", "TagPolicy", "parse_policy", "compile_pattern", "MAX_TAGS_SCANNED"]
 
 MAX_POLICY_CHARS = 512
 MAX_PATTERN_CHARS = 256
 MAX_COMPARATORS = 16
 MAX_NEWEST = 50
-MAX_VARIABLE_QUANTIFIERS = 3
-MAX_CHOICES = 3  # variable quantifiers plus '|' alternatives: each is a point a backtracker retries
-MAX_REPEAT = 128
+MAX_TAG_CHARS = 128
 MAX_TAGS_SCANNED = 10_000
-KEYS = ("semver", "regex", "newest", "prerelease")
+RE2_MAX_MEM = 1 << 20  # bytes for one compiled pattern (RE2's default is 8 MiB)
+KEYS = ("semver", "regex", "exclude", "newest", "prerelease")
 
 
 class PolicySyntaxError(ValueError):
@@ -66,8 +89,10 @@ class PolicySyntaxError(ValueError):
 
 # --- versions ----------------------------------------------------------------------------------
 
-_VERSION = re.compile(r"v?(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})"
-                      r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?")
+_NUMBER = r"(0|[1-9][0-9]{0,8})"
+_IDENTIFIER = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"  # semver 2.0.0: no leading zeros
+_PRERELEASE = rf"{_IDENTIFIER}(?:\.{_IDENTIFIER})*"
+_VERSION = re.compile(rf"v?{_NUMBER}\.{_NUMBER}\.{_NUMBER}(?:-({_PRERELEASE}))?")
 
 
 @dataclass(frozen=True, order=False)
@@ -86,16 +111,17 @@ class Version:
 
 def parse_version(tag: str) -> Optional[Version]:
     """``[v]MAJOR.MINOR.PATCH[-PRERELEASE]`` -> Version; anything else -> None."""
-    match = _VERSION.fullmatch(tag)
+    match = _VERSION.fullmatch(tag) if len(tag) <= MAX_TAG_CHARS else None
     if not match:
         return None
     pre = tuple(match.group(4).split(".")) if match.group(4) else ()
     return Version(int(match.group(1)), int(match.group(2)), int(match.group(3)), pre)
 
 
-_PARTIAL = re.compile(r"v?(?:([0-9]{1,9}|[xX*])(?:\.([0-9]{1,9}|[xX*])(?:\.([0-9]{1,9}|[xX*])"
-                      r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?)?)?)")
-_COMPARATOR = re.compile(r"(>=|<=|>|<|=|~|\^)?\s*(\S+)")
+_PART = r"([0-9]{1,9}|[xX*])"
+_PARTIAL = re.compile(rf"v?(?:{_PART}(?:\.{_PART}(?:\.{_PART}(?:-({_PRERELEASE}))?)?)?)")
+_COMPARATOR = re.compile(r"\s*(?:(>=|<=|>|<|=|~>?|\^)\s*)?(\S+)")  # ~> is ~ (npm)
+_HYPHEN = re.compile(r"(\S+)\s+-\s+(\S+)")
 
 
 def _partial(text: str) -> tuple[list[Optional[int]], tuple]:
@@ -132,44 +158,40 @@ Bound = tuple  # (op, version key)
 
 
 def _comparator(op: str, text: str) -> list[Bound]:
+    """One comparator -> bounds, as npm desugars it with ``includePrerelease``: a partial version's
+    bounds are ``X.Y.Z-0`` (``<2`` leaves out ``2.0.0-rc.1``, ``~1.2`` takes ``1.2.0-rc.1``).
+    Without ``prerelease: true`` the caller drops pre-release tags first, and then this is npm's
+    default meaning too."""
     parts, pre = _partial(text)
     major, minor, patch = parts
     if major is None:
         return [] if op in ("", "=", ">=", "<=", "~", "^") else [("<", _v(0, 0, 0, ("0",)))]
     exact = minor is not None and patch is not None
+    low = _v(major, minor, patch, pre) if exact else _lowest_pre(major, minor or 0, 0)
+    # the next minor (1.2.3, 1.2 -> 1.3.0-0), or the next major of a bare major (1 -> 2.0.0-0)
+    after = _lowest_pre(major + 1, 0, 0) if minor is None else _lowest_pre(major, minor + 1, 0)
     if op in ("", "="):
-        if exact:
-            return [("=", _v(major, minor, patch, pre))]
-        if minor is None:
-            return [(">=", _lowest_pre(major, 0, 0)), ("<", _lowest_pre(major + 1, 0, 0))]
-        return [(">=", _lowest_pre(major, minor, 0)), ("<", _lowest_pre(major, minor + 1, 0))]
+        return [("=", low)] if exact else [(">=", low), ("<", after)]
     if op == "~":
-        low = _v(major, minor or 0, patch or 0, pre)
-        if minor is None:
-            return [(">=", low), ("<", _lowest_pre(major + 1, 0, 0))]
-        return [(">=", low), ("<", _lowest_pre(major, minor + 1, 0))]
-    if op == "^":
-        low = _v(major, minor or 0, patch or 0, pre)
+        return [(">=", low), ("<", after)]
+    if op == "^":  # up to the next change of the left-most non-zero part
         if major > 0 or minor is None:
             return [(">=", low), ("<", _lowest_pre(major + 1, 0, 0))]
         if minor > 0 or patch is None:
             return [(">=", low), ("<", _lowest_pre(0, minor + 1, 0))]
         return [(">=", low), ("<", _lowest_pre(0, 0, patch + 1))]
     if op == ">=":
-        return [(">=", _v(major, minor or 0, patch or 0, pre) if exact else _lowest_pre(major, minor or 0, 0))]
+        return [(">=", low)]
     if op == "<":
-        return [("<", _v(major, minor, patch, pre) if exact else _lowest_pre(major, minor or 0, 0))]
+        return [("<", low)]
     if op == ">":
-        if exact:
-            return [(">", _v(major, minor, patch, pre))]
-        return [(">=", _lowest_pre(major + 1, 0, 0) if minor is None else _lowest_pre(major, minor + 1, 0))]
+        return [(">", low)] if exact else [(">=", after)]
     if op == "<=":
-        if exact:
-            return [("<=", _v(major, minor, patch, pre))]
-        return [("<", _lowest_pre(major + 1, 0, 0) if minor is None else _lowest_pre(major, minor + 1, 0))]
+        return [("<=", low)] if exact else [("<", after)]
     raise PolicySyntaxError(f"unknown operator {op!r}")  # pragma: no cover - the regex allows no other
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_range(text: str) -> tuple[tuple[Bound, ...], ...]:
     """An npm-style range -> alternatives, each a tuple of bounds that must all hold."""
     text = text.strip()
@@ -178,22 +200,19 @@ def parse_range(text: str) -> tuple[tuple[Bound, ...], ...]:
     alternatives = []
     count = 0
     for alternative in text.split("||"):
-        alternative = alternative.strip()
-        if not alternative:
+        if not alternative.strip():
             raise PolicySyntaxError(f"semver range {text!r} has an empty alternative around '||'")
-        bounds: list[Bound] = []
-        position = 0
-        while position < len(alternative):
-            if alternative[position].isspace():
-                position += 1
-                continue
-            match = _COMPARATOR.match(alternative, position)
-            assert match is not None  # \S+ always matches a non-space character
-            count += 1
-            if count > MAX_COMPARATORS:
-                raise PolicySyntaxError(f"semver range has more than {MAX_COMPARATORS} comparators")
-            bounds.extend(_comparator(match.group(1) or "", match.group(2)))
-            position = match.end()
+        hyphen = _HYPHEN.fullmatch(alternative.strip())
+        comparators = [(">=", hyphen.group(1)), ("<=", hyphen.group(2))] if hyphen else \
+            [(m.group(1) or "", m.group(2)) for m in _COMPARATOR.finditer(alternative)]
+        count += len(comparators)
+        if count > MAX_COMPARATORS:
+            raise PolicySyntaxError(f"semver range has more than {MAX_COMPARATORS} comparators")
+        bounds = [b for op, version in comparators for b in _comparator("~" if op == "~>" else op, version)]
+        if hyphen:  # A - B is >=A <=B, where npm takes A's pre-releases too (A-0)
+            (major, minor, patch), pre = _partial(hyphen.group(1))
+            if patch is not None and not pre:
+                bounds[0] = (">=", _lowest_pre(major, minor, patch))
         alternatives.append(tuple(bounds))
     return tuple(alternatives)
 
@@ -204,136 +223,52 @@ def _holds(bound: Bound, key: tuple) -> bool:
             "<": key < limit, "<=": key <= limit}[op]
 
 
-# --- the safe regular-expression dialect -------------------------------------------------------
+# --- patterns: RE2 -----------------------------------------------------------------------------
 
-_SIMPLE_ESCAPES = frozenset("dDwWsS")
-_QUANTIFIER_BRACES = re.compile(r"\{([0-9]{1,3})(,([0-9]{0,3}))?\}")
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the reason goes into the error, not to stderr
+_RE2_OPTIONS.max_mem = RE2_MAX_MEM
+
+# what RE2's parser says when it meets a Python or PCRE feature -> which feature
+_UNSUPPORTED = (
+    (re.compile(r"invalid escape sequence: \\[1-9kg]|operator: \(\?P"), "back-references are not supported"),
+    (re.compile(r"operator: \(\?<?[=!]"), "look-around is not supported"),
+    (re.compile(r"operator: \(\?>"), "atomic groups are not supported"),
+    (re.compile(r"repetition operator: .*[+*?}]\+"), "possessive quantifiers are not supported"),
+)
 
 
-def check_pattern(pattern: str) -> re.Pattern:
-    """Refuse backtracking-prone constructs (see the module docstring); return the compiled pattern."""
+def _re2_reason(message: str) -> str:
+    for needle, feature in _UNSUPPORTED:
+        if needle.search(message):
+            return f"{message} ({feature}: RE2 matches in linear time and has none)"
+    if "invalid repetition size" in message:
+        return f"{message} (a counted repeat is at most 1000, nested repeats multiplied)"
+    if "pattern too large" in message:
+        return f"{message} (the compiled pattern is over {RE2_MAX_MEM // 1024} KiB)"
+    if "\\Z" in message:
+        return f"{message} (write \\z, or nothing: a pattern always matches the whole tag)"
+    return message
+
+
+@functools.lru_cache(maxsize=256)
+def compile_pattern(pattern: str, what: str = "regex"):
+    """Compile a policy pattern with RE2 (it must match the whole tag: use ``fullmatch``), or
+    raise :class:`PolicySyntaxError` saying why not (RE2 matches in linear time, so it has no
+    back-references or look-around)."""
     if not pattern:
-        raise PolicySyntaxError("regex is empty")
+        raise PolicySyntaxError(f"{what} is empty")
     if len(pattern) > MAX_PATTERN_CHARS:
-        raise PolicySyntaxError(f"regex is {len(pattern)} characters; the limit is {MAX_PATTERN_CHARS}")
-    # stack of groups: each records whether it contains a quantifier
-    stack: list[bool] = [False]
-    variable = choices = 0
-    last: Optional[str] = None  # "atom", "group:<has quantifier>", "quantifier" or None
-    i = 0
-    n = len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\":
-            if i + 1 >= n:
-                raise PolicySyntaxError("regex ends with a lone '\\'")
-            nxt = pattern[i + 1]
-            if nxt.isalnum() and nxt not in _SIMPLE_ESCAPES:
-                raise PolicySyntaxError(
-                    f"regex escape '\\{nxt}' is not allowed (back-references and special escapes are "
-                    "refused; allowed: \\d \\w \\s \\D \\W \\S and escaped punctuation)")
-            last = "atom"
-            i += 2
-            continue
-        if ch == "[":
-            j = i + 1
-            if j < n and pattern[j] == "^":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                if pattern[j] == "\\":
-                    if j + 1 < n and pattern[j + 1].isalnum() and pattern[j + 1] not in _SIMPLE_ESCAPES:
-                        raise PolicySyntaxError(f"regex escape '\\{pattern[j + 1]}' is not allowed in a class")
-                    j += 1
-                elif pattern[j] == "[":
-                    raise PolicySyntaxError("regex: nested '[' in a character class is not allowed")
-                j += 1
-            if j >= n:
-                raise PolicySyntaxError("regex has an unclosed '['")
-            last = "atom"
-            i = j + 1
-            continue
-        if ch == "(":
-            if pattern.startswith("(?", i):
-                if not pattern.startswith("(?:", i):
-                    raise PolicySyntaxError("regex: only plain groups '(...)' and '(?:...)' are allowed "
-                                            "(no look-around, flags or named groups)")
-                i += 3
-            else:
-                i += 1
-            stack.append(False)
-            last = None
-            continue
-        if ch == ")":
-            if len(stack) == 1:
-                raise PolicySyntaxError("regex has an unmatched ')'")
-            inner = stack.pop()
-            stack[-1] = stack[-1] or inner
-            last = "group:quantified" if inner else "group:plain"
-            i += 1
-            continue
-        if ch in "*+?{":
-            if ch == "{":
-                match = _QUANTIFIER_BRACES.match(pattern, i)
-                if not match:
-                    last = "atom"  # a literal '{' (Python re reads it so)
-                    i += 1
-                    continue
-                low = int(match.group(1))
-                high = match.group(3)
-                if match.group(2) and high == "":
-                    is_variable, bounded_high = True, None
-                else:
-                    bounded_high = int(high) if high else low
-                    is_variable = bounded_high != low
-                    if bounded_high < low:
-                        raise PolicySyntaxError(f"regex quantifier {match.group(0)} has max below min")
-                if (bounded_high or low) > MAX_REPEAT:
-                    raise PolicySyntaxError(f"regex quantifier {match.group(0)}: at most {MAX_REPEAT}")
-                end = match.end()
-            else:
-                is_variable = True
-                end = i + 1
-            if last is None:
-                raise PolicySyntaxError(f"regex quantifier '{pattern[i:end]}' has nothing to repeat")
-            if last == "quantifier":
-                raise PolicySyntaxError("regex: a quantifier after a quantifier (nested, lazy or possessive "
-                                        "repetition) is not allowed")
-            if last.startswith("group"):
-                if ch != "?" or last == "group:quantified":
-                    raise PolicySyntaxError(
-                        "regex: repeating a group is not allowed (only '?' on a group without "
-                        "quantifiers inside); repeat single characters or classes instead")
-            if is_variable:
-                variable += 1
-                choices += 1
-                if choices > MAX_CHOICES:
-                    raise PolicySyntaxError(f"regex has more than {MAX_CHOICES} choice points ('|' and variable "
-                                            "quantifiers together)")
-                if variable > MAX_VARIABLE_QUANTIFIERS:
-                    raise PolicySyntaxError(
-                        f"regex has more than {MAX_VARIABLE_QUANTIFIERS} variable quantifiers (*, +, ?, {{m,n}})")
-            stack[-1] = True
-            last = "quantifier"
-            i = end
-            continue
-        if ch == "|":
-            choices += 1
-            if choices > MAX_CHOICES:
-                raise PolicySyntaxError(f"regex has more than {MAX_CHOICES} choice points ('|' and variable "
-                                        "quantifiers together); use a character class for single characters")
-            last = None
-            i += 1
-            continue
-        last = None if ch in "^$" else "atom"
-        i += 1
-    if len(stack) != 1:
-        raise PolicySyntaxError("regex has an unclosed '('")
+        raise PolicySyntaxError(f"{what} is {len(pattern)} characters; the limit is {MAX_PATTERN_CHARS}")
+    if '"' in pattern:  # no tag has one, and the policy's text quotes the pattern
+        raise PolicySyntaxError(f"{what} contains '\"', which no tag does")
     try:
-        return re.compile(pattern, re.ASCII)
-    except re.error as e:
-        raise PolicySyntaxError(f"invalid regex: {e}") from None
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as e:
+        message = e.args[0] if e.args else "invalid pattern"
+        if isinstance(message, bytes):
+            message = message.decode("utf-8", "replace")
+        raise PolicySyntaxError(f"{what} is not valid RE2 syntax: {_re2_reason(str(message))}") from None
 
 
 _NATURAL = re.compile(r"[0-9]+|[^0-9]+")
@@ -353,6 +288,7 @@ class TagPolicy:
     expression: str
     newest: int = 1
     prerelease: bool = False
+    exclude: Optional[str] = None  # an RE2 pattern: included tags it matches (whole tag) are dropped
 
     @property
     def text(self) -> str:
@@ -361,31 +297,40 @@ class TagPolicy:
         out = f"{self.kind}: {value}, newest: {self.newest}"
         if self.prerelease:
             out += ", prerelease: true"
+        if self.exclude is not None:
+            out += f', exclude: "{self.exclude}"'
         return "{" + out + "}"
 
-    def _ranges(self):
-        return parse_range(self.expression)
-
-    def matches(self, tag: str) -> bool:
-        return self.select([tag]) == [tag]
-
-    def select(self, tags: Iterable[str]) -> list[str]:
-        """The newest ``newest`` matching tags, newest first."""
+    def _keyed(self, tags: Iterable[str]) -> Iterable[tuple[tuple, str]]:
+        """(sort key, tag) for every tag the policy includes and does not exclude."""
+        excluded = compile_pattern(self.exclude, "exclude") if self.exclude is not None else None
         if self.kind == "semver":
-            ranges = self._ranges()
-            found = []
+            ranges = parse_range(self.expression)
             for tag in tags:
                 version = parse_version(tag)
                 if version is None or (version.prerelease and not self.prerelease):
                     continue
                 key = version.key()
-                if any(all(_holds(b, key) for b in alternative) for alternative in ranges):
-                    found.append((key, tag))
+                if any(all(_holds(b, key) for b in alternative) for alternative in ranges) \
+                        and not (excluded is not None and excluded.fullmatch(tag)):
+                    yield key, tag
         else:
-            pattern = check_pattern(self.expression)
-            found = [(natural_key(tag), tag) for tag in tags if len(tag) <= 128 and pattern.fullmatch(tag)]
-        found.sort(key=lambda pair: (pair[0], pair[1]), reverse=True)
-        return [tag for _, tag in found[:self.newest]]
+            pattern = compile_pattern(self.expression)
+            for tag in tags:
+                if len(tag) <= MAX_TAG_CHARS and pattern.fullmatch(tag) \
+                        and not (excluded is not None and excluded.fullmatch(tag)):
+                    yield natural_key(tag), tag
+
+    def admits(self, tag: str) -> bool:
+        """Would the policy take ``tag`` if it were among the newest ``newest`` of its kind? (A
+        check without the source's tag list: ``discover --check``.)"""
+        return any(True for _ in self._keyed([tag]))
+
+    matches = admits
+
+    def select(self, tags: Iterable[str]) -> list[str]:
+        """The newest ``newest`` included, not excluded tags, newest first."""
+        return [tag for _, tag in heapq.nlargest(self.newest, self._keyed(tags))]
 
 
 def _split_items(body: str) -> list[tuple[str, str]]:
@@ -451,5 +396,8 @@ def parse_policy(body: str) -> TagPolicy:
     if kind == "semver":
         parse_range(expression)
     else:
-        check_pattern(expression)
-    return TagPolicy(kind, expression, int(newest_text), prerelease_text == "true")
+        compile_pattern(expression)
+    exclude = values.get("exclude")
+    if exclude is not None:
+        compile_pattern(exclude, "exclude")
+    return TagPolicy(kind, expression, int(newest_text), prerelease_text == "true", exclude)

@@ -164,3 +164,25 @@ def test_policy_matching_nothing_is_reported(stack, seeded, names, front):
     document = run_manifest(services, manifest, name="nothing.txt", trigger="cli", save=False)
     assert document["status"] == "failed"
     assert document["policies"][0]["error"]["code"] == "NoMatchingTag"
+
+
+def test_regsync_style_patterns_and_exclude_choose_what_is_imported(stack, seeded, names, front):
+    """Patterns the old dialect refused (more than 3 choice points) run on RE2, and exclude: drops
+    tags before newest is counted, for a regex and a semver policy over one source."""
+    repo, dest = names["repo"], names["dest"]
+    image = push(stack, repo, "1.27.1", seed="k")
+    many_tags(stack, repo, image, ["1.27.2", "1.28.0", "1.28.0-alpine", "1.28.1-slim", "1.29.0-rc.1", "latest"])
+    services = make_services(stack, front)
+    manifest = (f'{front.host}/{repo}:{{regex: \\d+\\.\\d+\\.\\d+(-(alpine|slim))?, exclude: ".*-slim", newest: 3}}'
+                f" => {dest}\n"
+                f"{front.host}/{repo}:{{semver: >=1.27, exclude: 1\\.28\\.0, newest: 2}} => {dest}-releases\n")
+    document = run_manifest(services, manifest, name="exclude.txt", trigger="cli")
+    assert document["status"] == "succeeded", json.dumps(document, indent=1)
+    regex, semver = document["policies"]
+    assert regex["policy"] == r'{regex: "\d+\.\d+\.\d+(-(alpine|slim))?", newest: 3, exclude: ".*-slim"}'
+    assert [r["tag"] for r in regex["resolved"]] == ["1.28.0-alpine", "1.28.0", "1.27.2"]
+    assert [r["tag"] for r in semver["resolved"]] == ["1.27.2", "1.27.1"]
+    assert sorted(e["target"] for e in document["entries"]) == sorted([
+        f"{dest}:1.28.0-alpine", f"{dest}:1.28.0", f"{dest}:1.27.2", f"{dest}-releases:1.27.2",
+        f"{dest}-releases:1.27.1"])
+    assert backing_digest(stack, f"{dest}:1.28.0-alpine") == image.digest

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from shared import cli
-from shared.core.discover import check, discover, images, manifest_lines, scan
+from shared.core.discover import check, check_report, discover, images, manifest_lines, scan
 from shared.core.manifest import parse_manifest
 from tests.unit import yaml_bombs
 
@@ -156,3 +156,94 @@ def test_invalid_manifest_and_missing_file(tmp_path):
     assert code == 1 and "line 2:" in err
     code, _, err = run_cli("discover", str(tmp_path / "nope.yaml"))
     assert code == 2 and "no such file" in err
+
+
+# --- tag policies and a check without the registry's host ---------------------------------------
+
+POLICY_MANIFEST = ("nginx:{semver: ~1.27, newest: 2, exclude: 1\\.27\\.0}   # line 1\n"
+                   'quay.io/shop/worker:{regex: "2\\.3\\.\\d+(-debug)?", newest: 3} => shop/worker\n'
+                   "quay.io/shop/migrate:2.3.0 => shop/migrate\n")
+
+
+def pod(*images: str) -> str:
+    containers = ", ".join(f"{{name: c{i}, image: '{image}'}}" for i, image in enumerate(images))
+    return f"kind: Pod\nmetadata: {{name: p}}\nspec: {{containers: [{containers}]}}\n"
+
+
+def test_a_tag_a_policy_admits_is_mirrored_and_listed_as_resting_on_the_policy():
+    # the false PR failure of issue 21: nginx:{semver: ~1.27, newest: 2} imports library/nginx:1.27.x
+    found = scan(pod(f"{ACR}/library/nginx:1.27.3", f"{ACR}/shop/worker:2.3.7-debug",
+                     f"{ACR}/library/nginx:1.27.3@sha256:{'0' * 64}", f"{ACR}/shop/migrate:2.3.0"), "p.yaml")
+    report = check_report(found.uses, parse_manifest(POLICY_MANIFEST), ACR)
+    assert report.ok and report.findings == [] and report.skipped == []
+    assert [(p.use.image, p.policy.line) for p in report.policy_uses] == [
+        (f"{ACR}/library/nginx:1.27.3", 1), (f"{ACR}/shop/worker:2.3.7-debug", 2),
+        (f"{ACR}/library/nginx:1.27.3@sha256:{'0' * 64}", 1)]  # a pinned tag: the policy follows the tag
+    assert "mirrored once a sync finds it among the newest 2" in str(report.policy_uses[0])
+    assert check(found.uses, parse_manifest(POLICY_MANIFEST), ACR) == []
+
+
+@pytest.mark.parametrize("image, fragment", [
+    (f"{ACR}/library/nginx:1.26.9", "does not admit tag 1.26.9"),
+    (f"{ACR}/library/nginx:1.27.0", "does not admit tag 1.27.0"),  # excluded
+    (f"{ACR}/library/nginx:1.28.0-rc.1", "does not admit tag 1.28.0-rc.1"),  # a pre-release
+    (f"{ACR}/library/nginx@sha256:{'0' * 64}", "does not admit a digest-only reference"),
+    (f"{ACR}/shop/worker:2.4.0", "line 2 {regex: \"2\\.3\\.\\d+(-debug)?\", newest: 3}"),
+])
+def test_a_tag_the_policy_does_not_admit_is_not_mirrored_and_says_which_policy(image, fragment):
+    found = scan(pod(image), "p.yaml")
+    [finding] = check(found.uses, parse_manifest(POLICY_MANIFEST), ACR)
+    assert finding.code == "not-mirrored" and fragment in finding.message, finding.message
+
+
+def test_a_public_reference_a_policy_imports_is_told_where_the_private_copy_is():
+    found = scan(pod("nginx:1.27.4", "quay.io/shop/worker:2.3.1", "nginx:1.26.0"), "p.yaml")
+    findings = check(found.uses, parse_manifest(POLICY_MANIFEST), ACR)
+    assert [(f.use.image, f.code, f.suggestion) for f in findings] == [
+        ("nginx:1.27.4", "not-private",
+         f"use {ACR}/library/nginx:1.27.4 (images.txt line 1, tag policy "
+         '{semver: ~1.27, newest: 2, exclude: "1\\.27\\.0"})'),
+        ("quay.io/shop/worker:2.3.1", "not-private",
+         f"use {ACR}/shop/worker:2.3.1 (images.txt line 2, tag policy " '{regex: "2\\.3\\.\\d+(-debug)?", newest: 3})'),
+        ("nginx:1.26.0", "not-private", None),
+        ("nginx:1.26.0", "not-mirrored", "add: nginx:1.26.0 => library/nginx")]
+
+
+def test_without_the_registry_host_what_is_mirrored_is_still_checked_and_the_skip_is_said():
+    found = scan(SHOP.read_bytes(), "shop.yaml")
+    report = check_report(found.uses, parse_manifest(IMAGES_TXT.read_bytes()), None)
+    # the two images no entry writes are still found, by repository path and tag
+    assert [(f.code, f.use.line) for f in report.findings] == [("not-mirrored", 57), ("not-mirrored", 106)]
+    assert "the private registry's host is not known" in report.findings[0].message
+    [skipped] = report.skipped
+    assert (skipped.check, skipped.uses) == ("not-private", 6)
+    assert str(skipped).startswith("skipped the not-private check for 6 image use(s): the private registry's host")
+    assert report.to_dict()["skipped"] == [skipped.to_dict()]
+
+
+def test_without_the_registry_host_sources_paths_and_policies_all_count_as_mirrored():
+    uses = scan(pod("nginx:1.27.4", "elsewhere.example/shop/migrate:2.3.0", "nginx:1.27.0", "ghcr.io/x/y:1",
+                    f"{ACR}/shop/worker:2.3.2"), "p.yaml").uses
+    report = check_report(uses, parse_manifest(POLICY_MANIFEST), "")
+    assert [(f.use.image, f.code, f.suggestion) for f in report.findings] == [
+        ("nginx:1.27.0", "not-mirrored", "add: nginx:1.27.0 => library/nginx"),  # excluded by the policy
+        ("ghcr.io/x/y:1", "not-mirrored", "add: ghcr.io/x/y:1 => x/y")]
+    assert [p.use.image for p in report.policy_uses] == ["nginx:1.27.4", f"{ACR}/shop/worker:2.3.2"]
+    assert report.skipped[0].uses == 5
+
+
+def test_the_handler_checks_policies_and_runs_without_a_configured_registry():
+    from shared.config import Settings
+    from shared.handlers.discover import check_yaml
+    from shared.services import Services
+
+    services = Services(Settings.from_env({}, offline=True))  # no registry, no storage: nothing is reached
+    chart = pod(f"{ACR}/library/nginx:1.27.3", f"{ACR}/library/nginx:1.25.0")
+    result = check_yaml(services, [("p.yaml", chart)], manifest=POLICY_MANIFEST)
+    assert result["registry_host"] is None and result["ok"] is False
+    assert [(f["code"], f["image"]) for f in result["findings"]] == [("not-mirrored", f"{ACR}/library/nginx:1.25.0")]
+    assert [(p["image"], p["policy_line"]) for p in result["policy_uses"]] == [(f"{ACR}/library/nginx:1.27.3", 1)]
+    assert result["skipped"] == [{"check": "not-private", "uses": 2, "reason": result["skipped"][0]["reason"]}]
+    result = check_yaml(services, [("p.yaml", chart)], manifest=POLICY_MANIFEST, registry_host=ACR.upper())
+    assert result["registry_host"] == ACR and result["skipped"] == []
+    assert [f["code"] for f in result["findings"]] == ["not-mirrored"]

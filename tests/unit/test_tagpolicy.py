@@ -1,8 +1,16 @@
-"""Tag policies: parsing, semver ranges, the safe regex dialect, and their place in images.txt."""
+"""Tag policies: parsing, semver ranges (against npm's own answers), RE2 patterns, exclude, and their
+place in images.txt."""
+import json
+from pathlib import Path
+
 import pytest
 
 from shared.core.manifest import PolicyEntry, parse_manifest
-from shared.core.tagpolicy import PolicySyntaxError, check_pattern, parse_policy
+from shared.core.tagpolicy import PolicySyntaxError, TagPolicy, compile_pattern, parse_policy, parse_range
+
+NPM = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "semver" / "npm-ranges.json").read_text())
+# forms npm reads that a policy refuses on purpose (tagpolicy's docstring says why)
+REFUSED = {"": "semver range is empty", "1 || ": "empty alternative", "1.2.3+build": "not a version"}
 
 TAGS = ["1.25.0", "1.25.4", "1.26.1", "1.27.0", "1.27.2", "1.27.10", "1.28.0-rc.1", "1.27.3-alpine",
         "v1.27.11", "1.27", "latest", "mainline", "2.0.0", "1.24.9", "01.2.3"]
@@ -54,22 +62,109 @@ def test_bad_policies(body, fragment):
     assert fragment in caught.value.reason
 
 
-@pytest.mark.parametrize("pattern", [
-    r"(a+)+b", r"(a|aa)*b", r"(a*)*", r"(\d+)?x", r"(\w)\1", r"(?=a)a", r"(?<!a)b", r"(?P<n>a)",
-    r"(?i)a", r"a**", r"a+?", r"a{1,200}", r"a*b*c*d*", r"\bword", r"a{2,1}", "x" * 257,
-    r"(a", r"a)", r"[a", r"\Z", r"(a|aa)(a|aa)(a|aa)(a|aa)(a|aa)b", r"a|b|c|d|e", r"(a|b)c*d*e*", r"(a|b|c)*",
+@pytest.mark.parametrize("pattern, fragment", [
+    (r"(\w)\1", "back-references are not supported"),
+    (r"(?P<n>a)(?P=n)", "back-references are not supported"),
+    (r"(?=a)a", "look-around is not supported"),
+    (r"(?<!a)b", "look-around is not supported"),
+    (r"(?>a)", "atomic groups are not supported"),
+    (r"a++", "possessive quantifiers are not supported"),
+    (r"a{1,2000}", "a counted repeat is at most 1000"),
+    (r"(?:a{100}){100}", "a counted repeat is at most 1000"),
+    (r"\Z", "write \\z"),
+    (r"(a", "missing )"),
+    (r"a)", "unexpected )"),
+    (r"[a", "missing ]"),
+    (r"a**", "bad repetition operator"),
+    ("x" * 257, "the limit is 256"),
+    ('a"b', "which no tag does"),
+    ("", "regex is empty"),
 ])
-def test_backtracking_prone_or_unsupported_patterns_are_refused(pattern):
-    with pytest.raises(PolicySyntaxError):
-        check_pattern(pattern)
+def test_patterns_re2_cannot_run_in_linear_time_or_cannot_parse_are_refused_with_the_reason(pattern, fragment):
+    with pytest.raises(PolicySyntaxError) as caught:
+        compile_pattern(pattern)
+    assert fragment in caught.value.reason
 
 
-@pytest.mark.parametrize("pattern", [
-    r"v1\.27\.[0-9]+", r"\d+\.\d+\.\d+", r"(-alpine)?", r"(?:foo|bar)-[a-z]{1,8}", r"[^-]+-x",
-    r"1\.2[.]3", r"a{3}b{3}c{3}d{3}",
+@pytest.mark.parametrize("pattern, tag", [
+    # everyday patterns regsync users bring (the old dialect refused them: more than 3 choice points)
+    (r"v?\d+\.\d+\.\d+", "v1.27.3"),
+    (r"\d+\.\d+\.\d+-(alpine|slim)", "1.27.3-alpine"),
+    (r"1\.(25|26|27)\.\d+", "1.26.0"),
+    (r"(?:foo|bar)-[a-z]{1,8}", "bar-x"),
+    (r"a|b|c|d|e", "e"),
+    (r"(a|b|c)*", "abcabc"),
+    (r"(?i)RC", "rc"),
+    # nested repetition is fine: an automaton has nothing to backtrack
+    (r"(a+)+b", "aaab"),
+    (r"(a|aa)*b", "aaab"),
 ])
-def test_ordinary_patterns_are_accepted(pattern):
-    check_pattern(pattern)
+def test_patterns_that_a_backtracker_fears_are_accepted_and_match(pattern, tag):
+    assert compile_pattern(pattern).fullmatch(tag)
+
+
+def test_an_adversarial_pattern_answers_on_the_longest_tag():
+    # (a|aa)*b against 128 a's is ~10^26 paths for a backtracking matcher (Python's re would not
+    # return); RE2 answers at once. bench/policy.py measures the time against the tag's length.
+    assert not compile_pattern(r"(a|aa)*b").fullmatch("a" * 128)
+    assert not compile_pattern(r"(a+)+b").fullmatch("a" * 128)
+    assert parse_policy(r'regex: "(a|aa)*c?", newest: 2').select(["a" * 128, "a" * 127 + "b", "c"]) == \
+        ["c", "a" * 128]
+
+
+@pytest.mark.parametrize("body, expected", [
+    # include, then exclude, then the newest N of what is left
+    (r"semver: ~1.27, exclude: v?1\.27\.1[01], newest: 2", ["1.27.2", "1.27.0"]),
+    (r"semver: ~1.27, exclude: 1\.27\.1[01], newest: 2", ["v1.27.11", "1.27.2"]),  # the whole tag
+    (r"semver: >=1.25 <2, exclude: .*\.0, newest: 9", ["v1.27.11", "1.27.10", "1.27.2", "1.26.1", "1.25.4"]),
+    (r"semver: *, prerelease: true, exclude: .*-(alpine|rc\..*), newest: 3", ["2.0.0", "v1.27.11", "1.27.10"]),
+    (r'regex: "\d+\.\d+\.\d+(-alpine)?", exclude: ".*-alpine", newest: 2', ["2.0.0", "1.27.10"]),
+    (r"regex: 1\.27\..*, exclude: 1\.27\.(10|2), newest: 9", ["1.27.3-alpine", "1.27.0"]),
+    (r"regex: latest|mainline, exclude: latest", ["mainline"]),
+])
+def test_exclude_drops_included_tags_before_newest_is_counted(body, expected):
+    assert parse_policy(body).select(TAGS) == expected
+
+
+def test_exclude_is_a_whole_tag_match_and_shows_in_the_policy_text():
+    policy = parse_policy(r"semver: ~1.27, exclude: 1\.27, newest: 9")  # would drop nothing partially
+    assert policy.select(["1.27.0", "1.27.1"]) == ["1.27.1", "1.27.0"]
+    assert policy.text == r'{semver: ~1.27, newest: 9, exclude: "1\.27"}'
+    assert parse_policy(policy.text[1:-1]) == policy  # the recorded text reads back as the same policy
+
+
+@pytest.mark.parametrize("body, fragment", [
+    (r"semver: ~1, exclude: (\d)\1", "exclude is not valid RE2 syntax"),
+    (r"semver: ~1, exclude: ", "exclude is empty"),
+    (r"semver: ~1, exclude: a, exclude: b", "given twice"),
+    (r"exclude: a", "exactly one of"),
+])
+def test_bad_excludes(body, fragment):
+    with pytest.raises(PolicySyntaxError) as caught:
+        parse_policy(body)
+    assert fragment in caught.value.reason
+
+
+@pytest.mark.parametrize("text", sorted(NPM["ranges"]))
+def test_semver_ranges_agree_with_npm_semver_on_every_tag(text):
+    """The fixture is npm semver's answer for each range x tag (its provenance is in the file):
+    "release" without pre-release tags (a policy without prerelease: true), "prerelease" with
+    includePrerelease (prerelease: true)."""
+    want = NPM["ranges"][text]
+    if text in REFUSED:
+        assert want["valid"]
+        with pytest.raises(PolicySyntaxError, match=REFUSED[text]):
+            parse_range(text)
+        return
+    if not want["valid"]:
+        with pytest.raises(PolicySyntaxError):
+            parse_range(text)
+        return
+    for key, prerelease in (("release", False), ("prerelease", True)):
+        policy = TagPolicy("semver", text, 50, prerelease)
+        got = "".join("1" if policy.admits(tag) else "0" for tag in NPM["tags"])
+        differ = [tag for tag, a, b in zip(NPM["tags"], got, want[key]) if a != b]
+        assert not differ, f"{text!r} ({key}): npm and the policy disagree on {differ}"
 
 
 def test_policy_lines_in_a_manifest():
@@ -105,6 +200,8 @@ def test_policy_lines_in_a_manifest():
     ("nginx:{semver: ~1} =>", "nothing after '=>'"),
     ("nginx:{semver: what}", "invalid tag policy"),
     ("nginx@sha256:" + "a" * 64 + ":{semver: ~1}", "replaces the tag"),
+    (r'nginx:{regex: "(\w+)-\1"}', "back-references are not supported"),
+    (r"nginx:{semver: ~1, exclude: (?!rc)}", "look-around is not supported"),
 ])
 def test_bad_policy_lines_are_line_numbered_errors(line, fragment):
     result = parse_manifest(f"# first\n{line}\n")
