@@ -58,7 +58,9 @@ TAG_PAGE_SIZE = 100  # tags per page of /acr/v1/{name}/_tags (and the most a cli
 UNAUTHORIZED_MESSAGE = "authentication required, visit https://aka.ms/acr/authorization for more information."
 _REPOSITORY_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags)/")
 # distribution's grammar (reference/regexp.go): a repository name, a tag, a sha256 digest
-_NAME_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*"
+# ([-]* in Go's linear RE2; as -+ here, the same names, without Python's exponential backtracking
+# over the empty separator on a long path that does not match, e.g. a blob upload's session id)
+_NAME_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _MANIFEST_PATH = re.compile(
     rf"^/v2/(?P<name>{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*)/manifests/"
     r"(?:(?P<tag>[\w][\w.-]{0,127})|(?P<digest>sha256:[a-f0-9]{64}))$")
