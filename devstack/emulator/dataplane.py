@@ -7,6 +7,15 @@ a refresh token (POST /oauth2/exchange), the refresh token for an access token (
 docker-registry. /acr/v1/ answers are computed from the backing registry plus the
 ``ManifestLedger`` (distribution keeps no timestamps).
 
+Referrers (OCI distribution-spec 1.1, which distribution 2.8 lacks): ``GET /v2/{name}/referrers/{digest}``
+answers an OCI image index of the descriptors of every manifest of ``name`` whose ``subject`` is
+``digest`` (``?artifactType=`` filters, with ``OCI-Filters-Applied: artifactType``; no referrers: an
+empty index; an unknown repository: 404 NAME_UNKNOWN; a malformed digest: 400), from the emulator's
+index (referrers.py). A manifest PUT is read (at most 4 MiB, else 413), stored by the backing
+registry and, when it has a ``subject``, indexed before the answer, which then carries
+``OCI-Subject: <subject digest>``. A blob mount (``POST .../blobs/uploads/?mount=&from=``) also needs
+pull on ``from``.
+
 Tag listings (``/acr/v1/{name}/_tags``) come in pages of at most 100 tags (``n``), sorted by name,
 after ``last``; a page with more to come carries ``Link: </acr/v1/{escaped name}/_tags?last=..&n=..&
 orderby=>; rel="next"``, as ACR answers.
@@ -33,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from . import referrers
 from .auth import AuthError
 from .errors import acr_error
 
@@ -56,7 +66,8 @@ CHANGEABLE_ATTRIBUTES = {"deleteEnabled": True, "writeEnabled": True, "readEnabl
 READ_ATTEMPTS = 6  # reads of the backing registry's storage that raced a rewrite (~0.3 s in all)
 TAG_PAGE_SIZE = 100  # tags per page of /acr/v1/{name}/_tags (and the most a client may ask for with n=)
 UNAUTHORIZED_MESSAGE = "authentication required, visit https://aka.ms/acr/authorization for more information."
-_REPOSITORY_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags)/")
+_REPOSITORY_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags|referrers)/")
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # what distribution 2.8 reads of a manifest PUT; the spec asks for >= 4 MiB
 # distribution's grammar (reference/regexp.go): a repository name, a tag, a sha256 digest
 # ([-]* in Go's linear RE2; as -+ here, the same names, without Python's exponential backtracking
 # over the empty separator on a long path that does not match, e.g. a blob upload's session id)
@@ -151,10 +162,37 @@ class BackingRegistry:
         )
         return head, response.json()
 
+    async def get_manifest_bytes(self, repository: str, digest: str) -> tuple[str, bytes] | None:
+        """(content type, bytes) of the manifest ``digest``, None when ``repository`` lacks it; read from
+        the storage when that answer is certain (see stored_manifest), else from the registry."""
+        stored = self.stored_manifest(f"/v2/{repository}/manifests/{digest}", MANIFEST_ACCEPT)
+        if stored is not None and stored.status == 200:
+            return stored.headers["content-type"], stored.body
+        response = await self.client.get(f"/v2/{repository}/manifests/{digest}", headers={"Accept": MANIFEST_ACCEPT})
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.headers.get("content-type", ""), response.content
+
     async def get_blob_json(self, repository: str, digest: str) -> dict[str, Any]:
         response = await self.client.get(f"/v2/{repository}/blobs/{digest}", follow_redirects=True)
         response.raise_for_status()
         return response.json()
+
+    def _repository_dir(self, repository: str) -> Path:
+        return self.storage / "docker" / "registry" / "v2" / "repositories" / repository / "_manifests"
+
+    async def has_manifest(self, repository: str, digest: str) -> bool:
+        """Whether ``repository`` holds the manifest ``digest`` (its revision link, or a HEAD)."""
+        if self.storage is not None:
+            algorithm, _, encoded = digest.partition(":")
+            return (self._repository_dir(repository) / "revisions" / algorithm / encoded / "link").exists()
+        return await self.head_manifest(repository, digest) is not None
+
+    async def has_repository(self, repository: str) -> bool:
+        if self.storage is not None:
+            return self._repository_dir(repository).is_dir()
+        return await self.tags(repository) is not None
 
     async def tags(self, repository: str) -> list[str] | None:
         """The repository's tags, or None when the registry does not know the repository."""
@@ -348,6 +386,15 @@ def routes(emu, backing: BackingRegistry) -> list[Route]:
         refusal = denied(request, *_required_access(request.url.path, request.method))
         if refusal:
             return refusal
+        if request.method == "POST" and request.query_params.get("mount") and request.query_params.get("from"):
+            source = request.query_params["from"]
+            if not emu.auth.allows(request.headers.get("authorization"), "repository", source, "pull"):
+                kind, name, action = _required_access(request.url.path, request.method)
+                return challenge(f"{_scope(kind, name, action)} repository:{source}:pull")
+        if request.method == "PUT":
+            match = _MANIFEST_PATH.match(request.url.path)
+            if match is not None:
+                return await put_manifest(request, match["name"])
         if request.method in ("GET", "HEAD") and not request.url.query and "if-none-match" not in request.headers:
             stored = backing.stored_manifest(request.url.path, request.headers.get("accept", ""))
             if stored is not None:
@@ -375,6 +422,58 @@ def routes(emu, backing: BackingRegistry) -> list[Route]:
             headers=out,
             background=BackgroundTask(upstream.aclose),
         )
+
+    async def put_manifest(request: Request, repository: str) -> Response:
+        """Store a manifest through the backing registry; index it when it has a subject."""
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_MANIFEST_BYTES:
+                return acr_error(413, "SIZE_INVALID", f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
+        content_type = request.headers.get("content-type", "")
+        headers = {"Content-Type": content_type} if content_type else {}
+        try:
+            stored = await backing.client.put(request.url.path, content=bytes(body), headers=headers)
+        except httpx.HTTPError as exc:
+            log.warning("backing registry failed for PUT %s: %s", request.url.path, exc)
+            return acr_error(502, "BAD_GATEWAY", "the backing registry is unavailable")
+        out = {key: value for key, value in stored.headers.items() if key not in DROPPED_RESPONSE_HEADERS}
+        if out.get("location", "").startswith(backing.base_url):
+            out["location"] = emu.base_url + out["location"][len(backing.base_url):]
+        if stored.status_code == 201:
+            digest = stored.headers.get("docker-content-digest") or referrers.sha256(bytes(body))
+            found = referrers.referrer(bytes(body), digest, content_type)
+            if found is not None:
+                subject, descriptor = found
+                await asyncio.to_thread(emu.referrers.record, repository, subject, descriptor)
+                out["oci-subject"] = subject
+        return Response(stored.content, status_code=stored.status_code, headers=out)
+
+    async def list_referrers(request: Request) -> Response:
+        repository, digest = request.path_params["repository"], request.path_params["digest"]
+        if refusal := denied(request, "repository", repository, "pull"):
+            return refusal
+        if not referrers.REPOSITORY.match(repository) or len(repository) > 255:
+            return acr_error(400, "NAME_INVALID", "invalid repository name", detail={"name": repository})
+        if not referrers.valid_digest(digest):
+            return acr_error(400, "DIGEST_INVALID", "provided digest did not match uploaded content",
+                             detail={"digest": digest})
+        listed = []
+        for descriptor in await asyncio.to_thread(emu.referrers.listing, repository, digest):
+            if await backing.has_manifest(repository, descriptor["digest"]):
+                listed.append(descriptor)
+            else:  # deleted since it was indexed
+                await asyncio.to_thread(emu.referrers.forget, repository, digest, descriptor["digest"])
+        if not listed and not await backing.has_repository(repository):
+            return acr_error(404, "NAME_UNKNOWN", "repository name not known to registry", detail={"name": repository})
+        headers = {}
+        wanted = request.query_params.getlist("artifactType")
+        if wanted:
+            listed = [descriptor for descriptor in listed if descriptor.get("artifactType") in wanted]
+            headers["OCI-Filters-Applied"] = "artifactType"
+        index = {"schemaVersion": 2, "mediaType": referrers.OCI_INDEX, "manifests": listed}
+        return Response(json.dumps(index, separators=(",", ":")).encode(), media_type=referrers.OCI_INDEX,
+                        headers=headers)
 
     def tag_body(repository: str, tag: str, digest: str) -> dict[str, Any]:
         created, updated = emu.ledger.tag_times(repository, tag)
@@ -477,6 +576,7 @@ def routes(emu, backing: BackingRegistry) -> list[Route]:
         Route("/oauth2/exchange", exchange, methods=["POST"]),
         Route("/oauth2/token", token, methods=["POST"]),
         Route("/v2/", registry_api, methods=["GET", "HEAD"]),
+        Route("/v2/{repository:path}/referrers/{digest}", list_referrers, methods=["GET"]),
         Route("/v2/{rest:path}", registry_api, methods=["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"]),
         Route("/acr/v1/{repository:path}/_tags/{tag}", tag_attributes, methods=["GET", "DELETE"]),
         Route("/acr/v1/{repository:path}/_tags", tag_list, methods=["GET"]),
