@@ -51,6 +51,9 @@ class EmulatorConfig:
     run_step_seconds: float = 1.0
     agent_pools: dict[str, dict[str, Any]] = field(default_factory=dict)
     event_sink_url: str | None = None
+    # Data-plane roles by managed identity client id (auth.py ROLE_ACTIONS), e.g. {"<client id>":
+    # ["AcrPull"]}; an identity without an entry may do everything (as before roles were modelled).
+    identity_roles: dict[str, list[str]] = field(default_factory=dict)
     # The token service (realm) of the authenticated upstream registry, see upstream_auth.py;
     # off unless a signing key is given.
     upstream_token_key_path: str = ""  # PEM private key (EC or RSA) that signs the tokens
