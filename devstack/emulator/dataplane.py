@@ -14,7 +14,8 @@ empty index; an unknown repository: 404 NAME_UNKNOWN; a malformed digest: 400), 
 index (referrers.py). A manifest PUT is read (at most 4 MiB, else 413), stored by the backing
 registry and, when it has a ``subject``, indexed before the answer, which then carries
 ``OCI-Subject: <subject digest>``. A blob mount (``POST .../blobs/uploads/?mount=&from=``) also needs
-pull on ``from``.
+pull on ``from``. Chunked blob uploads: a PATCH (or final PUT) whose ``Content-Range`` is malformed or
+does not start where the session's data ends is refused with 416 (``UploadOffsets``).
 
 Tag listings (``/acr/v1/{name}/_tags``) come in pages of at most 100 tags (``n``), sorted by name,
 after ``last``; a page with more to come carries ``Link: </acr/v1/{escaped name}/_tags?last=..&n=..&
@@ -67,6 +68,8 @@ READ_ATTEMPTS = 6  # reads of the backing registry's storage that raced a rewrit
 TAG_PAGE_SIZE = 100  # tags per page of /acr/v1/{name}/_tags (and the most a client may ask for with n=)
 UNAUTHORIZED_MESSAGE = "authentication required, visit https://aka.ms/acr/authorization for more information."
 _REPOSITORY_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags|referrers)/")
+_UPLOAD_PATH = re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<session>[A-Za-z0-9_.=-]+)$")
+_CONTENT_RANGE = re.compile(r"^([0-9]+)-([0-9]+)$")  # the spec's chunk range, inclusive
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # what distribution 2.8 reads of a manifest PUT; the spec asks for >= 4 MiB
 # distribution's grammar (reference/regexp.go): a repository name, a tag, a sha256 digest
 # ([-]* in Go's linear RE2; as -+ here, the same names, without Python's exponential backtracking
@@ -346,7 +349,58 @@ async def _form(request: Request) -> dict[str, str]:
     return {key: " ".join(values) for key, values in parsed.items()}
 
 
+async def _counted(stream, sent: list[int]):
+    """``stream`` passed through, its length added up in ``sent[0]``."""
+    async for chunk in stream:
+        sent[0] += len(chunk)
+        yield chunk
+
+
+class UploadOffsets:
+    """How many bytes each blob upload session holds, so that a chunk sent out of order is refused.
+
+    distribution 2.8 ignores ``Content-Range`` on PATCH ("TODO" in its handler) and appends whatever
+    comes, where the distribution spec requires ``416 Requested Range Not Satisfiable`` for a chunk
+    that does not start right after the last one (and for a malformed range). The emulator counts the
+    bytes of every chunk it forwards: a session is known from the POST that opened it until its PUT
+    or DELETE; a session it did not see open (another emulator process) is not checked. At most
+    ``limit`` sessions are remembered (the oldest are forgotten first).
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._sizes: dict[str, int] = {}
+        self._limit = limit
+
+    def check(self, session: str, request: Request) -> Response | None:
+        """The 416 answer for a chunk that is malformed or out of order, else None."""
+        content_range = request.headers.get("content-range")
+        size = self._sizes.get(session)
+        if content_range is None or (request.method == "PUT" and request.headers.get("content-length") in (None, "0")):
+            return None
+        match = _CONTENT_RANGE.match(content_range)
+        start, end = (int(match[1]), int(match[2])) if match else (-1, -2)
+        if match is not None and end >= start and (size is None or start == size):
+            return None
+        headers = {"Location": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+                   "Range": f"0-{max((size or 0) - 1, 0)}", "Docker-Upload-UUID": session}
+        return acr_error(416, "RANGE_INVALID", "invalid content range", headers)
+
+    def update(self, method: str, session: str | None, answer: httpx.Response, sent: int) -> None:
+        if method == "POST":  # a new session: its id is the last part of the Location path
+            opened = _UPLOAD_PATH.match(httpx.URL(answer.headers.get("location", "")).path)
+            if opened is not None:
+                if len(self._sizes) >= self._limit:
+                    self._sizes.pop(next(iter(self._sizes)))
+                self._sizes[opened["session"]] = 0
+        elif method == "PATCH" and answer.status_code == 202 and session in self._sizes:
+            self._sizes[session] += sent
+        elif method in ("PUT", "DELETE") and answer.status_code in (201, 204):
+            self._sizes.pop(session or "", None)
+
+
 def routes(emu, backing: BackingRegistry) -> list[Route]:
+    uploads = UploadOffsets()
+
     def challenge(scope: str | None) -> Response:
         header = f'Bearer realm="{emu.base_url}/oauth2/token",service="{emu.login_server}"'
         if scope:
@@ -406,6 +460,13 @@ def routes(emu, backing: BackingRegistry) -> list[Route]:
         url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         headers = [(key, value) for key, value in request.headers.items() if key in FORWARDED_REQUEST_HEADERS]
         body = request.stream() if request.method in ("PUT", "POST", "PATCH") else None
+        upload = _UPLOAD_PATH.match(request.url.path) if request.method in ("PUT", "PATCH", "DELETE") else None
+        sent = [0]
+        if upload is not None:
+            if refusal := uploads.check(upload["session"], request):
+                return refusal
+            if body is not None:
+                body = _counted(body, sent)
         try:
             upstream = await backing.client.send(
                 backing.client.build_request(request.method, url, headers=headers, content=body), stream=True
@@ -416,6 +477,8 @@ def routes(emu, backing: BackingRegistry) -> list[Route]:
         out = {key: value for key, value in upstream.headers.items() if key not in DROPPED_RESPONSE_HEADERS}
         if out.get("location", "").startswith(backing.base_url):
             out["location"] = emu.base_url + out["location"][len(backing.base_url):]
+        if upload is not None or (request.method == "POST" and upstream.status_code == 202):
+            uploads.update(request.method, upload["session"] if upload else None, upstream, sent[0])
         return StreamingResponse(
             upstream.aiter_raw(),
             status_code=upstream.status_code,
