@@ -36,6 +36,7 @@ import logging
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import tarfile
 import tempfile
@@ -814,7 +815,7 @@ class RegistryClient:
                  authorization: Optional[str] = None, timeout: float = 60.0) -> None:
         import httpx
 
-        verify: Any = str(Path(cert_dir) / "ca.crt") if cert_dir is not None else True
+        verify: Any = True if cert_dir is None else ssl.create_default_context(cafile=str(Path(cert_dir) / "ca.crt"))
         self._verify = False if plain_http else verify
         self.host = host
         self._creds = tuple(creds.split(":", 1)) if creds else None

@@ -51,7 +51,7 @@ def emu(stack):
 
 @pytest.fixture(scope="module")
 def http(stack):
-    with httpx.Client(base_url=stack.arm_endpoint, verify=str(stack.ca_pem), timeout=60) as client:
+    with httpx.Client(base_url=stack.arm_endpoint, verify=stack.ssl_context(), timeout=60) as client:
         yield client
 
 
@@ -417,7 +417,7 @@ def test_cosign_tag_scheme_sig_att_and_sbom(stack):
     assert body["critical"]["image"]["docker-manifest-digest"] == digest
     assert body["critical"]["type"] == "cosign container image signature"
     config = json.loads(httpx.get(f"https://{up}/v2/{repository}/blobs/{sig['config']['digest']}",
-                                  verify=str(stack.ca_pem)).content)
+                                  verify=stack.ssl_context()).content)
     assert config["rootfs"]["diff_ids"] == [layer["digest"] for layer in sig["layers"]]
 
     envelope = json.dumps({"payloadType": "application/vnd.in-toto+json", "payload": "e30=", "signatures": []}).encode()
