@@ -5,7 +5,10 @@
            content (the upstream-auth password masked), and run until Ctrl-C or SIGTERM; then stop
            everything. ``--profile fast|azure`` (or $DEVSTACK_PROFILE) picks the emulator's timing,
            ``--retry-after auto|none|SECONDS`` (or $DEVSTACK_IMPORT_RETRY_AFTER) the imports'
-           Retry-After (devstack/emulator/profiles.py).
+           Retry-After (devstack/emulator/profiles.py). ``--seed`` pushes the demo's images
+           (devstack.oci.CATALOGUE) to the upstream registry and writes a sample manifest for them
+           (.devstack/images.txt, or $DEVSTACK_STATE_DIR/images.txt), so a first ``sync`` against the
+           stand-in has something to import.
     runner run queue-triggered functions of a FunctionApp as the Functions host would, in N
            processes (devstack/queue_runner.py; ``python -m devstack runner --help``).
     down   send SIGTERM to a running ``up`` and wait for it to finish.
@@ -26,6 +29,7 @@ from pathlib import Path
 
 from devstack import queue_runner
 from devstack.emulator.profiles import PROFILES
+from devstack.oci import OciError
 from devstack.stack import REPO_ROOT, Stack, pid_alive
 
 log = logging.getLogger(__name__)
@@ -74,6 +78,12 @@ def cmd_up(args: argparse.Namespace) -> int:
                       f"timing profile {stack.profile})")
                 print(f"devstack: env file {stack.env_path}")
                 sys.stdout.write(stack.env_text(mask_secrets=True))
+                if args.seed:
+                    try:
+                        seed(stack)
+                    except (OciError, OSError) as exc:
+                        print(f"devstack: seeding the upstream failed: {exc}", file=sys.stderr)
+                        return 1
                 print("devstack: Ctrl-C or `python -m devstack down` stops it", flush=True)
                 while not stop.wait(0.5):
                     dead = stack.exited_children()
@@ -91,6 +101,26 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def manifest_file() -> Path:
+    return state_dir() / "images.txt"
+
+
+def seed(stack: Stack) -> dict[str, str]:
+    """Push the demo's images to the upstream registry and write the sample manifest of them."""
+    from devstack.demo import sample_manifest
+    from devstack.oci import seed_upstream
+
+    seeded = seed_upstream(stack)
+    manifest_file().write_text(sample_manifest(seeded))
+    print(f"devstack: seeded {len(seeded)} images into the upstream registry {stack.upstream_host} "
+          "(docker.io, quay.io, registry.k8s.io, mcr.microsoft.com and ghcr.io are mirrored to it)")
+    for ref, digest in sorted(seeded.items()):
+        print(f"  {ref}  {digest}")
+    print(f"devstack: sample manifest {manifest_file()}; try\n"
+          f"  .venv/bin/python -m shared --env-file {stack.env_path} sync {manifest_file()}", flush=True)
+    return seeded
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -132,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start the stand-in and run until Ctrl-C/SIGTERM")
     up.add_argument("--keep", action="store_true", help="keep the data folder after stopping")
     up.add_argument("--no-emulator", action="store_true", help="Azurite and the registries only")
+    up.add_argument("--seed", action="store_true",
+                    help="push the demo's images to the upstream and write a sample images.txt for them")
     up.add_argument("--profile", choices=sorted(PROFILES), default=os.environ.get("DEVSTACK_PROFILE") or "fast",
                     help="emulator timing: fast (tests) or azure (benchmarks); default $DEVSTACK_PROFILE or fast")
     up.add_argument("--retry-after", default=os.environ.get("DEVSTACK_IMPORT_RETRY_AFTER") or None,

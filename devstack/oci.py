@@ -13,12 +13,21 @@ platform, an image index for several) with the ref ``ImageLayout.ref``; ``push``
 ``skopeo copy --all --preserve-digests oci:DIR:REF docker://DEST`` and checks that the registry
 serves exactly the bytes it was given.
 
+Artifacts that refer to an image (signatures, SBOMs, attestations) are built and pushed over HTTP
+(section "OCI artifacts that refer to an image" below):
+
+    art = build_artifact("application/vnd.example.sbom.v1", [ArtifactLayer.of("application/spdx+json", sbom)],
+                         subject=layout_descriptor(layout))
+    push_artifact(art, "127.0.0.1:5000/library/nginx", cert_dir=stack.certs_dir)   # + referrers tag index
+    push_cosign([cosign_signature_layer(payload, b64sig)], "127.0.0.1:5000/library/nginx", layout.digest)
+
 Determinism: tar entries are sorted and carry a fixed mtime, uid/gid 0 and fixed owner names;
 gzip streams have mtime 0 and no file name; JSON is serialised compactly with sorted keys.
 """
 from __future__ import annotations
 
 import atexit
+import base64
 import gzip
 import hashlib
 import io
@@ -27,6 +36,7 @@ import logging
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import tarfile
 import tempfile
@@ -35,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
+from urllib.parse import urlencode
 
 log = logging.getLogger(__name__)
 
@@ -570,3 +581,421 @@ def seed_upstream_auth(stack, *, seed: str = "1", force: bool = False) -> dict[s
                   for ref, _ in AUTH_CATALOGUE}
         _seeded[key] = result
         return dict(result)
+
+
+# --- OCI artifacts that refer to an image, and cosign's tag scheme (the upstream side) ---------------
+#
+# What a signer or an SBOM tool leaves in a source registry, for the stand-in's upstreams (Debian's
+# docker-registry, distribution 2.8, which has no referrers API):
+#
+# - an OCI 1.1 artifact: an image manifest with ``artifactType``, the empty config
+#   (``application/vnd.oci.empty.v1+json``, ``{}``) unless one is given, its layers, and ``subject``
+#   naming the image it is about (image-spec "Guidelines for Artifact Usage"). When the registry does
+#   not answer the push with ``OCI-Subject``, the pusher keeps the referrers list itself, as the
+#   distribution spec requires of clients ("Pushing Manifests with Subject" / "Referrers Tag
+#   Schema"): the image index tagged ``<alg>-<hex>`` of the subject is read (404: start empty), the
+#   new manifest's descriptor added unless it is there (artifactType: the manifest's, else its config
+#   media type; all of its annotations), and the index pushed back to that tag.
+# - cosign's tag scheme: tags ``sha256-<hex>.sig`` / ``.att`` / ``.sbom`` holding an image manifest
+#   whose config is an image config over the layers and whose layers are the payloads: simple-signing
+#   JSON (``application/vnd.dev.cosign.simplesigning.v1+json``) with the base64 signature in the
+#   ``dev.cosignproject.cosign/signature`` annotation (and ``dev.sigstore.cosign/certificate``,
+#   ``/chain``, ``/bundle`` when given), DSSE envelopes (``application/vnd.dsse.envelope.v1+json``,
+#   ``predicateType``) for attestations, an SBOM document for ``.sbom``. A new signature is appended
+#   to the layers already under the tag, as cosign does. Signing is not done here: payloads,
+#   signatures and annotations come in as bytes and strings.
+#
+# Pushes go over HTTP with httpx (blob POST + monolithic PUT, manifest PUT; a Bearer challenge is
+# answered at its realm with the credentials, as skopeo does), because skopeo cannot write a
+# referrers index whose manifests are not local, and oras-py builds its own manifests.
+
+MEDIA_OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+EMPTY_BLOB = Blob(MEDIA_OCI_EMPTY, b"{}")
+MEDIA_COSIGN_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+MEDIA_DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
+COSIGN_SIGNATURE = "dev.cosignproject.cosign/signature"
+COSIGN_CERTIFICATE = "dev.sigstore.cosign/certificate"
+COSIGN_CHAIN = "dev.sigstore.cosign/chain"
+COSIGN_BUNDLE = "dev.sigstore.cosign/bundle"
+COSIGN_SUFFIXES = ("sig", "att", "sbom")
+COSIGN_CREATED = "0001-01-01T00:00:00Z"  # the zero time go-containerregistry writes into cosign's configs
+MANIFEST_ACCEPT = ", ".join((MEDIA_OCI_MANIFEST, MEDIA_OCI_INDEX,
+                             "application/vnd.docker.distribution.manifest.v2+json",
+                             "application/vnd.docker.distribution.manifest.list.v2+json"))
+_TAG_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
+_DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+_index_locks: dict[tuple[str, str, str], threading.Lock] = {}
+
+
+@dataclass(frozen=True)
+class ArtifactLayer:
+    """One layer of an artifact or of a cosign manifest: its bytes, media type and annotations."""
+
+    media_type: str
+    data: bytes
+    annotations: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, media_type: str, data: bytes, annotations: Optional[dict[str, str]] = None) -> "ArtifactLayer":
+        return cls(media_type, data, tuple(sorted((annotations or {}).items())))
+
+    @property
+    def blob(self) -> Blob:
+        return Blob(self.media_type, self.data)
+
+    def descriptor(self) -> dict:
+        return self.blob.descriptor(**({"annotations": dict(self.annotations)} if self.annotations else {}))
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A manifest (its exact bytes) and the blobs it needs, ready to push."""
+
+    manifest: Blob
+    blobs: tuple[Blob, ...]
+
+    @property
+    def digest(self) -> str:
+        return self.manifest.digest
+
+    @property
+    def content(self) -> dict:
+        return json.loads(self.manifest.data)
+
+    @property
+    def subject(self) -> Optional[str]:
+        subject = self.content.get("subject")
+        return subject.get("digest") if isinstance(subject, dict) else None
+
+    def referrer_descriptor(self) -> dict:
+        """This manifest as a referrers list names it (distribution-spec 1.1, "Listing Referrers")."""
+        return referrer_descriptor(self.manifest.data, self.manifest.media_type)
+
+
+@dataclass(frozen=True)
+class PushedArtifact:
+    digest: str
+    reference: str  # HOST/REPO@DIGEST
+    oci_subject: Optional[str]  # the registry's OCI-Subject answer: it keeps the referrers itself
+    referrers_tag: Optional[str]  # the tag-schema index this push updated (no OCI-Subject), if any
+
+
+def descriptor_of(raw: bytes, media_type: str) -> dict:
+    """The descriptor (mediaType, digest, size) of a manifest's bytes, e.g. a subject."""
+    return Blob(media_type, raw).descriptor()
+
+
+def layout_descriptor(layout: ImageLayout) -> dict:
+    """The descriptor of a built image or index (to use as an artifact's ``subject``)."""
+    return {"mediaType": layout.media_type, "digest": layout.digest, "size": layout.size}
+
+
+def referrer_descriptor(raw: bytes, media_type: str = "") -> dict:
+    """The referrers-list descriptor of a manifest: mediaType, digest, size, artifactType (its own,
+    else an image manifest's config media type; none for an index without one), annotations."""
+    manifest = json.loads(raw)
+    media_type = manifest.get("mediaType") or media_type or MEDIA_OCI_MANIFEST
+    out = {"mediaType": media_type, "digest": sha256_digest(raw), "size": len(raw)}
+    if manifest.get("artifactType"):
+        out["artifactType"] = manifest["artifactType"]
+    elif media_type != MEDIA_OCI_INDEX and isinstance(manifest.get("config"), dict):
+        out["artifactType"] = manifest["config"].get("mediaType")
+    if manifest.get("annotations"):
+        out["annotations"] = dict(manifest["annotations"])
+    return out
+
+
+def referrers_tag(digest: str) -> str:
+    """The referrers tag schema's tag of ``digest``: ``<alg>-<encoded>``, the algorithm cut to 32
+    characters and the encoded part to 64, characters not allowed in a tag replaced by ``-``."""
+    if not _DIGEST.match(digest):
+        raise ValueError(f"not a digest: {digest!r}")
+    algorithm, _, encoded = digest.partition(":")
+    return _TAG_UNSAFE.sub("-", algorithm[:32]) + "-" + _TAG_UNSAFE.sub("-", encoded[:64])
+
+
+def cosign_tag(digest: str, suffix: str) -> str:
+    """cosign's tag for the signatures (``sig``), attestations (``att``) or SBOM (``sbom``) of ``digest``."""
+    if suffix not in COSIGN_SUFFIXES:
+        raise ValueError(f"cosign tag suffix must be one of {COSIGN_SUFFIXES}, not {suffix!r}")
+    algorithm, sep, encoded = digest.partition(":")
+    if not sep or not _DIGEST.match(digest):
+        raise ValueError(f"not a digest: {digest!r}")
+    return f"{algorithm}-{encoded}.{suffix}"
+
+
+def build_artifact(artifact_type: str, layers: Sequence[ArtifactLayer] = (), *, subject: Optional[dict] = None,
+                   annotations: Optional[dict[str, str]] = None, config: Optional[Blob] = None) -> Artifact:
+    """An OCI 1.1 artifact manifest (an image manifest with ``artifactType``), deterministic bytes.
+
+    No layers: the empty descriptor stands in as the one layer (image-spec's guidance). ``subject`` is
+    a descriptor (``layout_descriptor``, ``descriptor_of``); ``config`` defaults to the empty config.
+    """
+    if not artifact_type or "/" not in artifact_type:
+        raise ValueError(f"artifact_type must be a media type, got {artifact_type!r}")
+    config = config or EMPTY_BLOB
+    manifest: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": config.descriptor(),
+        "layers": [layer.descriptor() for layer in layers] or [EMPTY_BLOB.descriptor()],
+    }
+    if subject is not None:
+        if not {"mediaType", "digest", "size"} <= set(subject):
+            raise ValueError("subject must be a descriptor with mediaType, digest and size")
+        manifest["subject"] = {key: subject[key] for key in ("mediaType", "digest", "size")}
+    if annotations:
+        manifest["annotations"] = dict(annotations)
+    blobs = [config, *(layer.blob for layer in layers)] if layers else [config, EMPTY_BLOB]
+    return Artifact(Blob(MEDIA_OCI_MANIFEST, canonical_json(manifest)), tuple(dict.fromkeys(blobs)))
+
+
+def simple_signing_payload(docker_reference: str, manifest_digest: str,
+                           optional: Optional[dict[str, Any]] = None) -> bytes:
+    """The simple-signing JSON cosign signs for an image (``critical.identity.docker-reference``,
+    ``critical.image.docker-manifest-digest``, ``critical.type``, ``optional``)."""
+    return canonical_json({
+        "critical": {"identity": {"docker-reference": docker_reference},
+                     "image": {"docker-manifest-digest": manifest_digest},
+                     "type": "cosign container image signature"},
+        "optional": optional,
+    })
+
+
+def cosign_signature_layer(payload: bytes, signature_b64: str, *, certificate: Optional[str] = None,
+                           chain: Optional[str] = None, bundle: Optional[dict] = None,
+                           annotations: Optional[dict[str, str]] = None) -> ArtifactLayer:
+    """A ``.sig`` layer: the signed payload, its base64 signature and the optional certificate (PEM),
+    chain (PEM) and Rekor bundle (JSON) in cosign's annotations."""
+    notes = dict(annotations or {})
+    notes[COSIGN_SIGNATURE] = signature_b64
+    if certificate:
+        notes[COSIGN_CERTIFICATE] = certificate
+        notes[COSIGN_CHAIN] = chain or ""
+    if bundle is not None:
+        notes[COSIGN_BUNDLE] = json.dumps(bundle, sort_keys=True, separators=(",", ":"))
+    return ArtifactLayer.of(MEDIA_COSIGN_SIMPLESIGNING, payload, notes)
+
+
+def cosign_attestation_layer(envelope: bytes, predicate_type: str, *,
+                             annotations: Optional[dict[str, str]] = None) -> ArtifactLayer:
+    """An ``.att`` layer: a DSSE envelope (its signature is inside, so cosign's signature annotation
+    is empty) with its ``predicateType``."""
+    notes = {**(annotations or {}), COSIGN_SIGNATURE: "", "predicateType": predicate_type}
+    return ArtifactLayer.of(MEDIA_DSSE_ENVELOPE, envelope, notes)
+
+
+def build_cosign_manifest(layers: Sequence[ArtifactLayer]) -> Artifact:
+    """The image manifest cosign keeps under a ``.sig`` / ``.att`` / ``.sbom`` tag: an OCI image
+    config whose diff_ids are the (uncompressed) layers' digests, and the layers in order."""
+    if not layers:
+        raise ValueError("a cosign manifest needs at least one layer")
+    blobs = [layer.blob for layer in layers]
+    config = Blob(MEDIA_OCI_CONFIG, canonical_json({
+        "architecture": "", "os": "", "created": COSIGN_CREATED, "config": {},
+        "history": [{"created": COSIGN_CREATED} for _ in layers],
+        "rootfs": {"type": "layers", "diff_ids": [blob.digest for blob in blobs]},
+    }))
+    manifest = {"schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST, "config": config.descriptor(),
+                "layers": [layer.descriptor() for layer in layers]}
+    return Artifact(Blob(MEDIA_OCI_MANIFEST, canonical_json(manifest)), tuple(dict.fromkeys([config, *blobs])))
+
+
+class RegistryClient:
+    """The few distribution-API calls the helpers above need, over httpx.
+
+    ``host`` is ``HOST:PORT``; TLS is verified against ``cert_dir/ca.crt`` (else the system's CAs)
+    unless ``plain_http``. A 401 Bearer challenge is answered by asking its realm for a token for the
+    challenged scope (HTTP Basic with ``creds`` = "user:password" when given); a Basic challenge with
+    ``creds``. ``authorization`` sets a fixed Authorization header instead (an ACR access token).
+    """
+
+    def __init__(self, host: str, *, cert_dir=None, plain_http: bool = False, creds: Optional[str] = None,
+                 authorization: Optional[str] = None, timeout: float = 60.0) -> None:
+        import httpx
+
+        verify: Any = True if cert_dir is None else ssl.create_default_context(cafile=str(Path(cert_dir) / "ca.crt"))
+        self._verify = False if plain_http else verify
+        self.host = host
+        self._creds = tuple(creds.split(":", 1)) if creds else None
+        self._fixed = authorization
+        self._token: Optional[str] = None
+        self._client = httpx.Client(base_url=f"{'http' if plain_http else 'https'}://{host}",
+                                    verify=self._verify, timeout=timeout)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "RegistryClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _auth(self) -> dict[str, str]:
+        if self._fixed:
+            return {"Authorization": self._fixed}
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    def request(self, method: str, url: str, **kwargs):
+        headers = kwargs.pop("headers", {})
+        response = self._client.request(method, url, headers={**headers, **self._auth()}, **kwargs)
+        if response.status_code == 401 and not self._fixed and self._answer(response.headers.get("www-authenticate")):
+            response = self._client.request(method, url, headers={**headers, **self._auth()}, **kwargs)
+        return response
+
+    def _answer(self, challenge: Optional[str]) -> bool:
+        """Get a token for a Bearer challenge (or use Basic credentials); False when it cannot."""
+        import httpx
+
+        if not challenge:
+            return False
+        scheme, _, params = challenge.partition(" ")
+        if scheme.lower() == "basic":
+            if not self._creds:
+                return False
+            self._fixed = "Basic " + base64.b64encode(":".join(self._creds).encode()).decode()
+            return True
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
+        if scheme.lower() != "bearer" or "realm" not in fields:
+            return False
+        query = {key: fields[key] for key in ("service", "scope") if key in fields}
+        answer = httpx.get(fields["realm"], params=query, auth=self._creds, verify=self._verify, timeout=30.0)
+        if answer.status_code != 200:
+            return False
+        body = answer.json()
+        self._token = body.get("token") or body.get("access_token")
+        return bool(self._token)
+
+    def check(self, response, what: str):
+        if response.status_code >= 400:
+            raise OciError(f"{what}: HTTP {response.status_code}: {response.text[:500]}")
+        return response
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        return self.request("HEAD", f"/v2/{repository}/blobs/{digest}").status_code == 200
+
+    def push_blob(self, repository: str, blob: Blob) -> None:
+        """Upload ``blob`` unless the repository has it: POST for a session, then one PUT with the
+        bytes and ``?digest=`` (the spec's monolithic POST-then-PUT)."""
+        if self.has_blob(repository, blob.digest):
+            return
+        started = self.check(self.request("POST", f"/v2/{repository}/blobs/uploads/"),
+                             f"start upload to {self.host}/{repository}")
+        location = started.headers["location"]  # keeps its own query (distribution's _state)
+        location += ("&" if "?" in location else "?") + urlencode({"digest": blob.digest})
+        put = self.request("PUT", location, content=blob.data,
+                           headers={"Content-Type": "application/octet-stream"})
+        self.check(put, f"upload {blob.digest} to {self.host}/{repository}")
+
+    def put_manifest(self, repository: str, reference: str, manifest: Blob):
+        return self.check(self.request("PUT", f"/v2/{repository}/manifests/{reference}", content=manifest.data,
+                                       headers={"Content-Type": manifest.media_type}),
+                          f"push manifest {self.host}/{repository}:{reference}")
+
+    def get_manifest(self, repository: str, reference: str) -> Optional[tuple[str, bytes]]:
+        """(content type, bytes) of a manifest, None when there is none."""
+        response = self.request("GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_ACCEPT})
+        if response.status_code == 404:
+            return None
+        self.check(response, f"read manifest {self.host}/{repository}:{reference}")
+        return response.headers.get("content-type", "").split(";", 1)[0].strip(), response.content
+
+    def push(self, repository: str, artifact: Artifact, reference: Optional[str] = None):
+        """Push ``artifact``'s blobs, then its manifest by ``reference`` (default: its digest)."""
+        for blob in artifact.blobs:
+            self.push_blob(repository, blob)
+        return self.put_manifest(repository, reference or artifact.digest, artifact.manifest)
+
+
+def _split_destination(dest: str) -> tuple[str, str, Optional[str]]:
+    """``HOST:PORT/REPO[:TAG]`` -> (host, repository, tag)."""
+    dest = _strip_transport(dest)
+    host, _, rest = dest.partition("/")
+    if not host or not rest or "@" in rest:
+        raise ValueError(f"destination must look like HOST:PORT/REPO[:TAG], got {dest!r}")
+    repository, _, tag = rest.partition(":")
+    return host, repository, tag or None
+
+
+def add_to_referrers_index(client: RegistryClient, repository: str, subject: str, descriptor: dict) -> bool:
+    """Add ``descriptor`` to the referrers tag schema's index of ``subject`` (read, add, push back);
+    False when it was listed already. Raises OciError when the tag holds something that is not an
+    OCI image index. Updates are serialised per tag within this process; distribution 2.8 has no
+    conditional manifest PUT, so pushers in other processes can still race."""
+    tag = referrers_tag(subject)
+    lock = _index_locks.setdefault((client.host, repository, tag), threading.Lock())
+    with lock:
+        current = client.get_manifest(repository, tag)
+        if current is None:
+            index: dict[str, Any] = {"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": []}
+        else:
+            media_type, raw = current
+            try:
+                index = json.loads(raw)
+            except ValueError:
+                index = None
+            if media_type != MEDIA_OCI_INDEX or not isinstance(index, dict) or not isinstance(
+                    index.get("manifests"), list):
+                raise OciError(f"{client.host}/{repository}:{tag} is not an OCI image index ({media_type}); "
+                               "not overwriting it")
+        if any(isinstance(m, dict) and m.get("digest") == descriptor["digest"] for m in index["manifests"]):
+            return False
+        index["manifests"].append(descriptor)
+        client.put_manifest(repository, tag, Blob(MEDIA_OCI_INDEX, canonical_json(index)))
+        log.info("referrers tag %s/%s:%s lists %d manifest(s)", client.host, repository, tag,
+                 len(index["manifests"]))
+        return True
+
+
+def push_artifact(artifact: Artifact, dest: str, *, cert_dir=None, plain_http: bool = False,
+                  creds: Optional[str] = None, authorization: Optional[str] = None,
+                  fallback: bool = True) -> PushedArtifact:
+    """Push an artifact to ``dest`` (``HOST:PORT/REPO`` by digest, or ``HOST:PORT/REPO:TAG``).
+
+    When the artifact has a ``subject`` and the registry's answer carries no ``OCI-Subject`` (no
+    referrers API, as distribution 2.8), the referrers tag schema's index is updated (``fallback``).
+    """
+    host, repository, tag = _split_destination(dest)
+    with RegistryClient(host, cert_dir=cert_dir, plain_http=plain_http, creds=creds,
+                        authorization=authorization) as client:
+        answer = client.push(repository, artifact, tag)
+        served = answer.headers.get("docker-content-digest")
+        if served and served != artifact.digest:
+            raise OciError(f"push {dest}: registry stored {served}, built {artifact.digest}")
+        oci_subject = answer.headers.get("oci-subject")
+        updated = None
+        if artifact.subject and not oci_subject and fallback:
+            add_to_referrers_index(client, repository, artifact.subject, artifact.referrer_descriptor())
+            updated = referrers_tag(artifact.subject)
+    log.info("pushed artifact %s/%s@%s (subject %s)", host, repository, artifact.digest, artifact.subject)
+    return PushedArtifact(artifact.digest, f"{host}/{repository}@{artifact.digest}", oci_subject, updated)
+
+
+def push_cosign(layers: Sequence[ArtifactLayer], dest: str, subject_digest: str, suffix: str = "sig", *,
+                cert_dir=None, plain_http: bool = False, creds: Optional[str] = None,
+                append: bool = True) -> PushedArtifact:
+    """Push cosign-style ``layers`` for ``subject_digest`` under ``HOST:PORT/REPO:<alg>-<hex>.<suffix>``.
+
+    With ``append`` the layers already under that tag are kept and the new ones added after them
+    (a layer already there, same digest and annotations, is not added twice), as cosign adds a
+    signature; otherwise the tag is replaced.
+    """
+    host, repository, tag = _split_destination(dest)
+    if tag is not None:
+        raise ValueError("give the repository only; the tag is cosign's")
+    tag = cosign_tag(subject_digest, suffix)
+    with RegistryClient(host, cert_dir=cert_dir, plain_http=plain_http, creds=creds) as client:
+        kept: list[ArtifactLayer] = []
+        current = client.get_manifest(repository, tag) if append else None
+        if current is not None:
+            for layer in json.loads(current[1]).get("layers", []):
+                data = client.check(client.request("GET", f"/v2/{repository}/blobs/{layer['digest']}"),
+                                    f"read {layer['digest']}").content
+                kept.append(ArtifactLayer.of(layer["mediaType"], data, layer.get("annotations")))
+        new = [layer for layer in layers if layer not in kept]
+        artifact = build_cosign_manifest([*kept, *new])
+        client.push(repository, artifact, tag)
+    log.info("pushed %s/%s:%s (%d layer(s))", host, repository, tag, len(kept) + len(new))
+    return PushedArtifact(artifact.digest, f"{host}/{repository}@{artifact.digest}", None, None)

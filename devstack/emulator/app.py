@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import dataplane, identity, registry, tasks, upstream_auth
-from .auth import AuthError
+from .auth import AuthError, check_roles
 from .errors import acr_error, arm_error
 from .events import MANIFEST_MEDIA_TYPES, to_event_grid
 from .faults import DATA_PLANE_PREFIXES, FaultMiddleware
@@ -88,7 +88,8 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 def admin_routes(emu: Emulator) -> list[Route]:
-    """Loopback-only test hooks: faults, runtime settings, the backing registry's notifications."""
+    """Loopback-only test hooks: faults, runtime settings, data-plane roles of identities, the backing
+    registry's notifications."""
 
     async def add_fault(request: Request) -> Response:
         try:
@@ -120,6 +121,27 @@ def admin_routes(emu: Emulator) -> list[Route]:
         log.info("settings changed: %s", changes)
         return JSONResponse({name: getattr(emu.config, name) for name in RUNTIME_SETTINGS})
 
+    async def list_roles(request: Request) -> Response:
+        return JSONResponse({"system_client_id": emu.auth.client_id, "identity_roles": emu.auth.identity_roles})
+
+    async def assign_roles(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        client_id = body.get("client_id") if isinstance(body, dict) else None
+        if not isinstance(client_id, str) or not client_id or "roles" not in body:
+            return arm_error(400, "InvalidRoles", 'Send {"client_id": "...", "roles": [role, ...] or null}.')
+        if body["roles"] is None:
+            emu.auth.identity_roles.pop(client_id, None)
+        else:
+            try:
+                emu.auth.identity_roles[client_id] = check_roles(body["roles"])
+            except ValueError as exc:
+                return arm_error(400, "InvalidRoles", str(exc))
+        log.info("roles of identity %s: %s", client_id, body["roles"])
+        return await list_roles(request)
+
     async def registry_notifications(request: Request) -> Response:
         try:
             notes = (await request.json()).get("events", [])
@@ -133,6 +155,8 @@ def admin_routes(emu: Emulator) -> list[Route]:
         Route("/_devstack/faults", list_faults, methods=["GET"]),
         Route("/_devstack/faults", clear_faults, methods=["DELETE"]),
         Route("/_devstack/settings", change_settings, methods=["POST"]),
+        Route("/_devstack/roles", list_roles, methods=["GET"]),
+        Route("/_devstack/roles", assign_roles, methods=["POST"]),
         Route("/_devstack/registry-notifications", registry_notifications, methods=["POST"]),
     ]
 

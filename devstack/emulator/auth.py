@@ -2,6 +2,15 @@
 
 Every token is a JWT signed (HS256) with a secret that lives only in this process, so tokens from
 one emulator run are worthless to the next. Token values are never logged.
+
+Data-plane roles (ACR's built-in roles, "Azure Container Registry roles and permissions": Owner and
+Contributor push, pull and delete; Reader and AcrPull pull; AcrPush pushes and pulls; AcrDelete
+deletes; "Container Registry Data Importer and Data Reader" imports and pulls): an access token
+grants, of the actions a client asks for, those the identity's roles allow (the Docker token
+spec's intersection), so a pull-only identity that asks for ``pull,push`` gets ``pull`` and its
+push is then refused with a 401 challenge. Roles are assigned per managed identity client id
+(``EmulatorConfig.identity_roles``, ``/_devstack/roles``); an identity without an assignment may do
+everything, which is what the emulator did before it modelled roles.
 """
 from __future__ import annotations
 
@@ -19,6 +28,28 @@ IDENTITY_TOKEN_SECONDS = 24 * 3600
 REFRESH_TOKEN_SECONDS = 3 * 3600
 ACCESS_TOKEN_SECONDS = 75 * 60
 VERIFIED_TOKENS_KEPT = 4096
+READ_ACTIONS = frozenset({"pull", "metadata_read"})
+WRITE_ACTIONS = frozenset({"push", "metadata_write"})
+ROLE_ACTIONS: dict[str, frozenset[str]] = {
+    "Owner": READ_ACTIONS | WRITE_ACTIONS | {"delete"},
+    "Contributor": READ_ACTIONS | WRITE_ACTIONS | {"delete"},
+    "Reader": READ_ACTIONS,
+    "AcrPush": READ_ACTIONS | WRITE_ACTIONS,
+    "AcrPull": READ_ACTIONS,
+    "AcrDelete": frozenset({"delete"}),
+    "Container Registry Data Importer and Data Reader": READ_ACTIONS,
+}
+EVERYTHING = frozenset().union(*ROLE_ACTIONS.values())
+
+
+def check_roles(roles) -> list[str]:
+    """A list of known role names (ValueError names the unknown one)."""
+    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+        raise ValueError("roles must be a list of role names")
+    for role in roles:
+        if role not in ROLE_ACTIONS:
+            raise ValueError(f"unknown role {role!r}; known: {', '.join(sorted(ROLE_ACTIONS))}")
+    return list(roles)
 
 
 class AuthError(Exception):
@@ -64,6 +95,32 @@ class TokenAuthority:
         self.client_id = str(uuid.uuid4())
         self.object_id = str(uuid.uuid4())
         self._verified: dict[str, dict[str, Any]] = {}  # token -> its claims (never mutated)
+        assigned = getattr(config, "identity_roles", None) or {}
+        self.identity_roles: dict[str, list[str]] = {client: check_roles(roles) for client, roles in assigned.items()}
+
+    def allowed_actions(self, client_id: str | None) -> frozenset[str]:
+        """The data-plane actions an identity's roles allow (everything without an assignment)."""
+        roles = self.identity_roles.get(client_id or "")
+        if roles is None:
+            return EVERYTHING
+        return frozenset().union(*(ROLE_ACTIONS[role] for role in roles))
+
+    def grant(self, requested: list[dict[str, Any]], client_id: str | None) -> list[dict[str, Any]]:
+        """The access entries of a token: each requested entry with only the actions allowed.
+        ``registry:catalog:*`` is granted to an identity that may pull."""
+        if (client_id or "") not in self.identity_roles:
+            return requested
+        allowed = self.allowed_actions(client_id)
+        granted = []
+        for entry in requested:
+            if entry["type"] == "registry":
+                actions = entry["actions"] if "pull" in allowed else []
+            elif "*" in entry["actions"]:
+                actions = sorted(allowed)
+            else:
+                actions = [action for action in entry["actions"] if action in allowed]
+            granted.append({**entry, "actions": actions})
+        return granted
 
     @property
     def issuer(self) -> str:
@@ -147,7 +204,8 @@ class TokenAuthority:
         self._check_service(service)
         claims = self.check_identity_token(aad_token, [self._config.arm_audience, ACR_AUDIENCE])
         token, _ = self._encode(
-            {"iss": ACR_ISSUER, "aud": service, "sub": claims["oid"], "tenant": claims["tid"], "use": "refresh"},
+            {"iss": ACR_ISSUER, "aud": service, "sub": claims["oid"], "tenant": claims["tid"], "use": "refresh",
+             "appid": claims.get("appid")},
             REFRESH_TOKEN_SECONDS,
         )
         return token
@@ -161,8 +219,9 @@ class TokenAuthority:
     def issue_access_token(self, refresh_token: str, service: str, scope: str) -> str:
         self._check_service(service)
         claims = self._check_acr_token(refresh_token, service, "refresh")
+        access = self.grant(parse_scopes(scope), claims.get("appid"))
         token, _ = self._encode(
-            {"iss": ACR_ISSUER, "aud": service, "sub": claims["sub"], "use": "access", "access": parse_scopes(scope)},
+            {"iss": ACR_ISSUER, "aud": service, "sub": claims["sub"], "use": "access", "access": access},
             ACCESS_TOKEN_SECONDS,
         )
         return token

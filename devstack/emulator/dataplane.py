@@ -7,6 +7,16 @@ a refresh token (POST /oauth2/exchange), the refresh token for an access token (
 docker-registry. /acr/v1/ answers are computed from the backing registry plus the
 ``ManifestLedger`` (distribution keeps no timestamps).
 
+Referrers (OCI distribution-spec 1.1, which distribution 2.8 lacks): ``GET /v2/{name}/referrers/{digest}``
+answers an OCI image index of the descriptors of every manifest of ``name`` whose ``subject`` is
+``digest`` (``?artifactType=`` filters, with ``OCI-Filters-Applied: artifactType``; no referrers: an
+empty index; an unknown repository: 404 NAME_UNKNOWN; a malformed digest: 400), from the emulator's
+index (referrers.py). A manifest PUT is read (at most 4 MiB, else 413), stored by the backing
+registry and, when it has a ``subject``, indexed before the answer, which then carries
+``OCI-Subject: <subject digest>``. A blob mount (``POST .../blobs/uploads/?mount=&from=``) also needs
+pull on ``from``. Chunked blob uploads: a PATCH (or final PUT) whose ``Content-Range`` is malformed or
+does not start where the session's data ends is refused with 416 (``UploadOffsets``).
+
 Tag listings (``/acr/v1/{name}/_tags``) come in pages of at most 100 tags (``n``), sorted by name,
 after ``last``; a page with more to come carries ``Link: </acr/v1/{escaped name}/_tags?last=..&n=..&
 orderby=>; rel="next"``, as ACR answers.
@@ -33,6 +43,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from . import referrers
 from .auth import AuthError
 from .errors import acr_error
 
@@ -56,9 +67,14 @@ CHANGEABLE_ATTRIBUTES = {"deleteEnabled": True, "writeEnabled": True, "readEnabl
 READ_ATTEMPTS = 6  # reads of the backing registry's storage that raced a rewrite (~0.3 s in all)
 TAG_PAGE_SIZE = 100  # tags per page of /acr/v1/{name}/_tags (and the most a client may ask for with n=)
 UNAUTHORIZED_MESSAGE = "authentication required, visit https://aka.ms/acr/authorization for more information."
-_REPOSITORY_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags)/")
+_REPOSITORY_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags|referrers)/")
+_UPLOAD_PATH = re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<session>[A-Za-z0-9_.=-]+)$")
+_CONTENT_RANGE = re.compile(r"^([0-9]+)-([0-9]+)$")  # the spec's chunk range, inclusive
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # what distribution 2.8 reads of a manifest PUT; the spec asks for >= 4 MiB
 # distribution's grammar (reference/regexp.go): a repository name, a tag, a sha256 digest
-_NAME_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*"
+# ([-]* in Go's linear RE2; as -+ here, the same names, without Python's exponential backtracking
+# over the empty separator on a long path that does not match, e.g. a blob upload's session id)
+_NAME_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _MANIFEST_PATH = re.compile(
     rf"^/v2/(?P<name>{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*)/manifests/"
     r"(?:(?P<tag>[\w][\w.-]{0,127})|(?P<digest>sha256:[a-f0-9]{64}))$")
@@ -149,10 +165,37 @@ class BackingRegistry:
         )
         return head, response.json()
 
+    async def get_manifest_bytes(self, repository: str, digest: str) -> tuple[str, bytes] | None:
+        """(content type, bytes) of the manifest ``digest``, None when ``repository`` lacks it; read from
+        the storage when that answer is certain (see stored_manifest), else from the registry."""
+        stored = self.stored_manifest(f"/v2/{repository}/manifests/{digest}", MANIFEST_ACCEPT)
+        if stored is not None and stored.status == 200:
+            return stored.headers["content-type"], stored.body
+        response = await self.client.get(f"/v2/{repository}/manifests/{digest}", headers={"Accept": MANIFEST_ACCEPT})
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.headers.get("content-type", ""), response.content
+
     async def get_blob_json(self, repository: str, digest: str) -> dict[str, Any]:
         response = await self.client.get(f"/v2/{repository}/blobs/{digest}", follow_redirects=True)
         response.raise_for_status()
         return response.json()
+
+    def _repository_dir(self, repository: str) -> Path:
+        return self.storage / "docker" / "registry" / "v2" / "repositories" / repository / "_manifests"
+
+    async def has_manifest(self, repository: str, digest: str) -> bool:
+        """Whether ``repository`` holds the manifest ``digest`` (its revision link, or a HEAD)."""
+        if self.storage is not None:
+            algorithm, _, encoded = digest.partition(":")
+            return (self._repository_dir(repository) / "revisions" / algorithm / encoded / "link").exists()
+        return await self.head_manifest(repository, digest) is not None
+
+    async def has_repository(self, repository: str) -> bool:
+        if self.storage is not None:
+            return self._repository_dir(repository).is_dir()
+        return await self.tags(repository) is not None
 
     async def tags(self, repository: str) -> list[str] | None:
         """The repository's tags, or None when the registry does not know the repository."""
@@ -306,7 +349,58 @@ async def _form(request: Request) -> dict[str, str]:
     return {key: " ".join(values) for key, values in parsed.items()}
 
 
+async def _counted(stream, sent: list[int]):
+    """``stream`` passed through, its length added up in ``sent[0]``."""
+    async for chunk in stream:
+        sent[0] += len(chunk)
+        yield chunk
+
+
+class UploadOffsets:
+    """How many bytes each blob upload session holds, so that a chunk sent out of order is refused.
+
+    distribution 2.8 ignores ``Content-Range`` on PATCH ("TODO" in its handler) and appends whatever
+    comes, where the distribution spec requires ``416 Requested Range Not Satisfiable`` for a chunk
+    that does not start right after the last one (and for a malformed range). The emulator counts the
+    bytes of every chunk it forwards: a session is known from the POST that opened it until its PUT
+    or DELETE; a session it did not see open (another emulator process) is not checked. At most
+    ``limit`` sessions are remembered (the oldest are forgotten first).
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._sizes: dict[str, int] = {}
+        self._limit = limit
+
+    def check(self, session: str, request: Request) -> Response | None:
+        """The 416 answer for a chunk that is malformed or out of order, else None."""
+        content_range = request.headers.get("content-range")
+        size = self._sizes.get(session)
+        if content_range is None or (request.method == "PUT" and request.headers.get("content-length") in (None, "0")):
+            return None
+        match = _CONTENT_RANGE.match(content_range)
+        start, end = (int(match[1]), int(match[2])) if match else (-1, -2)
+        if match is not None and end >= start and (size is None or start == size):
+            return None
+        headers = {"Location": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+                   "Range": f"0-{max((size or 0) - 1, 0)}", "Docker-Upload-UUID": session}
+        return acr_error(416, "RANGE_INVALID", "invalid content range", headers)
+
+    def update(self, method: str, session: str | None, answer: httpx.Response, sent: int) -> None:
+        if method == "POST":  # a new session: its id is the last part of the Location path
+            opened = _UPLOAD_PATH.match(httpx.URL(answer.headers.get("location", "")).path)
+            if opened is not None:
+                if len(self._sizes) >= self._limit:
+                    self._sizes.pop(next(iter(self._sizes)))
+                self._sizes[opened["session"]] = 0
+        elif method == "PATCH" and answer.status_code == 202 and session in self._sizes:
+            self._sizes[session] += sent
+        elif method in ("PUT", "DELETE") and answer.status_code in (201, 204):
+            self._sizes.pop(session or "", None)
+
+
 def routes(emu, backing: BackingRegistry) -> list[Route]:
+    uploads = UploadOffsets()
+
     def challenge(scope: str | None) -> Response:
         header = f'Bearer realm="{emu.base_url}/oauth2/token",service="{emu.login_server}"'
         if scope:
@@ -346,6 +440,15 @@ def routes(emu, backing: BackingRegistry) -> list[Route]:
         refusal = denied(request, *_required_access(request.url.path, request.method))
         if refusal:
             return refusal
+        if request.method == "POST" and request.query_params.get("mount") and request.query_params.get("from"):
+            source = request.query_params["from"]
+            if not emu.auth.allows(request.headers.get("authorization"), "repository", source, "pull"):
+                kind, name, action = _required_access(request.url.path, request.method)
+                return challenge(f"{_scope(kind, name, action)} repository:{source}:pull")
+        if request.method == "PUT":
+            match = _MANIFEST_PATH.match(request.url.path)
+            if match is not None:
+                return await put_manifest(request, match["name"])
         if request.method in ("GET", "HEAD") and not request.url.query and "if-none-match" not in request.headers:
             stored = backing.stored_manifest(request.url.path, request.headers.get("accept", ""))
             if stored is not None:
@@ -357,6 +460,13 @@ def routes(emu, backing: BackingRegistry) -> list[Route]:
         url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         headers = [(key, value) for key, value in request.headers.items() if key in FORWARDED_REQUEST_HEADERS]
         body = request.stream() if request.method in ("PUT", "POST", "PATCH") else None
+        upload = _UPLOAD_PATH.match(request.url.path) if request.method in ("PUT", "PATCH", "DELETE") else None
+        sent = [0]
+        if upload is not None:
+            if refusal := uploads.check(upload["session"], request):
+                return refusal
+            if body is not None:
+                body = _counted(body, sent)
         try:
             upstream = await backing.client.send(
                 backing.client.build_request(request.method, url, headers=headers, content=body), stream=True
@@ -367,12 +477,66 @@ def routes(emu, backing: BackingRegistry) -> list[Route]:
         out = {key: value for key, value in upstream.headers.items() if key not in DROPPED_RESPONSE_HEADERS}
         if out.get("location", "").startswith(backing.base_url):
             out["location"] = emu.base_url + out["location"][len(backing.base_url):]
+        if upload is not None or (request.method == "POST" and upstream.status_code == 202):
+            uploads.update(request.method, upload["session"] if upload else None, upstream, sent[0])
         return StreamingResponse(
             upstream.aiter_raw(),
             status_code=upstream.status_code,
             headers=out,
             background=BackgroundTask(upstream.aclose),
         )
+
+    async def put_manifest(request: Request, repository: str) -> Response:
+        """Store a manifest through the backing registry; index it when it has a subject."""
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_MANIFEST_BYTES:
+                return acr_error(413, "SIZE_INVALID", f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
+        content_type = request.headers.get("content-type", "")
+        headers = {"Content-Type": content_type} if content_type else {}
+        try:
+            stored = await backing.client.put(request.url.path, content=bytes(body), headers=headers)
+        except httpx.HTTPError as exc:
+            log.warning("backing registry failed for PUT %s: %s", request.url.path, exc)
+            return acr_error(502, "BAD_GATEWAY", "the backing registry is unavailable")
+        out = {key: value for key, value in stored.headers.items() if key not in DROPPED_RESPONSE_HEADERS}
+        if out.get("location", "").startswith(backing.base_url):
+            out["location"] = emu.base_url + out["location"][len(backing.base_url):]
+        if stored.status_code == 201:
+            digest = stored.headers.get("docker-content-digest") or referrers.sha256(bytes(body))
+            found = referrers.referrer(bytes(body), digest, content_type)
+            if found is not None:
+                subject, descriptor = found
+                await asyncio.to_thread(emu.referrers.record, repository, subject, descriptor)
+                out["oci-subject"] = subject
+        return Response(stored.content, status_code=stored.status_code, headers=out)
+
+    async def list_referrers(request: Request) -> Response:
+        repository, digest = request.path_params["repository"], request.path_params["digest"]
+        if refusal := denied(request, "repository", repository, "pull"):
+            return refusal
+        if not referrers.REPOSITORY.match(repository) or len(repository) > 255:
+            return acr_error(400, "NAME_INVALID", "invalid repository name", detail={"name": repository})
+        if not referrers.valid_digest(digest):
+            return acr_error(400, "DIGEST_INVALID", "provided digest did not match uploaded content",
+                             detail={"digest": digest})
+        listed = []
+        for descriptor in await asyncio.to_thread(emu.referrers.listing, repository, digest):
+            if await backing.has_manifest(repository, descriptor["digest"]):
+                listed.append(descriptor)
+            else:  # deleted since it was indexed
+                await asyncio.to_thread(emu.referrers.forget, repository, digest, descriptor["digest"])
+        if not listed and not await backing.has_repository(repository):
+            return acr_error(404, "NAME_UNKNOWN", "repository name not known to registry", detail={"name": repository})
+        headers = {}
+        wanted = request.query_params.getlist("artifactType")
+        if wanted:
+            listed = [descriptor for descriptor in listed if descriptor.get("artifactType") in wanted]
+            headers["OCI-Filters-Applied"] = "artifactType"
+        index = {"schemaVersion": 2, "mediaType": referrers.OCI_INDEX, "manifests": listed}
+        return Response(json.dumps(index, separators=(",", ":")).encode(), media_type=referrers.OCI_INDEX,
+                        headers=headers)
 
     def tag_body(repository: str, tag: str, digest: str) -> dict[str, Any]:
         created, updated = emu.ledger.tag_times(repository, tag)
@@ -475,6 +639,7 @@ def routes(emu, backing: BackingRegistry) -> list[Route]:
         Route("/oauth2/exchange", exchange, methods=["POST"]),
         Route("/oauth2/token", token, methods=["POST"]),
         Route("/v2/", registry_api, methods=["GET", "HEAD"]),
+        Route("/v2/{repository:path}/referrers/{digest}", list_referrers, methods=["GET"]),
         Route("/v2/{rest:path}", registry_api, methods=["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"]),
         Route("/acr/v1/{repository:path}/_tags/{tag}", tag_attributes, methods=["GET", "DELETE"]),
         Route("/acr/v1/{repository:path}/_tags", tag_list, methods=["GET"]),

@@ -12,6 +12,13 @@ left, a fixed number, or absent). The poll URL answers 202 ``{"<target>": "Pendi
 ``{"status": "Succeeded"}``, or the failure's status (never 2xx, so azure-core's Location polling
 raises HttpResponseError) with an ErrorResponse.
 
+Targets: ``targetTags`` (``repo[:tag]``; the tag defaults to the source's, then ``latest``) and
+``untaggedTargetRepositories`` (the manifest lands by digest, no tag), alone or together (the
+ImportImageByManifestDigest example sends both); neither means the source's repository and tag, as
+``az acr import`` fills in. An imported manifest that has a ``subject`` is indexed as a referrer in
+every target repository (referrers.py), so the referrers API lists it; importing an index imports
+its platform manifests, not their referrers.
+
 Timing (profiles.py): an import runs for its copy time (``import_latency``, spread per source
 image up to ``import_latency_max``) and until skopeo is done; with ``import_copy_at_end`` the copy
 is made when the copy time is up, so the target tag appears then and not before.
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import math
 import os
@@ -36,6 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import referrers
 from .auth import AuthError
 from .dataplane import BackingRegistry
 from .errors import arm_error
@@ -477,6 +486,7 @@ class Importer:
                     *copy, "--src-tls-verify=false", "--src-no-creds", landed,
                     f"docker://{self._backing_host}/{repository}{reference}",
                 )
+            await self._index_referrers(dict.fromkeys(repository for repository, _ in targets), manifest, digest)
             if tag_at is not None:
                 await asyncio.sleep(max(0.0, tag_at - time.monotonic()))
                 await self._backing.tag_manifest(
@@ -485,6 +495,32 @@ class Importer:
         except SkopeoError as exc:
             status, code = _classify(str(exc))
             raise ImportFailed(status, code, f"Import of {request.source} from {source.host} failed: {exc}") from exc
+
+
+    async def _index_referrers(self, repositories, manifest: bytes, digest: str) -> None:
+        """Index the imported manifest (and, for an index, each of its manifests) in every target
+        repository when it has a ``subject``, as a data-plane push would. Only what was imported is
+        indexed: the referrers of the source's manifests stay behind unless imported themselves."""
+        found = [referrers.referrer(manifest, digest)]
+        try:
+            children = json.loads(manifest).get("manifests") or []
+        except (ValueError, AttributeError):
+            children = []
+        if children:
+            first = next(iter(repositories))
+            for child in children:
+                child_digest = child.get("digest") if isinstance(child, dict) else None
+                if not isinstance(child_digest, str) or not referrers.valid_digest(child_digest):
+                    continue
+                got = await self._backing.get_manifest_bytes(first, child_digest)
+                if got is not None:
+                    found.append(referrers.referrer(got[1], child_digest, got[0]))
+        for item in found:
+            if item is None:
+                continue
+            subject, descriptor = item
+            for repository in repositories:
+                await asyncio.to_thread(self._emu.referrers.record, repository, subject, descriptor)
 
 
 # --- routes -------------------------------------------------------------------------------------

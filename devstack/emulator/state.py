@@ -1,8 +1,8 @@
 """Configuration and runtime state of the ACR emulator.
 
 ``EmulatorConfig`` is plain data (loadable from JSON); ``Emulator`` bundles the live parts that the
-routes share: token authority, fault injector, event bus and what the emulator learned about the
-backing registry's manifests (``ManifestLedger``).
+routes share: token authority, fault injector, event bus, what the emulator learned about the
+backing registry's manifests (``ManifestLedger``) and the referrers index (``referrers.ReferrersIndex``).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from .auth import TokenAuthority
 from .events import EventBus
 from .faults import FaultInjector
 from .profiles import check_retry_after
+from .referrers import ReferrersIndex
 from .upstream_auth import UpstreamTokenService
 
 
@@ -32,6 +33,9 @@ class EmulatorConfig:
     # listings read the tag links there, as ACR answers them from its metadata index, instead of
     # one HEAD per tag; empty: HEADs.
     backing_storage_path: str = ""
+    # Where the referrers index lives (referrers.py); empty: <backing_storage_path>/airlock-emulator/
+    # referrers, or a temporary directory without a storage path.
+    referrers_path: str = ""
     ca_cert_path: str = ""
     storage_connection_string: str = ""
     identity_header: str = field(default_factory=lambda: secrets.token_urlsafe(24))
@@ -47,6 +51,9 @@ class EmulatorConfig:
     run_step_seconds: float = 1.0
     agent_pools: dict[str, dict[str, Any]] = field(default_factory=dict)
     event_sink_url: str | None = None
+    # Data-plane roles by managed identity client id (auth.py ROLE_ACTIONS), e.g. {"<client id>":
+    # ["AcrPull"]}; an identity without an entry may do everything (as before roles were modelled).
+    identity_roles: dict[str, list[str]] = field(default_factory=dict)
     # The token service (realm) of the authenticated upstream registry, see upstream_auth.py;
     # off unless a signing key is given.
     upstream_token_key_path: str = ""  # PEM private key (EC or RSA) that signs the tokens
@@ -127,6 +134,7 @@ class Emulator:
         self.faults = FaultInjector()
         self.events = EventBus(config)
         self.ledger = ManifestLedger()
+        self.referrers = ReferrersIndex.for_config(config)
         self.tasks: Any = None  # set by tasks.install(emu)
         self.importer: Any = None  # set by app.create_app (registry.Importer)
         self.upstream_tokens = UpstreamTokenService.from_config(config)  # None when not configured
@@ -149,3 +157,4 @@ class Emulator:
 
     def close(self) -> None:
         self.events.close()
+        self.referrers.close()
