@@ -74,7 +74,8 @@ from shared.core.builds import (
     type_name,
     with_argument,
 )
-from shared.core.safeyaml import Limits, SafeLoader, yaml_problem
+from shared.core.safeyaml import Limits
+from shared.core.yamlfile import Problems, Segment, Yaml12Loader, decode, load, locate
 from shared.core.reference import ReferenceSyntaxError, is_registry_component, parse_repository, validate_tag
 from shared.errors import Problem, RuleFileError
 
@@ -98,12 +99,7 @@ _WHEN_KEYS = ("repository", "tag")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _REPOSITORY_PATTERN = re.compile(r"[a-z0-9._/*?\[\]!-]+")
 _TAG_PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+")
-_SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _TEMPLATE = re.compile(r"\{\{.*?\}\}")
-_BOM = "\ufeff"
-
-Segment = Union[str, int]
-
 
 # --- the result types --------------------------------------------------------------------------
 
@@ -176,43 +172,7 @@ def chain_allows(chain: Sequence[str], rule_name: str) -> bool:
     return rule_name not in chain and len(chain) < MAX_CHAIN
 
 
-# --- locating problems -----------------------------------------------------------------------
-
-def _format_path(segments: Sequence[Segment], sequence_at: Sequence[bool]) -> str:
-    out = ""
-    for seg, is_index in zip(segments, sequence_at):
-        if is_index:
-            out += f"[{seg}]"
-        elif isinstance(seg, str) and _SIMPLE_KEY.fullmatch(seg):
-            out += f".{seg}" if out else seg
-        else:
-            text = str(seg).replace("\\", "\\\\").replace('"', '\\"')
-            out += f'["{text}"]'
-    return out
-
-
-def _locate(root: Optional[yaml.Node], segments: Sequence[Segment]) -> tuple[Optional[int], str]:
-    """(line, path) of the node at ``segments``; the line of the deepest node that exists."""
-    line = root.start_mark.line + 1 if root is not None else None
-    node = root
-    sequence_at: list[bool] = []
-    for seg in segments:
-        if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value
-                          if isinstance(k, yaml.ScalarNode) and k.value == str(seg)), None)
-            if match is not None:
-                line, node = match[0].start_mark.line + 1, match[1]
-                sequence_at.append(False)
-                continue
-        elif isinstance(node, yaml.SequenceNode) and str(seg).isdigit() and int(seg) < len(node.value):
-            node = node.value[int(seg)]
-            line = node.start_mark.line + 1
-            sequence_at.append(True)
-            continue
-        node = None
-        sequence_at.append(isinstance(seg, int))
-    return line, _format_path(segments, sequence_at)
-
+# --- locating problems and reading the YAML (shared.core.yamlfile) ----------------------------
 
 def _segments_of(pointer: Optional[str]) -> list[str]:
     if not pointer:
@@ -220,127 +180,22 @@ def _segments_of(pointer: Optional[str]) -> list[str]:
     return [s.replace("~1", "/").replace("~0", "~") for s in pointer.split("/")[1:]]
 
 
-class _Problems:
-    def __init__(self, root: Optional[yaml.Node]) -> None:
-        self.root = root
-        self.items: list[Problem] = []
-
-    def add(self, segments: Sequence[Segment], message: str) -> None:
-        line, path = _locate(self.root, segments)
-        self.items.append(Problem(message, line=line, field=path or None))
-
-
-# --- reading the YAML ------------------------------------------------------------------------
-
 def _decode(text: Union[str, bytes]) -> str:
-    if isinstance(text, str):
-        return text[1:] if text.startswith(_BOM) else text
-    if not isinstance(text, bytes):
-        raise TypeError(f"rule file must be str or bytes, not {type(text).__name__}")
-    if text.startswith(b"\xef\xbb\xbf"):
-        text = text[3:]
-    try:
-        return text.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = text.count(b"\n", 0, e.start) + 1
-        raise RuleFileError("the rule file is not valid UTF-8", [Problem(
-            f"not valid UTF-8 (byte 0x{text[e.start]:02x})", line=line)]) from None
+    decoded, problem = decode(text, "rule file")
+    if problem is not None:
+        raise RuleFileError("the rule file is not valid UTF-8", [problem])
+    return decoded  # type: ignore[return-value]
 
 
-def _yaml_problem(error: BaseException, text: str) -> Problem:
-    return yaml_problem(error, text)
-
-
-def _duplicate_keys(root: Optional[yaml.Node], problems: _Problems) -> None:
-    """Report repeated keys in any mapping (YAML would keep only the last)."""
-    if root is None:
-        return
-    seen_nodes: set[int] = set()
-    work: list[tuple[yaml.Node, tuple[Segment, ...], tuple[bool, ...]]] = [(root, (), ())]
-    while work:
-        node, where, flags = work.pop()
-        if id(node) in seen_nodes:
-            continue
-        seen_nodes.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            first: dict[str, int] = {}
-            for key, value in node.value:
-                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
-                    work.append((value, where, flags))
-                    continue
-                line = key.start_mark.line + 1
-                if key.value in first:
-                    problems.items.append(Problem(
-                        f"duplicate key {key.value!r} (first on line {first[key.value]}); YAML would keep only "
-                        "the last one", line=line, field=_format_path(where + (key.value,), flags + (False,))))
-                else:
-                    first[key.value] = line
-                work.append((value, where + (key.value,), flags + (False,)))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                work.append((item, where + (i,), flags + (True,)))
-
-
-def _failing_scalar_line(root: yaml.Node) -> Optional[int]:
-    """The line of the first scalar that cannot be constructed on its own (e.g. a bad date)."""
-    constructor = _Loader("")
-    seen: set[int] = set()
-    work = [root]
-    while work:
-        node = work.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, yaml.ScalarNode):
-            try:
-                constructor.construct_object(node)
-            except (yaml.YAMLError, ValueError, TypeError, OverflowError):
-                return node.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            work.extend(reversed(node.value))
-        elif isinstance(node, yaml.MappingNode):
-            work.extend(n for pair in reversed(node.value) for n in reversed(pair))
-    return None
-
-
-class _Loader(SafeLoader):
-    """The bounded SafeLoader with YAML 1.2 booleans: only true/false; ``on``, ``yes``... stay strings."""
+class _Loader(Yaml12Loader):
+    """The bounded YAML 1.2 loader with the rule file's limits."""
 
     limits = LIMITS
 
 
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
-
-
 def _load(text: str) -> tuple[Optional[yaml.Node], Any, list[Problem], bool]:
     """(root node, data, problems, fatal). Duplicate keys are problems but not fatal."""
-    try:
-        loader = _Loader(text)  # the reader checks the characters here (a NUL is a ReaderError)
-    except yaml.YAMLError as e:
-        return None, None, [_yaml_problem(e, text)], True
-    try:
-        try:
-            root = loader.get_single_node()
-        except (yaml.YAMLError, RecursionError) as e:
-            return None, None, [_yaml_problem(e, text)], True
-        problems = _Problems(root)
-        _duplicate_keys(root, problems)
-        if root is None:
-            return None, None, problems.items, False
-        try:
-            data = loader.construct_document(root)
-        except (yaml.YAMLError, RecursionError) as e:
-            return root, None, problems.items + [_yaml_problem(e, text)], True
-        except (ValueError, TypeError, OverflowError) as e:  # e.g. a date such as 2026-13-01
-            line = _failing_scalar_line(root)
-            return root, None, problems.items + [Problem(f"YAML value could not be read: {e}", line=line)], True
-        return root, data, problems.items, False
-    finally:
-        loader.dispose()
+    return load(text, _Loader)
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -418,13 +273,13 @@ def _triggers(pushes: list[tuple[str, Optional[str]]], rule: Rule) -> Optional[s
     return None
 
 
-def _check_rule(i: int, item: Any, problems: _Problems, names: dict[str, int]) -> Optional[_Draft]:
+def _check_rule(i: int, item: Any, problems: Problems, names: dict[str, int]) -> Optional[_Draft]:
     at: tuple[Segment, ...] = ("rules", i)
     if not isinstance(item, Mapping):
         problems.add(at, f"a rule must be a mapping with name, when and build or task, not {type_name(item)}")
         return None
     before = len(problems.items)
-    line, _ = _locate(problems.root, at)
+    line, _ = locate(problems.root, at)
     for key in item:
         if key not in _RULE_KEYS:
             problems.add(at + (key,), f"unknown key {str(key)!r} in a rule; allowed: {', '.join(_RULE_KEYS)}")
@@ -437,7 +292,7 @@ def _check_rule(i: int, item: Any, problems: _Problems, names: dict[str, int]) -
     elif not _RULE_NAME.fullmatch(name):
         problems.add(at + ("name",), f"invalid rule name {name!r}: 1-63 lowercase letters, digits or '-'")
     elif name in names:
-        first_line, _ = _locate(problems.root, ("rules", names[name]))
+        first_line, _ = locate(problems.root, ("rules", names[name]))
         problems.add(at + ("name",), f"duplicate rule name {name!r} (first used on line {first_line})")
     else:
         names[name] = i
@@ -588,7 +443,7 @@ def _shortest_cycle(start: int, members: set[int], edges: list[list[int]]) -> li
     return [start]  # unreachable for a real component
 
 
-def _check_cycles(drafts: list[_Draft], problems: _Problems) -> None:
+def _check_cycles(drafts: list[_Draft], problems: Problems) -> None:
     n = len(drafts)
     edges: list[list[int]] = [[] for _ in range(n)]
     via: dict[tuple[int, int], str] = {}
@@ -643,7 +498,7 @@ def parse_rules(text: Union[str, bytes], *, max_bytes: int = MAX_BYTES) -> RuleS
     root, data, load_problems, fatal = _load(decoded)
     if fatal:
         _raise(load_problems)
-    problems = _Problems(root)
+    problems = Problems(root)
     problems.items.extend(load_problems)
     if root is None or data is None:
         problems.items.append(Problem("the rule file is empty; write 'rules: []' for no rules",
