@@ -101,6 +101,8 @@ API
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -110,6 +112,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import re2
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
@@ -348,11 +351,20 @@ def key_id(public_key: Any) -> str:
 
 
 def _pem_blocks(text: str) -> tuple[list[tuple[str, str]], Optional[str]]:
-    """([(label, whole block)], problem): PEM blocks in order; a BEGIN without its END is a problem."""
-    blocks = [(m.group(1), m.group(0)) for m in _PEM_BLOCK.finditer(text)]
+    """([(label, base64 body)], problem): PEM blocks in order; a BEGIN without its END is a problem."""
+    blocks = [(m.group(1), m.group(2)) for m in _PEM_BLOCK.finditer(text)]
     if len(_PEM_BEGIN.findall(text)) != len(blocks):
         return blocks, "a PEM block has no matching '-----END ...-----' line"
     return blocks, None
+
+
+def _pem_der(body: str) -> bytes:
+    """The DER inside a PEM block. Non-zero padding bits are tolerated, as Go's decoder (cosign's and
+    notation's) and OpenSSL tolerate them; published keys exist that have them."""
+    try:
+        return base64.b64decode("".join(body.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the PEM body is not base64") from None
 
 
 def _is_private(label: str) -> bool:
@@ -877,8 +889,8 @@ class _Checker:
             self.error(at + ("key",), f"key is a {label!r} PEM block; expected a PUBLIC KEY")
             return None
         try:
-            public_key = serialization.load_pem_public_key(block.encode())
-        except (ValueError, TypeError) as e:
+            public_key = serialization.load_der_public_key(_pem_der(block))
+        except (ValueError, TypeError, UnsupportedAlgorithm) as e:
             self.error(at + ("key",), f"key is not a valid public key: {_first_line(e)}")
             return None
         problem = _check_public_key(public_key)
@@ -987,9 +999,10 @@ class _Checker:
                     ok = False
                     continue
                 try:
-                    certificate = x509.load_pem_x509_certificate(block.encode())
+                    certificate = x509.load_der_x509_certificate(_pem_der(block))
                     public_key = certificate.public_key()
-                except (ValueError, TypeError) as e:
+                    certificate.extensions  # read lazily by cryptography: a damaged one fails here
+                except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension) as e:
                     self.error(where(j), f"{which} is not a valid X.509 certificate: {_first_line(e)}")
                     ok = False
                     continue
