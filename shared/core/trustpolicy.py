@@ -204,6 +204,7 @@ _ATTRIBUTE_NAMES = {
     NameOID.SERIAL_NUMBER: "SERIALNUMBER",
 }
 _KNOWN_TYPES = frozenset(_ATTRIBUTE_NAMES.values())
+_SHORT_NAMES = {oid.dotted_string: short for oid, short in _ATTRIBUTE_NAMES.items()}
 _REQUIRED_TYPES = ("C", "ST", "O")
 _DOTTED_OID = re.compile(r"[0-2](?:\.(?:0|[1-9][0-9]*))+")
 _DN_SPECIAL = ',;\\+"<>=#'
@@ -318,6 +319,7 @@ def parse_trusted_identity(text: str) -> TrustedIdentity:
     for rdn in _split_dn(rest):
         kind, eq, raw = rdn.partition("=")
         kind = kind.strip().upper()
+        kind = _SHORT_NAMES.get(kind, kind)  # 2.5.4.3 is CN: compare as the subject is read
         if not eq or not kind:
             raise ValueError(f"{rdn.strip()!r} is not TYPE=value")
         if kind not in _KNOWN_TYPES and not _DOTTED_OID.fullmatch(kind):

@@ -263,9 +263,11 @@ def test_trusted_identity_syntax():
     identity = parse_trusted_identity(r"x509.subject: C=US, ST=WA, O=Acme\, Inc., OU=Build\;Sign, CN=\ padded\ ")
     assert identity.attributes == (("C", "US"), ("ST", "WA"), ("O", "Acme, Inc."), ("OU", "Build;Sign"),
                                    ("CN", " padded "))
-    assert parse_trusted_identity("x509.subject:C=US,ST=WA,O=a,2.5.4.5=123").attributes[-1] == ("2.5.4.5", "123")
+    assert parse_trusted_identity("x509.subject:C=US,ST=WA,O=a,2.5.4.9999=1").attributes[-1] == ("2.5.4.9999", "1")
     assert parse_trusted_identity(r"x509.subject: c=US, st=WA, o=a\2C b").attributes == (
         ("C", "US"), ("ST", "WA"), ("O", "a, b"))
+    assert parse_trusted_identity("x509.subject: 2.5.4.6=US, ST=WA, O=a, 2.5.4.3=b").attributes == (
+        ("C", "US"), ("ST", "WA"), ("O", "a"), ("CN", "b"))  # dotted OIDs of named types read as the names
 
 
 @pytest.mark.parametrize("text, words", [
