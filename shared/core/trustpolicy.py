@@ -618,6 +618,27 @@ class TrustPolicy:
     name: str
     scopes: tuple[Scope, ...] = ()
     content_hash: str = ""
+    # (scope index, pattern) by the pattern's literal registry host and first repository segment (None when
+    # that segment has a wildcard), and those whose host has one: a lookup tries only the patterns that can
+    # match its registry and first segment, not every pattern of the policy
+    _index: Mapping[tuple[str, Optional[str]], tuple[tuple[int, Pattern], ...]] = field(
+        init=False, compare=False, repr=False)
+    _any_registry: tuple[tuple[int, Pattern], ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        index: dict[tuple[str, Optional[str]], list[tuple[int, Pattern]]] = {}
+        any_registry: list[tuple[int, Pattern]] = []
+        for position, scope in enumerate(self.scopes):
+            for pattern in scope.patterns:
+                host, _, rest = pattern.text.partition("/")
+                first = rest.split("/", 1)[0]
+                if any(ch in host for ch in "*?"):
+                    any_registry.append((position, pattern))
+                else:
+                    key = (host, None if any(ch in first for ch in "*?") else first)
+                    index.setdefault(key, []).append((position, pattern))
+        object.__setattr__(self, "_index", {k: tuple(v) for k, v in index.items()})
+        object.__setattr__(self, "_any_registry", tuple(any_registry))
 
     def __iter__(self) -> Iterator[Scope]:
         return iter(self.scopes)
@@ -634,15 +655,17 @@ class TrustPolicy:
         if registry == DOCKER_HUB and "/" not in repository:
             repository = f"library/{repository}"
         path = f"{registry}/{repository}"
-        best: Optional[tuple[tuple[bool, int, int], int, Scope]] = None
-        for index, scope in enumerate(self.scopes):
-            pattern = scope.match(path)
-            if pattern is None:
+        best: Optional[tuple[tuple[bool, int, int], int]] = None
+        first = repository.split("/", 1)[0]
+        candidates = (*self._index.get((registry, first), ()), *self._index.get((registry, None), ()),
+                      *self._any_registry)
+        for index, pattern in candidates:
+            if not pattern.matches(path):
                 continue
-            rank = (pattern.specificity, -index, scope)
-            if best is None or rank[:2] > best[:2]:
+            rank = (pattern.specificity, -index)
+            if best is None or rank > best:
                 best = rank
-        return best[2] if best else None
+        return self.scopes[-best[1]] if best else None
 
     def to_dict(self) -> dict:
         return {"name": self.name, "content_hash": self.content_hash, "scopes": [s.to_dict() for s in self.scopes]}

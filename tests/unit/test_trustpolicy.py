@@ -4,6 +4,8 @@ import textwrap
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
@@ -180,6 +182,33 @@ def test_most_specific_scope_wins(patterns, path, winner):
     text = policy_of(*[scope(f"s{i}", p) for i, p in enumerate(patterns)])
     registry, _, repository = path.partition("/")
     assert parse(text).policy.scope_for(registry, repository).name == f"s{winner}"
+
+
+_SEGMENTS = ["a", "b", "ab", "*", "a*", "?", "**"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(patterns=st.lists(st.tuples(st.sampled_from(["quay.io", "ghcr.io", "*.io", "**"]),
+                                   st.lists(st.sampled_from(_SEGMENTS), min_size=1, max_size=3)),
+                         min_size=1, max_size=8),
+       paths=st.lists(st.tuples(st.sampled_from(["quay.io", "ghcr.io", "x.io"]),
+                                st.lists(st.sampled_from(["a", "b", "ab", "c"]), min_size=1, max_size=4)),
+                      min_size=1, max_size=10))
+def test_scope_for_is_the_documented_choice(patterns, paths):
+    """The indexed lookup picks what trying every pattern in the documented order picks."""
+    texts = []
+    for host, segments in patterns:
+        text = "**" if host == "**" else "/".join([host, *segments])
+        if text not in texts and "**/**" not in text:
+            texts.append(text)
+    result = parse(policy_of(*[scope(f"s{i}", t) for i, t in enumerate(texts)]))
+    assert result.ok, [str(p) for p in result.errors]
+    policy = result.policy
+    for host, segments in paths:
+        path = "/".join([host, *segments])
+        ranked = [((p.specificity, -i), s) for i, s in enumerate(policy) for p in s.patterns if p.matches(path)]
+        expected = max(ranked, key=lambda r: r[0])[1] if ranked else None
+        assert policy.scope_for(host, "/".join(segments)) is expected, path
 
 
 def test_within_a_scope_any_pattern_counts():
