@@ -412,6 +412,8 @@ def _jws(blob: bytes) -> _Envelope:
         raise _Failed(f"{both[0]!r} must be in the protected header, not the unprotected one")
     if "x5c" in protected:
         raise _Failed("x5c must be in the unprotected header")
+    if "b64" in protected:  # RFC 7797 would change what is signed; notation never sets it
+        raise _Failed("the b64 header (unencoded payload) is not used by Notary Project signatures")
     if protected.get("cty") != PAYLOAD_TYPE:
         raise _Failed(f"unsupported payload content type {protected.get('cty')!r} (expected {PAYLOAD_TYPE})")
     _check_headers(protected, protected.get("crit"), frozenset({"alg", "cty", "crit", "typ", "b64"}))

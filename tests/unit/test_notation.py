@@ -275,6 +275,7 @@ def test_unknown_non_critical_header_is_allowed(chain, trusted):
     ({"protected_extra": {"io.cncf.notary.signingTime": "2026-03-01T10:00:00"}}, "has no time zone"),
     ({"header_extra": {"io.cncf.notary.expiry": "2030-01-01T00:00:00Z"}}, "must be in the protected header"),
     ({"protected_extra": {"x5c": []}}, "x5c must be in the unprotected header"),
+    ({"protected_extra": {"b64": False}, "crit": ["io.cncf.notary.signingScheme", "b64"]}, "b64 header"),
     ({"alg": "ES256"}, "alg is 'ES256'"),
 ])
 def test_jws_header_rules(chain, trusted, options, words):
