@@ -3,5 +3,6 @@ the repository (tests/fixtures/azure, sources listed in its README), so a fresh 
 contracts. tests/contract/test_fixture_copy.py checks the copy against ../shared when it is there."""
 from pathlib import Path
 
-AZURE_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "azure"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+AZURE_FIXTURES = FIXTURES / "azure"
 SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "azure"

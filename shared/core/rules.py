@@ -1,7 +1,7 @@
 """The build rule file: which builds run when an image is pushed to the private registry.
 
-Pure code: no I/O. Standard library, ``shared.core`` (the file is read by ``shared.core.yamlfile``,
-as every reviewed YAML file is) and ``shared.errors``.
+Pure code: no I/O. Standard library plus PyYAML (a ``yaml.SafeLoader`` subclass only),
+``shared.core`` and ``shared.errors``.
 
 The file lives in the manifests container next to ``images.txt`` and is reviewed the same
 way. It is YAML (JSON, being YAML, works too)::
@@ -63,6 +63,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
+import yaml
+
 from shared.core.builds import (
     KIND_DOCKER,
     KIND_TASK,
@@ -73,7 +75,7 @@ from shared.core.builds import (
     with_argument,
 )
 from shared.core.safeyaml import Limits
-from shared.core.yamlfile import Problems, Segment, decode, load, locate, segments_of
+from shared.core.yamlfile import Problems, Segment, Yaml12Loader, decode, load, locate
 from shared.core.reference import ReferenceSyntaxError, is_registry_component, parse_repository, validate_tag
 from shared.errors import Problem, RuleFileError
 
@@ -98,8 +100,6 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 _REPOSITORY_PATTERN = re.compile(r"[a-z0-9._/*?\[\]!-]+")
 _TAG_PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+")
 _TEMPLATE = re.compile(r"\{\{.*?\}\}")
-
-
 
 # --- the result types --------------------------------------------------------------------------
 
@@ -170,6 +170,32 @@ def chain_allows(chain: Sequence[str], rule_name: str) -> bool:
     already holds :data:`MAX_CHAIN` rules.
     """
     return rule_name not in chain and len(chain) < MAX_CHAIN
+
+
+# --- locating problems and reading the YAML (shared.core.yamlfile) ----------------------------
+
+def _segments_of(pointer: Optional[str]) -> list[str]:
+    if not pointer:
+        return []
+    return [s.replace("~1", "/").replace("~0", "~") for s in pointer.split("/")[1:]]
+
+
+def _decode(text: Union[str, bytes]) -> str:
+    decoded, problem = decode(text, "rule file")
+    if problem is not None:
+        raise RuleFileError("the rule file is not valid UTF-8", [problem])
+    return decoded  # type: ignore[return-value]
+
+
+class _Loader(Yaml12Loader):
+    """The bounded YAML 1.2 loader with the rule file's limits."""
+
+    limits = LIMITS
+
+
+def _load(text: str) -> tuple[Optional[yaml.Node], Any, list[Problem], bool]:
+    """(root node, data, problems, fatal). Duplicate keys are problems but not fatal."""
+    return load(text, _Loader)
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -304,7 +330,7 @@ def _check_rule(i: int, item: Any, problems: Problems, names: dict[str, int]) ->
         body_key, kind = ("build", KIND_DOCKER) if has_build else ("task", KIND_TASK)
         spec, build_problems = check_build(item[body_key], kind=kind)
         for p in build_problems:
-            problems.add(at + (body_key, *segments_of(p.field)), p.message)
+            problems.add(at + (body_key, *_segments_of(p.field)), p.message)
 
     outputs: tuple[str, ...] = ()
     if "outputs" in item:
@@ -467,9 +493,9 @@ def parse_rules(text: Union[str, bytes], *, max_bytes: int = MAX_BYTES) -> RuleS
     if len(raw) > max_bytes:
         raise RuleFileError("the rule file is too large", [Problem(
             f"rule file is {len(raw)} bytes; the limit is {max_bytes} bytes")])
-    decoded = decode(text, what="rule file", error=RuleFileError)
+    decoded = _decode(text)
 
-    root, data, load_problems, fatal = load(decoded, LIMITS)
+    root, data, load_problems, fatal = _load(decoded)
     if fatal:
         _raise(load_problems)
     problems = Problems(root)

@@ -1,16 +1,23 @@
-"""Reviewed YAML files (the build rule file, the trust policy): read with bounded cost, every problem
-placed at its line and path.
+"""Reading a reviewed YAML file into data plus line-numbered problems.
 
-Pure code: no I/O. PyYAML's node graph keeps line numbers, so a problem about a value is reported at
-the line of its key (or list item) with a path such as ``rules[1].when.repository``:
+Pure code: no I/O. Shared by the files operators review and upload (the build rule file,
+``shared.core.rules``; the trust policy, ``shared.core.trustpolicy``), so both read YAML the same
+way and report problems the same way:
 
-* :func:`decode` takes ``str`` or ``bytes`` (strict UTF-8, a BOM dropped; a bad byte is an error with
-  its line);
-* :func:`load` reads one document with the bounded :class:`Loader` (``shared.core.safeyaml``: depth,
-  aliases, expanded size; no merge keys) and YAML 1.2 booleans (only ``true``/``false``), and reports
-  repeated mapping keys (which YAML would silently collapse) as problems;
-* :class:`Problems` collects problems for a document: ``add(("rules", 1, "when"), "message")``
-  locates the node (the deepest one that exists) and formats its path.
+* :func:`decode` turns bytes into text strictly as UTF-8 (a BOM is allowed); a bad byte is one
+  ``Problem`` with its line.
+* :func:`load` reads one document with :class:`Yaml12Loader` (the bounded ``SafeLoader`` of
+  ``shared.core.safeyaml``, YAML 1.2 booleans: only ``true``/``false``; ``yes``, ``no``, ``on`` and
+  ``off`` stay strings) and returns the root node (which keeps line numbers), the data, the
+  problems and whether they are fatal. Duplicate mapping keys (which YAML would silently collapse)
+  are problems but not fatal. Whatever the YAML library raises (nesting too deep, a NUL byte, an
+  alias bomb, a date such as 2026-13-01) becomes a line-numbered problem, never an exception.
+* :class:`Problems` collects problems about the data; each is located by its path of keys and
+  list indexes (:func:`locate`): the 1-based line of the key (or list item) it is about and a
+  ``field`` such as ``rules[1].when.repository``. A problem in an aliased value is reported at the
+  anchor's line.
+
+A file type subclasses :class:`Yaml12Loader` to set its own ``limits``.
 """
 from __future__ import annotations
 
@@ -19,17 +26,33 @@ from typing import Any, Optional, Sequence, Union
 
 import yaml
 
-from shared.core.safeyaml import Limits, SafeLoader, yaml_problem
-from shared.errors import Problem, ValidationError
+from shared.core.safeyaml import SafeLoader, yaml_problem
+from shared.errors import Problem
 
-__all__ = ["Loader", "Problems", "Segment", "decode", "load", "locate", "segments_of"]
+__all__ = ["Problems", "Segment", "Yaml12Loader", "decode", "format_path", "load", "locate"]
 
 Segment = Union[str, int]
+
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _BOM = "\ufeff"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _format_path(segments: Sequence[Segment], sequence_at: Sequence[bool]) -> str:
+class Yaml12Loader(SafeLoader):
+    """The bounded SafeLoader with YAML 1.2 booleans: only true/false; ``on``, ``yes``... stay strings."""
+
+
+Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
+
+
+# --- locating problems -----------------------------------------------------------------------
+
+def format_path(segments: Sequence[Segment], sequence_at: Sequence[bool]) -> str:
+    """``rules[0].when["a b"]``: keys joined with dots (quoted when not simple), indexes in brackets."""
     out = ""
     for seg, is_index in zip(segments, sequence_at):
         if is_index:
@@ -62,17 +85,11 @@ def locate(root: Optional[yaml.Node], segments: Sequence[Segment]) -> tuple[Opti
             continue
         node = None
         sequence_at.append(isinstance(seg, int))
-    return line, _format_path(segments, sequence_at)
-
-
-def segments_of(pointer: Optional[str]) -> list[str]:
-    if not pointer:
-        return []
-    return [s.replace("~1", "/").replace("~0", "~") for s in pointer.split("/")[1:]]
+    return line, format_path(segments, sequence_at)
 
 
 class Problems:
-    """Problems of one file, each placed at the line and path of the node it is about (``add``)."""
+    """Problems about a document, each located by the path of the value it is about."""
 
     def __init__(self, root: Optional[yaml.Node]) -> None:
         self.root = root
@@ -82,26 +99,32 @@ class Problems:
         line, path = locate(self.root, segments)
         self.items.append(Problem(message, line=line, field=path or None))
 
+    def line_of(self, segments: Sequence[Segment]) -> Optional[int]:
+        return locate(self.root, segments)[0]
+
 
 # --- reading the YAML ------------------------------------------------------------------------
 
-def decode(text: Union[str, bytes], *, what: str, error: type[ValidationError]) -> str:
-    """The file's text (a UTF-8 BOM dropped); bytes that are not UTF-8 raise ``error`` with the line."""
-    if isinstance(text, str):
-        return text[1:] if text.startswith(_BOM) else text
-    if not isinstance(text, bytes):
-        raise TypeError(f"{what} must be str or bytes, not {type(text).__name__}")
-    if text.startswith(b"\xef\xbb\xbf"):
-        text = text[3:]
+def decode(data: Union[str, bytes], what: str) -> tuple[Optional[str], Optional[Problem]]:
+    """(text, None), or (None, a problem) when ``data`` is not valid UTF-8. A BOM is dropped.
+
+    ``what`` names the file in the problem (``"rule file"``). Raises ``TypeError`` for input that
+    is neither ``str`` nor ``bytes``.
+    """
+    if isinstance(data, str):
+        return (data[1:] if data.startswith(_BOM) else data), None
+    if not isinstance(data, bytes):
+        raise TypeError(f"{what} must be str or bytes, not {type(data).__name__}")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
     try:
-        return text.decode("utf-8")
+        return data.decode("utf-8"), None
     except UnicodeDecodeError as e:
-        line = text.count(b"\n", 0, e.start) + 1
-        raise error(f"the {what} is not valid UTF-8", [Problem(
-            f"not valid UTF-8 (byte 0x{text[e.start]:02x})", line=line)]) from None
+        line = data.count(b"\n", 0, e.start) + 1
+        return None, Problem(f"not valid UTF-8 (byte 0x{data[e.start]:02x})", line=line)
 
 
-def _duplicate_keys(root: Optional[yaml.Node], problems: Problems) -> None:
+def duplicate_keys(root: Optional[yaml.Node], problems: Problems) -> None:
     """Report repeated keys in any mapping (YAML would keep only the last)."""
     if root is None:
         return
@@ -115,14 +138,14 @@ def _duplicate_keys(root: Optional[yaml.Node], problems: Problems) -> None:
         if isinstance(node, yaml.MappingNode):
             first: dict[str, int] = {}
             for key, value in node.value:
-                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
                     work.append((value, where, flags))
                     continue
                 line = key.start_mark.line + 1
                 if key.value in first:
                     problems.items.append(Problem(
                         f"duplicate key {key.value!r} (first on line {first[key.value]}); YAML would keep only "
-                        "the last one", line=line, field=_format_path(where + (key.value,), flags + (False,))))
+                        "the last one", line=line, field=format_path(where + (key.value,), flags + (False,))))
                 else:
                     first[key.value] = line
                 work.append((value, where + (key.value,), flags + (False,)))
@@ -131,9 +154,9 @@ def _duplicate_keys(root: Optional[yaml.Node], problems: Problems) -> None:
                 work.append((item, where + (i,), flags + (True,)))
 
 
-def _failing_scalar_line(root: yaml.Node) -> Optional[int]:
+def _failing_scalar_line(root: yaml.Node, loader: type) -> Optional[int]:
     """The line of the first scalar that cannot be constructed on its own (e.g. a bad date)."""
-    constructor = Loader("")
+    constructor = loader("")
     seen: set[int] = set()
     work = [root]
     while work:
@@ -153,42 +176,28 @@ def _failing_scalar_line(root: yaml.Node) -> Optional[int]:
     return None
 
 
-class Loader(SafeLoader):
-    """The bounded SafeLoader with YAML 1.2 booleans: only true/false; ``on``, ``yes``... stay strings.
-    Its ``limits`` are set per instance by :func:`load`."""
-
-
-Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
-
-
-def load(text: str, limits: Limits) -> tuple[Optional[yaml.Node], Any, list[Problem], bool]:
-    """(root node, data, problems, fatal). Duplicate keys are problems but not fatal; whatever the YAML
-    library raises (nesting too deep, a NUL byte, an alias bomb, a bad date) is a line-numbered problem."""
+def load(text: str, loader: type = Yaml12Loader) -> tuple[Optional[yaml.Node], Any, list[Problem], bool]:
+    """(root node, data, problems, fatal) for one YAML document. Duplicate keys are problems but not fatal."""
     try:
-        loader = Loader(text)  # the reader checks the characters here (a NUL is a ReaderError)
-        loader.limits = limits
+        reader = loader(text)  # the reader checks the characters here (a NUL is a ReaderError)
     except yaml.YAMLError as e:
         return None, None, [yaml_problem(e, text)], True
     try:
         try:
-            root = loader.get_single_node()
+            root = reader.get_single_node()
         except (yaml.YAMLError, RecursionError) as e:
             return None, None, [yaml_problem(e, text)], True
         problems = Problems(root)
-        _duplicate_keys(root, problems)
+        duplicate_keys(root, problems)
         if root is None:
             return None, None, problems.items, False
         try:
-            data = loader.construct_document(root)
+            data = reader.construct_document(root)
         except (yaml.YAMLError, RecursionError) as e:
             return root, None, problems.items + [yaml_problem(e, text)], True
         except (ValueError, TypeError, OverflowError) as e:  # e.g. a date such as 2026-13-01
-            line = _failing_scalar_line(root)
+            line = _failing_scalar_line(root, loader)
             return root, None, problems.items + [Problem(f"YAML value could not be read: {e}", line=line)], True
         return root, data, problems.items, False
     finally:
-        loader.dispose()
+        reader.dispose()
