@@ -3,7 +3,8 @@
     AirlockError                      base; ``code`` is a stable machine-readable string
     ├── ValidationError               bad input from a caller; carries ``problems``
     │   ├── ManifestError             images.txt did not validate (problems carry line numbers)
-    │   └── RuleFileError             build rule file did not validate
+    │   ├── RuleFileError             build rule file did not validate
+    │   └── LockFileError             images.lock did not validate
     ├── ConfigError                   a setting is missing or malformed
     ├── NotFoundError                 an id (run, build, pool) that does not exist
     ├── ConflictError                 the operation clashes with current state (e.g. a lease is held)
@@ -67,6 +68,10 @@ class ManifestError(ValidationError):
 
 class RuleFileError(ValidationError):
     code = "InvalidRuleFile"
+
+
+class LockFileError(ValidationError):
+    code = "InvalidLockFile"
 
 
 class ConfigError(AirlockError):

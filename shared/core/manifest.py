@@ -101,6 +101,7 @@ class Entry:
     target_repository: str
     target_tag: Optional[str]  # None: untagged import of source.digest
     policy: Optional[str] = None  # the tag policy this entry was resolved from, if any
+    locked: bool = False  # source.digest is the digest images.lock locks (shared.core.lock.locked_entries)
 
     def __post_init__(self) -> None:
         if self.target_tag is None and self.source.digest is None:
@@ -124,6 +125,7 @@ class Entry:
             "target_repository": self.target_repository,
             "target_tag": self.target_tag,
             **({"policy": self.policy} if self.policy else {}),
+            **({"locked": True} if self.locked else {}),
         }
 
 
