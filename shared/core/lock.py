@@ -30,6 +30,10 @@ Rules:
 * :func:`locked_entries` gives the entries a locked run imports: each line's source with the locked
   digest (``Entry.locked``), a tag policy's line expanded to the tags the lock lists. A tag that
   moved upstream since is *drift*: the planner reports it and still imports only the locked digest.
+* :func:`apply_lock` is what every run does with a manifest and the lock that came with it: agreeing,
+  the manifest's entries become the locked entries; disagreeing (or a lock that does not parse), the
+  manifest is invalid with every problem; without a lock, the manifest is used as it is, with a
+  warning (or, when locks are required, an error).
 * :func:`parse_lock` reports every problem with its line (``shared.core.yamlfile``), never raises
   anything but ``LockFileError``.
 """
@@ -48,8 +52,8 @@ from shared.core.safeyaml import Limits
 from shared.core.yamlfile import Problems, decode, load, locate
 from shared.errors import LockFileError, Problem
 
-__all__ = ["LOCK_VERSION", "Lock", "LockDiff", "LockProblem", "LockedImage", "check_lock", "diff_locks",
-           "lock_name_for", "locked_entries", "manifest_fingerprint", "parse_lock"]
+__all__ = ["LOCK_VERSION", "Lock", "LockDiff", "LockProblem", "LockedImage", "apply_lock", "check_lock", "diff_locks",
+           "lock_name_for", "locked_entries", "manifest_fingerprint", "parse_lock", "policy_images"]
 
 LOCK_VERSION = 1
 MAX_LOCK_BYTES = 8 * 1024 * 1024
@@ -179,7 +183,8 @@ def manifest_fingerprint(manifest: ManifestResult) -> str:
     return "sha256:" + hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest()
 
 
-def _policy_images(policy: PolicyEntry, images: Sequence[LockedImage]) -> list[LockedImage]:
+def policy_images(policy: PolicyEntry, images: Sequence[LockedImage]) -> list[LockedImage]:
+    """The lock's images a tag policy line selected (same policy, source repository and destination)."""
     prefix = policy.target_repository + ":"
     return [i for i in images if i.policy == policy.policy.text and i.target.startswith(prefix)
             and i.source.rsplit(":", 1)[0] == policy.source.name]
@@ -208,7 +213,7 @@ def check_lock(manifest: ManifestResult, lock: Lock, *, manifest_file: str = "im
                                         f"this line pins {entry.source.digest}, {lock_file} line {locked.line} "
                                         f"locks {locked.digest}"))
     for policy in manifest.policies:
-        selected = _policy_images(policy, lock.images)
+        selected = policy_images(policy, lock.images)
         used.update(i.target for i in selected)
         if not selected:
             problems.append(LockProblem(manifest_file, policy.line, "policy-unlocked",
@@ -237,7 +242,7 @@ def locked_entries(manifest: ManifestResult, lock: Lock) -> list[Entry]:
             raise ValueError(f"line {entry.line}: {entry.target} is not in the lock")
         out.append(replace(entry, source=replace(entry.source, digest=locked.digest), locked=True))
     for policy in manifest.policies:
-        for image in sorted(_policy_images(policy, lock.images), key=lambda i: i.target):
+        for image in sorted(policy_images(policy, lock.images), key=lambda i: i.target):
             tag = image.target.split(":", 1)[1]
             out.append(Entry(policy.line, replace(policy.source, tag=tag, digest=image.digest),
                              policy.target_repository, tag, policy.policy.text, locked=True))
@@ -376,3 +381,33 @@ def _raise(name: str, problems: list[Problem]) -> None:
     ordered = sorted(problems, key=lambda p: (p.line is not None, p.line or 0))
     n = len(ordered)
     raise LockFileError(f"{name} has {n} problem{'s' if n != 1 else ''}", ordered)
+
+
+UNLOCKED_WARNING = ("no {lock}: each tag is imported as it points now, a digest nobody reviewed; "
+                    "`airlock lock {manifest}` writes one for review")
+
+
+def apply_lock(manifest: ManifestResult, lock_data: Union[str, bytes, Lock, None], *, required: bool = False,
+               manifest_file: str = "images.txt", lock_file: Optional[str] = None) -> ManifestResult:
+    """The manifest a run works on (see the module docstring). Never raises for bad lock content."""
+    if not manifest.ok:
+        return manifest
+    lock_file = lock_file or lock_name_for(manifest_file)
+    if lock_data is None:
+        problem = Problem(UNLOCKED_WARNING.format(lock=lock_file, manifest=manifest_file))
+        if required:
+            return replace(manifest, entries=[], policies=[], errors=[Problem(
+                f"no {lock_file}: locks are required (LOCK_REQUIRED); `airlock lock {manifest_file}` writes one "
+                "for review")])
+        return replace(manifest, warnings=[*manifest.warnings, problem])
+    try:
+        lock = lock_data if isinstance(lock_data, Lock) else parse_lock(lock_data, name=lock_file)
+    except LockFileError as exc:
+        return replace(manifest, entries=[], policies=[],
+                       errors=[Problem(p.message, line=p.line, field=lock_file) for p in exc.problems])
+    disagreements = check_lock(manifest, lock, manifest_file=manifest_file, lock_file=lock_file)
+    if disagreements:
+        return replace(manifest, entries=[], policies=[], errors=[
+            Problem(p.message, line=p.line, field=None if p.file == manifest_file else p.file)
+            for p in disagreements])
+    return replace(manifest, entries=locked_entries(manifest, lock), lock=lock)

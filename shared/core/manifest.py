@@ -158,6 +158,9 @@ class ManifestResult:
     content_hash: str = ""
     policies: list[PolicyEntry] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    # the images.lock it was checked against (shared.core.lock.Lock): then ``entries`` are the locked
+    # entries (tag policies expanded to their locked tags) and ``policies`` are for the record only
+    lock: Optional[object] = None
 
     @property
     def ok(self) -> bool:
