@@ -20,7 +20,7 @@ TIMER_RETRY = dict(strategy="exponential_backoff", max_retry_count="3", minimum_
 @app.blob_trigger(arg_name="blob", path="%MANIFESTS_CONTAINER%/{name}", connection="AzureWebJobsStorage",
                   source=func.BlobSource.EVENT_GRID)
 def manifest_uploaded(blob: func.InputStream) -> None:
-    handle_blob(blob.name, blob.read())
+    handle_blob(blob.name, blob.read(), blob.blob_properties)
 
 
 @app.function_name("resync_timer")

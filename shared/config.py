@@ -58,6 +58,9 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("MANIFEST_MAX_ENTRIES", "5000", "Most entries in one manifest."),
     SettingSpec("RESYNC_SCHEDULE", "0 0 */6 * * *", "NCRONTAB schedule of the re-sync timer."),
     SettingSpec("SELF_HEAL_ENABLED", "true", "Re-import a mirrored tag when an ImageDeleted event names it."),
+    SettingSpec("LOCK_REQUIRED", "false",
+                "true: a manifest without its images.lock is invalid (nothing is imported); false: it is imported "
+                "as its tags point now, with a warning."),
     SettingSpec("HTTP_MAX_BODY_BYTES", "1048576", "Largest HTTP request body accepted."),
     SettingSpec("HTTP_MAX_WAIT_SECONDS", "200", "Longest ?wait= an HTTP caller may ask for (platform limit 230 s)."),
     SettingSpec("BUILD_DEFAULT_AGENT_POOL", "", "Agent pool used when a build request names none."),
@@ -143,6 +146,7 @@ class Settings:
     manifest_max_bytes: int = 1_048_576
     manifest_max_entries: int = 5000
     self_heal: bool = True
+    lock_required: bool = False
     http_max_body: int = 1_048_576
     http_max_wait: float = 200.0
     build_default_pool: str = ""
@@ -256,6 +260,7 @@ class Settings:
             manifest_max_bytes=integer("MANIFEST_MAX_BYTES", 1, 64 * 1024 * 1024),
             manifest_max_entries=integer("MANIFEST_MAX_ENTRIES", 1, 100_000),
             self_heal=boolean("SELF_HEAL_ENABLED"),
+            lock_required=boolean("LOCK_REQUIRED"),
             http_max_body=integer("HTTP_MAX_BODY_BYTES", 1, 64 * 1024 * 1024),
             http_max_wait=number("HTTP_MAX_WAIT_SECONDS", 0, 229),
             build_default_pool=raw("BUILD_DEFAULT_AGENT_POOL"),

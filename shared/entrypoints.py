@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import Optional
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -48,10 +49,21 @@ async def asgi_app(scope, receive, send):
     await _asgi(scope, receive, send)
 
 
-def handle_blob(path: str, data: bytes) -> None:
+def handle_blob(path: str, data: bytes, properties: Optional[dict] = None) -> None:
+    """``properties``: the trigger's blob properties (the host's ``Properties`` metadata), for the ETag
+    that identifies this upload."""
     from .handlers.triggers import on_manifest_blob
 
-    on_manifest_blob(services(), path, data)
+    on_manifest_blob(services(), path, data, _etag(properties))
+
+
+def _etag(properties) -> Optional[str]:
+    if not isinstance(properties, dict):
+        return None
+    for key in ("ETag", "Etag", "eTag", "etag"):
+        if isinstance(properties.get(key), str) and properties[key]:
+            return properties[key]
+    return None
 
 
 def handle_resync(*, past_due: bool) -> None:

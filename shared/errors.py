@@ -4,7 +4,8 @@
     ├── ValidationError               bad input from a caller; carries ``problems``
     │   ├── ManifestError             images.txt did not validate (problems carry line numbers)
     │   ├── RuleFileError             build rule file did not validate
-    │   └── TrustPolicyError          trust policy file (signatures required per source) did not validate
+    │   ├── TrustPolicyError          trust policy file (signatures required per source) did not validate
+    │   └── LockFileError             images.lock did not validate
     ├── ConfigError                   a setting is missing or malformed
     ├── NotFoundError                 an id (run, build, pool) that does not exist
     ├── ConflictError                 the operation clashes with current state (e.g. a lease is held)
@@ -72,6 +73,10 @@ class RuleFileError(ValidationError):
 
 class TrustPolicyError(ValidationError):
     code = "InvalidTrustPolicy"
+
+
+class LockFileError(ValidationError):
+    code = "InvalidLockFile"
 
 
 class ConfigError(AirlockError):

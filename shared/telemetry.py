@@ -234,7 +234,7 @@ def report_run(run: RunContext, document: dict, record_path: str = "", *, error:
     status = "error" if error is not None else document.get("status", "unknown")
     summary = document.get("summary") or {}
     span.set_attribute("airlock.status", status)
-    for key in ("total", "imported", "failed", "unchanged", "error"):
+    for key in ("total", "imported", "failed", "unchanged", "error", "drift"):
         if key in summary:
             span.set_attribute(f"airlock.count.{key}", summary[key])
     tools.runs.add(1, {"status": status, "trigger": run.trigger, "kind": run.kind})

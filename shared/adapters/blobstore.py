@@ -46,6 +46,16 @@ class BlobStore:
         except ResourceNotFoundError:
             return None
 
+    def get_bytes_etag(self, container: str, name: str) -> tuple[Optional[bytes], Optional[str]]:
+        """The blob's bytes and the ETag of exactly that version, or (None, None) when absent."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            downloader = self._container(container).get_blob_client(name).download_blob()
+            return downloader.readall(), downloader.properties.etag
+        except ResourceNotFoundError:
+            return None, None
+
     def get_json(self, container: str, name: str) -> Optional[dict]:
         data = self.get_bytes(container, name)
         return None if data is None else json.loads(data)

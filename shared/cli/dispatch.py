@@ -30,7 +30,7 @@ KEY=VALUE lines first (e.g. the local stand-in's ``.devstack/env``); flags overr
 settings. Nothing printed or logged carries a SAS signature (``shared.redact``).
 
 One module per command group, each with ``add_parsers(sub)`` and ``run(args, env, out, err)``:
-``manifest`` (manifest check), ``sync`` (plan, sync), ``runs`` (show, list, wait), ``builds`` (build,
+``manifest`` (manifest check), ``sync`` (plan, sync), ``lock``, ``runs`` (show, list, wait), ``builds`` (build,
 pool), ``discover``, ``serve``. What they share is in ``args`` (exit codes, the parser class, argument
 types, settings) and everything they print in ``output``.
 """
@@ -42,7 +42,7 @@ from typing import Optional, Sequence, TextIO
 
 from ..errors import AirlockError, ConfigError, ValidationError
 from ..redact import redact
-from . import builds, discover, manifest, runs, serve, sync
+from . import builds, discover, lock, manifest, runs, serve, sync
 from .args import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, CliParser, UsageError, environment, \
     os_reason
 
@@ -51,15 +51,15 @@ __all__ = ["build_parser", "main"]
 log = logging.getLogger(__name__)
 
 # the module that runs each command (a group's module declares its commands in add_parsers)
-COMMANDS = {"manifest": manifest, "plan": sync, "sync": sync, "runs": runs, "build": builds, "pool": builds,
-            "discover": discover, "serve": serve}
+COMMANDS = {"manifest": manifest, "plan": sync, "sync": sync, "lock": lock, "runs": runs, "build": builds,
+            "pool": builds, "discover": discover, "serve": serve}
 
 
 def build_parser() -> CliParser:
     p = CliParser(prog=PROG, description="acr-airlock: reviewed images into a private ACR",
                   epilog="exit codes: 0 ok, 1 the work failed, 2 usage or configuration error, 130 interrupted")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (manifest, sync, serve, runs, builds, discover):  # the order of --help
+    for group in (manifest, sync, lock, serve, runs, builds, discover):  # the order of --help
         group.add_parsers(sub)
     return p
 

@@ -12,14 +12,14 @@
 
     python -m shared runs wait --file images.txt [--name BLOB_NAME] [--timeout 3600] [--interval 10] [--json]
 
-A pipeline uploads ``images.txt`` to the manifests container; the blob trigger runs it and writes
-an outcome record. This finds that run by the manifest's blob name and content (sha256: the same
-bytes the pipeline uploaded) and waits until the record's status is final. Exit 0 when the run
-succeeded; 1 when it failed, was invalid or abandoned, or nothing finished within ``--timeout``.
-
-The run is found through the blob trigger's claim on (blob name, content hash)
-(``claims/<encoded name>/<sha256>.json``, naming the run id; see docs/architecture.md, "Run
-lifecycle"). An upload of bytes already processed finds the earlier run.
+A pipeline uploads ``images.lock`` and ``images.txt`` to the manifests container; the blob trigger runs
+that upload and writes an outcome record. This reads the blob now (it must hold the file's bytes: a
+missing blob, or one with other content, fails at once) and finds the run of exactly that upload
+(its ETag, with the lock beside it) through the blob trigger's claim
+(``claims/<encoded name>/<upload>+<lock upload>.json``, naming the run id; docs/architecture.md, "Run
+lifecycle"), then waits until the record's status is final. Exit 0 when the run succeeded; 1 when it
+failed, was invalid or abandoned, or nothing finished within ``--timeout``. A second upload of the same
+bytes is a new upload with a run of its own.
 """
 from __future__ import annotations
 
@@ -30,9 +30,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional, TextIO
 
-from ..core.names import blob_segment
+from ..core.ids import record_name, upload_id
+from ..core.lock import lock_name_for
 from ..core.runindex import MAX_LIMIT, STATUSES, parse_since
-from ..errors import ValidationError
+from ..errors import ConflictError, NotFoundError, ValidationError
 from .args import EXIT_FAILED, EXIT_OK
 from .output import render_runs, render_summary, write_json
 
@@ -118,25 +119,44 @@ def add_wait_parser(runs_subparsers) -> None:
 
 
 class RunFinder:
-    """Finds the record of the run started for (name, sha256) in the outcomes container."""
+    """Finds the record of the run the blob trigger started for one upload (with its lock's upload)."""
 
-    def __init__(self, services, name: str, sha256: str):
-        self.services, self.name, self.sha256 = services, name, sha256
+    def __init__(self, services, name: str, upload: str, lock_upload: Optional[str]):
+        self.services, self.name, self.upload, self.lock_upload = services, name, upload, lock_upload
         self.container = services.settings.outcomes_container
 
     def find(self) -> Optional[dict]:
-        """The record of the run the blob trigger claimed for (name, sha256), once it has claimed it."""
+        """The record of the run claimed for this upload, once the trigger has claimed it."""
+        from ..handlers.runs.start import claim_blob
+
         store = self.services.store
-        claim = store.get_json(self.container, f"claims/{blob_segment(self.name)}/{self.sha256}.json")
+        claim = store.get_json(self.container, claim_blob(self.name, self.upload, self.lock_upload))
         if claim and claim.get("run_id"):
-            return store.get_json(self.container, f"runs/{claim['run_id']}.json")
+            return store.get_json(self.container, record_name(claim["run_id"]))
         return None
 
 
-def wait_for_run(services, name: str, sha256: str, *, timeout: float, interval: float,
+def uploaded(services, name: str, data: bytes) -> tuple[str, Optional[str]]:
+    """(upload id, lock upload id) of the blob ``name`` as it is now, which must hold ``data``; raises
+    ``NotFoundError`` for a missing blob and ``ConflictError`` for one with other bytes (fail fast: no
+    run of this file can come)."""
+    container = services.settings.manifests_container
+    blob, etag = services.store.get_bytes_etag(container, name)
+    if blob is None:
+        raise NotFoundError(f"no blob {name!r} in container {container!r}: upload the manifest first "
+                            "(runs wait follows the run of an upload)")
+    if hashlib.sha256(blob).digest() != hashlib.sha256(data).digest():
+        raise ConflictError(f"blob {name!r} in container {container!r} holds other bytes than the file "
+                            "(another upload since, or the wrong --name)", code="UploadDiffers")
+    lock, lock_etag = services.store.get_bytes_etag(container, lock_name_for(name))
+    return (upload_id(etag, hashlib.sha256(blob).hexdigest()),
+            None if lock is None else upload_id(lock_etag, hashlib.sha256(lock).hexdigest()))
+
+
+def wait_for_run(services, name: str, upload: str, lock_upload: Optional[str], *, timeout: float, interval: float,
                  report: Callable[[str], None], clock=time.monotonic, sleep=time.sleep) -> Optional[dict]:
-    """The final record of the run of (name, sha256), or None if none was final within ``timeout``."""
-    finder = RunFinder(services, name, sha256)
+    """The final record of the run of this upload, or None if none was final within ``timeout``."""
+    finder = RunFinder(services, name, upload, lock_upload)
     deadline = clock() + timeout
     last = None
     while True:
@@ -157,18 +177,20 @@ def wait(args, env, out: TextIO, err: TextIO) -> int:
 
     data = Path(args.file).read_bytes()
     name = args.name or Path(args.file).name
-    sha256 = hashlib.sha256(data).hexdigest()
     services = Services.from_env(env)
-    err.write(f"waiting for the run of {name} (sha256 {sha256[:12]}), at most {args.timeout:g}s\n")
+    upload, lock_upload = uploaded(services, name, data)
+    err.write(f"waiting for the run of {name} (upload {upload}{', with its lock' if lock_upload else ''}), "
+              f"at most {args.timeout:g}s\n")
     err.flush()
 
     def report(line: str) -> None:
         err.write(line + "\n")
         err.flush()
 
-    record = wait_for_run(services, name, sha256, timeout=args.timeout, interval=args.interval, report=report)
+    record = wait_for_run(services, name, upload, lock_upload, timeout=args.timeout, interval=args.interval,
+                          report=report)
     if record is None:
-        err.write(f"error: no finished run of {name} (sha256 {sha256[:12]}) within {args.timeout:g}s\n")
+        err.write(f"error: no finished run of {name} (upload {upload}) within {args.timeout:g}s\n")
         return EXIT_FAILED
     if args.json:
         write_json(out, record)

@@ -4,6 +4,10 @@
     python -m shared sync FILE [--all] [--concurrency N] [--no-record]
     python -m shared sync --resume RUN_ID      (a killed sync: the same run and record, carried on)
 
+The ``images.lock`` beside FILE (``--lock PATH`` names another; ``--no-lock`` ignores it) makes the run
+import exactly its digests (a tag that moved upstream is reported as drift); without one the tags are
+imported as they point now, with a warning (refused when LOCK_REQUIRED is true).
+
 ``sync`` runs through the same chunk code as the queued runs (``handlers.runs.run_in_process``),
 checkpointing its record as entries finish, so a killed sync leaves a record of what it did; ``plan``
 (and ``sync --no-record``) use the sync engine directly and record nothing. Progress goes to stderr
@@ -21,6 +25,7 @@ def add_parsers(sub) -> None:
     plan = sub.add_parser("plan", help="show what a sync would import (imports nothing)")
     plan.add_argument("file", help="images.txt, or - for stdin")
     plan.add_argument("--all", action="store_true", help="list every entry, unchanged ones too")
+    _lock_flags(plan)
 
     sync = sub.add_parser("sync", help="import every new or changed image of a manifest")
     sync.add_argument("file", nargs="?", help="images.txt, or - for stdin")
@@ -30,6 +35,26 @@ def add_parsers(sub) -> None:
     sync.add_argument("--concurrency", type=whole(1, 64), metavar="N",
                       help="imports at once, 1..64 (overrides SYNC_CONCURRENCY)")
     sync.add_argument("--no-record", action="store_true", help="do not write the outcome record")
+    _lock_flags(sync)
+
+
+def _lock_flags(parser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--lock", metavar="PATH", help="the manifest's lock (default: images.lock beside FILE)")
+    group.add_argument("--no-lock", action="store_true", help="ignore the lock: import the tags as they point now")
+
+
+def read_lock(args, err: TextIO) -> Optional[bytes]:
+    """The lock that goes with ``args.file``: ``--lock``, else the one beside it (when it exists)."""
+    from .lock import _read, lock_path
+
+    if args.no_lock or (args.file == "-" and not args.lock):
+        return None
+    path = lock_path(args.file, args.lock)
+    data = _read(path, missing_ok=not args.lock)
+    if data is not None and not args.quiet:
+        err.write(f"using {path}\n")
+    return data
 
 
 def run(args, env, out: TextIO, err: TextIO) -> int:
@@ -47,17 +72,18 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
         location = services.store.url(services.settings.outcomes_container, records.record_name(resume))
         return _report(args, out, document, location)
     data, name = read_manifest(args.file)
+    lock = read_lock(args, err)
     progress = None if args.quiet else for_stream(err)
     location = None
     if apply and not args.no_record:
         from ..handlers.runs import run_in_process
 
         # checkpointed as entries finish: a killed sync leaves a record of what it did (the reaper ends it)
-        document = run_in_process(services, data, name=name, trigger="cli", progress=progress)
+        document = run_in_process(services, data, name=name, trigger="cli", progress=progress, lock=lock)
         location = services.store.url(services.settings.outcomes_container, records.record_name(document["run_id"]))
     else:
         document = SyncEngine(services).run(data, name=name, trigger="cli", apply=apply,
-                                            progress=progress).to_dict()
+                                            progress=progress, lock=lock).to_dict()
     return _report(args, out, document, location)
 
 

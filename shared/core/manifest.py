@@ -103,6 +103,7 @@ class Entry:
     target_repository: str
     target_tag: Optional[str]  # None: untagged import of source.digest
     policy: Optional[str] = None  # the tag policy this entry was resolved from, if any
+    locked: bool = False  # source.digest is the digest images.lock locks (shared.core.lock.locked_entries)
 
     def __post_init__(self) -> None:
         if self.target_tag is None and self.source.digest is None:
@@ -126,6 +127,7 @@ class Entry:
             "target_repository": self.target_repository,
             "target_tag": self.target_tag,
             **({"policy": self.policy} if self.policy else {}),
+            **({"locked": True} if self.locked else {}),
         }
 
 
@@ -158,6 +160,9 @@ class ManifestResult:
     content_hash: str = ""
     policies: list[PolicyEntry] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    # the images.lock it was checked against (shared.core.lock.Lock): then ``entries`` are the locked
+    # entries (tag policies expanded to their locked tags) and ``policies`` are for the record only
+    lock: Optional[object] = None
 
     @property
     def ok(self) -> bool:

@@ -5,11 +5,14 @@ Shape (snake_case throughout, like ``manifest check --json``)::
     {"run_id", "kind": "sync"|"plan", "trigger": "blob"|"http"|"timer"|"cli"|"event",
      "status": "succeeded"|"failed"|"invalid"|"running",
      "manifest": {"name", "sha256", "entries"}, "registry", "started_at", "finished_at",
-     "duration_seconds", "summary": {...counts...}, "errors": [{"line", "message"}],
+     "duration_seconds", "summary": {...counts, "drift"...}, "errors": [{"line", "message"}],
+     "warnings": [{"line", "message"}], "manifest": {..., "lock": {"sha256", "fingerprint", "images"} or null},
      "dockerhub_ratelimit_remaining", "entries": [EntryOutcome.to_dict(), ...],
      "policies": [...] (only when the manifest has tag policies; see RunRecord.policies)}
 
-An entry resolved from a tag policy carries ``"policy"`` (the policy's text) next to its line.
+An entry resolved from a tag policy carries ``"policy"`` (the policy's text) next to its line; a locked
+entry whose source tag moved upstream carries ``"drift": {"locked", "upstream"}`` (it imports the locked
+digest; the drift is for review, ``airlock lock --update``).
 """
 from __future__ import annotations
 
@@ -64,6 +67,7 @@ class EntryOutcome:
             "error": ({"code": self.error_code, "message": self.error_message, "retryable": self.retryable}
                       if self.error_code or self.error_message else None),
             **({"policy": entry.policy} if entry.policy else {}),
+            **({"drift": self.item.drift} if self.item.drift else {}),
         }
 
 
@@ -84,6 +88,8 @@ class RunRecord:
     # tag policies resolved at plan time: {"line", "source", "policy", "target_repository",
     # "tags_listed", "resolved": [{"tag", "target", "digest"}], "skipped": [...], "error"}
     policies: list = field(default_factory=list)
+    warnings: Sequence[dict] = ()   # e.g. an unlocked manifest's: what it imports was not reviewed as digests
+    lock: Optional[dict] = None     # the images.lock it ran under: {"sha256", "fingerprint", "images"}
 
     @property
     def status(self) -> str:
@@ -106,11 +112,13 @@ class RunRecord:
         (imported, failed, planned); an unchanged entry is counted once, as an action."""
         counts = {a.value: 0 for a in Action}
         results = {RESULT_IMPORTED: 0, RESULT_FAILED: 0, RESULT_PLANNED: 0}
+        drifted = 0
         for outcome in self.entries:
             counts[outcome.item.action.value] += 1
             if outcome.result in results:
                 results[outcome.result] += 1
-        return {**counts, **results, "total": len(self.entries)}
+            drifted += bool(outcome.item.drift)
+        return {**counts, **results, "drift": drifted, "total": len(self.entries)}
 
     def to_dict(self) -> dict:
         duration = ((self.finished_at - self.started_at).total_seconds() if self.finished_at else None)
@@ -120,7 +128,7 @@ class RunRecord:
             "trigger": self.trigger,
             "status": self.status,
             "manifest": {"name": self.manifest_name, "sha256": self.manifest_sha256,
-                         "entries": self.entry_count},
+                         "entries": self.entry_count, "lock": self.lock},
             "registry": self.registry,
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
@@ -128,6 +136,7 @@ class RunRecord:
             "summary": self.summary(),
             "retryable": self.only_transient_failures,
             "errors": list(self.errors),
+            "warnings": list(self.warnings),
             "dockerhub_ratelimit_remaining": self.dockerhub_ratelimit_remaining,
             "entries": [o.to_dict() for o in self.entries],
             **({"policies": list(self.policies)} if self.policies else {}),

@@ -16,6 +16,11 @@ today, so the caller need not resolve it (a resolved value passed in is ignored)
 For an untagged entry the caller passes as ``target_digest`` the pinned digest if the
 target repository already holds that manifest, else ``None``.
 
+A locked entry (``Entry.locked``: its source digest comes from ``images.lock``) is decided on the
+locked digest like a pinned one. The caller also looks the source *tag* up; when it no longer points
+at the locked digest (or is gone) the item carries ``drift`` (``{"locked", "upstream"}``), which is
+reported, never imported: only ``airlock lock --update`` and a review move a lock.
+
 Digests are compared case-insensitively (they are lowercase by spec; this only guards
 against a needless forced re-import if an adapter ever reports upper case).
 """
@@ -27,7 +32,7 @@ from typing import Optional
 
 from shared.core.manifest import Entry
 
-__all__ = ["Action", "Plan", "PlanItem", "decide", "import_mode"]
+__all__ = ["Action", "Plan", "PlanItem", "decide", "drift", "import_mode"]
 
 
 class Action(str, Enum):
@@ -44,6 +49,7 @@ class PlanItem:
     source_digest: Optional[str]
     target_digest: Optional[str]
     error: Optional[str] = None
+    drift: Optional[dict] = None  # {"locked": digest, "upstream": digest or None (the tag is gone)}
 
     @property
     def needs_import(self) -> bool:
@@ -58,6 +64,7 @@ class PlanItem:
             "target_digest": self.target_digest,
             "action": self.action.value,
             "error": self.error,
+            **({"drift": self.drift} if self.drift else {}),
         }
 
 
@@ -76,6 +83,16 @@ def decide(entry: Entry, source_digest: Optional[str], target_digest: Optional[s
     if source_digest.lower() == target_digest.lower():
         return PlanItem(entry, Action.UNCHANGED, source_digest, target_digest)
     return PlanItem(entry, Action.UPDATE, source_digest, target_digest)
+
+
+def drift(entry: Entry, upstream_digest: Optional[str]) -> Optional[dict]:
+    """``{"locked", "upstream"}`` when a locked entry's source tag no longer points at the locked digest
+    (``upstream_digest`` None: the tag is gone); None otherwise."""
+    if not entry.locked or entry.source.digest is None:
+        return None
+    if upstream_digest is not None and upstream_digest.lower() == entry.source.digest.lower():
+        return None
+    return {"locked": entry.source.digest, "upstream": upstream_digest}
 
 
 def import_mode(action: Action) -> str:

@@ -203,10 +203,12 @@ def is_final_entry(entry: dict, *, last_delivery: bool) -> bool:
 
 def summarise(entries: Iterable[dict]) -> dict:
     """Counts by planned action and by result, as ``RunRecord.summary`` (shared.core.outcome)."""
-    counts = {"new": 0, "update": 0, "unchanged": 0, "error": 0, "imported": 0, "failed": 0, "planned": 0}
+    counts = {"new": 0, "update": 0, "unchanged": 0, "error": 0, "imported": 0, "failed": 0, "planned": 0,
+              "drift": 0}
     total = 0
     for entry in entries:
         total += 1
+        counts["drift"] += bool(entry.get("drift"))
         if entry.get("action") in counts:
             counts[entry["action"]] += 1
         if entry.get("result") in ("imported", "failed", "planned"):

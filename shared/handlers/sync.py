@@ -18,12 +18,13 @@ from typing import Callable, Optional
 from ..adapters.acr import ImportRequest
 from ..adapters.retrying import Attempts
 from ..core.ids import new_run_id
+from ..core.lock import apply_lock
 from ..core.manifest import Entry, ManifestResult, PolicyEntry, parse_manifest
 from ..core.tagpolicy import MAX_TAGS_SCANNED
 from ..core.outcome import (RESULT_FAILED, RESULT_IMPORTED, RESULT_PLANNED, RESULT_UNCHANGED, EntryOutcome,
                             RunRecord, redact)
-from ..core.plan import Action, Plan, PlanItem, decide, import_mode
-from ..errors import AirlockError, TransientError
+from ..core.plan import Action, Plan, PlanItem, decide, drift, import_mode
+from ..errors import AirlockError, TransientError, UpstreamError
 from ..telemetry import ContextThreadPoolExecutor as ThreadPoolExecutor  # pools see the run (log run id, spans)
 from ..telemetry import traced_import, traced_plan, traced_run
 
@@ -39,10 +40,19 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def check_manifest(text, settings) -> ManifestResult:
-    """Offline validation with the limits and allow-list from settings."""
+def read_manifest(text, settings) -> ManifestResult:
+    """The manifest alone, validated with the limits and allow-list from settings (no lock applied)."""
     return parse_manifest(text, allowed_registries=settings.allowed_registries,
                           max_bytes=settings.manifest_max_bytes, max_entries=settings.manifest_max_entries)
+
+
+def check_manifest(text, settings, lock=None, *, name: str = "images.txt",
+                   lock_name: Optional[str] = None) -> ManifestResult:
+    """Offline validation with the limits and allow-list from settings, then the manifest's lock
+    (``shared.core.lock.apply_lock``: the locked entries, or why not; ``lock=None``: unlocked, which
+    LOCK_REQUIRED refuses)."""
+    manifest = read_manifest(text, settings)
+    return apply_lock(manifest, lock, required=settings.lock_required, manifest_file=name, lock_file=lock_name)
 
 
 def _plan_failure(item: PlanItem, retryable: bool) -> EntryOutcome:
@@ -68,6 +78,8 @@ class SyncEngine:
         document per policy for the record (its ``resolved`` digests are filled in after planning)."""
         if not manifest.policies:
             return manifest, []
+        if manifest.lock is not None:  # locked: the tags the lock lists, already among the entries
+            return manifest, [self._locked_policy(policy, manifest) for policy in manifest.policies]
         workers = max(1, min(self.settings.plan_concurrency, len(manifest.policies)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="policy") as pool:
             listed = list(pool.map(self._list_source_tags, manifest.policies))
@@ -96,6 +108,16 @@ class SyncEngine:
             resolutions.append(doc)
         entries = sorted([*manifest.entries, *added], key=lambda e: e.line)  # stable: newest first per line
         return replace(manifest, entries=entries), resolutions
+
+    @staticmethod
+    def _locked_policy(policy: PolicyEntry, manifest: ManifestResult) -> dict:
+        """A locked policy's record document: the tags the lock selected for review (no listing: new
+        releases reach the ACR through `airlock lock --update` and a review, not through a run)."""
+        selected = [e for e in manifest.entries if e.line == policy.line and e.policy]
+        return {"line": policy.line, "source": str(policy.source), "policy": policy.policy.text,
+                "target_repository": policy.target_repository, "tags_listed": None, "locked": True,
+                "resolved": [{"tag": e.target_tag, "target": e.target, "digest": e.source.digest} for e in selected],
+                "skipped": [], "error": None}
 
     def _list_source_tags(self, policy: PolicyEntry) -> tuple[Optional[list[str]], Optional[dict]]:
         try:
@@ -177,7 +199,12 @@ class SyncEngine:
     def _resolve(self, entry, listings: dict[str, Future]) -> PlanItem:
         retrier = self.services.retrier
         try:
-            source = retrier.call(lambda: self.services.source.head(entry.source), what=f"HEAD {entry.source}")
+            upstream, moved = None, None
+            if entry.locked and entry.source.tag:  # where the tag points now: drift from the locked digest?
+                upstream = self._upstream_tag(entry)
+                moved = drift(entry, upstream.digest if upstream else None)
+            source = upstream if upstream is not None and moved is None else retrier.call(
+                lambda: self.services.source.head(entry.source), what=f"HEAD {entry.source}")
             self._note_ratelimit(entry, source.ratelimit_remaining)
             listed = listings[entry.target_repository].result() if entry.target_repository in listings else None
             if entry.target_tag and listed is not None:
@@ -191,12 +218,23 @@ class SyncEngine:
                     lambda: self.services.acr.has_manifest(entry.target_repository, source.digest),
                     what=f"ACR manifest {entry.target_repository}@{source.digest}")
                 target = source.digest if present else None
-            return decide(entry, source.digest, target)
+            item = decide(entry, source.digest, target)
+            return replace(item, drift=moved) if moved else item
         except AirlockError as exc:
             if isinstance(exc, TransientError):
                 with self._lock:
                     self._transient_lines.add(entry.line)
             return decide(entry, None, None, error=self._describe(exc))
+
+    def _upstream_tag(self, entry):
+        """The source tag's digest now (None when the tag is gone upstream: that is drift too)."""
+        tag = replace(entry.source, digest=None)
+        try:
+            return self.services.retrier.call(lambda: self.services.source.head(tag), what=f"HEAD {tag}")
+        except UpstreamError as exc:
+            if exc.code != "SourceNotFound":
+                raise
+            return None
 
     def _note_ratelimit(self, entry, remaining: Optional[int]) -> None:
         if remaining is None or entry.source.registry != DOCKER_HUB:
@@ -318,18 +356,23 @@ class SyncEngine:
     # -- whole runs -------------------------------------------------------------------------
     @traced_run
     def run(self, text, *, name: str, trigger: str, apply: bool = True,
-            progress: Optional[Progress] = None, run_id: Optional[str] = None) -> RunRecord:
-        """Validate, plan and (when ``apply``) import; returns the record (not yet saved)."""
-        manifest = check_manifest(text, self.settings)
+            progress: Optional[Progress] = None, run_id: Optional[str] = None, lock=None) -> RunRecord:
+        """Validate (with the manifest's ``lock``, when it has one), plan and (when ``apply``) import;
+        returns the record (not yet saved)."""
+        manifest = check_manifest(text, self.settings, lock, name=name)
         record = RunRecord(run_id=run_id or new_run_id(), kind="sync" if apply else "plan", trigger=trigger,
                            manifest_name=name, manifest_sha256=manifest.content_hash,
                            registry=self.settings.registry_name, started_at=_now(),
                            entry_count=len(manifest.entries))
+        record.warnings = [p.to_dict() for p in manifest.warnings]
+        record.lock = None if manifest.lock is None else {
+            "sha256": manifest.lock.content_hash, "fingerprint": manifest.lock.manifest,
+            "images": len(manifest.lock.images)}
         if not manifest.ok:
             record.errors = [p.to_dict() for p in manifest.errors]
             record.finished_at = _now()
             return record
-        record.entry_count = len(manifest.entries) + len(manifest.policies)  # lines, a policy counting once
+        record.entry_count = len({e.line for e in manifest.entries} | {p.line for p in manifest.policies})
         manifest, record.policies = self.resolve_policies(manifest)
         plan = self.plan(manifest, progress)
         digests = {(i.entry.line, i.entry.target_tag): i.source_digest for i in plan.items if i.entry.policy}

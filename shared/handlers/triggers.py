@@ -1,7 +1,8 @@
 """Blob, timer and Event Grid triggers: the work each one starts, with its record.
 
-Blob: ``*.txt`` manifests are claimed once per content and queued (``handlers.runs``); the build rule
-file (``BUILD_RULES_BLOB``) is validated (``handlers.rules``). Timers: the re-sync (queues a run per
+Blob: each upload of a ``*.txt`` manifest is claimed once and queued with the ``*.lock`` beside it
+(``handlers.runs``); an uploaded lock starts the run its manifest is waiting for; the build rule file
+(``BUILD_RULES_BLOB``) is validated (``handlers.rules``). Timers: the re-sync (queues a run per
 manifest), the reaper (``handlers.runs.reap``) and the idle-pool scaler (``handlers.builds``). Event
 Grid: every event of this app's registry is recorded once; ImageDeleted queues a self-heal run, ImagePushed
 fires build rules; another registry's events are ignored (a log line), and an event that cannot be read
@@ -20,15 +21,19 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from ..core.events import AcrEvent, EventFormatError, parse_event
+from ..core.ids import upload_id
+from ..core.lock import lock_name_for
 from ..core.manifest import Entry
 from ..core.names import blob_segment
 from ..errors import ConflictError, TransientError, ValidationError
 from .runs import claim_and_queue, queue_run, reap
+from .runs.start import claims_of
 from .sync import check_manifest
 
 log = logging.getLogger(__name__)
 
 MANIFEST_SUFFIXES = (".txt",)
+LOCK_SUFFIX = ".lock"
 RESYNC_LEASE = "locks/resync"
 
 
@@ -42,25 +47,76 @@ def _blob_name(path: str, container: str) -> str:
     return path[len(prefix):] if path.startswith(prefix) else path
 
 
-def on_manifest_blob(services, path: str, data: bytes) -> Optional[dict]:
-    """A manifest was uploaded: validate, plan, import, record. Redeliveries do no new work."""
+def on_manifest_blob(services, path: str, data: bytes, etag: Optional[str] = None) -> Optional[dict]:
+    """A blob was uploaded to the manifests container (``etag``: of this upload, when the trigger says).
+
+    A manifest: this upload is validated with the lock beside it and queued, once whatever the
+    deliveries (a re-upload of the same bytes is a new run). A lock: when it agrees with the manifest
+    beside it and that manifest's current upload has not run with an agreeing lock yet (the manifest
+    came first), that run is queued now; otherwise nothing (the manifest's own upload runs it). The build
+    rule file is checked. Anything else is ignored."""
     s = services.settings
     name = _blob_name(path, s.manifests_container)
     if name == s.build_rules_blob:
         from .rules import check_rule_file
 
         return check_rule_file(services, name, data)
+    if name.lower().endswith(LOCK_SUFFIX):
+        return _on_lock_blob(services, name, data, etag)
     if not is_manifest(name):
-        log.info("ignoring %s: not a manifest (*.txt) nor the build rule file", name)
+        log.info("ignoring %s: not a manifest (*.txt), a lock (*.lock) nor the build rule file", name)
         return None
-    digest = hashlib.sha256(data).hexdigest()
-    return claim_and_queue(services, name, data, digest)
+    lock, lock_etag = services.store.get_bytes_etag(s.manifests_container, lock_name_for(name))
+    return claim_and_queue(services, name, data, _upload(services, name, data, etag), lock=lock,
+                           lock_upload=None if lock is None else upload_id(lock_etag, _sha256(lock)))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _upload(services, name: str, data: bytes, etag: Optional[str]) -> str:
+    """This upload's id: the trigger's ETag; else the blob's, read now, when it still holds these bytes;
+    else the content hash (then equal bytes count as one upload)."""
+    if not etag:
+        current, current_etag = services.store.get_bytes_etag(services.settings.manifests_container, name)
+        etag = current_etag if current == data else None
+    return upload_id(etag, _sha256(data))
+
+
+def _on_lock_blob(services, name: str, data: bytes, etag: Optional[str]) -> Optional[dict]:
+    s = services.settings
+    manifest_name = name[:-len(LOCK_SUFFIX)] + ".txt"
+    manifest, manifest_etag = services.store.get_bytes_etag(s.manifests_container, manifest_name)
+    if manifest is None:
+        log.info("lock %s uploaded; its manifest %s is not there yet (its upload will run both)", name,
+                 manifest_name)
+        return None
+    result = check_manifest(manifest, s, data, name=manifest_name, lock_name=name)
+    if not result.ok:
+        log.info("lock %s does not agree with the current %s (%d problem(s)); waiting for the manifest's upload",
+                 name, manifest_name, len(result.errors))
+        return None
+    upload = upload_id(manifest_etag, _sha256(manifest))
+    if any(c.get("status") not in (None, "invalid") for c in claims_of(services, manifest_name, upload)):
+        log.info("%s (this upload) already ran with an agreeing lock; nothing to do for %s", manifest_name, name)
+        return None
+    return claim_and_queue(services, manifest_name, manifest, upload, lock=data,
+                           lock_upload=upload_id(etag, _sha256(data)))
 
 
 def current_manifests(services) -> list[tuple[str, bytes]]:
     s = services.settings
     names = [n for n in services.store.list_names(s.manifests_container) if is_manifest(n)]
     return [(n, services.store.get_bytes(s.manifests_container, n) or b"") for n in sorted(names)]
+
+
+def current_locks(services, names) -> dict[str, Optional[bytes]]:
+    """The lock beside each manifest (None: it has none)."""
+    s = services.settings
+    present = {n for n in services.store.list_names(s.manifests_container) if n.lower().endswith(LOCK_SUFFIX)}
+    return {n: services.store.get_bytes(s.manifests_container, lock_name_for(n)) if lock_name_for(n) in present
+            else None for n in names}
 
 
 def on_resync_timer(services, *, past_due: bool = False) -> list[dict]:
@@ -72,9 +128,11 @@ def on_resync_timer(services, *, past_due: bool = False) -> list[dict]:
     queued, failures = [], []
     try:
         with services.store.lease(s.outcomes_container, RESYNC_LEASE, seconds=60, renew=True):
-            for name, data in current_manifests(services):
+            manifests = current_manifests(services)
+            locks = current_locks(services, [n for n, _ in manifests])
+            for name, data in manifests:
                 try:
-                    queued.append(queue_run(services, data, name=name, trigger="timer"))
+                    queued.append(queue_run(services, data, name=name, trigger="timer", lock=locks[name]))
                 except Exception as exc:  # noqa: BLE001 - reported below, after the other manifests
                     log.error("re-sync: could not queue %s: %s", name, type(exc).__name__)
                     failures.append(name)
@@ -100,8 +158,10 @@ def _event_marker(event: AcrEvent) -> str:
 def mirrored_entries(services, repository: str, tag: Optional[str]) -> list[tuple[str, Entry]]:
     """Current manifest entries whose target is ``repository`` (and ``tag`` when given)."""
     found = []
-    for name, data in current_manifests(services):
-        manifest = check_manifest(data, services.settings)
+    manifests = current_manifests(services)
+    locks = current_locks(services, [n for n, _ in manifests])
+    for name, data in manifests:  # a locked manifest's entries carry their locked digests: self-heal restores them
+        manifest = check_manifest(data, services.settings, locks[name], name=name)
         for entry in manifest.entries:
             if entry.target_repository == repository and (tag is None or entry.target_tag == tag):
                 found.append((name, entry))
@@ -184,6 +244,20 @@ def _self_heal(services, event: AcrEvent) -> list[dict]:
     names = sorted({n for n, _ in entries})
     log.info("%s was deleted; re-importing %d mirrored entr(ies) from %s", event.repository, len(entries),
              ", ".join(names))
-    document = queue_run(services, lines, name=f"self-heal:{','.join(names)}", trigger="event")
+    document = queue_run(services, lines, name=f"self-heal:{','.join(names)}", trigger="event",
+                         lock=_heal_lock(services, lines, [e for _, e in entries]))
     return [{"action": "reimport", "run_id": document["run_id"], "status": document["status"],
              "targets": [e.target for _, e in entries]}]
+
+
+def _heal_lock(services, lines: str, entries: list[Entry]) -> Optional[bytes]:
+    """A self-heal of locked entries is itself locked: a lock of exactly their locked digests (so it
+    restores what was reviewed, and runs where LOCK_REQUIRED is on). None when any entry is unlocked."""
+    from ..core.lock import Lock, LockedImage, manifest_fingerprint
+    from dataclasses import replace
+
+    if not entries or not all(e.locked for e in entries):
+        return None
+    manifest = check_manifest(lines, services.settings)  # unlocked: only to fingerprint what it imports
+    images = tuple(LockedImage(e.target, str(replace(e.source, digest=None)), e.source.digest) for e in entries)
+    return Lock(manifest_fingerprint(manifest), images).to_text().encode()

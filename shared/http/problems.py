@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from ..errors import (AirlockError, ConfigError, ConflictError, ManifestError, NotFoundError, RuleFileError,
-                     TransientError, UpstreamError, ValidationError)
+from ..errors import (AirlockError, ConfigError, ConflictError, LockFileError, ManifestError, NotFoundError,
+                      RuleFileError, TransientError, UpstreamError, ValidationError)
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -17,6 +17,7 @@ PROBLEM_JSON = "application/problem+json"
 _STATUS = (
     (ManifestError, 422, "The manifest is not valid"),
     (RuleFileError, 422, "The rule file is not valid"),
+    (LockFileError, 422, "The lock file is not valid"),
     (ValidationError, 400, "The request is not valid"),
     (NotFoundError, 404, "Not found"),
     (ConflictError, 409, "Conflict"),

@@ -9,9 +9,10 @@ Sends: one chunk message (``core.ChunkMessage``) per ``RUN_CHUNK_ENTRIES`` entri
 
 Writes:
 - ``runs-work/<id>/manifest.txt``            the snapshot every later stage reads
+- ``runs-work/<id>/images.lock``             the lock it came with (a locked run imports its digests)
 - ``active/<id>``                            the run is not final (for the reaper)
 - ``runs/<id>.json``                         the ``queued`` record (or ``invalid``, never queued)
-- ``claims/<blob name>/<sha256>.json``       a blob trigger's claim, naming the run id
+- ``claims/<blob name>/<upload>+<lock upload>.json``  a blob trigger's claim on one upload, naming the run id
 """
 from __future__ import annotations
 
@@ -22,23 +23,25 @@ from typing import Optional
 
 from ...core import runs as core
 from ...core.ids import new_run_id
+from ...core.lock import lock_name_for
 from ...core.names import blob_segment
 from ...errors import AirlockError, TransientError
 from .. import records, runindex
 from ..sync import Progress, SyncEngine, check_manifest
 from .chunk import execute_chunk
-from .store import ACTIVE, _now, _work, _work_count
+from .store import ACTIVE, LOCK_SNAPSHOT, _now, _work, _work_count
 
 log = logging.getLogger(__name__)
 
 
 def create_run(services, text, *, name: str, trigger: str, run_id: Optional[str] = None,
-               fan_out: bool = True) -> dict:
-    """Validate; store the snapshot and a ``queued`` record (or an ``invalid`` one). Returns the record.
-    With a ``run_id`` whose record exists already (a taken-over claim), that record is returned."""
+               fan_out: bool = True, lock: Optional[bytes] = None) -> dict:
+    """Validate (the manifest and its ``lock``, when it came with one); store the snapshot and a
+    ``queued`` record (or an ``invalid`` one). Returns the record. With a ``run_id`` whose record exists
+    already (a taken-over claim), that record is returned."""
     s = services.settings
-    manifest = check_manifest(text, s)
-    lines = len(manifest.entries) + len(manifest.policies)  # a policy line counts once
+    manifest = check_manifest(text, s, lock, name=name, lock_name=lock_name_for(name))
+    lines = len({e.line for e in manifest.entries} | {p.line for p in manifest.policies})
     policies: list[dict] = []
     if manifest.ok and manifest.policies:
         # tag policies are resolved once, here: every chunk expands the snapshot with the same tags
@@ -48,10 +51,12 @@ def create_run(services, text, *, name: str, trigger: str, run_id: Optional[str]
     count = len(manifest.entries)
     chunks = len(core.chunk_ranges(count, s.run_chunk_entries if fan_out else max(1, count)))
     record = {"run_id": run_id, "kind": "sync", "trigger": trigger, "status": core.QUEUED,
-              "manifest": {"name": name, "sha256": manifest.content_hash, "entries": lines}, "work_entries": count,
+              "manifest": {"name": name, "sha256": manifest.content_hash, "entries": lines,
+                           "lock": _lock_document(name, manifest)}, "work_entries": count,
               "registry": s.registry_name, "queued_at": now, "started_at": None, "finished_at": None,
               "updated_at": now, "duration_seconds": None, "chunks": chunks, "summary": core.summarise([]),
-              "retryable": False, "errors": [], "dockerhub_ratelimit_remaining": None, "entries": []}
+              "retryable": False, "errors": [], "warnings": [p.to_dict() for p in manifest.warnings],
+              "dockerhub_ratelimit_remaining": None, "entries": []}
     if policies:
         record["policies"] = policies
     if not manifest.ok:
@@ -60,11 +65,22 @@ def create_run(services, text, *, name: str, trigger: str, run_id: Optional[str]
     data = text.encode() if isinstance(text, str) else bytes(text)
     if record["status"] == core.QUEUED:
         services.store.put_bytes(s.outcomes_container, _work(run_id, "manifest.txt"), data)
+        if manifest.lock is not None:
+            services.store.put_bytes(s.outcomes_container, _work(run_id, LOCK_SNAPSHOT), bytes(lock))
         services.store.create_once(s.outcomes_container, ACTIVE + run_id)
     if not services.store.put_json_if(s.outcomes_container, records.record_name(run_id), record, None):
         return records.load(services, run_id)
     runindex.update(services, record)
     return record
+
+
+def _lock_document(name: str, manifest) -> Optional[dict]:
+    """The record's note of the lock a run imports under (None: unlocked)."""
+    lock = manifest.lock
+    if lock is None:
+        return None
+    return {"name": lock_name_for(name), "sha256": lock.content_hash, "fingerprint": lock.manifest,
+            "images": len(lock.images)}
 
 
 def enqueue(services, record: dict) -> None:
@@ -79,9 +95,10 @@ def enqueue(services, record: dict) -> None:
              count, len(ranges))
 
 
-def queue_run(services, text, *, name: str, trigger: str, run_id: Optional[str] = None) -> dict:
+def queue_run(services, text, *, name: str, trigger: str, run_id: Optional[str] = None,
+              lock: Optional[bytes] = None) -> dict:
     """What every trigger that starts imports does: validate, store, enqueue; returns the record."""
-    record = create_run(services, text, name=name, trigger=trigger, run_id=run_id)
+    record = create_run(services, text, name=name, trigger=trigger, run_id=run_id, lock=lock)
     if record["status"] == core.QUEUED:
         enqueue(services, record)
     elif record["status"] == core.INVALID:
@@ -91,9 +108,9 @@ def queue_run(services, text, *, name: str, trigger: str, run_id: Optional[str] 
 
 
 def run_in_process(services, text, *, name: str, trigger: str = "cli",
-                   progress: Optional[Progress] = None) -> dict:
+                   progress: Optional[Progress] = None, lock: Optional[bytes] = None) -> dict:
     """The CLI's sync: the same checkpointed record, executed here as one chunk (pipelines block on it)."""
-    record = create_run(services, text, name=name, trigger=trigger, fan_out=False)
+    record = create_run(services, text, name=name, trigger=trigger, fan_out=False, lock=lock)
     if record["status"] != core.QUEUED:
         return record
     count = _work_count(record)
@@ -123,18 +140,34 @@ def resume_in_process(services, run_id: str, *, progress: Optional[Progress] = N
     return final or records.load(services, run_id)
 
 
-def claim_and_queue(services, name: str, data: bytes, digest: str, *, wait: float = 20.0) -> Optional[dict]:
-    """Queue the run of an uploaded manifest once per (blob name, content hash), whatever the deliveries.
+def claim_blob(name: str, upload: str, lock_upload: Optional[str]) -> str:
+    """Where the claim of one upload of manifest ``name`` (with its lock's upload) is kept."""
+    return f"claims/{blob_segment(name)}/{blob_segment(upload)}+{blob_segment(lock_upload or 'unlocked')}.json"
+
+
+def claims_of(services, name: str, upload: str) -> list[dict]:
+    """The claims made for one upload of a manifest (one per lock it was run with), oldest first."""
+    container = services.settings.outcomes_container
+    prefix = f"claims/{blob_segment(name)}/{blob_segment(upload)}+"
+    return [c for c in (services.store.get_json(container, n) for n in services.store.list_names(container, prefix))
+            if c]
+
+
+def claim_and_queue(services, name: str, data: bytes, upload: str, *, lock: Optional[bytes] = None,
+                    lock_upload: Optional[str] = None, wait: float = 20.0) -> Optional[dict]:
+    """Queue the run of one upload of a manifest (``upload``: ``core.ids.upload_id``, its ETag) with the
+    lock beside it, once, whatever the deliveries: a re-upload of the same bytes is a new upload and a
+    new run; a redelivered event of this upload is not.
 
     The claim is a create-once blob naming the run id; a claim older than RUN_CLAIM_SECONDS that never
     got as far as "queued" is taken over (ETag) and queued under the same run id. A delivery that finds
     a live claim waits up to ``wait`` seconds for it to be queued, then raises to be redelivered."""
     s = services.settings
     container = s.outcomes_container
-    blob = f"claims/{blob_segment(name)}/{digest}.json"  # any blob name stays inside claims/
+    blob = claim_blob(name, upload, lock_upload)  # any blob name stays inside claims/
     me = uuid.uuid4().hex
-    claim = {"owner": me, "run_id": new_run_id(), "state": "claimed",
-             "expires_at": time.time() + s.run_claim_seconds}
+    claim = {"owner": me, "run_id": new_run_id(), "state": "claimed", "manifest": name, "upload": upload,
+             "lock_upload": lock_upload, "expires_at": time.time() + s.run_claim_seconds}
     owned = services.store.put_json_if(container, blob, claim, None)
     give_up = time.monotonic() + wait
     while not owned:
@@ -143,7 +176,7 @@ def claim_and_queue(services, name: str, data: bytes, digest: str, *, wait: floa
             owned = services.store.put_json_if(container, blob, claim, None)
             continue
         if existing.get("state") == "queued":
-            log.info("manifest %s (sha256 %s) was already queued as run %s; nothing to do", name, digest[:12],
+            log.info("this upload of %s (%s) was already queued as run %s; nothing to do", name, upload[:24],
                      existing.get("run_id"))
             return None
         if float(existing.get("expires_at", 0)) < time.time():
@@ -156,6 +189,6 @@ def claim_and_queue(services, name: str, data: bytes, digest: str, *, wait: floa
             raise TransientError(f"manifest {name} is claimed by another delivery; retrying later",
                                  code="ClaimHeld")
         time.sleep(0.25)
-    record = queue_run(services, data, name=name, trigger="blob", run_id=claim["run_id"])
+    record = queue_run(services, data, name=name, trigger="blob", run_id=claim["run_id"], lock=lock)
     services.store.put_json(container, blob, {**claim, "state": "queued", "status": record["status"]})
     return record

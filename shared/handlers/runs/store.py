@@ -8,6 +8,7 @@ parsed once per process; ``_final_entries`` reads the final outcomes written so 
 Blob layout (all in ``OUTCOMES_CONTAINER``), and the stage that writes each:
 
 - ``runs-work/<id>/manifest.txt``        the reviewed snapshot                          (start)
+- ``runs-work/<id>/images.lock``         the lock it came with, if any                  (start)
 - ``runs-work/<id>/locks/<chunk>``       a renewed lease: one worker per chunk at a time (chunk)
 - ``runs-work/<id>/locks/<key>``         the same for one entry's import message        (importing)
 - ``runs-work/<id>/started/<key>.json``  written before an import                       (chunk, importing)
@@ -41,6 +42,7 @@ from ..sync import check_manifest
 log = logging.getLogger(__name__)
 
 WORK = "runs-work"
+LOCK_SNAPSHOT = "images.lock"
 ACTIVE = "active/"
 
 
@@ -109,7 +111,8 @@ _snapshots_lock = threading.Lock()
 
 def _snapshot_entries(services, run_id: str, record: Optional[dict] = None) -> list[Entry]:
     """The run's work entries: its snapshot, validated against the current settings, with each tag
-    policy expanded into the tags it resolved to when the run was queued.
+    policy expanded into the tags it resolved to when the run was queued (or, for a locked run, the
+    locked entries: its lock snapshot is read with the manifest's when the parse is not cached).
 
     Every chunk and every import message needs them, so a process parses a snapshot once and keeps
     the result for the settings it was validated against, keyed by the snapshot's content hash (the
@@ -142,11 +145,12 @@ def _snapshot_entries(services, run_id: str, record: Optional[dict] = None) -> l
 
 
 def _parse_snapshot(services, run_id: str, data: bytes, record: Optional[dict]) -> list[Entry]:
-    manifest = check_manifest(data, services.settings)
-    if not manifest.ok:  # settings changed since the run was queued (allow-list, limits)
+    lock = services.store.get_bytes(services.settings.outcomes_container, _work(run_id, LOCK_SNAPSHOT))
+    manifest = check_manifest(data, services.settings, lock)
+    if not manifest.ok:  # settings changed since the run was queued (allow-list, limits, LOCK_REQUIRED)
         raise SnapshotInvalid(f"manifest snapshot of run {run_id} no longer validates: "
                               + "; ".join(str(p) for p in manifest.errors[:5]))
-    if not manifest.policies:
+    if manifest.lock is not None or not manifest.policies:
         return list(manifest.entries)
     # the tags each policy resolved to when the run was queued (the record), in the same order
     record = record if record is not None else records.load(services, run_id)
