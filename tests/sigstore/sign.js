@@ -14,10 +14,14 @@
 //                 "predicateType": "https://sigstore.dev/cosign/sign/v1"},
 //                {"name": "msg", "kind": "message", "file": "/path/of/the/signed/bytes"} ],
 //   "keys": [ {"name": "p256", "type": "ec", "curve": "P-256", "payloads": ["/path/payload.json", ...],
-//              "dsse": [{"subjects": [...], "predicateType": "..."}]} ]        (type: ec | rsa | ed25519)
+//              "tlog": true, "dsse": [{"subjects": [...], "predicateType": "..."}]} ]   (type: ec | rsa | ed25519)
+//   "cosignKeyless": [ {"name": "legacy", "payloads": ["/path/payload.json"]} ]
 // }
 // Output files: trusted_root.json, <bundle name>.sigstore.json, <key name>.pub.pem,
-// <key name>.<n>.sig (base64 signature of payloads[n]), <key name>.dsse<n>.sigstore.json.
+// <key name>.<n>.sig (base64 signature of payloads[n]), <key name>.<n>.rekor.json (with "tlog": the
+// Rekor SET bundle cosign puts in its dev.sigstore.cosign/bundle annotation), <key name>.dsse<n>.sigstore.json;
+// for cosignKeyless (cosign's legacy keyless tag scheme): <name>.<n>.sig, <name>.<n>.crt (the Fulcio
+// certificate, PEM), <name>.<n>.rekor.json.
 //
 // Where @sigstore/mock differs from the real services, this script does what the real ones do, so
 // that sigstore-python (which checks these details) verifies the result:
@@ -135,6 +139,19 @@ function keySign(spec, privateKey, data) {
   return crypto.sign(hash, data, privateKey);
 }
 
+// The hashedrekord entry cosign logs for a signature over `payload`, and the Rekor SET bundle it
+// keeps in the dev.sigstore.cosign/bundle annotation of its tag-scheme layer.
+async function logHashedRekord(tlog, payload, signature, keyPEM) {
+  const entry = canonicalEntry({
+    apiVersion: '0.0.1', kind: 'hashedrekord',
+    spec: { data: { hash: { algorithm: 'sha256', value: sha256(payload).toString('hex') } },
+      signature: { content: signature.toString('base64'), publicKey: { content: Buffer.from(keyPEM).toString('base64') } } },
+  });
+  const logged = Object.values(await tlog.log(entry))[0];
+  return JSON.stringify({ SignedEntryTimestamp: logged.verification.signedEntryTimestamp,
+    Payload: { body: logged.body, integratedTime: logged.integratedTime, logIndex: logged.logIndex, logID: logged.logID } });
+}
+
 async function main() {
   const spec = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
   fs.mkdirSync(spec.out, { recursive: true });
@@ -184,11 +201,19 @@ async function main() {
     const pub = publicKey.export({ type: 'spki', format: 'pem' });
     fs.writeFileSync(path.join(spec.out, `${k.name}.pub.pem`), pub);
     const out = { publicKey: path.join(spec.out, `${k.name}.pub.pem`), signatures: [], dsse: [] };
-    (k.payloads || []).forEach((file, n) => {
+    out.rekor = [];
+    for (const [n, file] of (k.payloads || []).entries()) {
+      const payload = fs.readFileSync(file);
+      const signature = keySign(k, privateKey, payload);
       const sigFile = path.join(spec.out, `${k.name}.${n}.sig`);
-      fs.writeFileSync(sigFile, keySign(k, privateKey, fs.readFileSync(file)).toString('base64'));
+      fs.writeFileSync(sigFile, signature.toString('base64'));
       out.signatures.push(sigFile);
-    });
+      if (k.tlog) {
+        const rekorFile = path.join(spec.out, `${k.name}.${n}.rekor.json`);
+        fs.writeFileSync(rekorFile, await logHashedRekord(tlog, payload, signature, pub));
+        out.rekor.push(rekorFile);
+      }
+    }
     (k.dsse || []).forEach((d, n) => {
       const payload = statement(d.subjects, d.predicateType);
       const sig = keySign(k, privateKey, pae(IN_TOTO, payload));
@@ -203,6 +228,23 @@ async function main() {
       out.dsse.push(file);
     });
     summary.keys[k.name] = out;
+  }
+
+  summary.cosignKeyless = {};
+  for (const c of spec.cosignKeyless || []) {
+    const out = { signatures: [], certificates: [], rekor: [] };
+    for (const [n, file] of (c.payloads || []).entries()) {
+      const payload = fs.readFileSync(file);
+      const signed = await signer.sign(payload); // a Fulcio certificate for a new key, and its signature
+      const base = path.join(spec.out, `${c.name}.${n}`);
+      fs.writeFileSync(`${base}.sig`, Buffer.from(signed.signature).toString('base64'));
+      fs.writeFileSync(`${base}.crt`, signed.key.certificate);
+      fs.writeFileSync(`${base}.rekor.json`, await logHashedRekord(tlog, payload, signed.signature, signed.key.certificate));
+      out.signatures.push(`${base}.sig`);
+      out.certificates.push(`${base}.crt`);
+      out.rekor.push(`${base}.rekor.json`);
+    }
+    summary.cosignKeyless[c.name] = out;
   }
 
   // The trusted root for all of the above: the mock CA's root certificate, the log key, the CT key.

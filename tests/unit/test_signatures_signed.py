@@ -34,9 +34,11 @@ def made(tmp_path_factory):
             {"name": "sbom", "kind": "dsse", "subjects": subjects, "predicateType": "https://cyclonedx.org/bom"},
             {"name": "message", "kind": "message", "file": str(out / "manifest.json")},
         ],
-        "keys": [{"name": name, **spec, "payloads": [str(out / "image.payload")],
+        "keys": [{"name": name, **spec, "payloads": [str(out / "image.payload")], "tlog": True,
                   "dsse": [{"subjects": subjects}, {"subjects": [{"name": "x", "digest": OTHER}]}]}
-                 for name, spec in KEYS.items()] + [{"name": "stranger", "type": "ec", "curve": "P-256"}],
+                 for name, spec in KEYS.items()] + [{"name": "stranger", "type": "ec", "curve": "P-256",
+                                                     "payloads": [str(out / "image.payload")], "tlog": True}],
+        "cosignKeyless": [{"name": "legacy", "payloads": [str(out / "image.payload")]}],
     }, out)
     summary["trust"] = core.SigstoreTrust(Path(summary["trustedRoot"]).read_bytes(), source="mock trusted root")
     return summary
@@ -58,9 +60,22 @@ def key(made, name: str, **options) -> core.CosignKey:
     return core.CosignKey(Path(made["keys"][name]["publicKey"]).read_text(), **options)
 
 
-def tag_signature(made, name: str, payload: bytes = None) -> core.SignatureArtifact:
-    signature = Path(made["keys"][name]["signatures"][0]).read_text()
-    manifest, blobs = cosign_manifest([(payload or simple_signing(IMAGE), {core.ANNOTATION_SIGNATURE: signature})])
+def tag_signature(made, name: str, payload: bytes = None, *, rekor: str = None) -> core.SignatureArtifact:
+    """cosign's tag scheme for a key signature; ``rekor``: the SET bundle annotation of key ``rekor``."""
+    annotations = {core.ANNOTATION_SIGNATURE: Path(made["keys"][name]["signatures"][0]).read_text()}
+    if rekor:
+        annotations[core.ANNOTATION_BUNDLE] = Path(made["keys"][rekor]["rekor"][0]).read_text()
+    manifest, blobs = cosign_manifest([(payload or simple_signing(IMAGE), annotations)])
+    return artifact("tag:" + IMAGE.replace(":", "-") + ".sig", manifest, blobs)
+
+
+def legacy_keyless(made, **changes) -> core.SignatureArtifact:
+    """cosign's legacy keyless tag scheme: signature, Fulcio certificate and Rekor SET bundle."""
+    files = made["cosignKeyless"]["legacy"]
+    annotations = {core.ANNOTATION_SIGNATURE: Path(files["signatures"][0]).read_text(),
+                   core.ANNOTATION_CERTIFICATE: Path(files["certificates"][0]).read_text(),
+                   core.ANNOTATION_BUNDLE: Path(files["rekor"][0]).read_text(), **changes}
+    manifest, blobs = cosign_manifest([(simple_signing(IMAGE), annotations)])
     return artifact("tag:" + IMAGE.replace(":", "-") + ".sig", manifest, blobs)
 
 
@@ -191,6 +206,57 @@ def test_a_required_transparency_log_entry_must_be_there(made):
     verdict = core.verify_image(IMAGE, [tag_signature(made, "p256")], [key(made, "p256", require_tlog=True)],
                                 made["trust"])
     assert verdict.status == core.INVALID and "no Rekor bundle" in verdict.reason
+
+
+@pytest.mark.parametrize("name", sorted(KEYS))
+def test_a_logged_key_signature_verifies_with_the_transparency_log_required(made, name):
+    verdict = core.verify_image(IMAGE, [tag_signature(made, name, rekor=name)], [key(made, name, require_tlog=True)],
+                                made["trust"])
+    assert verdict.status == core.VERIFIED, verdict
+
+
+def test_a_log_entry_of_another_signature_or_an_untrusted_log_is_invalid(made):
+    # the SET of the stranger's entry is genuine, but the entry is about another key and signature
+    verdict = core.verify_image(IMAGE, [tag_signature(made, "p256", rekor="stranger")],
+                                [key(made, "p256", require_tlog=True)], made["trust"])
+    assert verdict.status == core.INVALID and "another signature or key" in verdict.reason
+    from shared.adapters.signatures import public_good_trust
+
+    verdict = core.verify_image(IMAGE, [tag_signature(made, "p256", rekor="p256")],
+                                [key(made, "p256", require_tlog=True)], public_good_trust())
+    assert verdict.status == core.INVALID and "Rekor SET does not verify" in verdict.reason
+
+
+# --- cosign's legacy keyless tag scheme -------------------------------------------------------------
+
+
+def test_a_legacy_keyless_tag_signature_verifies(made):
+    verdict = core.verify_image(IMAGE, [legacy_keyless(made)], [SIGNER], made["trust"])
+    assert verdict == core.Verification(core.VERIFIED, core.KIND_KEYLESS, IDENTITY, ISSUER,
+                                        "tag:" + IMAGE.replace(":", "-") + ".sig")
+    assert core.verify_image(OTHER, [legacy_keyless(made)], [SIGNER], made["trust"]).status == core.MISMATCH
+
+
+def test_a_legacy_keyless_tag_signature_is_refused_when_something_does_not_hold(made):
+    wrong = core.Keyless(identity=IDENTITY, issuer="https://accounts.google.com")
+    assert "issuer" in core.verify_image(IMAGE, [legacy_keyless(made)], [wrong], made["trust"]).reason
+    # a genuine log entry, but of another signature: the log does not vouch for this one
+    borrowed = legacy_keyless(made, **{core.ANNOTATION_BUNDLE: Path(made["keys"]["stranger"]["rekor"][0]).read_text()})
+    verdict = core.verify_image(IMAGE, [borrowed], [SIGNER], made["trust"])
+    assert verdict.status == core.INVALID and "Rekor entry is about another" in verdict.reason
+    without = legacy_keyless(made, **{core.ANNOTATION_BUNDLE: ""})  # cosign --tlog-upload=false
+    assert "no Rekor bundle" in core.verify_image(IMAGE, [without], [SIGNER], made["trust"]).reason
+    from shared.adapters.signatures import public_good_trust
+
+    verdict = core.verify_image(IMAGE, [legacy_keyless(made)], [SIGNER], public_good_trust())
+    assert verdict.status == core.INVALID and "Rekor SET does not verify" in verdict.reason
+    # another certificate (a key-signing one from the same CA would do; the production one is handy)
+    production = (Path(__file__).resolve().parents[1] / "fixtures" / "sigstore" / "production" /
+                  "server_image-v0.0.14.sig.manifest.json")
+    other_cert = json.loads(production.read_text())["layers"][0]["annotations"][core.ANNOTATION_CERTIFICATE]
+    verdict = core.verify_image(IMAGE, [legacy_keyless(made, **{core.ANNOTATION_CERTIFICATE: other_cert})],
+                                [core.Keyless(identity_regexp=".*", issuer=ISSUER)], made["trust"])
+    assert verdict.status == core.INVALID and "certificate" in verdict.reason
 
 
 def test_any_requirement_that_verifies_is_enough(made):
