@@ -367,6 +367,8 @@ def candidates(artifact: SignatureArtifact) -> list[Candidate]:
         plan = plan_artifact(artifact.manifest, f"signature manifest at {artifact.location}")
     except Unreadable as exc:
         return [Unusable(artifact.location, str(exc))]
+    if plan.kind == "other":
+        return [Unusable(artifact.location, "the manifest holds no cosign, Sigstore or Notary Project signature layer")]
     found: list[Candidate] = [Unusable(artifact.location, why) for _, why in plan.refused]
     several = len(plan.fetch) > 1
     for n, layer in enumerate(plan.fetch):

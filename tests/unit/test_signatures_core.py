@@ -211,6 +211,16 @@ def test_a_missing_or_failed_blob_is_reported_with_the_adapters_reason():
     assert core.verify_image(IMAGE, [problem], [KEYLESS], None).reason.endswith("is over the limit")
 
 
+def test_a_signature_location_that_holds_no_signature_is_invalid():
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": core.MEDIA_OCI_MANIFEST,
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2,
+                                      "digest": sha256(b"{}")},
+                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": 9,
+                                       "digest": "sha256:" + "9a" * 32}]}).encode()
+    verdict = core.verify_image(IMAGE, [core.SignatureArtifact("tag:t.sig", manifest)], [KEYLESS], None)
+    assert verdict.status == core.INVALID and "holds no cosign, Sigstore or Notary Project signature" in verdict.reason
+
+
 def test_the_number_of_signatures_checked_is_bounded():
     layers = [(simple_signing(IMAGE) + b" " * n, {core.ANNOTATION_SIGNATURE: "TUVZ"})
               for n in range(core.MAX_SIGNATURE_LAYERS)]
