@@ -47,7 +47,7 @@ import httpx
 
 from ..core import signatures as core
 from ..core.signatures import SignatureArtifact
-from ..errors import ConfigError, TransientError, UpstreamError
+from ..errors import ConfigError, TransientError, ValidationError
 from .registry import MANIFEST_ACCEPT, ManifestReader, _next_link, _status_error
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class SignatureFinder:
 
     def find(self, registry: str, repository: str, digest: str) -> SignatureLookup:
         if not core.valid_digest(digest):
-            raise UpstreamError(f"not a sha256 digest: {core.one_line(repr(digest), 90)}", code="InvalidDigest")
+            raise ValidationError(f"not a sha256 digest: {core.one_line(repr(digest), 90)}", code="InvalidDigest")
         reader: ManifestReader = self._source.reader(registry)
         budget = _Deadline(self._deadline, self._clock)
         lookup = _Lookup(reader, repository, budget)

@@ -260,3 +260,21 @@ def test_import_is_cheap():
             "print(sorted(m for m in ('sigstore', 're2', 'cryptography', 'rfc8785') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_an_operators_trusted_root_file_is_read_with_clear_errors(tmp_path):
+    from shared.adapters.signatures import SignatureFinder, public_good_trust, trust_from_file
+    from shared.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        trust_from_file(str(tmp_path / "missing.json"))
+    assert "missing.json cannot be read" in str(caught.value)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValidationError) as caught:
+        trust_from_file(str(tmp_path / "bad.json"))
+    assert "bad.json is not a Sigstore trusted root" in str(caught.value)
+    copy = tmp_path / "root.json"
+    copy.write_bytes(public_good_trust().root._inner.to_json().encode())
+    assert trust_from_file(str(copy)).root._inner.tlogs == public_good_trust().root._inner.tlogs
+    with pytest.raises(ValidationError):
+        SignatureFinder(source=None).find("docker.io", "library/nginx", "latest")
