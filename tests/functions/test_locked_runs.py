@@ -78,21 +78,21 @@ def acr_digest(repository: str, tag: str):
 def test_each_upload_is_a_run_and_a_redelivered_event_is_not(env, stack, functions, queue_host, prefix, tmp_path):
     digest = push_upstream(stack, f"{prefix}/app", "1.0", "a")
     manifest = f"quay.io/{prefix}/app:1.0 => {prefix}/app\n".encode()
-    first = upload("images.txt", manifest)
-    deliver(functions, "images.txt", manifest, first)
-    deliver(functions, "images.txt", manifest, first)  # the same event again: no second run
+    first = upload(f"{prefix}.txt", manifest)
+    deliver(functions, f"{prefix}.txt", manifest, first)
+    deliver(functions, f"{prefix}.txt", manifest, first)  # the same event again: no second run
     queue_host.drain()
-    assert [r["status"] for r in records_for("images.txt")] == ["succeeded"]
-    second = upload("images.txt", manifest)  # the same bytes again (a pipeline re-run): a new upload
+    assert [r["status"] for r in records_for(f"{prefix}.txt")] == ["succeeded"]
+    second = upload(f"{prefix}.txt", manifest)  # the same bytes again (a pipeline re-run): a new upload
     assert second != first
-    deliver(functions, "images.txt", manifest, second)
+    deliver(functions, f"{prefix}.txt", manifest, second)
     queue_host.drain()
-    runs = records_for("images.txt")
+    runs = records_for(f"{prefix}.txt")
     assert [r["status"] for r in runs] == ["succeeded", "succeeded"] and runs[0]["run_id"] != runs[1]["run_id"]
     assert runs[1]["entries"][0]["source_digest"] == digest
 
     # runs wait --file follows the run of this upload (the second), and fails fast without a blob
-    local = tmp_path / "images.txt"
+    local = tmp_path / f"{prefix}.txt"
     local.write_bytes(manifest)
     out, err = io.StringIO(), io.StringIO()
     assert cli_main(["runs", "wait", "--file", str(local), "--timeout", "5", "--json"], out=out, err=err) == 0
@@ -102,7 +102,7 @@ def test_each_upload_is_a_run_and_a_redelivered_event_is_not(env, stack, functio
     started = time.monotonic()
     assert cli_main(["runs", "wait", "--file", str(other), "--timeout", "60"], out=out, err=err) == 1
     assert time.monotonic() - started < 10 and "no blob 'other.txt'" in err.getvalue()
-    changed = tmp_path / "images2" / "images.txt"
+    changed = tmp_path / "images2" / f"{prefix}.txt"
     changed.parent.mkdir()
     changed.write_bytes(manifest + b"# edited after the upload\n")
     err = io.StringIO()
@@ -120,10 +120,10 @@ def test_a_locked_run_imports_the_locked_digest_and_reports_a_moved_tag_as_drift
     assert [i.digest for i in parse_lock(lock).images] == [locked]
     moved = push_upstream(stack, f"{prefix}/app", "1.0", "b")  # the tag moves upstream after the review
     assert moved != locked
-    upload("images.lock", lock)
-    deliver(functions, "images.txt", manifest, upload("images.txt", manifest))
+    upload(f"{prefix}.lock", lock)
+    deliver(functions, f"{prefix}.txt", manifest, upload(f"{prefix}.txt", manifest))
     queue_host.drain()
-    [run] = records_for("images.txt")
+    [run] = records_for(f"{prefix}.txt")
     assert run["status"] == "succeeded" and run["manifest"]["lock"]["images"] == 1
     [entry] = run["entries"]
     assert entry["result"] == "imported" and entry["source_digest"] == locked
@@ -134,7 +134,7 @@ def test_a_locked_run_imports_the_locked_digest_and_reports_a_moved_tag_as_drift
     # the re-sync timer reports the drift again and imports nothing
     functions["resync_timer"](TimerRequest())
     queue_host.drain()
-    resync = [r for r in records_for("images.txt") if r["trigger"] == "timer"]
+    resync = [r for r in records_for(f"{prefix}.txt") if r["trigger"] == "timer"]
     assert [r["entries"][0]["result"] for r in resync] == ["unchanged"] and resync[0]["summary"]["drift"] == 1
     assert acr_digest(f"{prefix}/app", "1.0") == locked
 
@@ -142,8 +142,8 @@ def test_a_locked_run_imports_the_locked_digest_and_reports_a_moved_tag_as_drift
 def test_self_heal_of_a_locked_tag_restores_the_locked_digest(env, stack, functions, queue_host, prefix):
     locked = push_upstream(stack, f"{prefix}/app", "2.0", "a")
     manifest = f"quay.io/{prefix}/app:2.0 => {prefix}/app\n".encode()
-    upload("images.lock", make_lock(manifest))
-    deliver(functions, "images.txt", manifest, upload("images.txt", manifest))
+    upload(f"{prefix}.lock", make_lock(manifest))
+    deliver(functions, f"{prefix}.txt", manifest, upload(f"{prefix}.txt", manifest))
     queue_host.drain()
     push_upstream(stack, f"{prefix}/app", "2.0", "b")
     services().clients.data_plane.delete_tag(f"{prefix}/app", "2.0")
@@ -178,18 +178,18 @@ def test_a_lock_uploaded_after_its_manifest_starts_the_run(env, stack, functions
     push_upstream(stack, f"{prefix}/app", "1.0", "a")
     push_upstream(stack, f"{prefix}/web", "1.0", "a")
     old_manifest = f"quay.io/{prefix}/app:1.0 => {prefix}/app\n".encode()
-    upload("images.lock", make_lock(old_manifest))
+    upload(f"{prefix}.lock", make_lock(old_manifest))
     manifest = old_manifest + f"quay.io/{prefix}/web:1.0 => {prefix}/web\n".encode()
-    deliver(functions, "images.txt", manifest, upload("images.txt", manifest))
-    [invalid] = records_for("images.txt")
+    deliver(functions, f"{prefix}.txt", manifest, upload(f"{prefix}.txt", manifest))
+    [invalid] = records_for(f"{prefix}.txt")
     assert invalid["status"] == "invalid" and invalid["errors"][0]["line"] == 2
-    assert "no entry in images.lock" in invalid["errors"][0]["message"]
+    assert f"no entry in {prefix}.lock" in invalid["errors"][0]["message"]
     lock = make_lock(manifest)
-    lock_etag = upload("images.lock", lock)
-    deliver(functions, "images.lock", lock, lock_etag)
-    deliver(functions, "images.lock", lock, lock_etag)
+    lock_etag = upload(f"{prefix}.lock", lock)
+    deliver(functions, f"{prefix}.lock", lock, lock_etag)
+    deliver(functions, f"{prefix}.lock", lock, lock_etag)
     queue_host.drain()
-    runs = records_for("images.txt")
+    runs = records_for(f"{prefix}.txt")
     assert [r["status"] for r in runs] == ["invalid", "succeeded"]
     assert runs[1]["summary"]["imported"] == 2 and runs[1]["manifest"]["lock"]["images"] == 2
 
@@ -198,15 +198,14 @@ def test_a_lock_that_does_not_agree_imports_nothing_and_names_the_line(env, stac
     push_upstream(stack, f"{prefix}/app", "1.0", "a")
     manifest = f"quay.io/{prefix}/app:1.0 => {prefix}/app\n".encode()
     lock = make_lock(manifest).replace(b"app:1.0\"", b"app:9.9\"")  # someone edited the lock by hand
-    upload("images.lock", lock)
-    deliver(functions, "images.txt", manifest, upload("images.txt", manifest))
+    upload(f"{prefix}.lock", lock)
+    deliver(functions, f"{prefix}.txt", manifest, upload(f"{prefix}.txt", manifest))
     queue_host.drain()
-    [run] = records_for("images.txt")
+    [run] = records_for(f"{prefix}.txt")
     assert run["status"] == "invalid" and run["entries"] == []
-    messages = [e["message"] for e in run["errors"]]
-    assert any("no entry in images.lock" in m for m in messages), messages
-    assert any("images.lock" in json.dumps(e) and e.get("line") for e in run["errors"] if "stale" in json.dumps(e)
-               or "no line" in e["message"]), run["errors"]
+    assert {(e.get("field"), e["line"]) for e in run["errors"]} == {(None, 1), (f"{prefix}.lock", 7)}, run["errors"]
+    assert any(f"no entry in {prefix}.lock" in e["message"] for e in run["errors"])  # the manifest's line 1
+    assert any("no line of" in e["message"] for e in run["errors"])  # the lock's stale entry, at its line
     assert acr_digest(f"{prefix}/app", "1.0") is None
 
 
@@ -214,26 +213,26 @@ def test_locks_required_refuse_an_unlocked_manifest_and_allowed_ones_warn(env, s
                                                                           prefix):
     push_upstream(stack, f"{prefix}/app", "1.0", "a")
     manifest = f"quay.io/{prefix}/app:1.0 => {prefix}/app\n".encode()
-    deliver(functions, "warned.txt", manifest, upload("warned.txt", manifest))
+    deliver(functions, f"{prefix}-warned.txt", manifest, upload(f"{prefix}-warned.txt", manifest))
     queue_host.drain()
-    [warned] = records_for("warned.txt")
+    [warned] = records_for(f"{prefix}-warned.txt")
     assert warned["status"] == "succeeded" and warned["manifest"]["lock"] is None
-    assert "no warned.lock" in warned["warnings"][0]["message"]
+    assert f"no {prefix}-warned.lock" in warned["warnings"][0]["message"]
     env.setenv("LOCK_REQUIRED", "true")
     entrypoints.reset()
-    deliver(functions, "required.txt", manifest, upload("required.txt", manifest))
-    [refused] = records_for("required.txt")
+    deliver(functions, f"{prefix}-required.txt", manifest, upload(f"{prefix}-required.txt", manifest))
+    [refused] = records_for(f"{prefix}-required.txt")
     assert refused["status"] == "invalid" and "LOCK_REQUIRED" in refused["errors"][0]["message"]
 
 
 def test_the_cli_plans_with_the_lock_beside_the_manifest(env, stack, prefix, tmp_path):
     locked = push_upstream(stack, f"{prefix}/app", "1.0", "a")
-    path = tmp_path / "images.txt"
+    path = tmp_path / f"{prefix}.txt"
     path.write_text(f"quay.io/{prefix}/app:1.0 => {prefix}/app\n")
     out, err = io.StringIO(), io.StringIO()
     with redirect_stderr(err):
         assert cli_main(["lock", str(path)], out=out, err=err) == 0
-    assert (tmp_path / "images.lock").exists() and f"+ {prefix}/app:1.0" in out.getvalue()
+    assert (tmp_path / f"{prefix}.lock").exists() and f"+ {prefix}/app:1.0" in out.getvalue()
     moved = push_upstream(stack, f"{prefix}/app", "1.0", "b")
     out, err = io.StringIO(), io.StringIO()
     assert cli_main(["plan", str(path), "--json"], out=out, err=err) == 0
