@@ -2,7 +2,8 @@
 
     python -m shared manifest check FILE [--json | --format text|json|github|azure|sarif]
 
-Exit 0 when it is valid (warnings are printed and do not fail it), 1 when it is not. ``--format github``
+Exit 0 when it is valid (warnings are printed and do not fail it), 1 when it is not. The manifest alone is
+checked (whether its images.lock agrees is ``lock --check``). ``--format github``
 / ``azure`` print each problem as a workflow annotation on its line (then the summary line); ``sarif``
 prints a SARIF 2.1.0 log for code scanning (rules ``invalid-manifest``, ``manifest-warning``).
 """
@@ -32,12 +33,12 @@ def annotations(file: str, result) -> list[Annotation]:
 
 def run(args, env, out: TextIO, err: TextIO) -> int:
     from ..config import Settings
-    from ..handlers.sync import check_manifest
+    from ..handlers.sync import read_manifest as validate
 
     fmt = check_format(args)
     settings = Settings.from_env(env, offline=True)
     data, _ = read_manifest(args.file)
-    result = check_manifest(data, settings)
+    result = validate(data, settings)  # the manifest alone: no "unlocked" warning, LOCK_REQUIRED or not
     if fmt == "json":
         write_json(out, result.to_dict())
         return EXIT_OK if result.ok else EXIT_FAILED
@@ -52,7 +53,8 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
             out.write(f"{args.file}:{problem.line}: {problem.message}\n" if problem.line
                       else f"{args.file}: {problem.message}\n")
         for problem in result.warnings:
-            out.write(f"{args.file}:{problem.line}: warning: {problem.message}\n")
+            where = f"{args.file}:{problem.line}" if problem.line else args.file
+            out.write(f"{where}: warning: {problem.message}\n")
     if result.ok:
         policies = f", {len(result.policies)} tag policies" if result.policies else ""
         out.write(f"{args.file}: {len(result.entries)} entries{policies}, valid\n")

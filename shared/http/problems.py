@@ -14,7 +14,7 @@ from ..errors import (AirlockError, ConfigError, ConflictError, Forbidden, LockF
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
-# where the key goes: the Functions host's function key names, which `airlock serve --api-key` takes too
+# where the key goes: the Functions host's function key names, which `airlock serve` (SERVE_API_KEY) takes too
 AUTHENTICATE = 'ApiKey header="x-functions-key", query="code"'
 
 _STATUS = (

@@ -249,3 +249,13 @@ def test_lock_check_annotates_a_missing_lock_and_an_invalid_manifest(tmp_path):
     assert code == 1 and f"::error file={manifest},line=2,title=invalid-manifest::" in out
     code, _, err = run_cli("lock", str(manifest), "--format", "github")
     assert code == 2 and "--check" in err
+
+
+@pytest.mark.parametrize("required", ["false", "true"])
+def test_manifest_check_checks_the_manifest_alone(tmp_path, monkeypatch, required):
+    """Whether images.lock agrees is `lock --check`'s question: manifest check neither warns that there is no
+    lock nor fails for want of one under LOCK_REQUIRED (it used to print `images.txt:None: warning: ...`)."""
+    monkeypatch.setenv("LOCK_REQUIRED", required)
+    path = tmp_path / "images.txt"
+    path.write_text("nginx:1.27\n")
+    assert run_cli("manifest", "check", str(path)) == (0, f"{path}: 1 entries, valid\n", "")
