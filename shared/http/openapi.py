@@ -50,8 +50,10 @@ def app_version() -> str:
 
 _PROBLEM_TEXT = {
     400: "Invalid request (errors name the field, as a JSON pointer, or the query parameter)",
-    401: "No key: every call needs a function key (x-functions-key header or ?code=); WWW-Authenticate says so",
-    403: "The key given is not valid",
+    401: ("No key: every call needs a function key (x-functions-key header or ?code=). The Functions host answers "
+          "it itself, with an empty body, to a missing or a wrong key; airlock serve (SERVE_API_KEY) with this "
+          "problem and WWW-Authenticate"),
+    403: "The key given is not this server's (airlock serve; the Functions host answers 401)",
     404: "Not found", 409: "Conflict",
     413: "The request body is larger than the server takes (HTTP_MAX_BODY_BYTES)",
     415: "The operation does not take this content type",
