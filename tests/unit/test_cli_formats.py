@@ -251,11 +251,20 @@ def test_lock_check_annotates_a_missing_lock_and_an_invalid_manifest(tmp_path):
     assert code == 2 and "--check" in err
 
 
-@pytest.mark.parametrize("required", ["false", "true"])
-def test_manifest_check_checks_the_manifest_alone(tmp_path, monkeypatch, required):
-    """Whether images.lock agrees is `lock --check`'s question: manifest check neither warns that there is no
-    lock nor fails for want of one under LOCK_REQUIRED (it used to print `images.txt:None: warning: ...`)."""
-    monkeypatch.setenv("LOCK_REQUIRED", required)
-    path = tmp_path / "images.txt"
-    path.write_text("nginx:1.27\n")
-    assert run_cli("manifest", "check", str(path)) == (0, f"{path}: 1 entries, valid\n", "")
+
+def test_manifest_check_annotates_the_lock_beside_it_with_its_codes(tmp_path):
+    """manifest check reads the images.lock beside the manifest: a lock that does not agree is annotated
+    where the disagreement is, with the code lock --check gives it; no lock is a file-level warning."""
+    manifest, lock = write_lock(tmp_path, "quay.io/a/b:1 => a/b\n", [
+        LockedImage("a/b:1", "quay.io/a/b:1", D1), LockedImage("old/x:1", "quay.io/old/x:1", D1)])
+    code, out, _ = run_cli("manifest", "check", str(manifest), "--format", "github")
+    assert code == 1
+    [stale] = [line for line in out.splitlines() if line.startswith("::error ")]
+    assert re.match(rf"::error file={re.escape(str(lock))},line=\d+,title=stale::", stale)
+    manifest.write_text("quay.io/a/b:1 => a/b\nquay.io/c/d:2 => c/d\nquay.io/old/x:1 => old/x\n")
+    code, out, _ = run_cli("manifest", "check", str(manifest), "--format", "azure")
+    assert code == 1 and f"sourcepath={manifest};linenumber=2;code=unlocked]" in out
+    lock.unlink()
+    code, out, _ = run_cli("manifest", "check", str(manifest), "--format", "github")
+    assert code == 0 and out.startswith(f"::warning file={manifest},title=manifest-warning::no ")
+    assert "images.lock" in out.splitlines()[0]
