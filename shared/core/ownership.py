@@ -40,7 +40,7 @@ from shared.core.plan import Action, PlanItem
 from shared.errors import Problem
 
 __all__ = ["OWNERS_PREFIX", "TAG_CONFLICT", "adopts", "check_update", "claim_needed", "conflict_message",
-           "import_refusal", "owner_blob", "owner_document", "peer_conflicts"]
+           "import_refusal", "overlapping_peers", "owner_blob", "owner_document", "peer_conflicts"]
 
 OWNERS_PREFIX = "owners/"
 TAG_CONFLICT = "TagConflict"
@@ -113,45 +113,50 @@ def _explicit(entries: Iterable[Entry]) -> Iterable[Entry]:
     return (e for e in entries if e.target_tag is not None and not e.policy)
 
 
-def peer_conflicts(manifest: ManifestResult, peers: Iterable[tuple[str, ManifestResult]]) -> list[Problem]:
-    """Every line of ``manifest`` that writes a destination another manifest (``peers``: name and parsed
-    manifest, without their locks) writes too; one problem per line, in line order. Linear in the
+def _hits(manifest: ManifestResult, peers: Iterable[tuple[str, ManifestResult]]) -> Iterable[tuple[str, Problem]]:
+    """(peer name, problem) for every peer that writes a destination of a line of ``manifest``. Linear in the
     entries of all of them (a policy is checked against the explicit tags of its repository only)."""
-    tags: dict[tuple[str, str], tuple[str, int]] = {}
+    tags: dict[tuple[str, str], list[tuple[str, int]]] = {}
     by_repository: dict[str, list[tuple[str, str, int]]] = {}
     policies: dict[str, list[tuple[str, PolicyEntry]]] = {}
     for name, peer in peers:
         for entry in _explicit(peer.entries):
-            tags.setdefault((entry.target_repository, entry.target_tag), (name, entry.line))
+            tags.setdefault((entry.target_repository, entry.target_tag), []).append((name, entry.line))
             by_repository.setdefault(entry.target_repository, []).append((entry.target_tag, name, entry.line))
         for policy in peer.policies:
             policies.setdefault(policy.target_repository, []).append((name, policy))
-    problems: list[Problem] = []
     one = "a destination tag belongs to one manifest"
     for entry in _explicit(manifest.entries):
-        hit = tags.get((entry.target_repository, entry.target_tag))
-        if hit is not None:
-            problems.append(Problem(f"destination {entry.target} is also written by {hit[0]} line {hit[1]}: {one}; "
-                                    "remove it from one of them", line=entry.line))
-            continue
+        for name, line in tags.get((entry.target_repository, entry.target_tag), ()):
+            yield name, Problem(f"destination {entry.target} is also written by {name} line {line}: {one}; "
+                                "remove it from one of them", line=entry.line)
         for name, policy in policies.get(entry.target_repository, ()):
             if policy.policy.admits(entry.target_tag):
-                problems.append(Problem(
-                    f"destination {entry.target} is also written by the tag policy {policy.policy.text} on {name} "
-                    f"line {policy.line}: {one}; remove it here, or exclude the tag there", line=entry.line))
-                break
+                yield name, Problem(f"destination {entry.target} is also written by the tag policy "
+                                    f"{policy.policy.text} on {name} line {policy.line}: {one}; remove it here, or "
+                                    "exclude the tag there", line=entry.line)
     for policy in manifest.policies:
         repository = policy.target_repository
-        if policies.get(repository):
-            name, other = policies[repository][0]
-            problems.append(Problem(
-                f"the tag policy into {repository} overlaps the tag policy on {name} line {other.line}: a "
-                "repository that tag policies write into belongs to one manifest", line=policy.line))
-            continue
+        for name, other in policies.get(repository, ()):
+            yield name, Problem(f"the tag policy into {repository} overlaps the tag policy on {name} line "
+                                f"{other.line}: a repository that tag policies write into belongs to one manifest",
+                                line=policy.line)
         for tag, name, line in by_repository.get(repository, ()):
             if policy.policy.admits(tag):
-                problems.append(Problem(
-                    f"the tag policy {policy.policy.text} admits {repository}:{tag}, which {name} line {line} "
-                    f"writes: {one}; exclude the tag here, or remove it there", line=policy.line))
-                break
-    return sorted(problems, key=lambda p: p.line or 0)
+                yield name, Problem(f"the tag policy {policy.policy.text} admits {repository}:{tag}, which {name} "
+                                    f"line {line} writes: {one}; exclude the tag here, or remove it there",
+                                    line=policy.line)
+
+
+def peer_conflicts(manifest: ManifestResult, peers: Iterable[tuple[str, ManifestResult]]) -> list[Problem]:
+    """Every line of ``manifest`` that writes a destination another manifest (``peers``: name and parsed
+    manifest, without their locks) writes too: one problem per line (the first peer found), in line order."""
+    first: dict[Optional[int], Problem] = {}
+    for _, problem in _hits(manifest, peers):
+        first.setdefault(problem.line, problem)
+    return sorted(first.values(), key=lambda p: p.line or 0)
+
+
+def overlapping_peers(manifest: ManifestResult, peers: Iterable[tuple[str, ManifestResult]]) -> set[str]:
+    """The names of every peer that writes a destination ``manifest`` writes."""
+    return {name for name, _ in _hits(manifest, peers)}

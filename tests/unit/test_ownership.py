@@ -180,3 +180,14 @@ def test_manifests_that_do_not_overlap_and_untagged_imports_are_fine():
     mine = parse_manifest(f"quay.io/a/b:1 => team/app:1.0\nquay.io/a/b@{PIN} => team/app\n")
     assert peer_conflicts(mine, peers(a=f"quay.io/a/b:1 => team/app:1.1\nquay.io/a/b@{PIN} => team/app\n",
                                       z="nginx:{semver: ~1.27} => team/app\n")) == []
+
+
+def test_every_overlapping_peer_is_found_and_one_problem_per_line_is_reported():
+    from shared.core.ownership import overlapping_peers
+
+    mine = parse_manifest("nginx:1.27 => team/app:1.0\nnginx:1.26 => team/app:0.9\n")
+    others = peers(a="quay.io/x/y:1 => team/app:1.0\n", b="quay.io/x/z:1 => team/app:1.0\n",
+                   c="quay.io/x/z:1 => team/app:2.0\n")
+    assert overlapping_peers(mine, others) == {"a.txt", "b.txt"}
+    [problem] = peer_conflicts(mine, others)
+    assert problem.line == 1 and "a.txt line 1" in problem.message
