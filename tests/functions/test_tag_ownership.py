@@ -33,7 +33,8 @@ def upload(functions, name: str, text: str) -> None:
     """What an upload does: the blob lands in the manifests container and its trigger fires."""
     s = services()
     s.store.put_bytes(s.settings.manifests_container, name, text.encode())
-    functions["manifest_uploaded"](func.blob.InputStream(data=text.encode(), name=f"{s.settings.manifests_container}/{name}"))
+    blob = func.blob.InputStream(data=text.encode(), name=f"{s.settings.manifests_container}/{name}")
+    functions["manifest_uploaded"](blob)
 
 
 def runs_of(name: str) -> list[dict]:
@@ -123,7 +124,8 @@ def test_a_policy_into_a_repository_overlaps_another_manifests_tag(env, stack, s
     upload(functions, f"{prefix}-policy.txt", "nginx:{regex: 1\\.2[67](\\..*)?, newest: 2} => " + f"{prefix}/web\n")
     [refused] = runs_of(f"{prefix}-policy.txt")
     assert refused["status"] == "invalid"
-    assert "admits" in refused["errors"][0]["message"] and f"{prefix}-pinned.txt line 1" in refused["errors"][0]["message"]
+    message = refused["errors"][0]["message"]
+    assert "admits" in message and f"{prefix}-pinned.txt line 1" in message
 
 
 def test_two_manifests_no_longer_flip_a_tag_on_every_resync(env, stack, seeded, functions, queue_host, prefix):
