@@ -68,6 +68,12 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("POOL_IDLE_MINUTES", "30", "Idle time after which an empty pool is scaled to 0."),
     SettingSpec("POOL_SCALE_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule of the idle-pool timer."),
     SettingSpec("BUILD_RULES_BLOB", "build-rules.yaml", "Blob (in MANIFESTS_CONTAINER) holding the build rules."),
+    SettingSpec("BUILD_RULE_MAX_CHAIN", "5",
+                "Most rules in one chain of rule builds (a rule firing for an image pushed by a rule build "
+                "extends that build's chain); a longer chain is cut and recorded (1-20)."),
+    SettingSpec("BUILD_RULE_PRODUCER_WAIT_SECONDS", "20",
+                "How long a push event waits for running rule builds that may have pushed it to end (their "
+                "output images tell); then the event fails and Event Grid delivers it again (0-25)."),
     SettingSpec("REQUESTS_CA_BUNDLE", "", "CA bundle for TLS to Azure and registries; empty: system trust store."),
     # telemetry (docs/operations.md)
     SettingSpec("APPLICATIONINSIGHTS_CONNECTION_STRING", "",
@@ -153,6 +159,8 @@ class Settings:
     pool_scale_up_count: int = 1
     pool_idle_minutes: float = 30.0
     build_rules_blob: str = "build-rules.yaml"
+    rule_max_chain: int = 5
+    rule_producer_wait: float = 20.0
     ca_bundle: str = ""
     appinsights_connection_string: str = field(default="", repr=False)
     worker_telemetry: bool = False
@@ -267,6 +275,8 @@ class Settings:
             pool_scale_up_count=integer("POOL_SCALE_UP_COUNT", 1, 100),
             pool_idle_minutes=number("POOL_IDLE_MINUTES", 0, 24 * 60),
             build_rules_blob=raw("BUILD_RULES_BLOB"),
+            rule_max_chain=integer("BUILD_RULE_MAX_CHAIN", 1, 20),
+            rule_producer_wait=number("BUILD_RULE_PRODUCER_WAIT_SECONDS", 0, 25),
             ca_bundle=raw("REQUESTS_CA_BUNDLE"),
             appinsights_connection_string=raw("APPLICATIONINSIGHTS_CONNECTION_STRING"),
             worker_telemetry=boolean("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"),
