@@ -236,8 +236,10 @@ def test_plan_summary_lists_errors_with_line_numbers(tmp_path):
 OIDC_TOKEN_LIFETIME = 600
 PYTHON_WRAPPER = '''#!{python}
 """`python` for the pipeline scripts: the real interpreter. For `-m shared runs wait` it records the call,
-writes the run's final record into the stand-in's storage before wait number FINAL_ON_WAIT (what the
-Function App does when the run ends), and shortens --timeout to half a second."""
+puts images.txt into the manifests container (what the shimmed `az storage blob upload` would have done),
+writes the run's final record and the blob trigger's claim on that upload into the stand-in's storage
+before wait number FINAL_ON_WAIT (what the Function App does when the run ends), and shortens --timeout
+to half a second."""
 import hashlib, json, os, sys
 from pathlib import Path
 here = Path(__file__).resolve().parent
@@ -248,16 +250,20 @@ if argv[:4] == ["-m", "shared", "runs", "wait"]:
     count = here / "waits"
     n = int(count.read_text()) + 1 if count.exists() else 1
     count.write_text(str(n))
+    from shared.services import Services
+    services = Services.from_env(dict(os.environ))
+    data = Path("images.txt").read_bytes()
+    if n == 1:
+        services.store.put_bytes(services.settings.manifests_container, "images.txt", data)
     if n == int(os.environ.get("FINAL_ON_WAIT", "0")):
-        from shared.core.names import blob_segment
-        from shared.services import Services
-        services = Services.from_env(dict(os.environ))
-        digest = hashlib.sha256(Path("images.txt").read_bytes()).hexdigest()
+        from shared.cli.runs import uploaded
+        from shared.handlers.runs.start import claim_blob
+        digest = hashlib.sha256(data).hexdigest()
         container, run_id = services.settings.outcomes_container, "pipeline-" + digest[:12]
         record = {{"run_id": run_id, "status": os.environ["FINAL"]}}
         services.store.put_json(container, f"runs/{{run_id}}.json", record)
-        claim = f"claims/{{blob_segment('images.txt')}}/{{digest}}.json"
-        services.store.put_json(container, claim, {{"run_id": run_id}})
+        upload, lock_upload = uploaded(services, "images.txt", data)
+        services.store.put_json(container, claim_blob("images.txt", upload, lock_upload), {{"run_id": run_id}})
     argv[argv.index("--timeout") + 1] = "0.5"
 os.execv(sys.executable, [sys.executable, *argv])
 '''
@@ -399,3 +405,47 @@ def test_azure_devops_pool_and_time_limit_are_parameters():
     assert "vmImage" not in DEVOPS.read_text().split("\nstages:", 1)[1]
     [imports] = [job for job in jobs if job["job"] == "import"]
     assert imports["timeoutInMinutes"] == "${{ parameters.jobTimeoutInMinutes }}"
+
+
+# -- the pull-request checks annotate the lines at fault ------------------------------------------
+
+def check_scripts(path: Path) -> list[str]:
+    """The offline pull-request check scripts (manifest check, with its lock) of the plan job / stage."""
+    document = load(path)
+    if path == GITHUB:
+        steps = document["jobs"]["plan"]["steps"]
+    else:
+        [stage] = [s for s in document["stages"] if s["stage"] == "plan"]
+        steps = stage["jobs"][0]["steps"]
+    found = [step.get("run") or step.get("script") for step in steps]
+    return [s for s in found if s and any(c[:1] in (["manifest"], ["lock"]) for c in commands(s))]
+
+
+@pytest.mark.parametrize("path, fmt, error", [
+    (GITHUB, "github", "::error file=images.txt,line=2,title=invalid-manifest::"),
+    (DEVOPS, "azure", "##vso[task.logissue type=error;sourcepath=images.txt;linenumber=2;code=invalid-manifest]"),
+], ids=["github", "azure-devops"])
+def test_pull_request_checks_annotate_the_lines_at_fault(tmp_path, path, fmt, error):
+    scripts_ = check_scripts(path)
+    argvs = [argv for script in scripts_ for argv in commands(script)]
+    assert [(a[0], a[a.index("--format") + 1]) for a in argvs] == [("manifest", fmt)]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # the venv's, as `python`
+    (bin_dir / "python").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+
+    def run(script: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-eo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    (tmp_path / "images.txt").write_text("nginx:1.27 => web/nginx\nquay.io/Bad/Ref:1\n")
+    [manifest_step] = scripts_
+    done = run(manifest_step)
+    assert done.returncode == 1 and done.stdout.startswith(error), done.stdout + done.stderr
+    (tmp_path / "images.txt").write_text("nginx:1.27 => web/nginx\n")
+    assert run(manifest_step).returncode == 0  # no images.lock: valid, with a warning
+    (tmp_path / "images.lock").write_text("version: 1\nmanifest: \"sha256:" + "0" * 64 + "\"\nimages: []\n")
+    done = run(manifest_step)  # a lock that does not agree: annotated, on the manifest's line 1
+    at_line_1 = "line=1" in done.stdout.replace("linenumber=", "line=")
+    assert done.returncode == 1 and "unlocked" in done.stdout and at_line_1, done.stdout

@@ -159,3 +159,14 @@ def test_source_acrs_by_resource_id():
     s = Settings.from_env({**BASE, "SOURCE_ACR_RESOURCE_IDS": f"SharedImages.azurecr.io={rid}"})
     assert s.source_acr_id("sharedimages.azurecr.io") == rid
     assert s.source_acr_id("quay.io") is None and s.credentials_for("sharedimages.azurecr.io") is None
+
+
+def test_serve_api_key_is_a_secret_of_some_length_never_quoted():
+    key = "k3y-" + "x" * 28
+    s = Settings.from_env({**BASE, "SERVE_API_KEY": key})
+    assert s.serve_api_key == key and key in s.secrets() and key not in repr(s)
+    for bad in ("short-key", "has a space in it, 32 chars long!"):
+        with pytest.raises(ConfigError, match="SERVE_API_KEY") as info:
+            Settings.from_env({**BASE, "SERVE_API_KEY": bad})
+        assert bad not in info.value.message
+    assert Settings.from_env(BASE).serve_api_key == ""
