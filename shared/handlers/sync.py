@@ -314,19 +314,23 @@ class SyncEngine:
             list(pool.map(one, items))
 
     def _import_request(self, item: PlanItem) -> ImportRequest:
+        """The importImage call for a planned entry. A source registry that is an ACR
+        (SOURCE_ACR_RESOURCE_IDS) is named by resource id, with no address and no credentials: ACR reads
+        it with the app's identity. Any other source is named by its address (its mirror, if any), with
+        its credentials (SOURCE_REGISTRY_CREDENTIALS, DOCKERHUB_* for docker.io) when it has some."""
         entry = item.entry
         source = entry.source
+        targets = dict(target_tags=[f"{entry.target_repository}:{entry.target_tag}"] if entry.target_tag else [],
+                       untagged_repositories=[] if entry.target_tag else [entry.target_repository],
+                       mode=import_mode(item.action),
+                       # import exactly the digest that was planned, even if the source tag moved since
+                       source_image=f"{source.repository}@{item.source_digest}")
+        resource_id = self.services.acr_source_for(source.registry)
+        if resource_id:
+            return ImportRequest(registry_uri=None, resource_id=resource_id, **targets)
         creds = self.services.credentials_for(source.registry)
-        return ImportRequest(
-            registry_uri=self.settings.endpoint_for(source.registry),
-            # import exactly the digest that was planned, even if the source tag moved since
-            source_image=f"{source.repository}@{item.source_digest}",
-            target_tags=[f"{entry.target_repository}:{entry.target_tag}"] if entry.target_tag else [],
-            untagged_repositories=[] if entry.target_tag else [entry.target_repository],
-            mode=import_mode(item.action),
-            username=creds[0] if creds else None,
-            password=creds[1] if creds else None,
-        )
+        return ImportRequest(registry_uri=self.settings.endpoint_for(source.registry),
+                             username=creds[0] if creds else None, password=creds[1] if creds else None, **targets)
 
     @traced_import
     def _import_one(self, item: PlanItem) -> EntryOutcome:
