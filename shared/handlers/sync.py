@@ -259,16 +259,38 @@ class SyncEngine:
             else:
                 todo.append(index)
         total = len(todo)
-        if todo:
-            with ThreadPoolExecutor(max_workers=min(self.settings.concurrency, total),
-                                    thread_name_prefix="import") as pool:
+        unchanged = [i for i, o in outcomes.items() if o.result == RESULT_UNCHANGED and o.target_digest_after]
+        carry_unchanged = self.settings.referrers_enabled and self.settings.referrers_unchanged and unchanged
+        if todo or carry_unchanged:
+            workers = min(self.settings.concurrency, max(total, len(unchanged) if carry_unchanged else 0))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import") as pool:
+                # entries mirrored already: their referrers are compared (new signatures upstream) meanwhile
+                carried = {pool.submit(self.with_referrers, outcomes[i]): i for i in unchanged} \
+                    if carry_unchanged else {}
                 futures = {pool.submit(self._import_one, plan.items[i]): i for i in todo}
                 for done, future in enumerate(as_completed(futures), 1):
                     outcome = future.result()
                     outcomes[futures[future]] = outcome
                     if progress:
                         progress("failed" if outcome.failed else "imported", done, total, outcome)
+                for future, index in carried.items():
+                    outcomes[index] = future.result()
         return [outcomes[i] for i in range(len(plan.items))]
+
+    def with_referrers(self, outcome: EntryOutcome) -> EntryOutcome:
+        """``outcome`` with its entry's referrers carried into the ACR (REFERRERS_ENABLED; an entry whose
+        image is in place: imported or unchanged). Never fails the entry (shared.handlers.referrers)."""
+        if not self.settings.referrers_enabled or outcome.failed or not outcome.target_digest_after:
+            return outcome
+        from .referrers import ReferrerCarrier
+
+        try:
+            report = ReferrerCarrier(self.services).carry(outcome.item.entry, outcome.target_digest_after)
+        except Exception as exc:  # noqa: BLE001 - the image landed: a bug here must not fail its entry
+            log.exception("referrers of %s could not be carried", outcome.item.entry.target)
+            report = {"items": [], "missing": [], "skipped": 0,
+                      "problems": [{"code": "ReferrersFailed", "message": type(exc).__name__, "retryable": True}]}
+        return replace(outcome, referrers=report)
 
     def _import_request(self, item: PlanItem) -> ImportRequest:
         entry = item.entry
@@ -328,8 +350,9 @@ class SyncEngine:
                                 "DigestMismatch", message, after)
         # An error with the right digest in place (e.g. a dropped poll after the import landed,
         # then a NoForce conflict on retry) is a success: the registry holds what was planned.
-        return EntryOutcome(item, RESULT_IMPORTED, attempts.count, time.monotonic() - started,
-                            target_digest_after=after)
+        outcome = EntryOutcome(item, RESULT_IMPORTED, attempts.count, time.monotonic() - started,
+                               target_digest_after=after)
+        return self.with_referrers(outcome)  # one more round of imports: its signatures, SBOMs, attestations
 
     def landed(self, item: PlanItem) -> bool:
         """One data-plane read (no retries): is the planned digest at the target already?"""
