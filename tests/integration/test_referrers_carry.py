@@ -50,9 +50,9 @@ class Acr:
             aad = ManagedIdentityCredential().get_token("https://containerregistry.azure.net/.default").token
         refresh = self.http.post("/oauth2/exchange", data={"grant_type": "access_token", "access_token": aad,
                                                            "service": self.stack.login_server})
-        access = self.http.post("/oauth2/token", data={"grant_type": "refresh_token", "service": self.stack.login_server,
-                                                       "scope": f"repository:{repository}:pull",
-                                                       "refresh_token": refresh.json()["refresh_token"]})
+        access = self.http.post("/oauth2/token", data={
+            "grant_type": "refresh_token", "service": self.stack.login_server,
+            "scope": f"repository:{repository}:pull", "refresh_token": refresh.json()["refresh_token"]})
         assert access.status_code == 200, access.text
         return access.json()["access_token"]
 
