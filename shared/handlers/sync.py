@@ -26,7 +26,7 @@ from ..core.outcome import (RESULT_FAILED, RESULT_IMPORTED, RESULT_PLANNED, RESU
 from ..core.plan import Action, Plan, PlanItem, decide, drift, import_mode
 from ..errors import AirlockError, TransientError, UpstreamError
 from ..telemetry import ContextThreadPoolExecutor as ThreadPoolExecutor  # pools see the run (log run id, spans)
-from ..telemetry import traced_import, traced_plan, traced_run
+from ..telemetry import count_referrers, traced_import, traced_plan, traced_run
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +290,7 @@ class SyncEngine:
             log.exception("referrers of %s could not be carried", outcome.item.entry.target)
             report = {"items": [], "missing": [], "skipped": 0,
                       "problems": [{"code": "ReferrersFailed", "message": type(exc).__name__, "retryable": True}]}
+        count_referrers(report)
         return replace(outcome, referrers=report)
 
     def _import_request(self, item: PlanItem) -> ImportRequest:

@@ -148,3 +148,19 @@ def test_without_referrers_the_record_is_as_before():
     assert "referrers" not in doc and "referrers_missing" not in doc
     assert core.summarise([doc]) is None and "referrers" not in runs.summarise([doc])
     assert core.warnings([doc]) == []
+
+
+def test_the_summary_table_names_each_referrer_that_did_not_make_it():
+    from shared.cli.output import render_summary
+
+    failed = core.record_item(core.tag_referrer(A, "sig", B), core.RESULT_FAILED,
+                              {"code": "ManifestUnknown", "message": "gone upstream", "retryable": False})
+    outcome = entry_outcome({"items": [failed, core.record_item(core.Referrer(A, C, core.VIA_REFERRERS),
+                                                                core.RESULT_IMPORTED)], "missing": []})
+    record = RunRecord("r1", "sync", "cli", "images.txt", "x", "acr", datetime.now(timezone.utc),
+                       finished_at=datetime.now(timezone.utc), entries=[outcome])
+    text = render_summary(record.to_dict())
+    assert "warning: line 1: team/app:1.0: referrer tag " + failed["tag"] in text
+    assert "ManifestUnknown: gone upstream" in text
+    assert "referrers: 1 imported, 0 already there, 1 failed, 0 not listed by the ACR" in text
+    assert "succeeded" in text
