@@ -1,4 +1,4 @@
-"""The sync engine: manifest -> plan -> imports -> outcome record.
+"""The sync engine: manifest -> plan -> imports (and each image's referrers) -> outcome record.
 
 Data flows one way: the core parses and decides (``shared.core``), the adapters act
 (``shared.adapters``), and this module orchestrates them and reports progress. It does not read
