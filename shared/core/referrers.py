@@ -58,6 +58,7 @@ MAX_REFERRERS = 64       # referrers carried per entry; more are counted as skip
 MAX_INDEX_BYTES = 4 * 1024 * 1024
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}\Z")
+_ATTACHMENT_TAG = re.compile(r"sha256-[0-9a-f]{64}(?:\.(?:sig|att|sbom))?\Z")
 
 
 class Unreadable(ValueError):
@@ -82,6 +83,13 @@ def referrers_tag(digest: str) -> str:
     if not valid_digest(digest):
         raise ValueError(f"not a sha256 digest: {digest!r}")
     return digest.replace(":", "-", 1)
+
+
+def is_attachment_tag(tag: Optional[str]) -> bool:
+    """A tag that holds an image's signatures, attestations or SBOM (cosign's ``sha256-<hex>.sig`` /
+    ``.att`` / ``.sbom``) or its referrers (the tag schema's ``sha256-<hex>``), not an image of its own:
+    carrying referrers pushes such tags into the ACR, and build rules must not fire on them."""
+    return bool(tag) and _ATTACHMENT_TAG.match(tag) is not None
 
 
 def cosign_artifact_type(suffix: str) -> str:
