@@ -40,8 +40,17 @@ def add_parsers(sub) -> None:
     add_publish(trust_sub)
 
 
+def _read(path: Path, limit: int) -> bytes:
+    try:
+        if path.stat().st_size > limit:
+            raise ConfigError(f"{path}: over {limit} bytes")
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {os_reason(exc)}") from None
+
+
 def _roots(values: list[str]) -> dict[str, bytes]:
-    from ..adapters.trustroots import read_root_file
+    from ..core.trustmaterial import MAX_ROOT_BYTES
 
     roots: dict[str, bytes] = {}
     for value in values:
@@ -50,7 +59,7 @@ def _roots(values: list[str]) -> dict[str, bytes]:
             raise ConfigError(f"--trusted-root takes NAME=PATH, got {value!r}")
         if name in roots:
             raise ConfigError(f"--trusted-root {name} is given twice")
-        roots[name] = read_root_file(path)
+        roots[name] = _read(Path(path), MAX_ROOT_BYTES)
     return roots
 
 
@@ -58,11 +67,10 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
     from ..handlers.publish import publish_trust_material
     from ..services import Services
 
+    from ..core.trustpolicy import MAX_BYTES
+
     path = Path(args.file)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: {os_reason(exc)}") from None
+    data = _read(path, MAX_BYTES)
     result = publish_trust_material(Services.from_env(env), data, name=path.name,
                                     trusted_roots=_roots(args.trusted_root))
     if args.json:
