@@ -227,6 +227,14 @@ def record_item(referrer: Referrer, result: str, error: Optional[dict] = None) -
     return item
 
 
+def seen_again(report: dict) -> dict:
+    """The report of another entry of the same run with the same source image and target repository: what
+    the first one imported is ``present`` for it (each referrer is imported once per run)."""
+    items = [{**i, "imported": False, "result": RESULT_PRESENT} if i.get("result") == RESULT_IMPORTED else dict(i)
+             for i in report.get("items") or []]
+    return {**report, "items": items}
+
+
 def missing(items: Iterable[dict], listed: Mapping[str, Iterable[str]]) -> list[str]:
     """Digests imported by digest (via the referrers API) that the target's referrers API does not list
     under their subject afterwards (``listed``: subject -> digests, read after the imports)."""

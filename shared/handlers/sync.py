@@ -69,6 +69,7 @@ class SyncEngine:
         self._dockerhub_remaining: Optional[int] = None
         self._lock = threading.Lock()
         self._transient_lines: set[int] = set()  # entries whose plan failed on a transient error
+        self._carried: dict[tuple, Future] = {}  # referrers carried in this run, by source image and target
 
     # -- tag policies -------------------------------------------------------------------------
     def resolve_policies(self, manifest: ManifestResult) -> tuple[ManifestResult, list[dict]]:
@@ -282,14 +283,28 @@ class SyncEngine:
         image is in place: imported or unchanged). Never fails the entry (shared.handlers.referrers)."""
         if not self.settings.referrers_enabled or outcome.failed or not outcome.target_digest_after:
             return outcome
+        from ..core.referrers import seen_again
         from .referrers import ReferrerCarrier
 
+        entry = outcome.item.entry
+        # entries of one run with the same source image and target repository (many tags of one image)
+        # carry its referrers once: the others wait for that and report them present
+        key = (entry.source.registry, entry.source.repository, outcome.target_digest_after, entry.target_repository)
+        with self._lock:
+            earlier = self._carried.get(key)
+            if earlier is None:
+                self._carried[key] = mine = Future()
+        if earlier is not None:
+            return replace(outcome, referrers=seen_again(earlier.result()))
+        report = {"items": [], "missing": [], "skipped": 0,
+                  "problems": [{"code": "ReferrersFailed", "message": "interrupted", "retryable": True}]}
         try:
-            report = ReferrerCarrier(self.services).carry(outcome.item.entry, outcome.target_digest_after)
+            report = ReferrerCarrier(self.services).carry(entry, outcome.target_digest_after)
         except Exception as exc:  # noqa: BLE001 - the image landed: a bug here must not fail its entry
-            log.exception("referrers of %s could not be carried", outcome.item.entry.target)
-            report = {"items": [], "missing": [], "skipped": 0,
-                      "problems": [{"code": "ReferrersFailed", "message": type(exc).__name__, "retryable": True}]}
+            log.exception("referrers of %s could not be carried", entry.target)
+            report["problems"][0]["message"] = type(exc).__name__
+        finally:
+            mine.set_result(report)  # whatever happened, entries waiting for it go on
         count_referrers(report)
         return replace(outcome, referrers=report)
 

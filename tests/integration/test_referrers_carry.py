@@ -185,3 +185,25 @@ def test_only_the_artifact_types_asked_for_are_carried(stack, seeded, prefix, ac
     [entry] = record["entries"]
     assert [(i["via"], i["digest"]) for i in entry["referrers"]] == [("tag", sig_digest)]
     assert acr.referrers(target, image.digest) == []
+
+
+def test_entries_of_one_image_into_one_repository_carry_its_referrers_once(stack, seeded, prefix, acr):
+    repository = f"{prefix}/twice"
+    image, document, _ = signed_image(stack, repository, prefix)
+    target = f"{prefix}/mirror/twice"
+    imports: list[str] = []
+    unsubscribe = stack.emulator.events.subscribe(
+        lambda events: imports.extend(e["data"]["target"]["digest"] for e in events
+                                      if e["eventType"].endswith("ImagePushed")
+                                      and e["data"]["target"]["repository"] == target))
+    try:
+        record = run_manifest(services(stack), f"quay.io/{repository}:1.0 => {target}:1.0\n"
+                              f"quay.io/{repository}:1.0 => {target}:stable\n", name="w.txt", trigger="cli")
+    finally:
+        unsubscribe()
+    assert record["status"] == "succeeded", record
+    results = sorted(sorted(i["result"] for i in e["referrers"]) for e in record["entries"])
+    assert results == [["imported", "imported"], ["present", "present"]]
+    assert record["summary"]["referrers"]["imported"] == 2
+    assert imports.count(document.digest) == 1  # the SBOM was imported once, not once per entry
+    assert acr.referrers(target, image.digest) == [document.referrer_descriptor()]

@@ -164,3 +164,12 @@ def test_the_summary_table_names_each_referrer_that_did_not_make_it():
     assert "ManifestUnknown: gone upstream" in text
     assert "referrers: 1 imported, 0 already there, 1 failed, 0 not listed by the ACR" in text
     assert "succeeded" in text
+
+
+def test_another_entry_of_the_run_sees_what_the_first_imported_as_present():
+    imported = core.record_item(core.Referrer(A, C, core.VIA_REFERRERS), core.RESULT_IMPORTED)
+    failed = core.record_item(core.tag_referrer(A, "sig", B), core.RESULT_FAILED, {"code": "X", "message": "y"})
+    report = {"items": [imported, failed], "missing": [], "problems": [], "skipped": 0}
+    again = core.seen_again(report)
+    assert [(i["result"], i["imported"]) for i in again["items"]] == [("present", False), ("failed", False)]
+    assert report["items"][0]["result"] == "imported"  # the first entry's report is left as it was
