@@ -32,8 +32,8 @@ settings. Nothing printed or logged carries a SAS signature (``shared.redact``).
 
 One module per command group, each with ``add_parsers(sub)`` and ``run(args, env, out, err)``:
 ``manifest`` (manifest check), ``sync`` (plan, sync), ``lock``, ``runs`` (show, list, wait), ``builds`` (build,
-pool), ``discover``, ``serve``, ``trust_publish`` (trust publish). What they share is in ``args`` (exit codes, the parser class, argument
-types, settings) and everything they print in ``output``.
+pool), ``discover``, ``serve``, ``trust_publish`` (trust publish). What they share is in ``args`` (exit
+codes, the parser class, argument types, settings) and everything they print in ``output``.
 """
 from __future__ import annotations
 
