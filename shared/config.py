@@ -25,6 +25,9 @@ from .core.reference import ReferenceSyntaxError, normalise_registry, validate_r
 from .errors import ConfigError, Problem
 
 _QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,54}[a-z0-9]")
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 DEFAULT_ALLOWED = ("docker.io", "quay.io", "registry.k8s.io", "mcr.microsoft.com", "ghcr.io")
 
 
@@ -77,6 +80,17 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("LOCK_REQUIRED", "false",
                 "true: a manifest without its images.lock is invalid (nothing is imported); false: it is imported "
                 "as its tags point now, with a warning."),
+    SettingSpec("REFERRERS_ENABLED", "true",
+                "Carry an imported image's referrers (signatures, SBOMs, attestations; OCI referrers API and cosign "
+                ".sig/.att/.sbom tags) into the ACR after it lands."),
+    SettingSpec("REFERRERS_UNCHANGED", "true",
+                "Also compare the referrers of unchanged entries on every run and import the missing ones (new "
+                "signatures upstream, or one that failed before)."),
+    SettingSpec("REFERRER_ARTIFACT_TYPES", "",
+                "Comma-separated artifact types to carry; empty: every referrer. cosign tags count as "
+                "application/vnd.dev.cosign.artifact.<sig|att|sbom>.v1+json."),
+    SettingSpec("TRUST_REPOSITORY", "airlock/trust",
+                "ACR repository the verification material is published to (airlock trust publish)."),
     SettingSpec("HTTP_MAX_BODY_BYTES", "1048576", "Largest HTTP request body accepted."),
     SettingSpec("HTTP_MAX_WAIT_SECONDS", "200", "Longest ?wait= an HTTP caller may ask for (platform limit 230 s)."),
     SettingSpec("SERVE_API_KEY", "",
@@ -197,6 +211,10 @@ class Settings:
     manifest_max_entries: int = 5000
     self_heal: bool = True
     lock_required: bool = False
+    referrers_enabled: bool = True
+    referrers_unchanged: bool = True
+    referrer_artifact_types: tuple[str, ...] = ()
+    trust_repository: str = "airlock/trust"
     http_max_body: int = 1_048_576
     http_max_wait: float = 200.0
     serve_api_key: str = field(default="", repr=False)
@@ -325,6 +343,10 @@ class Settings:
             manifest_max_entries=integer("MANIFEST_MAX_ENTRIES", 1, 100_000),
             self_heal=boolean("SELF_HEAL_ENABLED"),
             lock_required=boolean("LOCK_REQUIRED"),
+            referrers_enabled=boolean("REFERRERS_ENABLED"),
+            referrers_unchanged=boolean("REFERRERS_UNCHANGED"),
+            referrer_artifact_types=_split_csv(raw("REFERRER_ARTIFACT_TYPES")),
+            trust_repository=raw("TRUST_REPOSITORY"),
             http_max_body=integer("HTTP_MAX_BODY_BYTES", 1, 64 * 1024 * 1024),
             http_max_wait=number("HTTP_MAX_WAIT_SECONDS", 0, 229),
             serve_api_key=raw("SERVE_API_KEY"),
@@ -360,6 +382,13 @@ class Settings:
                                     field="SERVE_API_KEY"))
         if settings.ca_bundle and not offline and not os.path.isfile(settings.ca_bundle):
             problems.append(Problem(f"{settings.ca_bundle}: no such file", field="REQUESTS_CA_BUNDLE"))
+        for media_type in settings.referrer_artifact_types:
+            if not _MEDIA_TYPE.fullmatch(media_type):
+                problems.append(Problem(f"must list media types (type/subtype), got {media_type[:100]!r}",
+                                        field="REFERRER_ARTIFACT_TYPES"))
+        if not _REPOSITORY.fullmatch(settings.trust_repository) or len(settings.trust_repository) > 255:
+            problems.append(Problem("must be a repository name (lower-case path components), got "
+                                    f"{settings.trust_repository[:100]!r}", field="TRUST_REPOSITORY"))
         if not _QUEUE_NAME.fullmatch(settings.runs_queue) or "--" in settings.runs_queue:
             problems.append(Problem("must be 3-56 lower-case letters, digits or single '-' (a storage queue name "
                                     f"that '-poison' still fits), got {settings.runs_queue!r}", field="RUNS_QUEUE"))

@@ -161,6 +161,8 @@ class _Instruments:
                                                       description="Duration of one import, retries included")
         self.plan_duration = meter.create_histogram("airlock.plan.duration", unit="s",
                                                     description="Duration of planning a run (digest look-ups)")
+        self.referrers = meter.create_counter("airlock.referrers", unit="{referrer}",
+                                              description="Referrers carried into the ACR by result and kind")
 
 
 def instruments() -> _Instruments:
@@ -237,6 +239,8 @@ def report_run(run: RunContext, document: dict, record_path: str = "", *, error:
     for key in ("total", "imported", "failed", "unchanged", "error", "drift"):
         if key in summary:
             span.set_attribute(f"airlock.count.{key}", summary[key])
+    for key, value in (summary.get("referrers") or {}).items():
+        span.set_attribute(f"airlock.count.referrers_{key}", value)
     tools.runs.add(1, {"status": status, "trigger": run.trigger, "kind": run.kind})
     if status in ("failed", "error", "abandoned"):
         span.set_status(Status(StatusCode.ERROR, f"run {status}"))
@@ -327,6 +331,17 @@ def traced_import(method):
             tools.import_duration.record(elapsed, labels)
             return outcome
     return wrapper
+
+
+def count_referrers(report: dict) -> None:
+    """Count one entry's carried referrers (``shared.handlers.referrers``) by result and how they were
+    found (``via``: referrers API or cosign tag); failures also by error code."""
+    tools = instruments()
+    for item in report.get("items") or []:
+        tools.referrers.add(1, {"result": item.get("result", ""), "via": item.get("via", ""),
+                                "error_code": (item.get("error") or {}).get("code") or ""})
+    if report.get("missing"):
+        tools.referrers.add(len(report["missing"]), {"result": "missing", "via": "referrers", "error_code": ""})
 
 
 def traced_run(method):

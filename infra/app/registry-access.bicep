@@ -13,6 +13,9 @@ var containerRegistryDataImporterAndDataReader = '577a9874-89fd-4f24-9dbd-b5034d
 var containerRegistryTasksContributor = 'fb382eab-e894-4461-af04-94435c366c3f'
 // operators and pipelines: `plan` reads target digests on the data plane
 var acrPull = '7f951dda-4ed3-4680-a7ca-43fe172d538d'
+// publishing the verification material (airlock/trust) on the data plane: the importer role cannot push
+// (docs/trust.md). The smallest built-in role that pushes in a registry with RBAC-only permissions.
+var acrPush = '8311e382-0749-4cb8-b61a-304f252e45ec'
 
 resource registry 'Microsoft.ContainerRegistry/registries@2025-04-01' existing = {
   name: registryName
@@ -23,6 +26,16 @@ resource importer 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: registry
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', containerRegistryDataImporterAndDataReader)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource trustPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(registry.id, appPrincipalId, acrPush)
+  scope: registry
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', acrPush)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }

@@ -1,14 +1,29 @@
-"""The private ACR: server-side import (ARM) and reading what a tag points at (data plane)."""
+"""The private ACR: server-side import (ARM), reading what a tag points at and which referrers a digest
+has (data plane), and pushing an OCI artifact (data plane, ``push`` scope: the trust material).
+
+Data-plane reads: ``tag_digest`` / ``has_manifest`` (HEAD), ``tag_digests`` (``/acr/v1/<repo>/_tags``),
+``manifest`` (a bounded GET), ``referrers`` (the OCI 1.1 referrers API, ``GET /v2/<repo>/referrers/<digest>``,
+``Link`` pages followed, at most REFERRER_PAGES). ``push_artifact`` uploads blobs (POST then a monolithic
+PUT, skipped when the repository has the blob) and PUTs the manifest under each tag; a refusal (an
+identity whose role cannot push) raises UpstreamError ``PushDenied``.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
+from urllib.parse import urlencode, urlsplit
 
-from ..errors import AirlockError, TransientError
+from ..errors import AirlockError, TransientError, UpstreamError
 
 log = logging.getLogger(__name__)
+
+MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+REFERRER_PAGES = 8
 
 
 @dataclass(frozen=True)
@@ -105,3 +120,81 @@ class Acr:
 
     def login_server(self) -> str:
         return self._clients.login_server
+
+    def manifest(self, repository: str, reference: str) -> Optional[tuple[str, bytes]]:
+        """(content type, bytes) of a manifest (at most MAX_MANIFEST_BYTES), None when it is absent."""
+        from .registry import MANIFEST_ACCEPT
+
+        status, body, headers = self._reader.get_bounded(f"/v2/{repository}/manifests/{reference}",
+                                                         f"repository:{repository}:pull", MANIFEST_ACCEPT,
+                                                         MAX_MANIFEST_BYTES)
+        if status == 404:
+            return None
+        return headers.get("Content-Type", "").split(";", 1)[0].strip(), body
+
+    def referrers(self, repository: str, digest: str) -> Optional[list[dict]]:
+        """The descriptors the ACR's referrers API lists for ``digest`` in ``repository`` (every page);
+        None when the repository (or the API) is not there (404)."""
+        from .registry import _next_link
+
+        listed: list[dict] = []
+        path: Optional[str] = f"/v2/{repository}/referrers/{digest}"
+        for page in range(REFERRER_PAGES):
+            status, body, headers = self._reader.get_bounded(path, f"repository:{repository}:pull", MEDIA_OCI_INDEX,
+                                                             MAX_MANIFEST_BYTES)
+            if status == 404:
+                return None if page == 0 else listed
+            try:
+                manifests = json.loads(body).get("manifests")
+            except (ValueError, AttributeError):
+                raise UpstreamError(f"the ACR's referrers of {repository}@{digest} are not an image index",
+                                    code="UnreadableReferrers") from None
+            listed += [m for m in manifests or [] if isinstance(m, dict)]
+            path = _next_link(headers.get("Link"))
+            if not path:
+                break
+        return listed
+
+    def push_artifact(self, repository: str, manifest: bytes, media_type: str, blobs: Sequence[bytes],
+                      tags: Sequence[str]) -> str:
+        """Upload ``blobs`` and PUT ``manifest`` under each of ``tags``; returns the manifest's digest."""
+        scope = f"repository:{repository}:pull,push"
+        try:
+            for blob in blobs:
+                self._push_blob(repository, scope, blob)
+            digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+            for reference in tags:
+                answer = self._reader.send("PUT", f"/v2/{repository}/manifests/{reference}", scope,
+                                           {"Content-Type": media_type}, manifest)
+                _check(answer, f"PUT {repository}:{reference}")
+                served = answer.headers.get("Docker-Content-Digest")
+                if served and served != digest:
+                    raise UpstreamError(f"the ACR stored {repository}:{reference} as {served}, expected {digest}",
+                                        code="DigestMismatch")
+            return digest
+        except UpstreamError as exc:
+            if exc.status in (401, 403):
+                raise UpstreamError(f"the app's identity may not push to {repository} in the ACR ({exc.status}); "
+                                    "it needs a role that pushes (AcrPush, infra/ROLES.md)", code="PushDenied",
+                                    status=exc.status) from None
+            raise
+
+    def _push_blob(self, repository: str, scope: str, blob: bytes) -> None:
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        head = self._reader.send("HEAD", f"/v2/{repository}/blobs/{digest}", scope, {})
+        if head.status_code == 200:
+            return
+        started = self._reader.send("POST", f"/v2/{repository}/blobs/uploads/", scope, {}, b"")
+        _check(started, f"start an upload to {repository}")
+        location = urlsplit(started.headers.get("Location", ""))
+        query = (location.query + "&" if location.query else "") + urlencode({"digest": digest})
+        put = self._reader.send("PUT", f"{location.path}?{query}", scope,
+                                {"Content-Type": "application/octet-stream"}, blob)
+        _check(put, f"upload {digest} to {repository}")
+
+
+def _check(response, what: str) -> None:
+    from .registry import _status_error
+
+    if response.status_code >= 400:
+        raise _status_error(response, f"the ACR ({what})")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import json
 import re
@@ -317,12 +318,16 @@ class ManifestReader:
         self._auth = auth
         self.name = name
 
-    def _send(self, method: str, path: str, scope: str, headers: dict) -> httpx.Response:
+    def _send(self, method: str, path: str, scope: str, headers: dict, content: Optional[bytes] = None
+              ) -> httpx.Response:
         url = f"https://{self._host()}{path}"
         cached = self._auth.cached(scope)
         if cached:
             headers["Authorization"] = cached
-        send = getattr(self._http, "plain", None) or self._http.request  # plain: urllib3_transport.Client
+        if content is None:
+            send = getattr(self._http, "plain", None) or self._http.request  # plain: urllib3_transport.Client
+        else:
+            send = functools.partial(self._http.request, content=content)
         response = send(method, url, headers=headers)
         if response.status_code == 401 and cached:
             self._auth.forget(scope, cached)  # e.g. a prefetched token that does not grant this scope
@@ -331,6 +336,46 @@ class ManifestReader:
                                                          self.name)
             response = send(method, url, headers=headers)
         return response
+
+    def send(self, method: str, path: str, scope: str, headers: dict, content: Optional[bytes] = None
+             ) -> httpx.Response:
+        """One request (a push: POST, PUT with ``content``), the challenge answered for ``scope``; a
+        refusal after the challenge raises (``denied``), as does a transport failure (TransientError)."""
+        try:
+            response = self._send(method, path, scope, headers, content)
+        except httpx.TransportError as exc:
+            raise TransientError(f"{self.name}: {method} {path.split('?', 1)[0]}: {type(exc).__name__}",
+                                 code="ConnectionError") from exc
+        if response.status_code in (401, 403):
+            raise self._auth.denied(self.name, response.status_code)
+        return response
+
+    def get_bounded(self, path: str, scope: str, accept: str, limit: int, *, missing: tuple[int, ...] = (404,),
+                    timeout: Optional[httpx.Timeout] = None) -> tuple[int, bytes, httpx.Headers]:
+        """(status, body, headers) of a GET read raw and abandoned past ``limit`` bytes (``ResponseTooLarge``);
+        ``missing`` statuses come back with an empty body; errors as ``send``, 429 and 5xx transient."""
+        headers = {"Accept": accept, "Accept-Encoding": "identity"}
+        try:
+            with self.open(path, scope, headers, timeout=timeout) as response:
+                status = response.status_code
+                if status in missing:
+                    return status, b"", response.headers
+                if status in (401, 403):
+                    raise self._auth.denied(self.name, status)
+                if status != 200:
+                    raise _status_error(response, f"{self.name} ({path.split('?', 1)[0]})")
+                declared = response.headers.get("Content-Length", "")
+                body = bytearray()
+                for chunk in ([] if declared.isdigit() and int(declared) > limit else response.iter_raw()):
+                    body += chunk
+                    if len(body) > limit:
+                        break
+                if len(body) > limit or (declared.isdigit() and int(declared) > limit):
+                    raise UpstreamError(f"{self.name}: {path} is over the {limit} byte limit", code="ResponseTooLarge")
+                return status, bytes(body), response.headers
+        except httpx.TransportError as exc:
+            raise TransientError(f"{self.name}: GET {path.split('?', 1)[0]}: {type(exc).__name__}",
+                                 code="ConnectionError") from exc
 
     @contextlib.contextmanager
     def open(self, path: str, scope: str, headers: dict, *,

@@ -15,6 +15,7 @@
     python -m shared pool scale NAME COUNT
     python -m shared serve [--port 7071]       (the HTTP API without the Functions host)
     python -m shared discover FILE... [--json] [--check images.txt] [--registry-host HOST]
+    python -m shared trust publish POLICY [--trusted-root NAME=PATH]   (cli/trust_publish.py)
 
 Global flags, accepted before or after the subcommand (``CliParser`` adds them to every parser,
 including subcommands registered by other modules): ``--env-file FILE``, ``--json``,
@@ -31,8 +32,8 @@ settings. Nothing printed or logged carries a SAS signature (``shared.redact``).
 
 One module per command group, each with ``add_parsers(sub)`` and ``run(args, env, out, err)``:
 ``manifest`` (manifest check), ``sync`` (plan, sync), ``lock``, ``runs`` (show, list, wait), ``builds`` (build,
-pool), ``discover``, ``serve``. What they share is in ``args`` (exit codes, the parser class, argument
-types, settings) and everything they print in ``output``.
+pool), ``discover``, ``serve``, ``trust_publish`` (trust publish). What they share is in ``args`` (exit
+codes, the parser class, argument types, settings) and everything they print in ``output``.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ from typing import Optional, Sequence, TextIO
 
 from ..errors import AirlockError, ConfigError, ValidationError
 from ..redact import redact
-from . import builds, discover, lock, manifest, runs, serve, sync
+from . import builds, discover, lock, manifest, runs, serve, sync, trust_publish
 from .args import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, CliParser, UsageError, environment, \
     os_reason
 
@@ -52,14 +53,14 @@ log = logging.getLogger(__name__)
 
 # the module that runs each command (a group's module declares its commands in add_parsers)
 COMMANDS = {"manifest": manifest, "plan": sync, "sync": sync, "lock": lock, "runs": runs, "build": builds,
-            "pool": builds, "discover": discover, "serve": serve}
+            "pool": builds, "discover": discover, "serve": serve, "trust": trust_publish}
 
 
 def build_parser() -> CliParser:
     p = CliParser(prog=PROG, description="acr-airlock: reviewed images into a private ACR",
                   epilog="exit codes: 0 ok, 1 the work failed, 2 usage or configuration error, 130 interrupted")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (manifest, sync, lock, serve, runs, builds, discover):  # the order of --help
+    for group in (manifest, sync, lock, serve, runs, builds, discover, trust_publish):  # the order of --help
         group.add_parsers(sub)
     return p
 

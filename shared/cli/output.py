@@ -1,6 +1,7 @@
 """Everything the command line prints: tables, JSON, and progress on stderr.
 
-Tables: ``render_summary`` (a run or plan record), ``render_runs`` (``runs list``), ``render_build`` and
+Tables: ``render_summary`` (a run or plan record, with a line per referrer that could not be carried and
+the referrer counts), ``render_runs`` (``runs list``), ``render_build`` and
 ``render_pools``. JSON: ``write_json`` (one document, indented, newline-terminated). Nothing here prints
 a SAS signature (``shared.redact``).
 
@@ -34,6 +35,7 @@ from pathlib import PurePath
 from typing import Callable, Iterable, Optional, TextIO
 from urllib.parse import quote
 
+from ..core import referrers as carried
 from ..redact import redact
 
 
@@ -200,12 +202,18 @@ def render_summary(document: dict, *, every_row: bool = False) -> str:
         tags = ", ".join(r["tag"] for r in p["resolved"]) or "nothing"
         outcome = f"{p['error']['code']}: {p['error']['message']}" if p["error"] else f"-> {tags}"
         lines.append(f"line {p['line']}: {p['source']}:{p['policy']} {outcome}")
+    for warning in carried.warnings(document["entries"]):  # referrers that did not make it: the images did
+        lines.append(f"warning: line {warning['line']}: {warning['message']}")
     s = document["summary"]
     lines.append("")
     lines.append(f"{document['kind']} {document['run_id']}: {document['status']} - "
                  f"{s['total']} entries: {s['new']} new, {s['update']} update, {s['unchanged']} unchanged, "
                  f"{s['error']} error; {s['imported']} imported, {s['failed']} failed "
                  f"in {document['duration_seconds']}s")
+    if s.get("referrers"):
+        r = s["referrers"]
+        lines.append(f"referrers: {r['imported']} imported, {r['present']} already there, {r['failed']} failed, "
+                     f"{r['missing']} not listed by the ACR")
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,11 @@ entry whose source tag moved upstream carries ``"drift": {"locked", "upstream"}`
 digest; the drift is for review, ``airlock lock --update``). An entry that would replace a tag its manifest does
 not own (``shared.core.ownership``) is ``"action": "error"``, ``"result": "failed"`` with ``error.code``
 ``TagConflict`` (not retryable), its ``previous_target_digest`` the tag's current digest.
+
+Entries whose image landed (or was there already) carry ``referrers``, ``referrers_missing`` (and, when
+some look-up failed, ``referrers_problems``): see ``shared.core.referrers``. Then ``summary.referrers``
+counts them ({"imported", "present", "failed", "missing", "skipped"}) and each referrer that could not be
+carried is one of the run's ``warnings`` (the run still succeeds: its images landed).
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable, Optional, Sequence
 
+from . import referrers as carried
 from .plan import Action, PlanItem
 
 RESULT_IMPORTED = "imported"
@@ -48,6 +54,9 @@ class EntryOutcome:
     error_message: Optional[str] = None
     target_digest_after: Optional[str] = None
     retryable: bool = False  # failed on something transient (429, 5xx, connection, deadline)
+    # the referrers carried after the image landed (None: not looked at): {"items": [record_item, ...],
+    # "missing": [digest, ...], "problems": [{"code", "message", "retryable"}], "skipped": int}
+    referrers: Optional[dict] = None
 
     @property
     def failed(self) -> bool:
@@ -70,7 +79,17 @@ class EntryOutcome:
                       if self.error_code or self.error_message else None),
             **({"policy": entry.policy} if entry.policy else {}),
             **({"drift": self.item.drift} if self.item.drift else {}),
+            **(self._referrers() if self.referrers is not None else {}),
         }
+
+    def _referrers(self) -> dict:
+        report = self.referrers or {}
+        out = {"referrers": list(report.get("items") or []), "referrers_missing": list(report.get("missing") or [])}
+        if report.get("problems"):
+            out["referrers_problems"] = list(report["problems"])
+        if report.get("skipped"):
+            out["referrers_skipped"] = int(report["skipped"])
+        return out
 
 
 @dataclass
@@ -120,10 +139,15 @@ class RunRecord:
             if outcome.result in results:
                 results[outcome.result] += 1
             drifted += bool(outcome.item.drift)
-        return {**counts, **results, "drift": drifted, "total": len(self.entries)}
+        summary = {**counts, **results, "drift": drifted, "total": len(self.entries)}
+        referrers = carried.summarise(o.to_dict() for o in self.entries if o.referrers is not None)
+        if referrers is not None:
+            summary["referrers"] = referrers
+        return summary
 
     def to_dict(self) -> dict:
         duration = ((self.finished_at - self.started_at).total_seconds() if self.finished_at else None)
+        entries = [o.to_dict() for o in self.entries]
         return {
             "run_id": self.run_id,
             "kind": self.kind,
@@ -138,8 +162,8 @@ class RunRecord:
             "summary": self.summary(),
             "retryable": self.only_transient_failures,
             "errors": list(self.errors),
-            "warnings": list(self.warnings),
+            "warnings": list(self.warnings) + carried.warnings(entries),
             "dockerhub_ratelimit_remaining": self.dockerhub_ratelimit_remaining,
-            "entries": [o.to_dict() for o in self.entries],
+            "entries": entries,
             **({"policies": list(self.policies)} if self.policies else {}),
         }

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Optional
 
+from . import referrers as carried
+
 QUEUED = "queued"
 RUNNING = "running"
 SUCCEEDED = "succeeded"
@@ -211,7 +213,9 @@ def is_final_entry(entry: dict, *, last_delivery: bool) -> bool:
 
 
 def summarise(entries: Iterable[dict]) -> dict:
-    """Counts by planned action and by result, as ``RunRecord.summary`` (shared.core.outcome)."""
+    """Counts by planned action and by result, as ``RunRecord.summary`` (shared.core.outcome); with
+    ``referrers`` counts when entries carried referrers."""
+    entries = list(entries)
     counts = {"new": 0, "update": 0, "unchanged": 0, "error": 0, "imported": 0, "failed": 0, "planned": 0,
               "drift": 0}
     total = 0
@@ -222,7 +226,11 @@ def summarise(entries: Iterable[dict]) -> dict:
             counts[entry["action"]] += 1
         if entry.get("result") in ("imported", "failed", "planned"):
             counts[entry["result"]] += 1
-    return {**counts, "total": total}
+    summary = {**counts, "total": total}
+    referrers = carried.summarise(entries)
+    if referrers is not None:
+        summary["referrers"] = referrers
+    return summary
 
 
 def entry_key(line: int, policy_tag: Optional[str] = None) -> str:
@@ -274,6 +282,9 @@ def final_document(record: dict, entries: dict[str, dict], *, status: Optional[s
         document["duration_seconds"] = round((finished_at - datetime.fromisoformat(started)).total_seconds(), 3)
     if errors:
         document["errors"] = list(record.get("errors") or []) + list(errors)
+    carried_warnings = carried.warnings(ordered)
+    if carried_warnings:  # referrers that could not be carried: the images landed, so the run still succeeds
+        document["warnings"] = list(record.get("warnings") or []) + carried_warnings
     if policies:
         document["policies"] = policies
     return document

@@ -52,6 +52,7 @@ from typing import Optional
 from ..core.pools import run_status_is_terminal
 from ..core.events import AcrEvent
 from ..core.names import blob_segment
+from ..core.referrers import is_attachment_tag
 from ..core.rules import Rule, RuleSet, chain_cut, parse_rules
 from ..errors import AirlockError, NotFoundError, RuleFileError, TransientError
 from .builds import queue_build
@@ -150,8 +151,9 @@ def on_image_pushed(services, event: AcrEvent) -> dict:
     matching = rules.matching(event.repository, event.tag)
     if not matching:
         return {"actions": []}
-    if not event.tag or not event.digest:
-        why = "no tag (a per-platform manifest, or a push by digest)" if not event.tag else "no digest"
+    if not event.tag or not event.digest or is_attachment_tag(event.tag):
+        why = ("no tag (a per-platform manifest, or a push by digest)" if not event.tag else "no digest"
+               if not event.digest else "a signature / attestation / SBOM tag (a referrer carried with an image)")
         return {"actions": [{"action": "skipped", "rule": r.name, "reason": why} for r in matching]}
     producer = producer_of(services, event)  # TransientError: a build still running may have pushed it
     return {"actions": [_fire(services, rule, event, producer) for rule in matching]}

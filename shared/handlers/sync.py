@@ -1,4 +1,4 @@
-"""The sync engine: manifest -> plan -> imports -> outcome record.
+"""The sync engine: manifest -> plan -> imports (and each image's referrers) -> outcome record.
 
 Data flows one way: the core parses and decides (``shared.core``), the adapters act
 (``shared.adapters``), and this module orchestrates them and reports progress. It does not read
@@ -33,7 +33,7 @@ from ..core.ownership import TAG_CONFLICT, adopts, check_update
 from ..core.plan import Action, Plan, PlanItem, decide, drift, import_mode
 from ..errors import AirlockError, TransientError, UpstreamError
 from ..telemetry import ContextThreadPoolExecutor as ThreadPoolExecutor  # pools see the run (log run id, spans)
-from ..telemetry import traced_import, traced_plan, traced_run
+from ..telemetry import count_referrers, traced_import, traced_plan, traced_run
 from . import ownership
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class SyncEngine:
         self._dockerhub_remaining: Optional[int] = None
         self._lock = threading.Lock()
         self._transient_lines: set[int] = set()  # entries whose plan failed on a transient error
+        self._carried: dict[tuple, Future] = {}  # referrers carried in this run, by source image and target
 
     # -- tag policies -------------------------------------------------------------------------
     def resolve_policies(self, manifest: ManifestResult) -> tuple[ManifestResult, list[dict]]:
@@ -286,15 +287,22 @@ class SyncEngine:
                 todo.append(index)
         self._adopt([item for item in plan.items if adopts(item)])
         total = len(todo)
-        if todo:
-            with ThreadPoolExecutor(max_workers=min(self.settings.concurrency, total),
-                                    thread_name_prefix="import") as pool:
+        unchanged = [i for i, o in outcomes.items() if o.result == RESULT_UNCHANGED and o.target_digest_after]
+        carry_unchanged = self.settings.referrers_enabled and self.settings.referrers_unchanged and unchanged
+        if todo or carry_unchanged:
+            workers = min(self.settings.concurrency, max(total, len(unchanged) if carry_unchanged else 0))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import") as pool:
+                # entries mirrored already: their referrers are compared (new signatures upstream) meanwhile
+                carried = {pool.submit(self.with_referrers, outcomes[i]): i for i in unchanged} \
+                    if carry_unchanged else {}
                 futures = {pool.submit(self._import_one, plan.items[i]): i for i in todo}
                 for done, future in enumerate(as_completed(futures), 1):
                     outcome = future.result()
                     outcomes[futures[future]] = outcome
                     if progress:
                         progress("failed" if outcome.failed else "imported", done, total, outcome)
+                for future, index in carried.items():
+                    outcomes[index] = future.result()
         return [outcomes[i] for i in range(len(plan.items))]
 
     def _adopt(self, items: list[PlanItem]) -> None:
@@ -312,6 +320,36 @@ class SyncEngine:
         with ThreadPoolExecutor(max_workers=max(1, min(self.settings.plan_concurrency, len(items))),
                                 thread_name_prefix="adopt") as pool:
             list(pool.map(one, items))
+
+    def with_referrers(self, outcome: EntryOutcome) -> EntryOutcome:
+        """``outcome`` with its entry's referrers carried into the ACR (REFERRERS_ENABLED; an entry whose
+        image is in place: imported or unchanged). Never fails the entry (shared.handlers.referrers)."""
+        if not self.settings.referrers_enabled or outcome.failed or not outcome.target_digest_after:
+            return outcome
+        from ..core.referrers import seen_again
+        from .referrers import ReferrerCarrier
+
+        entry = outcome.item.entry
+        # entries of one run with the same source image and target repository (many tags of one image)
+        # carry its referrers once: the others wait for that and report them present
+        key = (entry.source.registry, entry.source.repository, outcome.target_digest_after, entry.target_repository)
+        with self._lock:
+            earlier = self._carried.get(key)
+            if earlier is None:
+                self._carried[key] = mine = Future()
+        if earlier is not None:
+            return replace(outcome, referrers=seen_again(earlier.result()))
+        report = {"items": [], "missing": [], "skipped": 0,
+                  "problems": [{"code": "ReferrersFailed", "message": "interrupted", "retryable": True}]}
+        try:
+            report = ReferrerCarrier(self.services).carry(entry, outcome.target_digest_after)
+        except Exception as exc:  # noqa: BLE001 - the image landed: a bug here must not fail its entry
+            log.exception("referrers of %s could not be carried", entry.target)
+            report["problems"][0]["message"] = type(exc).__name__
+        finally:
+            mine.set_result(report)  # whatever happened, entries waiting for it go on
+        count_referrers(report)
+        return replace(outcome, referrers=report)
 
     def _import_request(self, item: PlanItem) -> ImportRequest:
         """The importImage call for a planned entry. A source registry that is an ACR
@@ -395,8 +433,9 @@ class SyncEngine:
                                 "DigestMismatch", message, after)
         # An error with the right digest in place (e.g. a dropped poll after the import landed,
         # then a NoForce conflict on retry) is a success: the registry holds what was planned.
-        return EntryOutcome(item, RESULT_IMPORTED, attempts.count, time.monotonic() - started,
-                            target_digest_after=after)
+        outcome = EntryOutcome(item, RESULT_IMPORTED, attempts.count, time.monotonic() - started,
+                               target_digest_after=after)
+        return self.with_referrers(outcome)  # one more round of imports: its signatures, SBOMs, attestations
 
     def landed(self, item: PlanItem) -> bool:
         """One data-plane read (no retries): is the planned digest at the target already?"""

@@ -324,6 +324,23 @@ def test_roles_are_scoped_narrowly():
 
 
 
+def test_the_app_may_push_the_trust_material_and_nothing_broader():
+    """``airlock trust publish`` pushes to airlock/trust on the data plane, which the importer role cannot do
+    (the emulator models that: tests/integration/test_trust_publish.py). AcrPush, unconditionally, on the
+    registry, for the app; Owner/Contributor stay out (test_roles_are_scoped_narrowly)."""
+    assert roles_table()["8311e382-0749-4cb8-b61a-304f252e45ec"] == "AcrPush"
+    text = bicep.read(INFRA / "app" / "registry-access.bicep")
+    [publisher] = [b for b in bicep.blocks(text) if b.target == "Microsoft.Authorization/roleAssignments"
+                   and "acrPush" in b.body]
+    header = text[:text.index(publisher.body)].rsplit("resource", 1)[1]
+    assert "if (" not in header  # every deployment can publish, builds or not
+    fields = bicep.entries(bicep.entries(publisher.body)["properties"])
+    assert "acrPush" in fields["roleDefinitionId"] and fields["principalId"] == "appPrincipalId"
+    assert fields["principalType"] == "'ServicePrincipal'"
+    assert bicep.entries(publisher.body)["scope"] == "registry"
+    assert "guid(registry.id, appPrincipalId, acrPush)" in bicep.entries(publisher.body)["name"]
+
+
 def role_assignments() -> list[tuple[str, bicep.Block]]:
     return [(path.name, block) for path in TEMPLATES for block in bicep.blocks(bicep.read(path))
             if block.target == "Microsoft.Authorization/roleAssignments" and not block.existing]

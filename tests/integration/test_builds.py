@@ -373,6 +373,19 @@ def test_a_matching_push_queues_one_build_with_the_digest(stack, services, pool_
         assert all(a["action"] == "skipped" for a in on_registry_event(services, event)["actions"])
 
 
+def test_a_signature_tag_carried_with_an_image_fires_no_rule(services, pool_at_zero, prefix):
+    """Carrying referrers pushes cosign's sha256-<hex>.sig / .att / .sbom tags (and could push the tag
+    schema's sha256-<hex>) into mirrored repositories: a rule on the repository alone must not build on them."""
+    upload_rules(services, "rules:\n" + web_rule(prefix, pool_at_zero).replace('      tag: "1.*"\n', ""))
+    subject = fake_digest()
+    for tag in (f"sha256-{subject[7:]}.sig", f"sha256-{subject[7:]}.att", f"sha256-{subject[7:]}"):
+        [action] = on_registry_event(services, pushed(f"{prefix}/base/nginx", tag, fake_digest()))["actions"]
+        assert action["action"] == "skipped" and "signature" in action["reason"]
+    [action] = on_registry_event(services, pushed(f"{prefix}/base/nginx", "sha256-notadigest.sig",
+                                                  fake_digest()))["actions"]
+    assert action["action"] == "queued"  # only the exact attachment tag forms are passed over
+
+
 def test_a_redelivered_event_and_a_burst_queue_one_build_per_rule(services, pool_at_zero, prefix):
     rules = "rules:\n" + web_rule(prefix, pool_at_zero) + web_rule(prefix, pool_at_zero, name="second")
     upload_rules(services, rules)

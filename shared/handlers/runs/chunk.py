@@ -182,7 +182,7 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
         engine = SyncEngine(services, before_import=before_import, owner=owner, run_id=run_id)
         plan = engine.plan(_Entries(todo), progress, on_item=send if dispatch else None)
         started = set(services.store.list_names(container, _work(run_id, "started") + "/"))
-        resumed = [_resumed(services, run_id, item) if _work(run_id, "started", f"{_key(item.entry)}.json")
+        resumed = [_resumed(services, run_id, item, engine) if _work(run_id, "started", f"{_key(item.entry)}.json")
                    in started else None for item in plan.items]
         for item, outcome in zip(plan.items, resumed):
             if outcome is not None:
@@ -212,9 +212,10 @@ def _dispatch(services, message: core.ChunkMessage, item: PlanItem, parent: Opti
         (item.drift or {}).get("upstream"), item.drift is not None).to_json())
 
 
-def _resumed(services, run_id: str, item: PlanItem) -> Optional[dict]:
+def _resumed(services, run_id: str, item: PlanItem, engine: SyncEngine) -> Optional[dict]:
     """An entry whose import a previous delivery started: when the planned digest is now in place, it
-    was imported (by that delivery), and is reported so without importing it again."""
+    was imported (by that delivery), and is reported so without importing it again (its referrers are
+    carried, as they are after any import)."""
     if item.action is not Action.UNCHANGED:
         return None
     container = services.settings.outcomes_container
@@ -222,4 +223,5 @@ def _resumed(services, run_id: str, item: PlanItem) -> Optional[dict]:
     if not prior or prior.get("source_digest") != item.source_digest:
         return None
     planned = PlanItem(item.entry, Action(prior["action"]), item.source_digest, prior.get("target_digest"))
-    return EntryOutcome(planned, RESULT_IMPORTED, attempts=1, target_digest_after=item.target_digest).to_dict()
+    return engine.with_referrers(EntryOutcome(planned, RESULT_IMPORTED, attempts=1,
+                                              target_digest_after=item.target_digest)).to_dict()

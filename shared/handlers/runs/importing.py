@@ -3,7 +3,9 @@
 Handles import messages (``core.ImportMessage``, ``RUNS_QUEUE``): ``execute_import`` under the entry's
 own lease. Nothing happens when the entry is final already; an earlier delivery's import that landed
 (its ``started`` marker and the planned digest in place) is reported ``imported`` without a second
-one; otherwise exactly the planned digest is imported. The delivery that gives a chunk's last entry
+one; otherwise exactly the planned digest is imported. Either way the entry's referrers are carried
+(``SyncEngine.with_referrers``: what the target has already is not imported again, and the record lists
+each referrer once). The delivery that gives a chunk's last entry
 its final outcome completes the chunk, and the one completing the last chunk finalises the run.
 
 Writes:
@@ -88,9 +90,9 @@ def _import_entry(services, message: core.ImportMessage, item: PlanItem, *, last
                 landed = engine.landed(item)
             except AirlockError:
                 landed = False  # unknown: import (again); importImage of the same digest is harmless
-            if landed:
-                outcome = EntryOutcome(item, RESULT_IMPORTED, attempts=1,
-                                       target_digest_after=item.source_digest).to_dict()
+            if landed:  # its referrers are carried again: importing what is there already is harmless
+                outcome = engine.with_referrers(EntryOutcome(item, RESULT_IMPORTED, attempts=1,
+                                                             target_digest_after=item.source_digest)).to_dict()
         if outcome is None:
             [result] = engine.apply(Plan(items=[item]))
             outcome = result.to_dict()
