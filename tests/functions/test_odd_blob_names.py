@@ -36,23 +36,29 @@ def prefix():
 def test_odd_blob_names_are_processed_once_inside_their_prefix(env, stack, seeded, functions, queue_host, prefix):
     s = entrypoints.services()
     manifests, outcomes = s.settings.manifests_container, s.settings.outcomes_container
-    text = f"nginx:1.27 => {prefix}/nginx\n"
-    data = text.encode()
-    digest = hashlib.sha256(data).hexdigest()
     names = odd_names(prefix)
+    # each manifest its own destination: two manifests writing one tag would be a conflict (tag ownership)
+    manifest_of = {label: f"nginx:1.27 => {prefix}/n{i}\n".encode() for i, label in enumerate(names)}
     assert len(names["1024 characters"]) == 1024
     stored = set()
     for label, name in names.items():
         try:
-            s.store.put_bytes(manifests, name, data)
+            s.store.put_bytes(manifests, name, manifest_of[label])
             stored.add(label)
         except Exception:  # noqa: BLE001 - Azurite resolves '..' segments and refuses the path
-            pass
+            continue
+        try:  # the upload check lists the manifests container (the other manifests' destinations)
+            s.store.list_names(manifests)
+        except Exception:  # noqa: BLE001 - Azurite stores a NUL name, then fails every listing (500)
+            s.store.delete(manifests, name)
+            stored.discard(label)
     assert {"percent", "unicode", "1024 characters"} <= stored, stored
 
     # the handler reads nothing back from the manifests container: every name goes through,
     # including the '../' one the trigger could deliver from a service that keeps it
     for label, name in names.items():
+        data = manifest_of[label]
+        digest = hashlib.sha256(data).hexdigest()
         functions["manifest_uploaded"](func.blob.InputStream(data=data, name=f"{manifests}/{name}"))
         [claim_blob] = s.store.list_names(outcomes, f"claims/{blob_segment(name)}/")  # one claim of this upload
         claim = s.store.get_json(outcomes, claim_blob)
