@@ -202,15 +202,15 @@ def _queue(services, args, env, out: TextIO, err: TextIO) -> int:
         final = follow_build(services, run_id, on_log=_writer(notes), poll_seconds=args.poll, timeout=limit)
     except KeyboardInterrupt:
         err.write(f"\ninterrupted: build {run_id} keeps running on agent pool {record['agent_pool']}.\n"
-                  f"  follow it: python -m shared build show {run_id}\n"
-                  f"  cancel it: python -m shared build cancel {run_id}\n")
+                  f"  follow it: {getattr(args, 'prog', 'airlock')} build show {run_id}\n"
+                  f"  cancel it: {getattr(args, 'prog', 'airlock')} build cancel {run_id}\n")
         err.flush()
         return EXIT_INTERRUPTED
     _print_build(final, args, out)
     if not run_status_is_terminal(final["status"]):
         err.write(f"build {run_id} is still {final['status']} after {limit:g}s; it keeps running.\n"
-                  f"  follow it: python -m shared build show {run_id}\n"
-                  f"  cancel it: python -m shared build cancel {run_id}\n")
+                  f"  follow it: {getattr(args, 'prog', 'airlock')} build show {run_id}\n"
+                  f"  cancel it: {getattr(args, 'prog', 'airlock')} build cancel {run_id}\n")
         return EXIT_FAILED
     return EXIT_OK if final["status"] == "Succeeded" else EXIT_FAILED
 
@@ -234,7 +234,7 @@ def _print_build(document: dict, args, out: TextIO, *, summary: bool = True) -> 
     elif summary:
         out.write(render_build(document))
     else:
-        out.write(f"follow it with: python -m shared build show {document['run_id']}\n")
+        out.write(f"follow it with: {getattr(args, 'prog', 'airlock')} build show {document['run_id']}\n")
     return EXIT_OK
 
 

@@ -143,7 +143,7 @@ def test_wait_timeout_stops_following_and_says_how_to_cancel(pool, prefix):
     run_id = out.split()[2]
     assert code == 1, (out, err)
     assert f"build {run_id} is still Running after 1s; it keeps running." in err
-    assert f"cancel it: python -m shared build cancel {run_id}" in err
+    assert f"cancel it: airlock build cancel {run_id}" in err
     assert cli("build", "cancel", run_id)[0] == 0
 
 
@@ -169,7 +169,7 @@ def test_ctrl_c_while_following_exits_130_with_the_cancel_command(stack, pool, p
     assert process.returncode == 130, (out, err)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert f"interrupted: build {run_id} keeps running on agent pool {pool}." in err
-    assert f"cancel it: python -m shared build cancel {run_id}" in err
+    assert f"cancel it: airlock build cancel {run_id}" in err
     assert cli("build", "cancel", run_id)[0] == 0
 
 
