@@ -346,3 +346,17 @@ def test_the_alert_line_still_reaches_telemetry_handlers():
     finally:
         logging.getLogger("shared").removeHandler(keep)
     assert [r.getMessage().split()[0:2] for r in seen] == [["AIRLOCK_RUN_FAILED", "run=r-alert"]]
+
+
+def test_a_closed_pipe_is_not_a_network_error(tmp_path):
+    """``airlock manifest check --json | head -c 100``: the reader goes away; no 'cannot reach', no traceback."""
+    manifest = tmp_path / "images.txt"
+    manifest.write_text("".join(f"quay.io/team/app{i}:1.{i} => team/app{i}\n" for i in range(3000)))  # ~1 MB of JSON
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE", "ACR_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    process = subprocess.Popen([sys.executable, "-m", "shared", "manifest", "check", str(manifest), "--json"],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.read(100).startswith(b"{")
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141 and stderr == ""
