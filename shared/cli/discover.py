@@ -8,8 +8,8 @@ FILE is YAML as ``helm template`` or ``kustomize build`` print it (``-`` reads s
 images already on the private registry are left out when its host is known. With ``--check``
 it reports every use of an image the manifest does not mirror, and every reference that does
 not point at the private registry (``--registry-host``, else ``ACR_LOGIN_SERVER``, else the
-login server read from ARM), as ``file:line:column: ...``; exit 1 when there is any finding
-or a file cannot be read as YAML.
+login server read from ARM: ``--registry NAME`` and the Azure CLI's login are enough, as for ``plan``),
+as ``file:line:column: ...``; exit 1 when there is any finding or a file cannot be read as YAML.
 """
 from __future__ import annotations
 
@@ -47,13 +47,12 @@ def _private_host(args, env, settings, required: bool) -> str:
         return settings.login_server.lower()
     if not required:
         return ""
-    try:
-        from ..services import Services
+    if not settings.registry_name:
+        raise ConfigError("discover --check needs the private registry's host: pass --registry-host HOST, set "
+                          "ACR_LOGIN_SERVER, or name the registry (--registry NAME) to read it from ARM")
+    from ..services import Services
 
-        return Services.from_env(env).clients.login_server.lower()
-    except ConfigError:
-        raise ConfigError("discover --check needs the private registry's host: pass --registry-host or set "
-                          "ACR_LOGIN_SERVER (or the ACR settings, to read it from ARM)") from None
+    return Services.for_cli(env).settings.login_server.lower()  # located from the name, as plan does
 
 
 def run(args, env, out: TextIO, err: TextIO) -> int:
@@ -72,7 +71,7 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
     if args.check:
         manifest = check_manifest(Path(args.check).read_bytes(), settings)
         if not manifest.ok:
-            raise ManifestError(f"{args.check} is not valid; fix it first ({len(manifest.errors)} error(s))",
+            raise ManifestError(f"{args.check} is not valid; fix it first ({manifest.error_count} error(s))",
                                 list(manifest.errors))
     host = _private_host(args, env, settings, required=manifest is not None)
     found = core.discover(files)

@@ -2,7 +2,9 @@
 
     python -m shared manifest check FILE [--json]
 
-Exit 0 when it is valid (warnings are printed and do not fail it), 1 when it is not.
+Exit 0 when it is valid (warnings are printed and do not fail it), 1 when it is not. ``--json`` lists the
+lines that validated under ``entries`` / ``policies`` even when other lines did not (nothing is imported
+from such a manifest), and ``error_count`` counts every problem (``errors`` lists the first 100).
 """
 from __future__ import annotations
 
@@ -27,7 +29,11 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
     data, _ = read_manifest(args.file)
     result = check_manifest(data, settings)
     if args.json:
-        write_json(out, result.to_dict())
+        document = result.to_dict()
+        if not result.ok:
+            document["entries"] = [e.to_dict() for e in result.valid_entries]
+            document["policies"] = [p.to_dict() for p in result.valid_policies]
+        write_json(out, {**document, "error_count": result.error_count})
     else:
         for problem in result.errors:
             out.write(f"{args.file}:{problem.line}: {problem.message}\n" if problem.line
@@ -38,5 +44,5 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
             policies = f", {len(result.policies)} tag policies" if result.policies else ""
             out.write(f"{args.file}: {len(result.entries)} entries{policies}, valid\n")
         else:
-            out.write(f"{args.file}: {len(result.errors)} error(s); nothing would be imported\n")
+            out.write(f"{args.file}: {result.error_count} error(s); nothing would be imported\n")
     return EXIT_OK if result.ok else EXIT_FAILED
