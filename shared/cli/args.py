@@ -123,6 +123,16 @@ def seconds(low: float, high: float):
     return parse
 
 
+def run_id_arg(text: str) -> str:
+    """argparse type: a run id (``core.ids.RUN_ID``); anything else is a usage error, not a lookup."""
+    from ..core.ids import RUN_ID
+
+    if not RUN_ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a run id (1-100 letters, digits, '.', '_' or '-', "
+                                         "starting with a letter or digit)")
+    return text
+
+
 def os_reason(exc: OSError) -> str:
     if isinstance(exc, IsADirectoryError):
         return "is a directory, not a file"

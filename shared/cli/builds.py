@@ -93,7 +93,7 @@ def flag_for(pointer: str) -> str:
 def run(args, env: Mapping[str, str], out: TextIO, err: TextIO) -> int:
     from ..services import Services
 
-    services = Services.from_env(env)
+    services = Services.for_cli(env, storage="build" if args.command == "build" else "pool")
     if args.command == "pool":
         return _pool(services, args, out)
     if args.build_command == "show":

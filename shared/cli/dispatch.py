@@ -106,8 +106,9 @@ def _main(argv, out: TextIO, err: TextIO, prog: str) -> int:
     try:
         env = environment(args)
         return COMMANDS[args.command].run(args, env, out, err)
-    except KeyboardInterrupt:
-        err.write("\ninterrupted\n")
+    except KeyboardInterrupt as exc:
+        if not exc.args:  # a command that said what was interrupted raises it with a note
+            err.write("\ninterrupted\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         raise  # stdout went away: not a network error (main)

@@ -21,7 +21,7 @@ MAY_IMPORT = {
     "config": {"core", "errors"},
     "adapters": {"core", "config", "errors"},
     "telemetry": {"core"},
-    "services": {"adapters", "config", "core"},
+    "services": {"adapters", "config", "core", "errors"},
     "handlers": {"adapters", "core", "errors", "telemetry"},
     "http": {"core", "errors", "handlers", "services", "version"},
     "cli": {"core", "config", "errors", "handlers", "http", "redact", "services", "version"},
