@@ -122,14 +122,21 @@ SPECS: tuple[SettingSpec, ...] = (
 _BY_NAME = {s.name: s for s in SPECS}
 
 
+NO_EXPORTER = ("is set, but exporting needs the Azure Monitor exporter, which `pip install acr-airlock` leaves out: "
+               "pip install 'acr-airlock[functions]', or unset it")
+
+
 def appinsights_problem(connection_string: str) -> Optional[str]:
     """Why the Azure Monitor exporter would refuse ``connection_string`` (None: it accepts it).
 
     The exporter's own parser is the judge (the one ``configure_azure_monitor`` runs on first use), so a
     string is refused here exactly when exporting would fail: every later run would raise its ValueError
-    after the trigger had written a record. Its reasons never quote the string (a secret)."""
-    from azure.monitor.opentelemetry.exporter._connection_string_parser import ConnectionStringParser
-
+    after the trigger had written a record. Its reasons never quote the string (a secret). Without the exporter
+    installed (the command line's wheel without the ``functions`` extra) a set string is refused too."""
+    try:
+        from azure.monitor.opentelemetry.exporter._connection_string_parser import ConnectionStringParser
+    except ImportError:  # the command line installed without the Function App's extra
+        return NO_EXPORTER
     try:
         ConnectionStringParser(connection_string)
     except ValueError as exc:
@@ -336,7 +343,9 @@ class Settings:
         )
         if settings.appinsights_connection_string:
             reason = appinsights_problem(settings.appinsights_connection_string)
-            if reason:
+            if reason == NO_EXPORTER:
+                problems.append(Problem(reason, field="APPLICATIONINSIGHTS_CONNECTION_STRING"))
+            elif reason:
                 problems.append(Problem(f"is not an Application Insights connection string ({reason}; expected "
                                         "InstrumentationKey=<GUID>;IngestionEndpoint=https://...)",
                                         field="APPLICATIONINSIGHTS_CONNECTION_STRING"))

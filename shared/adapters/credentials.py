@@ -41,8 +41,9 @@ NAMES = {"azure-cli": "AzureCliCredential", "managed-identity": "ManagedIdentity
          "environment": "EnvironmentCredential", "workload-identity": "WorkloadIdentityCredential",
          "default": "DefaultAzureCredential"}
 _ATTEMPT = re.compile(r"^(\w+Credential): (.*)$")
-_TROUBLESHOOT = re.compile(r"\s*(To mitigate this issue|Visit https://aka\.ms|For more information|"
-                           r"To troubleshoot).*$", re.IGNORECASE | re.DOTALL)
+_TROUBLESHOOT = re.compile(r"\s*(To mitigate this issue|(Please\s+)?visit https://aka\.ms|For more information|"
+                           r"To troubleshoot|See the troubleshooting guide).*$", re.IGNORECASE | re.DOTALL)
+_UNAVAILABLE = re.compile(r"^\w*Credential (authentication )?unavailable\.\s*")
 
 
 def one_line(message: str) -> str:
@@ -51,8 +52,13 @@ def one_line(message: str) -> str:
     lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
     attempts = [m for m in (_ATTEMPT.match(line) for line in lines) if m]
     if attempts:
-        return "; ".join(f"{m.group(1)}: {_TROUBLESHOOT.sub('', m.group(2)).strip()}" for m in attempts)
+        return "; ".join(f"{m.group(1)}: {_reason(m.group(2))}" for m in attempts)
     return _TROUBLESHOOT.sub("", lines[0]).strip() if lines else "no reason given"
+
+
+def _reason(text: str) -> str:
+    """One attempt's reason without azure-identity's boilerplate ("X authentication unavailable.", links)."""
+    return _UNAVAILABLE.sub("", _TROUBLESHOOT.sub("", text).strip()) or "unavailable"
 
 
 def connection_reason(exc: BaseException, timeout: Optional[float] = None) -> str:
