@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian machine: system packages (docker-registry, skopeo),
-# Azurite from the npm registry (package-lock.json), Python dependencies into .venv.
+# Azurite and the Sigstore test tools (@sigstore/sign, @sigstore/mock, @sigstore/oci) from the npm
+# registry (package-lock.json), Python dependencies into .venv.
 # Re-running it only checks what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +32,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python dependencies into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2>&1 \
     | grep -v '^WARNING: Location' || true
-  .venv/bin/python -c "import azure.functions, azure.mgmt.containerregistrytasks, azure.storage.queue, starlette, uvicorn, httptools, uvloop, trustme, opentelemetry.sdk, azure.monitor.opentelemetry, schemathesis"
+  .venv/bin/python -c "import azure.functions, azure.mgmt.containerregistrytasks, azure.storage.queue, starlette, uvicorn, httptools, uvloop, trustme, opentelemetry.sdk, azure.monitor.opentelemetry, schemathesis, sigstore, re2"
   echo "$want" > "$stamp"
 fi
 echo "setup: ok"

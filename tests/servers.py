@@ -5,7 +5,7 @@ import contextlib
 import socket
 import threading
 import time
-from typing import Iterator
+from typing import Iterator, Optional
 
 import uvicorn
 
@@ -17,11 +17,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_asgi(app, *, log_level: str = "warning") -> Iterator[str]:
-    """Yield the base URL while uvicorn serves ``app``; stop it afterwards."""
+def serve_asgi(app, *, log_level: str = "warning", certfile: Optional[str] = None,
+               keyfile: Optional[str] = None) -> Iterator[str]:
+    """Yield the base URL while uvicorn serves ``app`` (over TLS with ``certfile``/``keyfile``); stop it afterwards."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level,
-                                           lifespan="off"))
+                                           lifespan="off", ssl_certfile=certfile, ssl_keyfile=keyfile))
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -30,7 +31,7 @@ def serve_asgi(app, *, log_level: str = "warning") -> Iterator[str]:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if certfile else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)

@@ -47,13 +47,20 @@ class BlobStore:
             return None
 
     def get_bytes_etag(self, container: str, name: str) -> tuple[Optional[bytes], Optional[str]]:
-        """The blob's bytes and the ETag of exactly that version, or (None, None) when absent."""
-        from azure.core.exceptions import ResourceNotFoundError
+        """The blob's bytes and the ETag of exactly that version, or (None, None) when absent, including a
+        name the service cannot address (400: it cannot hold such a blob, e.g. a name over 1,024
+        characters or one Azurite resolves out of its container)."""
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
         try:
             downloader = self._container(container).get_blob_client(name).download_blob()
             return downloader.readall(), downloader.properties.etag
         except ResourceNotFoundError:
+            return None, None
+        except HttpResponseError as exc:
+            if exc.status_code != 400:
+                raise
+            log.debug("blob name %r cannot be read back (400); treated as absent", name[:80])
             return None, None
 
     def get_json(self, container: str, name: str) -> Optional[dict]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import re
@@ -24,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -324,6 +325,34 @@ class ManifestReader:
             response = send(method, url, headers=headers)
         return response
 
+    @contextlib.contextmanager
+    def open(self, path: str, scope: str, headers: dict, *,
+             timeout: Optional[httpx.Timeout] = None) -> Iterator[httpx.Response]:
+        """A streamed GET of ``path`` (the challenge answered as for ``head``; redirects followed, as
+        blob reads need): the body is not read, so the caller can bound what it reads. Closed on exit."""
+        url = f"https://{self._host()}{path}"
+        cached = self._auth.cached(scope)
+        if cached:
+            headers["Authorization"] = cached
+        kwargs = {"timeout": timeout} if timeout is not None else {}
+        response = self._http.send(self._http.build_request("GET", url, headers=headers, **kwargs), stream=True)
+        try:
+            if response.status_code == 401:
+                response.close()
+                if cached:
+                    self._auth.forget(scope, cached)
+                headers["Authorization"] = self._auth.answer(response.headers.get("WWW-Authenticate", ""), scope,
+                                                             self.name)
+                response = self._http.send(self._http.build_request("GET", url, headers=headers, **kwargs),
+                                           stream=True)
+            yield response
+        finally:
+            response.close()
+
+    def denied(self, status: int) -> UpstreamError:
+        """The error for a read this registry refused after its challenge was answered."""
+        return self._auth.denied(self.name, status)
+
     def prefetch(self, scopes: list[str], per_token: int = SCOPES_PER_TOKEN) -> int:
         """Tokens for many scopes at once, before the requests that need them: one unauthenticated
         ``GET /v2/`` to learn the token realm and service, then SCOPES_PER_TOKEN scopes per token
@@ -435,6 +464,10 @@ class SourceRegistry:
     def host_for(self, registry: str) -> str:
         host = self._endpoint_for(registry)
         return DOCKER_HUB_API if host == "docker.io" else host
+
+    def reader(self, registry: str) -> ManifestReader:
+        """The reader of one source registry (its host after mirrors, its credentials, its token cache)."""
+        return self._reader(registry)
 
     def _reader(self, registry: str) -> ManifestReader:
         with self._lock:

@@ -10,6 +10,12 @@ httpx client instead, which honours it (httpx ignores environment proxies once g
 
 urllib3 retries and redirects are off: httpx and ``shared.adapters.retrying`` own those. urllib3's
 errors become httpx's transport errors, so a dropped connection or a timeout stays transient.
+
+Bodies of requests sent through httpx (``request``, ``send``, ``stream``) are streamed as httpx
+transports do: ``client.stream(...)`` reads them chunk by chunk (what arrives, not a fixed amount), so
+a caller can stop at a size limit or a deadline and the connection is dropped instead of being read
+to its end (the signature lookups of ``shared.adapters.signatures`` do). ``plain`` still reads the
+whole (small) body at once.
 """
 from __future__ import annotations
 
@@ -28,6 +34,32 @@ def _timeout(request: httpx.Request) -> urllib3.Timeout:
     return urllib3.Timeout(connect=spec.get("connect"), read=spec.get("read"))
 
 
+class _Body(httpx.SyncByteStream):
+    """A urllib3 response body as httpx's stream: each chunk is what one read returned (``read1``), so
+    a slow sender is seen at every arrival; closing before the end drops the connection."""
+
+    def __init__(self, response: urllib3.BaseHTTPResponse, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+        self._done = False
+
+    def __iter__(self):
+        try:
+            while True:
+                chunk = self._response.read1(64 * 1024, decode_content=False)
+                if not chunk:
+                    self._done = True
+                    return
+                yield chunk
+        except u3.HTTPError as exc:
+            raise _translated(exc, self._request) from exc
+
+    def close(self) -> None:
+        if not self._done:
+            self._response.close()  # unread bytes stay on the wire: the connection cannot be reused
+        self._response.release_conn()  # back to the pool (a closed one is replaced on next use)
+
+
 class Urllib3Transport(httpx.BaseTransport):
     def __init__(self, ssl_context: ssl.SSLContext, *, max_connections: int = 32) -> None:
         # one pool per origin, at most ``max_connections`` connections each; block=True: a request
@@ -42,12 +74,12 @@ class Urllib3Transport(httpx.BaseTransport):
             response = self._pools.urlopen(
                 request.method, str(request.url), body=request.read() or None,
                 headers=dict(request.headers.multi_items()), redirect=False, retries=False,
-                timeout=_timeout(request), pool_timeout=_timeout(request).connect_timeout, preload_content=True,
+                timeout=_timeout(request), pool_timeout=_timeout(request).connect_timeout, preload_content=False,
                 decode_content=False)
         except u3.HTTPError as exc:
             raise _translated(exc, request) from exc
         return httpx.Response(status_code=response.status, headers=list(response.headers.items()),
-                              content=response.data, request=request,
+                              stream=_Body(response, request), request=request,
                               extensions={"http_version": b"HTTP/1.1"})
 
     def close(self) -> None:

@@ -133,6 +133,8 @@ class ImportMessage:
     source_digest: str
     target_digest: Optional[str] = None
     traceparent: Optional[str] = None  # W3C trace context of the chunk delivery that sent it
+    upstream_digest: Optional[str] = None  # a locked entry's tag upstream when it drifted (its record shows it)
+    drifted: bool = False  # a locked entry whose tag moved upstream (upstream_digest None: the tag is gone)
 
     def to_json(self) -> str:
         data = {"v": MESSAGE_VERSION, "kind": "import", "run_id": self.run_id, "chunk": self.chunk,
@@ -140,6 +142,8 @@ class ImportMessage:
                 "source_digest": self.source_digest, "target_digest": self.target_digest}
         if self.traceparent:
             data["traceparent"] = self.traceparent
+        if self.drifted:
+            data["drift"] = {"upstream": self.upstream_digest}
         return json.dumps(data, separators=(",", ":"))
 
 
@@ -165,8 +169,13 @@ def parse_message(text: str | bytes) -> ChunkMessage | ImportMessage:
     parent = data.get("traceparent")
     if parent is not None and (not isinstance(parent, str) or not _TRACEPARENT.fullmatch(parent)):
         raise ValueError("traceparent: expected a W3C traceparent")
+    drift = data.get("drift")
+    upstream = drift.get("upstream") if isinstance(drift, dict) else None
+    if drift is not None and (not isinstance(drift, dict) or (upstream is not None and (
+            not isinstance(upstream, str) or not _DIGEST.fullmatch(upstream)))):
+        raise ValueError("drift: expected {\"upstream\": a digest or null}")
     return ImportMessage(chunk.run_id, chunk.chunk, chunk.chunks, chunk.start, chunk.end, key, action, source,
-                         target, parent)
+                         target, parent, upstream, drift is not None)
 
 
 def delivery_verdict(dequeue_count: int, max_dequeue: int) -> str:

@@ -236,8 +236,10 @@ def test_plan_summary_lists_errors_with_line_numbers(tmp_path):
 OIDC_TOKEN_LIFETIME = 600
 PYTHON_WRAPPER = '''#!{python}
 """`python` for the pipeline scripts: the real interpreter. For `-m shared runs wait` it records the call,
-writes the run's final record into the stand-in's storage before wait number FINAL_ON_WAIT (what the
-Function App does when the run ends), and shortens --timeout to half a second."""
+puts images.txt into the manifests container (what the shimmed `az storage blob upload` would have done),
+writes the run's final record and the blob trigger's claim on that upload into the stand-in's storage
+before wait number FINAL_ON_WAIT (what the Function App does when the run ends), and shortens --timeout
+to half a second."""
 import hashlib, json, os, sys
 from pathlib import Path
 here = Path(__file__).resolve().parent
@@ -248,16 +250,20 @@ if argv[:4] == ["-m", "shared", "runs", "wait"]:
     count = here / "waits"
     n = int(count.read_text()) + 1 if count.exists() else 1
     count.write_text(str(n))
+    from shared.services import Services
+    services = Services.from_env(dict(os.environ))
+    data = Path("images.txt").read_bytes()
+    if n == 1:
+        services.store.put_bytes(services.settings.manifests_container, "images.txt", data)
     if n == int(os.environ.get("FINAL_ON_WAIT", "0")):
-        from shared.core.names import blob_segment
-        from shared.services import Services
-        services = Services.from_env(dict(os.environ))
-        digest = hashlib.sha256(Path("images.txt").read_bytes()).hexdigest()
+        from shared.cli.runs import uploaded
+        from shared.handlers.runs.start import claim_blob
+        digest = hashlib.sha256(data).hexdigest()
         container, run_id = services.settings.outcomes_container, "pipeline-" + digest[:12]
         record = {{"run_id": run_id, "status": os.environ["FINAL"]}}
         services.store.put_json(container, f"runs/{{run_id}}.json", record)
-        claim = f"claims/{{blob_segment('images.txt')}}/{{digest}}.json"
-        services.store.put_json(container, claim, {{"run_id": run_id}})
+        upload, lock_upload = uploaded(services, "images.txt", data)
+        services.store.put_json(container, claim_blob("images.txt", upload, lock_upload), {{"run_id": run_id}})
     argv[argv.index("--timeout") + 1] = "0.5"
 os.execv(sys.executable, [sys.executable, *argv])
 '''

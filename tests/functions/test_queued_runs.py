@@ -57,6 +57,15 @@ def records_for(name: str) -> list[dict]:
     return [r for r in found if r and r.get("manifest", {}).get("name") == name]
 
 
+def claim_name(name: str, digest: str) -> str:
+    """The claim of a delivery of ``name`` that carries no ETag, of a blob not in the container (these tests
+    deliver without uploading): the upload is known by its content hash, and there is no lock."""
+    from shared.core.ids import upload_id
+    from shared.handlers.runs.start import claim_blob
+
+    return claim_blob(name, upload_id(None, digest), None)
+
+
 def deliver_blob(functions, name: str, text: str) -> None:
     container = services().settings.manifests_container
     functions["manifest_uploaded"](func.blob.InputStream(data=text.encode(), name=f"{container}/{name}"))
@@ -131,7 +140,7 @@ def test_an_expired_claim_is_taken_over_under_the_same_run_id(env, seeded, funct
     s = services()
     digest = hashlib.sha256(text.encode()).hexdigest()
     crashed = {"owner": "crashed", "run_id": f"crashed-{prefix}", "state": "claimed", "expires_at": time.time() - 1}
-    s.store.put_json(s.settings.outcomes_container, f"claims/{name}/{digest}.json", crashed)
+    s.store.put_json(s.settings.outcomes_container, claim_name(name, digest), crashed)
     deliver_blob(functions, name, text)
     queue_host.drain()
     [record] = records_for(name)
@@ -147,11 +156,12 @@ def test_a_live_claim_held_elsewhere_makes_the_delivery_retry(env, functions, pr
     s = services()
     digest = hashlib.sha256(text.encode()).hexdigest()
     live = {"owner": "other", "run_id": f"other-{prefix}", "state": "claimed", "expires_at": time.time() + 600}
-    s.store.put_json(s.settings.outcomes_container, f"claims/{name}/{digest}.json", live)
+    s.store.put_json(s.settings.outcomes_container, claim_name(name, digest), live)
+    from shared.core.ids import upload_id
     from shared.handlers.runs import claim_and_queue
 
     with pytest.raises(Exception, match="claimed by another delivery"):
-        claim_and_queue(s, name, text.encode(), digest, wait=0.5)
+        claim_and_queue(s, name, text.encode(), upload_id(None, digest), wait=0.5)
     assert records_for(name) == []
 
 
@@ -590,10 +600,10 @@ def test_concurrent_deliveries_of_one_run_parse_its_snapshot_once(env, monkeypat
     calls = []
     real = store.check_manifest
 
-    def counted(data, settings):
+    def counted(data, settings, *args, **kwargs):
         calls.append(settings)
         time.sleep(0.2)  # a parse long enough for every other delivery to arrive meanwhile
-        return real(data, settings)
+        return real(data, settings, *args, **kwargs)
 
     monkeypatch.setattr(store, "check_manifest", counted)  # the snapshot parse
     record = runs.create_run(services(), manifest(prefix, 3), name=f"{prefix}.txt", trigger="http")

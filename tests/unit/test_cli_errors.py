@@ -115,7 +115,8 @@ def test_bad_settings_exit_2_naming_the_setting(manifest):
     code, _, err = run("sync", str(manifest), env={**storage_env(closed_port()), "SYNC_CONCURRENCY": "many"})
     assert code == 2 and "SYNC_CONCURRENCY: must be a whole number, got 'many'" in err
     code, _, err = run("plan", str(manifest))  # the command line needs the registry's name, nothing else
-    assert (code, err) == (2, "error: ACR_NAME: is required: name the registry with --registry NAME (or set ACR_NAME)\n")
+    assert (code, err) == (2, "error: ACR_NAME: is required: name the registry with --registry NAME "
+                              "(or set ACR_NAME)\n")
 
 
 def test_missing_ca_bundle_is_named(manifest, tmp_path):

@@ -26,6 +26,17 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(1.0)
         if self.path == "/pause":
             time.sleep(0.1)
+        if self.path == "/endless":  # a body that never ends, sent in pieces
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            try:
+                for _ in range(100_000):
+                    self.wfile.write(b"x" * 16384)
+                    self.wfile.flush()
+            except OSError:  # the client went away: the point of the test
+                Handler.seen.append(("ABANDONED", self.path, None, self.client_address[1]))
+            return
         if self.path == "/moved":
             self.send_response(307)
             self.send_header("Location", "/v2/x/manifests/1")
@@ -113,6 +124,26 @@ def test_requests_through_httpx_use_the_same_pools_and_follow_redirects(server):
     response = client.get(f"{server}/moved")
     assert response.status_code == 200 and [path for _, path, *_ in Handler.seen] == ["/moved", "/v2/x/manifests/1"]
     assert client.plain("GET", f"{server}/moved", headers={}).status_code == 200  # plain hands redirects to httpx
+
+
+def test_a_streamed_body_can_be_abandoned_and_its_connection_slot_comes_back(server):
+    """client.stream reads as bytes arrive; closing it early drops the connection (the rest is never
+    read) and frees the pool slot: with one connection, the next request still gets through."""
+    Handler.seen.clear()
+    client = urllib3_transport.client(ssl.create_default_context(), max_connections=1,
+                                      timeout=httpx.Timeout(5.0, connect=1.0), headers={})
+    read = 0
+    with client.stream("GET", f"{server}/endless") as response:
+        for chunk in response.iter_raw():
+            read += len(chunk)
+            if read > 100_000:
+                break
+    assert 100_000 < read < 1_000_000  # 1.6 GB were on offer
+    assert client.get(f"{server}/v2/x/manifests/1").json() == {"schemaVersion": 2}
+    deadline = time.monotonic() + 5
+    while not any(kind == "ABANDONED" for kind, *_ in Handler.seen) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(kind == "ABANDONED" for kind, *_ in Handler.seen)  # the server saw the connection go
 
 
 def test_failures_are_httpx_transport_errors(server):

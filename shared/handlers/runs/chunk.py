@@ -207,7 +207,8 @@ def _dispatch(services, message: core.ChunkMessage, item: PlanItem, parent: Opti
     their own write, so whichever writes last sees every outcome."""
     services.runs_queue.send(core.ImportMessage(
         message.run_id, message.chunk, message.chunks, message.start, message.end, _key(item.entry),
-        item.action.value, item.source_digest, item.target_digest, parent).to_json())
+        item.action.value, item.source_digest, item.target_digest, parent,
+        (item.drift or {}).get("upstream"), item.drift is not None).to_json())
 
 
 def _resumed(services, run_id: str, item: PlanItem) -> Optional[dict]:
