@@ -203,12 +203,19 @@ class AzureClients:
             from azure.core.exceptions import AzureError
 
             if isinstance(exc, AzureError):
-                raise translate(exc) from None
+                error = translate(exc)
+                if getattr(error, "status", None) in (401, 403):  # which identity ARM refused
+                    error.message = f"{error.message} (ARM refused the identity of {self._credential_name})"
+                raise error from None
             raise
         with self._lock:
             self.settings = s
             self._login_server = s.login_server
         return s
+
+    @property
+    def _credential_name(self) -> str:
+        return getattr(self.credential, "name", None) or "DefaultAzureCredential"
 
     def _find_registry(self, s: Settings) -> dict:
         wanted = s.registry_name.lower()

@@ -126,7 +126,7 @@ def _next_page(args, token: str) -> str:
     """The command that lists the next page: this one's filters and ``--next TOKEN``."""
     import shlex
 
-    words = [args.prog, "runs", "list"]
+    words = [*shlex.split(args.prog), "runs", "list"]
     if args.status:
         words += ["--status", args.status]
     if args.since:
