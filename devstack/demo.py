@@ -3,7 +3,8 @@
 1. start the stand-in (Azurite, upstream + backing registries, ACR emulator) and seed the upstream;
 2. write a sample images.txt (multi-platform images, a digest-pinned entry, a Docker Hub short name);
 3. ``python -m shared sync`` it twice with the CLI: everything new, then everything unchanged;
-4. serve the HTTP API with uvicorn and drive a plan and an import through it with httpx;
+4. serve the HTTP API with uvicorn (`python -m shared serve`, whose in-process worker runs the queued
+   import) and drive a plan and an import through it with httpx;
 5. deliver the registry's real push events to the Event Grid function and show what it recorded;
 6. builds: upload a build rule file, refresh the upstream base image (nginx:1.27) and sync it; the
    import's push events queue the dependent build on agent pool "vnetpool" (scaled up from 0),
@@ -96,13 +97,10 @@ def main() -> int:
         banner("the HTTP API, served by uvicorn (python -m shared serve)")
         os.environ.update(stack.env)
         port = free_ports(1)[0]
+        # runs are queued: serve's in-process queue worker runs them, as the Functions host's queue trigger would
         server = subprocess.Popen([sys.executable, "-m", "shared", "--env-file", str(env_file), "serve",
                                    "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
-        # runs are queued: the local queue runner plays the Functions host's queue trigger (one instance)
-        worker = subprocess.Popen([sys.executable, "-m", "devstack", "runner", "--env-file", str(env_file),
-                                   "--settings", str(ROOT / "local.settings.sample.json")],
-                                  cwd=ROOT, stdout=subprocess.DEVNULL)
         try:
             base = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 20
@@ -128,10 +126,8 @@ def main() -> int:
             print(f"POST a manifest with a bad line -> {bad.status_code} {bad.headers['content-type']}: "
                   f"{bad.json()['errors']}")
         finally:
-            worker.terminate()
-            worker.wait(40)
-            server.terminate()
-            server.wait(10)
+            server.terminate()  # SIGTERM: uvicorn stops, then the worker's calls in flight end
+            server.wait(40)
 
         banner("registry events, delivered to the Event Grid function")
         unsubscribe()

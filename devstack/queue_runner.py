@@ -24,6 +24,11 @@ For every function of the app (``app.get_functions()``) whose trigger is a ``que
   (default 0); a message whose dequeue count reaches ``maxDequeueCount`` (default 5) and fails again,
   or arrives past it, is copied to ``<queue>-poison`` and deleted, as the host does.
 
+The engine (batches, leases, redelivery, poison) is the package's own ``shared.handlers.worker``, the one
+``airlock serve`` runs the queued runs with; this module adds what only a stand-in for the host needs:
+host.json, the app's queue-triggered functions and their bindings, ``func.QueueMessage`` and the
+invocation context, processes, and the command line.
+
 SIGTERM/SIGINT stops dequeuing and waits for the calls in flight (``--grace`` seconds); whatever
 is still running then is left for redelivery when its lease runs out, like an instance the
 platform stopped. ``--processes N`` starts N such processes: N instances sharing the queues.
@@ -32,8 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import binascii
+import functools
 import importlib
 import inspect
 import json
@@ -44,18 +48,20 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+from shared.adapters.queues import Delivery, MessageQueue
+from shared.handlers import worker as engine
+from shared.handlers.worker import LEASE_SECONDS, Counters, QueueWorker, Target
+
+__all__ = ["Counters", "QueueOptions", "QueueRunner", "RunnerError", "queue_targets", "resolve_settings",
+           "worker_threads"]
+
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 600  # the host's visibility timeout for a message being processed (10 minutes)
-FIRST_POLL_DELAY = 0.1
 _SETTING = re.compile(r"%([^%]+)%")
 
 
@@ -77,15 +83,8 @@ def _timespan(value: Any, what: str) -> float:
 
 
 @dataclass(frozen=True)
-class QueueOptions:
-    """host.json ``extensions.queues``, with the host's defaults."""
-
-    batch_size: int = 16
-    new_batch_threshold: int = 8
-    max_dequeue_count: int = 5
-    visibility_timeout: float = 0.0
-    max_polling_interval: float = 60.0
-    message_encoding: str = "base64"
+class QueueOptions(engine.QueueOptions):
+    """host.json ``extensions.queues``, with the host's defaults (the worker's options, read from a file)."""
 
     @classmethod
     def from_host_json(cls, path: Optional[os.PathLike | str]) -> "QueueOptions":
@@ -212,219 +211,50 @@ def load_app(spec: str):
     return app
 
 
-# --- one message -------------------------------------------------------------------------------------
+# --- the runner: the package's queue worker, calling the app's functions ----------------------------
 
-def _age(inserted_on) -> Optional[float]:
-    """Seconds since a message was inserted (its queue wait when it is dequeued), None if unknown."""
-    if inserted_on is None:
-        return None
-    when = inserted_on if inserted_on.tzinfo else inserted_on.replace(tzinfo=timezone.utc)
-    return (datetime.now(timezone.utc) - when).total_seconds()
+def invoke(function: QueueTarget, body: bytes, delivery: Delivery) -> None:
+    """Call a queue function as the Python worker does: a real ``func.QueueMessage``, and a ``context``
+    when its signature asks for one; a coroutine function is run to its end."""
+    from azure.functions.queue import QueueMessage
 
-
-class _Lease:
-    """Keeps a message invisible while its function runs (the pop receipt changes on each renewal)."""
-
-    def __init__(self, client, message, seconds: float):
-        self._client, self._id, self._seconds = client, message.id, seconds
-        self.pop_receipt = message.pop_receipt
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name=f"lease-{message.id[:8]}", daemon=True)
-        self._thread.start()
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self._seconds / 2):
-            with self._lock:
-                try:
-                    updated = self._client.update_message(self._id, pop_receipt=self.pop_receipt,
-                                                          visibility_timeout=int(self._seconds))
-                    self.pop_receipt = updated.pop_receipt
-                except Exception as exc:  # noqa: BLE001 - the message may be gone; the call goes on
-                    log.warning("could not renew the lease of message %s: %s", self._id, exc)
-
-    def end(self) -> str:
-        self._stop.set()
-        with self._lock:
-            return self.pop_receipt
+    argument = QueueMessage(id=delivery.id, body=body, dequeue_count=delivery.dequeue_count,
+                            expiration_time=delivery.expires_on, insertion_time=delivery.inserted_on,
+                            time_next_visible=delivery.next_visible_on, pop_receipt=delivery.pop_receipt)
+    arguments = {function.arg_name: argument}
+    if "context" in inspect.signature(function.call).parameters:  # as the Python worker does
+        arguments["context"] = InvocationContext(function.function_name)
+    result = function.call(**arguments)
+    if inspect.iscoroutine(result):
+        asyncio.run(result)
 
 
-@dataclass
-class Counters:
-    succeeded: int = 0
-    failed: int = 0
-    poisoned: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, name: str) -> None:
-        with self.lock:
-            setattr(self, name, getattr(self, name) + 1)
-
-
-class QueueRunner:
+class QueueRunner(QueueWorker):
     """Runs the queue triggers of one app in this process (one "instance")."""
+
+    fatal = (RunnerError,)  # a connection setting missing: the host would not start either
 
     def __init__(self, app, *, env: Optional[Mapping[str, str]] = None,
                  host_json: Optional[os.PathLike | str] = None, functions: Optional[set[str]] = None,
                  lease_seconds: float = LEASE_SECONDS):
         self.env = dict(os.environ if env is None else env)
-        self.options = QueueOptions.from_host_json(host_json)
-        self.targets = queue_targets(app, self.env, functions)
-        if not self.targets:
+        options = QueueOptions.from_host_json(host_json)
+        self.functions = queue_targets(app, self.env, functions)
+        if not self.functions:
             raise RunnerError("the app has no queue-triggered function")
-        self.lease_seconds = lease_seconds
-        self.counters = Counters()
         self._services: dict[str, Any] = {}
-        self._clients: dict[str, Any] = {}
-        self._in_flight: dict[str, int] = {t.queue_name: 0 for t in self.targets}
-        self._lock = threading.Lock()
-        self.worker_threads = worker_threads(self.env)
-        self._pool = ThreadPoolExecutor(max_workers=self.worker_threads, thread_name_prefix="queue-fn")
-        self._stopping = threading.Event()
+        self._services_lock = threading.Lock()
+        targets = [Target(f.function_name, f.queue_name, functools.partial(self._open, f.connection),
+                          functools.partial(invoke, f)) for f in self.functions]
+        super().__init__(targets, options=options, threads=worker_threads(self.env), lease_seconds=lease_seconds,
+                         logger=log)
 
-    # -- clients
-    def _client(self, queue: str, connection: str, *, create: bool = True):
-        key = f"{connection}/{queue}"
-        if key not in self._clients:
+    def _open(self, connection: str, queue: str) -> MessageQueue:
+        with self._services_lock:
             if connection not in self._services:
                 self._services[connection] = queue_service(connection, self.env)
-            client = self._services[connection].get_queue_client(queue)
-            if create:
-                from azure.core.exceptions import ResourceExistsError
-
-                try:
-                    client.create_queue()
-                except ResourceExistsError:
-                    pass
-            self._clients[key] = client
-        return self._clients[key]
-
-    def in_flight(self) -> int:
-        with self._lock:
-            return sum(self._in_flight.values())
-
-    # -- the loop
-    def poll_once(self) -> int:
-        """Fetch a batch for every queue that has room; returns how many messages were dispatched."""
-        dispatched = 0
-        for target in self.targets:
-            with self._lock:
-                busy = self._in_flight[target.queue_name]
-            if busy > self.options.new_batch_threshold or self._stopping.is_set():
-                continue
-            client = self._client(target.queue_name, target.connection)
-            batch = list(client.receive_messages(messages_per_page=self.options.batch_size,
-                                                 max_messages=self.options.batch_size,
-                                                 visibility_timeout=int(self.lease_seconds)))
-            for message in batch:
-                with self._lock:
-                    self._in_flight[target.queue_name] += 1
-                self._pool.submit(self._handle, target, client, message)
-            dispatched += len(batch)
-        return dispatched
-
-    def run(self, stop: Optional[threading.Event] = None, *, grace: float = 30.0) -> Counters:
-        """Poll until ``stop`` is set (or SIGTERM in the CLI), then let the calls in flight end."""
-        stop = stop or threading.Event()
-        delay = FIRST_POLL_DELAY
-        try:
-            while not stop.is_set():
-                if self.poll_once():
-                    delay = FIRST_POLL_DELAY
-                    stop.wait(0.02)
-                else:
-                    stop.wait(delay)
-                    delay = min(delay * 2, max(FIRST_POLL_DELAY, self.options.max_polling_interval))
-        finally:
-            self.close(grace)
-        return self.counters
-
-    def drain(self, *, idle: float = 1.0, timeout: float = 60.0) -> Counters:
-        """Process until nothing was dispatched or in flight for ``idle`` seconds (tests)."""
-        deadline, quiet_since = time.monotonic() + timeout, None
-        while time.monotonic() < deadline:
-            if self.poll_once() or self.in_flight():
-                quiet_since = None
-            elif quiet_since is None:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= idle:
-                return self.counters
-            time.sleep(0.05)
-        raise TimeoutError(f"queues not drained within {timeout:g}s ({self.in_flight()} in flight)")
-
-    def close(self, grace: float = 30.0) -> None:
-        self._stopping.set()
-        deadline = time.monotonic() + grace
-        while self.in_flight() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-    # -- one message
-    def _decode(self, content: str) -> bytes:
-        if self.options.message_encoding == "none":
-            return content.encode("utf-8")
-        return base64.b64decode(content.encode("ascii"), validate=True)
-
-    def _handle(self, target: QueueTarget, client, message) -> None:
-        try:
-            if message.dequeue_count > self.options.max_dequeue_count:
-                self._poison(target, client, message, message.pop_receipt)
-                return
-            lease = _Lease(client, message, self.lease_seconds)
-            began = time.monotonic()
-            waited = _age(message.inserted_on)
-            log.info("Executing '%s' (message %s, dequeue count %d, inserted %s s ago)", target.function_name,
-                     message.id, message.dequeue_count, "?" if waited is None else f"{waited:.2f}")
-            try:
-                self._invoke(target, message)
-            except Exception as exc:  # noqa: BLE001 - a failed invocation, as the host records it
-                receipt = lease.end()
-                self.counters.add("failed")
-                log.info("Executed '%s' (Failed, message %s, duration %d ms)", target.function_name, message.id,
-                         (time.monotonic() - began) * 1000)
-                log.warning("function %s failed on message %s (dequeue count %d): %s: %s", target.function_name,
-                            message.id, message.dequeue_count, type(exc).__name__, exc)
-                if message.dequeue_count >= self.options.max_dequeue_count:
-                    self._poison(target, client, message, receipt)
-                else:
-                    client.update_message(message.id, pop_receipt=receipt,
-                                          visibility_timeout=int(self.options.visibility_timeout))
-                return
-            receipt = lease.end()
-            log.info("Executed '%s' (Succeeded, message %s, duration %d ms)", target.function_name, message.id,
-                     (time.monotonic() - began) * 1000)
-            client.delete_message(message.id, pop_receipt=receipt)
-            self.counters.add("succeeded")
-        except Exception:  # noqa: BLE001 - storage trouble: the message comes back after its lease
-            log.exception("handling message %s of %s failed", message.id, target.queue_name)
-        finally:
-            with self._lock:
-                self._in_flight[target.queue_name] -= 1
-
-    def _invoke(self, target: QueueTarget, message) -> None:
-        from azure.functions.queue import QueueMessage
-
-        try:
-            body = self._decode(message.content or "")
-        except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
-            raise ValueError(f"message {message.id} is not valid {self.options.message_encoding}") from exc
-        argument = QueueMessage(id=message.id, body=body, dequeue_count=message.dequeue_count,
-                                expiration_time=message.expires_on, insertion_time=message.inserted_on,
-                                time_next_visible=message.next_visible_on, pop_receipt=message.pop_receipt)
-        arguments = {target.arg_name: argument}
-        if "context" in inspect.signature(target.call).parameters:  # as the Python worker does
-            arguments["context"] = InvocationContext(target.function_name)
-        result = target.call(**arguments)
-        if inspect.iscoroutine(result):
-            asyncio.run(result)
-
-    def _poison(self, target: QueueTarget, client, message, receipt: str) -> None:
-        poison = self._client(f"{target.queue_name}-poison", target.connection)
-        poison.send_message(message.content)  # as it came: the same encoded text
-        client.delete_message(message.id, pop_receipt=receipt)
-        self.counters.add("poisoned")
-        log.warning("message %s of %s moved to %s-poison after %d deliveries", message.id, target.queue_name,
-                    target.queue_name, message.dequeue_count)
+            service = self._services[connection]
+        return MessageQueue.open(service, queue)
 
 
 # --- command line ------------------------------------------------------------------------------------

@@ -78,6 +78,9 @@ SPECS: tuple[SettingSpec, ...] = (
                 "as its tags point now, with a warning."),
     SettingSpec("HTTP_MAX_BODY_BYTES", "1048576", "Largest HTTP request body accepted."),
     SettingSpec("HTTP_MAX_WAIT_SECONDS", "200", "Longest ?wait= an HTTP caller may ask for (platform limit 230 s)."),
+    SettingSpec("SERVE_API_KEY", "",
+                "`airlock serve` only: the key every request must carry (x-functions-key header or ?code=); "
+                "empty: none (the Functions host checks function keys itself).", secret=True),
     SettingSpec("BUILD_DEFAULT_AGENT_POOL", "", "Agent pool used when a build request names none."),
     SettingSpec("POOL_SCALE_UP_COUNT", "1", "Instances a pool at 0 is scaled to when a build needs it."),
     SettingSpec("POOL_IDLE_MINUTES", "30", "Idle time after which an empty pool is scaled to 0."),
@@ -194,6 +197,7 @@ class Settings:
     lock_required: bool = False
     http_max_body: int = 1_048_576
     http_max_wait: float = 200.0
+    serve_api_key: str = field(default="", repr=False)
     build_default_pool: str = ""
     pool_scale_up_count: int = 1
     pool_idle_minutes: float = 30.0
@@ -322,6 +326,7 @@ class Settings:
             lock_required=boolean("LOCK_REQUIRED"),
             http_max_body=integer("HTTP_MAX_BODY_BYTES", 1, 64 * 1024 * 1024),
             http_max_wait=number("HTTP_MAX_WAIT_SECONDS", 0, 229),
+            serve_api_key=raw("SERVE_API_KEY"),
             build_default_pool=raw("BUILD_DEFAULT_AGENT_POOL"),
             pool_scale_up_count=integer("POOL_SCALE_UP_COUNT", 1, 100),
             pool_idle_minutes=number("POOL_IDLE_MINUTES", 0, 24 * 60),
@@ -349,6 +354,11 @@ class Settings:
                 problems.append(Problem(f"is not an Application Insights connection string ({reason}; expected "
                                         "InstrumentationKey=<GUID>;IngestionEndpoint=https://...)",
                                         field="APPLICATIONINSIGHTS_CONNECTION_STRING"))
+        key = settings.serve_api_key
+        if key and (len(key) < 16 or not all("!" <= c <= "~" for c in key)):  # never quoted: a secret
+            problems.append(Problem(f"must be at least 16 printable ASCII characters without spaces (got {len(key)} "
+                                    "characters); e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                                    field="SERVE_API_KEY"))
         if settings.ca_bundle and not offline and not os.path.isfile(settings.ca_bundle):
             problems.append(Problem(f"{settings.ca_bundle}: no such file", field="REQUESTS_CA_BUNDLE"))
         if not _QUEUE_NAME.fullmatch(settings.runs_queue) or "--" in settings.runs_queue:
@@ -382,4 +392,4 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in logs, records or errors."""
-        return tuple(v for v in (self.dockerhub_token,) if v)
+        return tuple(v for v in (self.dockerhub_token, self.serve_api_key) if v)

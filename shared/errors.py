@@ -5,7 +5,12 @@
     │   ├── ManifestError             images.txt did not validate (problems carry line numbers)
     │   ├── RuleFileError             build rule file did not validate
     │   ├── TrustPolicyError          trust policy file (signatures required per source) did not validate
-    │   └── LockFileError             images.lock did not validate
+    │   ├── LockFileError             images.lock did not validate
+    │   ├── RequestTooLarge           a request body over the server's limit (HTTP 413)
+    │   └── UnsupportedMediaType      a request body of a content type the operation does not take (HTTP 415)
+    ├── Unauthenticated               no API key where the server requires one (HTTP 401)
+    ├── Forbidden                     a key was presented and it is not the server's (HTTP 403)
+    ├── Unavailable                   this server does not do that now (e.g. no queue worker runs imports)
     ├── ConfigError                   a setting is missing or malformed
     ├── NotFoundError                 an id (run, build, pool) that does not exist
     ├── ConflictError                 the operation clashes with current state (e.g. a lease is held)
@@ -77,6 +82,26 @@ class TrustPolicyError(ValidationError):
 
 class LockFileError(ValidationError):
     code = "InvalidLockFile"
+
+
+class RequestTooLarge(ValidationError):
+    code = "RequestTooLarge"
+
+
+class UnsupportedMediaType(ValidationError):
+    code = "UnsupportedMediaType"
+
+
+class Unauthenticated(AirlockError):
+    code = "Unauthenticated"
+
+
+class Forbidden(AirlockError):
+    code = "Forbidden"
+
+
+class Unavailable(AirlockError):
+    code = "Unavailable"
 
 
 class ConfigError(AirlockError):

@@ -3,12 +3,16 @@
     python -m shared lock images.txt              # resolve new lines, keep the rest, drop stale ones
     python -m shared lock images.txt --update     # resolve every line again (moved tags, new releases)
     python -m shared lock images.txt --check      # offline: exit 1 when images.txt and images.lock disagree
+    python -m shared lock images.txt --check --format github|azure|sarif   # the same, as pipeline annotations
 
 The lock is written beside the manifest (``--lock`` names another path), only when it changed, and
 only whole: a line that cannot be resolved fails the command and writes nothing. Needs the source
 registries only (no ACR, no storage): run it where the internet is reachable, commit the lock with the
 manifest, and review its digest changes in the pull request. ``--check`` reads nothing but the two
-files; its problems name the file and line (``images.txt:12: ...``, ``images.lock:40: ...``).
+files; its problems name the file and line (``images.txt:12: ...``, ``images.lock:40: ...``); ``--format``
+prints them as GitHub or Azure Pipelines annotations, or a SARIF log, with the problem's code as the rule
+(``unlocked``, ``stale``, ``source-changed``, ``pinned-digest``, ``policy-unlocked``, ``fingerprint``,
+``missing``, ``invalid``).
 Exit codes: 0 done (or they agree), 1 a line could not be resolved (or they disagree), 2 usage.
 """
 from __future__ import annotations
@@ -17,9 +21,9 @@ import os
 from pathlib import Path
 from typing import TextIO
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ManifestError
 from .args import EXIT_FAILED, EXIT_OK, os_reason
-from .output import write_json
+from .output import ANNOTATION_FORMATS, CHECK_FORMATS, Annotation, check_format, write_annotations, write_json
 
 
 def add_parsers(sub) -> None:
@@ -29,6 +33,9 @@ def add_parsers(sub) -> None:
     mode = lock.add_mutually_exclusive_group()
     mode.add_argument("--update", action="store_true", help="resolve every line again (moved tags, new releases)")
     mode.add_argument("--check", action="store_true", help="offline: exit 1 when the manifest and lock disagree")
+    lock.add_argument("--format", choices=CHECK_FORMATS,
+                      help="with --check: text (default), json (as --json), github or azure (pipeline annotations), "
+                           "sarif")
 
 
 def lock_path(manifest: str, explicit: str | None = None) -> Path:
@@ -53,12 +60,15 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
 
     if args.file == "-":
         raise ConfigError("lock needs the manifest's path (its lock is written beside it), not stdin")
+    fmt = check_format(args)
+    if fmt not in ("text", "json") and not args.check:
+        raise ConfigError(f"--format {fmt} is for --check (the findings of a check as annotations)")
     settings = Settings.from_env(env, offline=True)
     manifest_path, path = Path(args.file), lock_path(args.file, args.lock)
     text = _read(manifest_path)
     old = _read(path, missing_ok=True)
     if args.check:
-        return _check(args, text, old, settings, manifest_path, path, out)
+        return _check(fmt, text, old, settings, manifest_path, path, out)
     from ..handlers.lock import build_lock
     from ..services import Services
 
@@ -71,7 +81,7 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(new_text)
         os.replace(tmp, path)  # whole or not at all
-    if args.json:
+    if fmt == "json":
         write_json(out, {"lock": str(path), "written": written, "images": len(result.lock.images),
                          "resolved": result.resolved, "kept": result.kept, "diff": result.diff.to_dict()})
         return EXIT_OK
@@ -86,13 +96,28 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def _check(args, text: bytes, old, settings, manifest_path: Path, path: Path, out: TextIO) -> int:
+def _check(fmt: str, text: bytes, old, settings, manifest_path: Path, path: Path, out: TextIO) -> int:
     from ..handlers.lock import lock_check
 
-    problems = lock_check(text, old, settings, name=str(manifest_path), lock_name=str(path))
-    if args.json:
+    try:
+        problems = lock_check(text, old, settings, name=str(manifest_path), lock_name=str(path))
+    except ManifestError as exc:
+        if fmt not in ANNOTATION_FORMATS:
+            raise
+        from ..core.lock import LockProblem  # an invalid manifest, annotated on its lines like the rest
+
+        problems = [LockProblem(str(manifest_path), p.line, "invalid-manifest", p.message) for p in exc.problems]
+    if fmt == "json":
         write_json(out, {"ok": not problems, "manifest": str(manifest_path), "lock": str(path),
                          "problems": [p.to_dict() for p in problems]})
+    elif fmt in ANNOTATION_FORMATS:
+        from ..version import version
+
+        write_annotations(out, [Annotation(p.file, p.line, None, p.code, p.message) for p in problems], fmt,
+                          version=version())
+        if fmt != "sarif":
+            out.write(f"{manifest_path} and {path} agree\n" if not problems else
+                      f"{len(problems)} problem(s): {path} does not match {manifest_path}\n")
     else:
         for problem in problems:
             out.write(f"{problem}\n")

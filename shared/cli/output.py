@@ -4,6 +4,20 @@ Tables: ``render_summary`` (a run or plan record), ``render_runs`` (``runs list`
 ``render_pools``. JSON: ``write_json`` (one document, indented, newline-terminated). Nothing here prints
 a SAS signature (``shared.redact``).
 
+Findings of the pull-request checks (``manifest check``, ``lock --check``, ``discover --check``) in the
+formats of the systems that show them on the pull request, one ``Annotation`` list in, whichever command
+made it (``write_annotations``; ``--format``):
+
+- ``github``: workflow commands, one line each: ``::error file=F,line=L,col=C,title=RULE::message``
+  (``::warning`` for warnings); GitHub shows them on the changed lines. Property values and messages are
+  escaped as the Actions toolkit does (``%25``, ``%0D``, ``%0A``; and ``%3A``, ``%2C`` in properties).
+- ``azure``: Azure Pipelines logging commands: ``##vso[task.logissue type=error;sourcepath=F;
+  linenumber=L;columnnumber=C;code=RULE]message``, escaped as azure-pipelines-task-lib does (``%AZP25``,
+  ``%0D``, ``%0A``; and ``%3B``, ``%5D`` in properties).
+- ``sarif``: one SARIF 2.1.0 log (for GitHub code scanning's ``upload-sarif``): a rule per problem code
+  (``RULES``: its id, name and description), a result per annotation with its level, message and
+  location (the file as a relative URI reference, line and column; columns count code points).
+
 Progress of ``plan`` / ``sync`` on stderr: live on a terminal, periodic single lines elsewhere.
 ``for_stream`` picks one: ``TerminalProgress`` when the stream is a TTY (a counter while planning,
 one line per import as it ends), ``LineProgress`` otherwise (CI logs): one line when planning ends
@@ -15,7 +29,10 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Callable, Optional, TextIO
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Callable, Iterable, Optional, TextIO
+from urllib.parse import quote
 
 from ..core.manifest import problem_total
 from ..redact import redact
@@ -24,6 +41,133 @@ from ..redact import redact
 def write_json(out: TextIO, document) -> None:
     out.write(json.dumps(document, indent=2))
     out.write("\n")
+
+
+# -- pull-request check formats ---------------------------------------------------------------------
+
+CHECK_FORMATS = ("text", "json", "github", "azure", "sarif")
+ANNOTATION_FORMATS = ("github", "azure", "sarif")
+
+# rule id -> (name, description): every code a check can report, for SARIF's rules and the docs
+RULES = {
+    # manifest check (images.txt)
+    "invalid-manifest": ("InvalidManifest", "A line of images.txt is not valid (reference grammar, duplicate or "
+                                            "conflicting destination, registry not allowed, limits)."),
+    "manifest-warning": ("ManifestWarning", "A line of images.txt is valid but ambiguous (e.g. a source without a "
+                                            "tag imports :latest)."),
+    # lock --check (images.lock against images.txt)
+    "missing": ("LockMissing", "images.lock does not exist; `airlock lock images.txt` writes it."),
+    "invalid": ("LockInvalid", "images.lock does not parse."),
+    "unlocked": ("Unlocked", "An images.txt entry has no locked digest."),
+    "stale": ("StaleLockEntry", "images.lock holds an image no images.txt line writes."),
+    "source-changed": ("LockSourceChanged", "An entry's source differs from the one locked for its target."),
+    "pinned-digest": ("LockPinnedDigest", "An entry pins a digest other than the locked one."),
+    "policy-unlocked": ("PolicyUnlocked", "A tag policy has no locked tags."),
+    "fingerprint": ("LockFingerprint", "images.lock was written for another version of images.txt."),
+    # discover --check (Kubernetes YAML against images.txt)
+    "not-mirrored": ("NotMirrored", "An image the YAML uses is not imported by any images.txt entry."),
+    "not-private": ("NotPrivate", "An image reference does not point at the private registry."),
+    "invalid-reference": ("InvalidReference", "An image value is not a reference (an unrendered template, empty)."),
+    "unreadable-yaml": ("UnreadableYaml", "A file could not be read as YAML."),
+}
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One finding of a check, wherever it came from: the file (None: not about a file), 1-based line and
+    column (None: unknown), the rule (a key of ``RULES``), the message, and ``error`` or ``warning``."""
+
+    file: Optional[str]
+    line: Optional[int]
+    column: Optional[int]
+    rule: str
+    message: str
+    level: str = "error"
+
+
+def _github_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _github_property(text: str) -> str:
+    return _github_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def _azure_data(text: str) -> str:
+    return text.replace("%", "%AZP25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _azure_property(text: str) -> str:
+    return _azure_data(text).replace("]", "%5D").replace(";", "%3B")
+
+
+def github_line(a: Annotation) -> str:
+    props = [("file", a.file), ("line", a.line), ("col", a.column if a.line else None), ("title", a.rule)]
+    text = ",".join(f"{k}={_github_property(str(v))}" for k, v in props if v is not None)
+    return f"::{'warning' if a.level == 'warning' else 'error'} {text}::{_github_data(a.message)}"
+
+
+def azure_line(a: Annotation) -> str:
+    props = [("type", "warning" if a.level == "warning" else "error"), ("sourcepath", a.file),
+             ("linenumber", a.line), ("columnnumber", a.column if a.line else None), ("code", a.rule)]
+    text = ";".join(f"{k}={_azure_property(str(v))}" for k, v in props if v is not None)
+    return f"##vso[task.logissue {text}]{_azure_data(a.message)}"
+
+
+def _artifact_uri(path: str) -> str:
+    """A file as a URI reference: relative paths stay relative (to the checkout, where code scanning looks
+    for them), absolute ones become file:// URIs; every character outside the URI grammar is escaped."""
+    pure = PurePath(path)
+    if pure.is_absolute():
+        return "file://" + quote(pure.as_posix(), safe="/")
+    return quote(pure.as_posix(), safe="/")
+
+
+def sarif_log(annotations: Iterable[Annotation], *, version: str) -> dict:
+    """A SARIF 2.1.0 log with one run: the rules that occur, in ``RULES`` order, and one result each."""
+    annotations = list(annotations)
+    used = [rule for rule in RULES if any(a.rule == rule for a in annotations)]
+    used += sorted({a.rule for a in annotations} - set(used))
+    index = {rule: i for i, rule in enumerate(used)}
+    rules = []
+    for rule in used:
+        name, text = RULES.get(rule, (rule, rule))
+        rules.append({"id": rule, "name": name, "shortDescription": {"text": text},
+                      "defaultConfiguration": {"level": "warning" if rule == "manifest-warning" else "error"}})
+    results = []
+    for a in annotations:
+        result: dict = {"ruleId": a.rule, "ruleIndex": index[a.rule],
+                        "level": "warning" if a.level == "warning" else "error", "message": {"text": a.message}}
+        if a.file is not None:
+            physical: dict = {"artifactLocation": {"uri": _artifact_uri(a.file)}}
+            if a.line:
+                physical["region"] = {"startLine": a.line, **({"startColumn": a.column} if a.column else {})}
+            result["locations"] = [{"physicalLocation": physical}]
+        results.append(result)
+    return {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [{
+        "tool": {"driver": {"name": "acr-airlock", "version": version, "rules": rules}},
+        "columnKind": "unicodeCodePoints", "results": results}]}
+
+
+def write_annotations(out: TextIO, annotations: Iterable[Annotation], fmt: str, *, version: str) -> None:
+    """The annotations in ``fmt`` (``github``, ``azure`` or ``sarif``) on ``out``."""
+    if fmt == "sarif":
+        write_json(out, sarif_log(annotations, version=version))
+        return
+    line = github_line if fmt == "github" else azure_line
+    for annotation in annotations:
+        out.write(redact(line(annotation)) + "\n")
+
+
+def check_format(args) -> str:
+    """The output format of a check command: ``--format``, or ``json`` for the global ``--json``."""
+    chosen = getattr(args, "format", None)
+    if chosen and args.json and chosen != "json":
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--json and --format {chosen} ask for two formats; give one")
+    return chosen or ("json" if args.json else "text")
 
 
 # -- tables ---------------------------------------------------------------------------------------

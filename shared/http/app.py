@@ -2,25 +2,38 @@
 
 In Azure it is served through ``func.AsgiFunctionApp`` (function_app.py), where the Functions
 host enforces function keys; locally it is served by uvicorn (``python -m shared serve``). Both
-run exactly this code. Errors are ``application/problem+json`` via ``shared.problems``.
+run exactly this code. Errors are ``application/problem+json`` via ``shared.http.problems``.
+
+``create_app`` options for a server without the Functions host in front (``airlock serve``):
+``api_key`` makes every route, the OpenAPI document included, need that key where the host would
+want a function key (``x-functions-key`` header or ``?code=``): none is 401, another is 403.
+``accept_imports=False`` refuses to queue imports (503, ``NoQueueWorker``) when nothing runs the
+queue; ``worker`` (an object with ``status()``) is reported by ``/api/health``.
+
+Requests are held to the OpenAPI document (``shared.http.openapi``): a body over
+``HTTP_MAX_BODY_BYTES`` is 413, a content type an operation does not take is 415, a query parameter
+given empty (``?limit=``) is 400 like any other value the document does not allow.
 """
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import os
 from typing import Callable, Optional
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import problems
-from ..errors import ManifestError, Problem, ValidationError
+from ..errors import (Forbidden, ManifestError, Problem, RequestTooLarge, Unauthenticated, Unavailable,
+                      UnsupportedMediaType, ValidationError)
 from ..handlers import records
-from ..handlers.imports import manifest_from_json, problems_for_json, run_manifest
+from ..handlers.imports import import_request, run_manifest
 
 log = logging.getLogger(__name__)
 _YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain", "")
@@ -80,10 +93,25 @@ def _problem_response(exc: BaseException) -> Response:
     return Response(json.dumps(body), status_code=status, headers=headers, media_type=problems.PROBLEM_JSON)
 
 
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _param(request: Request, name: str) -> Optional[str]:
+    """A query parameter's value, None when it is not given; given empty (``?limit=``) is a 400: the
+    document allows no empty value for any parameter."""
+    value = request.query_params.get(name)
+    if value is not None and not value.strip():
+        raise ValidationError(f"invalid query parameter {name}", [Problem("must not be empty", field=name)])
+    return value
+
+
 class Api:
-    def __init__(self, services_factory: Callable[[], object]):
+    def __init__(self, services_factory: Callable[[], object], *, accept_imports: bool = True, worker=None):
         self._services_factory = services_factory
         self._services = None
+        self.accept_imports = accept_imports
+        self.worker = worker
 
     @property
     def services(self):
@@ -95,23 +123,26 @@ class Api:
     async def _body(self, request: Request) -> bytes:
         limit = self.services.settings.http_max_body
         declared = request.headers.get("content-length")
+        too_large = RequestTooLarge("request body too large", [Problem(f"at most {limit} bytes", field="body")])
         if declared and declared.isdigit() and int(declared) > limit:
-            raise ValidationError("request body too large", [Problem(f"at most {limit} bytes", field="body")])
-        body = b""
+            raise too_large
+        body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
-                raise ValidationError("request body too large", [Problem(f"at most {limit} bytes", field="body")])
-        return body
+                raise too_large
+        return bytes(body)
 
     def _flag(self, request: Request, name: str) -> bool:
-        value = request.query_params.get(name, "false").lower()
-        if value not in ("true", "false", "1", "0", ""):
+        value = _param(request, name)
+        if value is None:
+            return False
+        if value not in ("true", "false"):
             raise ValidationError(f"invalid query parameter {name}", [Problem("must be true or false", field=name)])
-        return value in ("true", "1", "")
+        return value == "true"
 
     def _wait(self, request: Request) -> float:
-        raw = request.query_params.get("wait", "0")
+        raw = _param(request, "wait") or "0"
         try:
             wait = float(raw)
         except ValueError:
@@ -125,37 +156,41 @@ class Api:
 
     # -- endpoints --------------------------------------------------------------------------
     async def imports(self, request: Request) -> Response:
-        plan_only = self._flag(request, "plan") if "plan" in request.query_params else False
+        plan_only = self._flag(request, "plan")
         wait = self._wait(request)
+        name = _param(request, "name") or "http"
+        if not plan_only and not self.accept_imports:
+            raise Unavailable("this server runs no queue worker, so it accepts no imports (`airlock serve --worker "
+                              "none`); ?plan=true still plans", code="NoQueueWorker")
+        content_type = _content_type(request)
+        if content_type not in ("application/json", "text/plain", ""):
+            raise UnsupportedMediaType("unsupported content type", [Problem(
+                "use application/json (entries, or a manifest with its lock) or text/plain", field="content-type")])
         body = await self._body(request)
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        from_json = content_type == "application/json"
-        if from_json:
-            text = manifest_from_json(parse_json_body(body))
-        elif content_type in ("text/plain", ""):
-            if not body.strip():
-                raise ValidationError("a request body is required", [Problem("the body is empty", field="body")])
-            text = body
-        else:
-            raise ValidationError("unsupported content type",
-                                  [Problem("use application/json or text/plain", field="content-type")])
-        name = request.query_params.get("name") or "http"
-        services = self.services
+        from ..core.lock import lock_name_for
         from ..handlers.sync import check_manifest
 
-        manifest = check_manifest(text, services.settings)
+        lock_name = lock_name_for(name)
+        if content_type == "application/json":
+            wanted = import_request(parse_json_body(body))
+        else:
+            if not body.strip():
+                raise ValidationError("a request body is required", [Problem("the body is empty", field="body")])
+            wanted = None
+        text, lock = (body, None) if wanted is None else (wanted.manifest, wanted.lock)
+        services = self.services
+        manifest = check_manifest(text, services.settings, lock, name=name, lock_name=lock_name)
         if not manifest.ok:
-            errors = [{"line": p.line, "message": str(p)} for p in manifest.errors]
-            found = problems_for_json(errors) if from_json else list(manifest.errors)
+            found = list(manifest.errors) if wanted is None else wanted.problems(list(manifest.errors), lock_name)
             raise ManifestError(f"{len(found)} error(s); nothing was imported", found)
         if plan_only:
             document = await asyncio.to_thread(run_manifest, services, text, name=name, trigger="http",
-                                               apply=False, save=False)
+                                               apply=False, save=False, lock=lock)
             return _json(document)
         from ..handlers.runs import queue_run
 
         # answered once the run is durably queued (record + message); the work runs on the queue
-        record = await asyncio.to_thread(queue_run, services, text, name=name, trigger="http")
+        record = await asyncio.to_thread(queue_run, services, text, name=name, trigger="http", lock=lock)
         run_id = record["run_id"]
         location = f"/api/runs/{run_id}"
         if wait > 0:
@@ -172,10 +207,13 @@ class Api:
         from ..core.runindex import check_limit, parse_since
         from ..handlers.runindex import list_runs
 
-        query = request.query_params
-        since = parse_since(query["since"], datetime.now(timezone.utc)) if query.get("since") else None
-        page = await asyncio.to_thread(list_runs, self.services, status=query.get("status"), since=since,
-                                       limit=check_limit(query.get("limit")), token=query.get("next"))
+        since, limit = _param(request, "since"), _param(request, "limit")
+        status, token = _param(request, "status"), _param(request, "next")
+        if limit is not None and limit != limit.strip():
+            raise ValidationError("invalid limit", [Problem("must be a whole number, without spaces", field="limit")])
+        since_time = parse_since(since, datetime.now(timezone.utc)) if since is not None else None
+        page = await asyncio.to_thread(list_runs, self.services, status=status, since=since_time,
+                                       limit=check_limit(limit), token=token)
         return _json(page)
 
     async def _poll_record(self, run_id: str, wait: float) -> Optional[dict]:
@@ -200,9 +238,9 @@ class Api:
         from ..core.builds import parse_build
         from ..handlers.builds import queue_build
 
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            raise ValidationError("unsupported content type", [Problem("use application/json", field="content-type")])
+        if _content_type(request) != "application/json":
+            raise UnsupportedMediaType("unsupported content type",
+                                       [Problem("use application/json", field="content-type")])
         spec = parse_build(parse_json_body(await self._body(request)))
         record = await asyncio.to_thread(queue_build, self.services, spec, trigger="http")
         location = f"/api/builds/{record['run_id']}"
@@ -222,15 +260,25 @@ class Api:
     async def health(self, request: Request) -> Response:
         from ..handlers.health import check
 
+        from .openapi import app_version
+
         report = await asyncio.to_thread(check, lambda: self.services)  # ConfigError is reported
+        report["version"] = app_version()
+        if self.worker is not None:  # `airlock serve`'s in-process queue worker
+            report["worker"] = self.worker.status()
+            if not report["worker"]["running"]:
+                report["status"] = "unhealthy"
         return _json(report, 200 if report["status"] == "healthy" else 503)
 
     async def discover(self, request: Request) -> Response:
         from ..handlers.discover import check_yaml
 
+        content_type = _content_type(request)
+        manifest, blob, name = None, _param(request, "manifest"), _param(request, "name") or "body"
+        if content_type != "application/json" and content_type not in _YAML_TYPES:
+            raise UnsupportedMediaType("unsupported content type", [Problem(
+                "use application/yaml (the YAML itself) or application/json", field="content-type")])
         body = await self._body(request)
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        manifest, blob, name = None, request.query_params.get("manifest"), request.query_params.get("name") or "body"
         if content_type == "application/json":
             data = parse_json_body(body)  # empty, not UTF-8, not JSON, too deep: a 400 naming the body
             if not isinstance(data, dict) or not isinstance(data.get("yaml"), str):
@@ -244,9 +292,6 @@ class Api:
                     raise ValidationError("invalid request", [Problem("must be a string", field=f"/{key}")])
             body, manifest = data["yaml"], data.get("manifest")
             blob, name = data.get("manifest_blob") or blob, data.get("name") or name
-        elif content_type not in _YAML_TYPES:
-            raise ValidationError("unsupported content type", [Problem(
-                "use application/yaml (the YAML itself) or application/json", field="content-type")])
         elif not body.strip():
             raise ValidationError("a request body is required", [Problem("the body is empty", field="body")])
         document = await asyncio.to_thread(check_yaml, self.services, [(name, body)], manifest=manifest,
@@ -264,13 +309,41 @@ class Api:
         return _json(document(max_wait=settings.http_max_wait, max_body=settings.http_max_body))
 
 
-def create_app(services_factory: Optional[Callable[[], object]] = None) -> Starlette:
+class ApiKeyMiddleware:
+    """Every request needs ``key`` where the Functions host wants a function key: the ``x-functions-key``
+    header or the ``code`` query parameter (compared in constant time; never logged). None given: 401;
+    another: 403. ``shared.redact`` keeps ``?code=`` out of log lines (uvicorn's access log included)."""
+
+    def __init__(self, app, key: str):
+        self.app, self._key = app, key.encode("utf-8")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        given = request.headers.get("x-functions-key")
+        if given is None:
+            given = request.query_params.get("code")
+        if given is None or not given:
+            error = Unauthenticated("an API key is required: the x-functions-key header or ?code=")
+        elif not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), self._key):
+            error = Forbidden("the API key is not valid")
+        else:
+            return await self.app(scope, receive, send)
+        await _problem_response(error)(scope, receive, send)
+
+
+def create_app(services_factory: Optional[Callable[[], object]] = None, *, api_key: Optional[str] = None,
+               accept_imports: bool = True, worker=None) -> Starlette:
+    """The API. ``api_key``: required on every request (``airlock serve``; in Azure the Functions host checks
+    function keys instead). ``accept_imports=False``: imports are refused (no queue worker runs them);
+    ``worker``: the in-process queue worker whose ``status()`` ``/api/health`` reports."""
     if services_factory is None:
         from ..services import Services
 
         def services_factory():
             return Services.from_env(os.environ)
-    api = Api(services_factory)
+    api = Api(services_factory, accept_imports=accept_imports, worker=worker)
 
     def guarded(handler):
         async def endpoint(request: Request) -> Response:
@@ -291,7 +364,8 @@ def create_app(services_factory: Optional[Callable[[], object]] = None) -> Starl
         Route("/api/health", guarded(api.health), methods=["GET"]),
         Route("/api/openapi.json", guarded(api.openapi), methods=["GET"]),
     ]
-    app = Starlette(routes=routes)
+    middleware = [Middleware(ApiKeyMiddleware, key=api_key)] if api_key else []
+    app = Starlette(routes=routes, middleware=middleware)
     app.state.api = api
 
     async def not_found(request: Request, exc) -> Response:

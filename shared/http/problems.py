@@ -8,17 +8,25 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from ..errors import (AirlockError, ConfigError, ConflictError, LockFileError, ManifestError, NotFoundError,
-                      RuleFileError, TransientError, UpstreamError, ValidationError)
+from ..errors import (AirlockError, ConfigError, ConflictError, Forbidden, LockFileError, ManifestError, NotFoundError,
+                      RequestTooLarge, RuleFileError, TransientError, Unauthenticated, Unavailable,
+                      UnsupportedMediaType, UpstreamError, ValidationError)
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
+# where the key goes: the Functions host's function key names, which `airlock serve` (SERVE_API_KEY) takes too
+AUTHENTICATE = 'ApiKey header="x-functions-key", query="code"'
 
 _STATUS = (
     (ManifestError, 422, "The manifest is not valid"),
     (RuleFileError, 422, "The rule file is not valid"),
     (LockFileError, 422, "The lock file is not valid"),
+    (RequestTooLarge, 413, "The request body is too large"),
+    (UnsupportedMediaType, 415, "The content type is not supported"),
     (ValidationError, 400, "The request is not valid"),
+    (Unauthenticated, 401, "An API key is required"),
+    (Forbidden, 403, "The API key is not valid"),
+    (Unavailable, 503, "Not available on this server"),
     (NotFoundError, 404, "Not found"),
     (ConflictError, 409, "Conflict"),
     (TransientError, 503, "A dependency is temporarily unavailable"),
@@ -44,6 +52,8 @@ def from_exception(exc: BaseException) -> tuple[int, dict, dict]:
             if isinstance(exc, cls):
                 errors = [p.to_dict() for p in getattr(exc, "problems", [])] or None
                 headers = {}
+                if isinstance(exc, Unauthenticated):  # RFC 9110: a 401 names how to authenticate
+                    headers["WWW-Authenticate"] = AUTHENTICATE
                 if isinstance(exc, TransientError) and exc.retry_after:
                     headers["Retry-After"] = str(int(exc.retry_after))
                 return status, problem(status, title, exc.message, code=exc.code, errors=errors), headers

@@ -405,3 +405,47 @@ def test_azure_devops_pool_and_time_limit_are_parameters():
     assert "vmImage" not in DEVOPS.read_text().split("\nstages:", 1)[1]
     [imports] = [job for job in jobs if job["job"] == "import"]
     assert imports["timeoutInMinutes"] == "${{ parameters.jobTimeoutInMinutes }}"
+
+
+# -- the pull-request checks annotate the lines at fault ------------------------------------------
+
+def check_scripts(path: Path) -> list[str]:
+    """The offline pull-request check scripts (manifest check, with its lock) of the plan job / stage."""
+    document = load(path)
+    if path == GITHUB:
+        steps = document["jobs"]["plan"]["steps"]
+    else:
+        [stage] = [s for s in document["stages"] if s["stage"] == "plan"]
+        steps = stage["jobs"][0]["steps"]
+    found = [step.get("run") or step.get("script") for step in steps]
+    return [s for s in found if s and any(c[:1] in (["manifest"], ["lock"]) for c in commands(s))]
+
+
+@pytest.mark.parametrize("path, fmt, error", [
+    (GITHUB, "github", "::error file=images.txt,line=2,title=invalid-manifest::"),
+    (DEVOPS, "azure", "##vso[task.logissue type=error;sourcepath=images.txt;linenumber=2;code=invalid-manifest]"),
+], ids=["github", "azure-devops"])
+def test_pull_request_checks_annotate_the_lines_at_fault(tmp_path, path, fmt, error):
+    scripts_ = check_scripts(path)
+    argvs = [argv for script in scripts_ for argv in commands(script)]
+    assert [(a[0], a[a.index("--format") + 1]) for a in argvs] == [("manifest", fmt)]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # the venv's, as `python`
+    (bin_dir / "python").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+
+    def run(script: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-eo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    (tmp_path / "images.txt").write_text("nginx:1.27 => web/nginx\nquay.io/Bad/Ref:1\n")
+    [manifest_step] = scripts_
+    done = run(manifest_step)
+    assert done.returncode == 1 and done.stdout.startswith(error), done.stdout + done.stderr
+    (tmp_path / "images.txt").write_text("nginx:1.27 => web/nginx\n")
+    assert run(manifest_step).returncode == 0  # no images.lock: valid, with a warning
+    (tmp_path / "images.lock").write_text("version: 1\nmanifest: \"sha256:" + "0" * 64 + "\"\nimages: []\n")
+    done = run(manifest_step)  # a lock that does not agree: annotated, on the manifest's line 1
+    at_line_1 = "line=1" in done.stdout.replace("linenumber=", "line=")
+    assert done.returncode == 1 and "unlocked" in done.stdout and at_line_1, done.stdout

@@ -93,7 +93,7 @@ def test_cancel_a_build(api, pool):
 
 @pytest.mark.parametrize("content, headers, status, field", [
     (b"{not json", {"content-type": "application/json"}, 400, "body"),
-    (b"source_location: x", {"content-type": "text/yaml"}, 400, "content-type"),
+    (b"source_location: x", {"content-type": "text/yaml"}, 415, "content-type"),
     (b"[]", {"content-type": "application/json"}, 400, ""),
     (b'{"source_location": "https://git.example.com/a.git"}', {"content-type": "application/json"}, 400,
      "/image_names"),

@@ -7,6 +7,7 @@ import uuid
 
 import httpx
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 
 from devstack import oci
 from shared import entrypoints
@@ -97,13 +98,18 @@ def test_unknown_run_is_404(api):
 
 @pytest.mark.parametrize("body, headers, status, field", [
     (b"{not json", {"content-type": "application/json"}, 400, "body"),
-    (json.dumps({"source": "nginx"}).encode(), {"content-type": "application/json"}, 400, "/"),
+    (json.dumps({"source": "nginx"}).encode(), {"content-type": "application/json"}, 400, "/source"),
+    (json.dumps({"source": "nginx"}).encode(), {"content-type": "application/json"}, 400, "/manifest"),
+    (json.dumps({"manifest": "nginx:1.27\n", "lock": 3}).encode(), {"content-type": "application/json"}, 400,
+     "/lock"),
+    (json.dumps("nginx:1.27").encode(), {"content-type": "application/json"}, 400, "/"),
     (json.dumps([{"target": "x"}]).encode(), {"content-type": "application/json"}, 400, "/0/source"),
     (json.dumps([{"source": "nginx", "tag": "x"}]).encode(), {"content-type": "application/json"}, 400, "/0"),
     (json.dumps([{"source": "nginx"}, {"source": "Bad Ref"}]).encode(), {"content-type": "application/json"},
      422, "/1"),
-    (b"<xml/>", {"content-type": "application/xml"}, 400, "content-type"),
-    (b"x" * 5000, {"content-type": "text/plain"}, 400, "body"),
+    (b"<xml/>", {"content-type": "application/xml"}, 415, "content-type"),
+    (b"x" * 5000, {"content-type": "text/plain"}, 413, "body"),
+    (json.dumps([{"source": "x" * 5000}]).encode(), {"content-type": "application/json"}, 413, "body"),
 ])
 def test_bad_requests_get_problem_json_with_field(api, body, headers, status, field):
     problem = assert_problem(api.post("/api/imports", content=body, headers=headers), status)
@@ -186,4 +192,121 @@ def test_discover_errors_are_problems(api, prefix):
     assert_problem(api.post("/api/discover", json={"manifest": "x"}), 400)
     body = assert_problem(api.post("/api/discover", json={"yaml": "kind: Pod\n", "manifests": "x"}), 400)
     assert body["errors"][0]["field"] == "/manifests"
-    assert_problem(api.post("/api/discover", content=b"x", headers={"content-type": "image/png"}), 400)
+    assert_problem(api.post("/api/discover", content=b"x", headers={"content-type": "image/png"}), 415)
+    assert_problem(api.post("/api/discover", content=b"kind: Pod\n" * 1000, headers={"content-type": "text/yaml"}), 413)
+
+
+# -- what the OpenAPI document forbids is refused (issue 20, item 13) -------------------------------
+
+@pytest.mark.parametrize("path, params", [
+    ("/api/runs", {"limit": ""}), ("/api/runs", {"status": ""}), ("/api/runs", {"since": ""}),
+    ("/api/runs", {"next": ""}), ("/api/runs", {"limit": " 5"}),
+])
+def test_empty_query_values_on_runs_are_400(api, path, params):
+    problem = assert_problem(api.get(path, params=params), 400)
+    assert problem["errors"][0]["field"] == next(iter(params))
+
+
+@pytest.mark.parametrize("params", [{"plan": ""}, {"plan": "yes"}, {"plan": "1"}, {"wait": ""}, {"name": ""}])
+def test_empty_or_non_boolean_query_values_on_imports_are_400(api, params):
+    problem = assert_problem(api.post("/api/imports", params=params, content=b"nginx:1.27\n",
+                                      headers={"content-type": "text/plain"}), 400)
+    assert problem["errors"][0]["field"] == next(iter(params))
+
+
+def test_a_bare_plan_is_refused(api):
+    """``?plan`` with no value used to mean true; the document says boolean, so it is a 400 now."""
+    problem = assert_problem(api.post("/api/imports?plan", content=b"nginx:1.27\n",
+                                      headers={"content-type": "text/plain"}), 400)
+    assert problem["errors"][0]["field"] == "plan"
+
+
+# -- a manifest with its lock: the locked digests are imported -------------------------------------
+
+def _lock_for(stack, manifest: str, name: str) -> str:
+    from shared.handlers.lock import build_lock
+
+    return build_lock(Services.from_env(stack.env), manifest.encode(), name=name).lock.to_text()
+
+
+def test_import_with_a_lock_imports_the_locked_digest(api, stack, seeded, prefix):
+    manifest = f"nginx:latest => {prefix}/web:pinned\n"
+    lock = _lock_for(stack, manifest, f"{prefix}.txt")
+    assert seeded["library/nginx:latest"] in lock
+    # the lock holds another digest of the same repository (as if the tag moved since it was reviewed)
+    older = seeded["library/nginx:1.27"]
+    lock = lock.replace(seeded["library/nginx:latest"], older)
+    body = {"manifest": manifest, "lock": lock}
+    plan = api.post("/api/imports", params={"plan": "true", "name": f"{prefix}.txt"}, json=body)
+    assert plan.status_code == 200, plan.text
+    [entry] = plan.json()["entries"]
+    assert entry["source_digest"] == older and plan.json()["manifest"]["lock"]["images"] == 1
+    assert entry["drift"] == {"locked": older, "upstream": seeded["library/nginx:latest"]}
+    response = api.post("/api/imports", params={"wait": "60", "name": f"{prefix}.txt"}, json=body)
+    assert response.status_code == 200, response.text
+    record = response.json()
+    assert record["status"] == "succeeded" and record["manifest"]["lock"]["images"] == 1, record
+    raw = oci.inspect_raw(f"{stack.backing_host}/{prefix}/web:pinned", tls_verify=False)
+    assert oci.sha256_digest(raw) == older  # the locked digest, not where the tag points now
+
+
+def test_a_lock_that_does_not_match_is_422_naming_lock_and_manifest_lines(api, stack, prefix):
+    manifest = f"nginx:latest => {prefix}/web:a\nlibrary/busybox:1.36 => {prefix}/bb\n"
+    lock = _lock_for(stack, f"nginx:latest => {prefix}/web:a\n", f"{prefix}.txt")
+    problem = assert_problem(api.post("/api/imports", params={"plan": "true", "name": f"{prefix}.txt"},
+                                      json={"manifest": manifest, "lock": lock}), 422)
+    fields = {(e.get("field"), e.get("line")) for e in problem["errors"]}
+    assert ("/manifest", 2) in fields, problem  # line 2 has no locked digest
+    problem = assert_problem(api.post("/api/imports", params={"plan": "true"},
+                                      json={"manifest": manifest, "lock": "images: [oops\n"}), 422)
+    assert {e.get("field") for e in problem["errors"]} == {"/lock"}, problem
+
+
+# -- an API key (airlock serve), and a server that runs no queue worker ---------------------------
+
+API_KEY = "test-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def keyed(stack, seeded):
+    env = {**stack.env, "RUNS_QUEUE": f"runs-{uuid.uuid4().hex[:10]}"}
+    app = create_app(lambda: Services.from_env(env), api_key=API_KEY, accept_imports=False)
+    with pytest.MonkeyPatch.context() as mp:
+        stack.apply_env(mp)
+        with serve_asgi(app) as base_url, httpx.Client(base_url=base_url, timeout=60) as client:
+            client.env = env
+            yield client
+
+
+@pytest.mark.parametrize("path", ["/api/openapi.json", "/api/health", "/api/runs", "/api/nope"])
+def test_every_route_needs_the_key(keyed, path):
+    response = keyed.get(path)
+    problem = assert_problem(response, 401)
+    assert problem["code"] == "Unauthenticated" and "x-functions-key" in response.headers["www-authenticate"]
+    problem = assert_problem(keyed.get(path, headers={"x-functions-key": "wrong-key-0123456789"}), 403)
+    assert API_KEY not in json.dumps(problem)
+    assert_problem(keyed.get(path, params={"code": API_KEY + "x"}), 403)
+
+
+def test_the_key_in_the_header_or_in_code_is_let_through(keyed):
+    assert keyed.get("/api/openapi.json", headers={"x-functions-key": API_KEY}).status_code == 200
+    assert keyed.get("/api/openapi.json", params={"code": API_KEY}).status_code == 200
+
+
+def test_without_a_worker_imports_are_refused_and_plans_still_answered(keyed, prefix):
+    headers = {"x-functions-key": API_KEY}
+    body = [{"source": "library/busybox:1.36", "target": f"{prefix}/bb"}]
+    problem = assert_problem(keyed.post("/api/imports", json=body, headers=headers), 503)
+    assert problem["code"] == "NoQueueWorker"
+    assert keyed.post("/api/imports", params={"plan": "true"}, json=body, headers=headers).status_code == 200
+    services = Services.from_env(keyed.env)  # nothing was queued: the run queue was never even created
+    queue = services.clients.queue_service.get_queue_client(services.settings.runs_queue)
+    with pytest.raises(ResourceNotFoundError):
+        queue.get_queue_properties()
+
+
+def test_health_names_the_version(api):
+    from shared.http.openapi import app_version
+
+    assert api.get("/api/health").json()["version"] == app_version() == api.get("/api/openapi.json").json()[
+        "info"]["version"]

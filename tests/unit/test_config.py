@@ -96,3 +96,14 @@ def test_malformed_appinsights_connection_string_is_named_without_its_value(valu
 def test_appinsights_connection_string_the_exporter_accepts_is_accepted():
     s = Settings.from_env({**BASE, "APPLICATIONINSIGHTS_CONNECTION_STRING": GOOD_APPINSIGHTS})
     assert s.appinsights_connection_string == GOOD_APPINSIGHTS
+
+
+def test_serve_api_key_is_a_secret_of_some_length_never_quoted():
+    key = "k3y-" + "x" * 28
+    s = Settings.from_env({**BASE, "SERVE_API_KEY": key})
+    assert s.serve_api_key == key and key in s.secrets() and key not in repr(s)
+    for bad in ("short-key", "has a space in it, 32 chars long!"):
+        with pytest.raises(ConfigError, match="SERVE_API_KEY") as info:
+            Settings.from_env({**BASE, "SERVE_API_KEY": bad})
+        assert bad not in info.value.message
+    assert Settings.from_env(BASE).serve_api_key == ""
