@@ -28,6 +28,10 @@ Pieces
   its notifications go to the emulator's /_devstack/registry-notifications.
 - The ACR emulator (devstack.emulator) over TLS in a thread of this process (``stack.emulator``,
   ``stack.arm_endpoint``).
+- On demand, ``stack.source_acr()``: a second emulated ACR of the same tenant (its own backing
+  registry and emulator: ARM and data plane), which accepts the stack's managed identity and which
+  the first imports from by resource id (``importImage`` ``source.resourceId``). Started on first use
+  only, so stacks that do not need it do not pay for it.
 
 ENV KEYS: AZURE_SUBSCRIPTION_ID, ACR_RESOURCE_GROUP, ACR_NAME, ARM_ENDPOINT, IDENTITY_ENDPOINT,
 IDENTITY_HEADER, REQUESTS_CA_BUNDLE, SSL_CERT_FILE, AzureWebJobsStorage, SOURCE_REGISTRY_MIRRORS,
@@ -87,8 +91,22 @@ ENV_KEYS = (
 SECRET_ENV_KEYS = ("DEVSTACK_UPSTREAM_AUTH_PASSWORD",)
 
 
+SOURCE_ACR_NAME = "airlocksrc"
+SOURCE_ACR_RESOURCE_GROUP = "airlock-src-rg"
+
+
 class StackError(RuntimeError):
     """The stand-in could not be started (the message names the piece and its log tail)."""
+
+
+@dataclass(frozen=True)
+class SourceAcr:
+    """A second emulated ACR (``Stack.source_acr()``)."""
+
+    emulator: Any          # devstack.emulator.state.Emulator
+    login_server: str      # host:port of its data plane (TLS, the stack's CA)
+    registry_id: str       # its ARM resource id
+    backing_host: str      # host:port of its backing registry (plain HTTP): push test content here
 
 
 @dataclass
@@ -228,6 +246,9 @@ class Stack:
         self.emulator = None  # devstack.emulator.state.Emulator
         self._emulator_handle = None
         self._children: list[_Child] = []
+        self._source_acr: Optional[SourceAcr] = None
+        self._source_handle = None
+        self._source_lock = threading.Lock()
         self._started = False
         self._stopped = False
         self._atexit_registered = False
@@ -353,6 +374,12 @@ class Stack:
         if self._atexit_registered:
             atexit.unregister(self.stop)
             self._atexit_registered = False
+        if self._source_handle is not None:
+            try:
+                self._source_handle.stop()
+            except Exception:  # noqa: BLE001 - stopping must go on
+                log.exception("stopping the source ACR emulator failed")
+            self._source_handle = None
         if self._emulator_handle is not None:
             try:
                 self._emulator_handle.stop()
@@ -564,6 +591,45 @@ class Stack:
         options.update(self.emulator_options)
         self.emulator = Emulator(EmulatorConfig(**options))
         self._emulator_handle = start_in_thread(self.emulator, str(self.server_cert), str(self.server_key))
+
+    def source_acr(self) -> SourceAcr:
+        """A second emulated ACR, ``airlocksrc`` in resource group ``airlock-src-rg`` of the same subscription
+        and tenant, started on the first call: its own backing registry (plain HTTP) and emulator (TLS, the
+        stack's certificate). Its data plane accepts the stack's managed identity (the ACR token exchange);
+        the stack's ACR imports from it by resource id, reading its content with no credentials."""
+        from devstack.emulator.server import start_in_thread
+        from devstack.emulator.state import Emulator, EmulatorConfig
+
+        with self._source_lock:
+            if self._source_acr is not None:
+                return self._source_acr
+            if self.emulator is None or not self.running:
+                raise StackError("a source ACR needs the running stack with its emulator")
+            [port] = free_ports(1)
+            self._spawn_registry("source-backing", port, tls=False)
+            deadline = time.monotonic() + self.startup_timeout
+            child = self._child("registry-source-backing")
+            while True:
+                self._check_alive(child)
+                try:
+                    if self._http("GET", port, "/v2/", tls=False, timeout=2)[0] == 200:
+                        break
+                except (OSError, http.client.HTTPException):
+                    pass
+                if time.monotonic() > deadline:
+                    raise StackError(f"the source ACR's backing registry did not answer in time\n{child.log_tail()}")
+                time.sleep(0.05)
+            peer = Emulator(EmulatorConfig(
+                subscription_id=self.subscription_id, resource_group=SOURCE_ACR_RESOURCE_GROUP,
+                registry_name=SOURCE_ACR_NAME, location=self.location, host="127.0.0.1", port=0,
+                backing_url=f"http://127.0.0.1:{port}", ca_cert_path=str(self.ca_pem),
+                backing_storage_path=str(self.workdir / "registries" / "source-backing")))
+            peer.auth.trust_identities_of(self.emulator.auth)  # one tenant: the app's identity works on both
+            self._source_handle = start_in_thread(peer, str(self.server_cert), str(self.server_key))
+            self.emulator.config.peer_registries[peer.registry_id] = peer.config.backing_url
+            self._source_acr = SourceAcr(peer, peer.login_server, peer.registry_id, f"127.0.0.1:{port}")
+            log.info("source ACR %s up at %s", SOURCE_ACR_NAME, peer.login_server)
+            return self._source_acr
 
     def _child(self, name: str) -> Optional[_Child]:
         return next((c for c in self._children if c.name == name), None)

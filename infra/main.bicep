@@ -41,6 +41,13 @@ param dockerHubUsername string = ''
 @description('Docker Hub access token, stored in Key Vault and read through a Key Vault reference (optional).')
 param dockerHubToken string = ''
 
+@secure()
+@description('Private source registries and their credentials (optional): base64 of a JSON object {"<NAME>": {"registry": "<host[:port]>", "username": "...", "password": "..."}}, NAME as SOURCE_REGISTRY_CREDENTIALS names it (A-Z and 0-9, a letter first). Each password is stored in Key Vault and read through a Key Vault reference (REGISTRY_<NAME>_PASSWORD); docs/settings.md, docs/deployment.md.')
+param sourceRegistryCredentials string = ''
+
+@description('Source registries that are other Azure Container Registries (optional): comma-separated LOGIN_SERVER=RESOURCE_ID pairs (SOURCE_ACR_RESOURCE_IDS). The app reads them with its identity and imports from them by resource id, with no password; it gets Container Registry Data Importer and Data Reader on each.')
+param sourceAcrResourceIds string = ''
+
 @description('Object id of the user running azd (set by azd): may upload manifests and read records (smoke test).')
 param principalId string = ''
 
@@ -104,6 +111,10 @@ var deployerIsPipeline = !empty(principalId) && toLower(principalId) == toLower(
 var deployerOperator = empty(principalId) || deployerIsPipeline ? [] : [{ id: principalId, type: principalType }]
 var pipelineOperator = empty(pipelinePrincipalId) ? [] : [{ id: pipelinePrincipalId, type: 'ServicePrincipal' }]
 var operators = concat(deployerOperator, pipelineOperator)
+// NAME -> { registry, username, password } of each private source registry; passwords go to Key Vault only
+var registryCredentials = empty(sourceRegistryCredentials) ? {} : json(base64ToString(sourceRegistryCredentials))
+// the resource ids in sourceAcrResourceIds (LOGIN_SERVER=RESOURCE_ID pairs)
+var sourceAcrIds = map(filter(split(sourceAcrResourceIds, ','), pair => contains(pair, '=')), pair => trim(split(pair, '=')[1]))
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: resourceGroupName
@@ -171,6 +182,7 @@ module keyVault 'app/keyvault.bicep' = {
     name: empty(keyVaultName) ? 'kv-${take(token, 18)}' : keyVaultName
     vnetEnabled: vnetEnabled
     dockerHubToken: dockerHubToken
+    registryCredentials: registryCredentials
     appPrincipalId: identities.outputs.appPrincipalId
   }
 }
@@ -198,6 +210,16 @@ module registryAccess 'app/registry-access.bicep' = {
   }
   dependsOn: [registry]
 }
+
+// the app's role on each source ACR it imports from by resource id (SOURCE_ACR_RESOURCE_IDS)
+module sourceAcrAccess 'app/registry-source-access.bicep' = [for id in sourceAcrIds: {
+  name: 'source-acr-${uniqueString(id)}'
+  scope: resourceGroup(split(id, '/')[2], split(id, '/')[4])
+  params: {
+    registryName: last(split(id, '/'))
+    appPrincipalId: identities.outputs.appPrincipalId
+  }
+}]
 
 resource existingRegistryTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' existing = if (reuseRegistryTopic) {
   name: existingRegistryTopicName
@@ -274,12 +296,22 @@ var appSettings = {
   RUNS_QUEUE: runsQueueName
   REAPER_SCHEDULE: reaperSchedule
   DOCKERHUB_USERNAME: dockerHubUsername
+  // each private source registry by name; its user and password are the registrySettings below
+  SOURCE_REGISTRY_CREDENTIALS: join(map(items(registryCredentials), c => '${c.value.registry}=${c.key}'), ',')
+  SOURCE_ACR_RESOURCE_IDS: sourceAcrResourceIds
 }
 // A Key Vault reference, resolved by the platform with the identity in keyVaultReferenceIdentity.
 // Set only when a token was given: a reference to a missing secret would reach the code as its own text.
 var secretSettings = empty(dockerHubToken) ? {} : {
   DOCKERHUB_TOKEN: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.dockerHubTokenUri})'
 }
+
+// REGISTRY_<NAME>_USERNAME, and REGISTRY_<NAME>_PASSWORD as a Key Vault reference to the secret
+// app/keyvault.bicep stores (registry-<name>-password), for each private source registry
+var registrySettings = union(
+  toObject(items(registryCredentials), c => 'REGISTRY_${c.key}_USERNAME', c => c.value.username),
+  toObject(items(registryCredentials), c => 'REGISTRY_${c.key}_PASSWORD',
+    c => '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.secretsUri}registry-${toLower(c.key)}-password)'))
 
 module app 'app/function.bicep' = {
   name: 'function'
@@ -294,7 +326,7 @@ module app 'app/function.bicep' = {
     pythonVersion: pythonVersion
     maximumInstanceCount: maximumInstanceCount
     subnetId: vnetEnabled ? network.outputs.appSubnetId : ''
-    appSettings: union(appSettings, secretSettings)
+    appSettings: union(appSettings, secretSettings, registrySettings)
   }
   dependsOn: [storageAccess, keyVault]
 }

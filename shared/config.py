@@ -11,6 +11,15 @@ comes from the Azure CLI's current account and the resource group is found from 
 (``shared.adapters.azure_clients.AzureClients.locate``), settings and flags still win - and storage is
 optional (without it nothing is recorded, and the commands that read records say so). The credential
 is one azure-identity credential, chosen by ``CLI_CREDENTIAL`` (``credential_kind``), named in its errors.
+
+Source registry credentials: ``SOURCE_REGISTRY_CREDENTIALS`` (``ghcr.io=GHCR,reg.example.com:5000=EXAMPLE``)
+gives each source registry a name, and the name the two settings ``REGISTRY_<NAME>_USERNAME`` and
+``REGISTRY_<NAME>_PASSWORD`` (a Key Vault reference in Azure). These are the only settings whose names
+are not in ``SPECS``; docs/settings.md describes them. Registries are matched as manifests name them
+(lower case, Docker Hub aliases folded into ``docker.io``). ``DOCKERHUB_USERNAME`` / ``DOCKERHUB_TOKEN``
+still give docker.io its credentials. ``SOURCE_ACR_RESOURCE_IDS`` marks source registries that are
+Azure Container Registries: read with the app's identity and imported by resource id, no password.
+Passwords are in ``Settings.secrets()``; no problem reported here quotes a value of these settings.
 """
 from __future__ import annotations
 
@@ -20,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 from .core.builds import is_valid_pool_name
+from .core.reference import ReferenceSyntaxError, normalise_registry, validate_registry
 from .errors import ConfigError, Problem
 
 _QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,54}[a-z0-9]")
@@ -61,6 +71,12 @@ SPECS: tuple[SettingSpec, ...] = (
                 "Comma-separated REGISTRY=HOST[:PORT] pairs: where a source registry is reached from (mirror)."),
     SettingSpec("DOCKERHUB_USERNAME", "", "Docker Hub user for pulls and imports from docker.io."),
     SettingSpec("DOCKERHUB_TOKEN", "", "Docker Hub access token (Key Vault reference in Azure).", secret=True),
+    SettingSpec("SOURCE_REGISTRY_CREDENTIALS", "",
+                "Comma-separated REGISTRY=NAME pairs: the source registry's user and password are the settings "
+                "REGISTRY_<NAME>_USERNAME and REGISTRY_<NAME>_PASSWORD (the password a Key Vault reference in Azure)."),
+    SettingSpec("SOURCE_ACR_RESOURCE_IDS", "",
+                "Comma-separated LOGIN_SERVER=RESOURCE_ID pairs: source registries that are Azure Container "
+                "Registries, read with the app's identity and imported by resource id (no password)."),
     SettingSpec("SYNC_CONCURRENCY", "8", "Imports the CLI sync runs at once (a queued run: one per message)."),
     SettingSpec("PLAN_CONCURRENCY", "16", "Digest look-ups (HEAD requests) run at once while planning."),
     SettingSpec("TOKEN_SCOPES_PER_REQUEST", "50",
@@ -86,6 +102,12 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("POOL_IDLE_MINUTES", "30", "Idle time after which an empty pool is scaled to 0."),
     SettingSpec("POOL_SCALE_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule of the idle-pool timer."),
     SettingSpec("BUILD_RULES_BLOB", "build-rules.yaml", "Blob (in MANIFESTS_CONTAINER) holding the build rules."),
+    SettingSpec("BUILD_RULE_MAX_CHAIN", "5",
+                "Most rules in one chain of rule builds (a rule firing for an image pushed by a rule build "
+                "extends that build's chain); a longer chain is cut and recorded (1-20)."),
+    SettingSpec("BUILD_RULE_PRODUCER_WAIT_SECONDS", "20",
+                "How long a push event waits for running rule builds that may have pushed it to end (their "
+                "output images tell); then the event fails and Event Grid delivers it again (0-25)."),
     SettingSpec("REQUESTS_CA_BUNDLE", "", "CA bundle for TLS to Azure and registries; empty: system trust store."),
     # telemetry (docs/operations.md)
     SettingSpec("APPLICATIONINSIGHTS_CONNECTION_STRING", "",
@@ -123,6 +145,27 @@ SPECS: tuple[SettingSpec, ...] = (
 )
 
 _BY_NAME = {s.name: s for s in SPECS}
+
+# SOURCE_REGISTRY_CREDENTIALS names settings: REGISTRY_<NAME>_USERNAME / REGISTRY_<NAME>_PASSWORD
+CREDENTIAL_NAME = re.compile(r"[A-Z][A-Z0-9]{0,39}")
+_ACR_ID = re.compile(r"/subscriptions/[^/\s]+/resourceGroups/[^/\s]+/providers/Microsoft\.ContainerRegistry"
+                     r"/registries/[A-Za-z0-9]{5,50}", re.IGNORECASE)
+
+
+def credential_settings(name: str) -> tuple[str, str]:
+    """The user and password settings of a SOURCE_REGISTRY_CREDENTIALS name."""
+    return f"REGISTRY_{name}_USERNAME", f"REGISTRY_{name}_PASSWORD"
+
+
+def _registry_key(text: str) -> str:
+    """A source registry as manifests name it after normalisation (lower case, Docker Hub aliases folded);
+    ValueError with the reason when it is not ``host[:port]``."""
+    if "/" in text or "@" in text:
+        raise ValueError(f"{text!r} is not a registry host[:port] (no scheme or path)")
+    try:
+        return normalise_registry(validate_registry(text))
+    except ReferenceSyntaxError as exc:
+        raise ValueError(str(exc)) from None
 
 
 NO_EXPORTER = ("is set, but exporting needs the Azure Monitor exporter, which `pip install acr-airlock` leaves out: "
@@ -184,6 +227,10 @@ class Settings:
     mirrors: Mapping[str, str]
     dockerhub_username: str
     dockerhub_token: str = field(repr=False)
+    # registry (normalised host[:port]) -> (user, password), from SOURCE_REGISTRY_CREDENTIALS
+    registry_credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    # registry (login server) -> ARM resource id of that ACR, from SOURCE_ACR_RESOURCE_IDS
+    source_acrs: Mapping[str, str] = field(default_factory=dict)
     concurrency: int = 8
     plan_concurrency: int = 16
     token_scopes_per_request: int = 50
@@ -202,6 +249,8 @@ class Settings:
     pool_scale_up_count: int = 1
     pool_idle_minutes: float = 30.0
     build_rules_blob: str = "build-rules.yaml"
+    rule_max_chain: int = 5
+    rule_producer_wait: float = 20.0
     ca_bundle: str = ""
     appinsights_connection_string: str = field(default="", repr=False)
     worker_telemetry: bool = False
@@ -288,6 +337,15 @@ class Settings:
                 continue
             mirrors[registry.strip().lower()] = target.strip()
 
+        registry_credentials = _read_credentials(env, raw("SOURCE_REGISTRY_CREDENTIALS"), problems)
+        source_acrs = _read_source_acrs(raw("SOURCE_ACR_RESOURCE_IDS"), problems)
+        for registry in sorted(set(registry_credentials) & set(source_acrs)):
+            problems.append(Problem(f"{registry} is also in SOURCE_REGISTRY_CREDENTIALS: an ACR source is read with "
+                                    "the app's identity, give it one or the other", field="SOURCE_ACR_RESOURCE_IDS"))
+        if "docker.io" in registry_credentials and (raw("DOCKERHUB_USERNAME") or raw("DOCKERHUB_TOKEN")):
+            problems.append(Problem("docker.io has credentials there and in DOCKERHUB_USERNAME / DOCKERHUB_TOKEN: "
+                                    "keep one", field="SOURCE_REGISTRY_CREDENTIALS"))
+
         pool = raw("BUILD_DEFAULT_AGENT_POOL")
         if pool and not is_valid_pool_name(pool):
             problems.append(Problem(f"must be an agent pool name (3-20 letters, digits or '-'), got {pool!r}",
@@ -313,6 +371,8 @@ class Settings:
             mirrors=mirrors,
             dockerhub_username=raw("DOCKERHUB_USERNAME"),
             dockerhub_token=raw("DOCKERHUB_TOKEN"),
+            registry_credentials=registry_credentials,
+            source_acrs=source_acrs,
             concurrency=integer("SYNC_CONCURRENCY", 1, 64),
             plan_concurrency=integer("PLAN_CONCURRENCY", 1, 128),
             token_scopes_per_request=integer("TOKEN_SCOPES_PER_REQUEST", 0, 100),
@@ -331,6 +391,8 @@ class Settings:
             pool_scale_up_count=integer("POOL_SCALE_UP_COUNT", 1, 100),
             pool_idle_minutes=number("POOL_IDLE_MINUTES", 0, 24 * 60),
             build_rules_blob=raw("BUILD_RULES_BLOB"),
+            rule_max_chain=integer("BUILD_RULE_MAX_CHAIN", 1, 20),
+            rule_producer_wait=number("BUILD_RULE_PRODUCER_WAIT_SECONDS", 0, 25),
             ca_bundle=raw("REQUESTS_CA_BUNDLE"),
             appinsights_connection_string=raw("APPLICATIONINSIGHTS_CONNECTION_STRING"),
             worker_telemetry=boolean("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"),
@@ -392,4 +454,76 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in logs, records or errors."""
-        return tuple(v for v in (self.dockerhub_token, self.serve_api_key) if v)
+        passwords = (password for _, password in self.registry_credentials.values())
+        return tuple(v for v in (self.dockerhub_token, self.serve_api_key, *passwords) if v)
+
+    def credentials_for(self, registry: str) -> Optional[tuple[str, str]]:
+        """(user, password) for a source registry (as manifests name it), or None."""
+        key = registry.lower()
+        if key in self.registry_credentials:
+            return self.registry_credentials[key]
+        if key == "docker.io" and self.dockerhub_username and self.dockerhub_token:
+            return (self.dockerhub_username, self.dockerhub_token)
+        return None
+
+    def source_acr_id(self, registry: str) -> Optional[str]:
+        """The resource id of a source registry that is an ACR (SOURCE_ACR_RESOURCE_IDS), or None."""
+        return self.source_acrs.get(registry.lower())
+
+
+def _pairs(value: str, field_name: str, shape: str, problems: list[Problem]) -> list[tuple[str, str]]:
+    """``A=B, C=D`` -> [(registry key, B), ...]; malformed pairs and registries are problems."""
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for pair in _split_csv(value):
+        registry, sep, target = (part.strip() for part in pair.partition("="))
+        if not sep or not registry or not target:
+            problems.append(Problem(f"expected {shape}, got {pair!r}", field=field_name))
+            continue
+        try:
+            key = _registry_key(registry)
+        except ValueError as exc:
+            problems.append(Problem(f"{registry!r}: {exc}", field=field_name))
+            continue
+        if key in seen:
+            problems.append(Problem(f"{key} is listed twice", field=field_name))
+            continue
+        seen.add(key)
+        out.append((key, target))
+    return out
+
+
+def _read_credentials(env: Mapping[str, str], value: str, problems: list[Problem]) -> dict[str, tuple[str, str]]:
+    """SOURCE_REGISTRY_CREDENTIALS and the settings it names. Problems name settings, never values."""
+    found: dict[str, tuple[str, str]] = {}
+    for registry, name in _pairs(value, "SOURCE_REGISTRY_CREDENTIALS", "REGISTRY=NAME", problems):
+        if not CREDENTIAL_NAME.fullmatch(name):
+            problems.append(Problem(f"{registry}: the name {name!r} must be 1-40 upper-case letters or digits, "
+                                    "starting with a letter (it names REGISTRY_<NAME>_USERNAME and "
+                                    "REGISTRY_<NAME>_PASSWORD)", field="SOURCE_REGISTRY_CREDENTIALS"))
+            continue
+        user_setting, password_setting = credential_settings(name)
+        user, password = (env.get(user_setting) or "").strip(), (env.get(password_setting) or "").strip()
+        missing = [n for n, v in ((user_setting, user), (password_setting, password)) if not v]
+        for setting in missing:
+            problems.append(Problem(f"is required: SOURCE_REGISTRY_CREDENTIALS gives {registry} the name {name}",
+                                    field=setting))
+        if password.startswith("@Microsoft.KeyVault("):
+            problems.append(Problem("is a Key Vault reference the platform did not resolve (check the app's "
+                                    "identity and its Key Vault Secrets User role)", field=password_setting))
+            continue
+        if not missing:
+            found[registry] = (user, password)
+    return found
+
+
+def _read_source_acrs(value: str, problems: list[Problem]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for registry, resource_id in _pairs(value, "SOURCE_ACR_RESOURCE_IDS", "LOGIN_SERVER=RESOURCE_ID", problems):
+        if not _ACR_ID.fullmatch(resource_id):
+            problems.append(Problem(f"{registry}: {resource_id!r} is not a container registry's resource id "
+                                    "(/subscriptions/<id>/resourceGroups/<group>/providers/"
+                                    "Microsoft.ContainerRegistry/registries/<name>)", field="SOURCE_ACR_RESOURCE_IDS"))
+            continue
+        found[registry] = resource_id
+    return found

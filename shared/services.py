@@ -20,7 +20,7 @@ from .errors import ConfigError
 STORAGE_HINT = ("set AzureWebJobsStorage (a storage connection string) or AzureWebJobsStorage__blobServiceUri "
                 "(with the credential's access to it)")
 
-DOCKER_HUB = "docker.io"
+DOCKER_HUB = "docker.io"  # kept for callers; credentials are looked up in Settings.credentials_for
 
 
 class Services:
@@ -65,17 +65,26 @@ class Services:
                                         headers={"User-Agent": "acr-airlock"})
 
     def credentials_for(self, registry: str) -> Optional[tuple[str, str]]:
-        s = self.settings
-        if registry == DOCKER_HUB and s.dockerhub_username and s.dockerhub_token:
-            return (s.dockerhub_username, s.dockerhub_token)
-        return None
+        """(user, password) for a source registry: SOURCE_REGISTRY_CREDENTIALS, or DOCKERHUB_* for docker.io."""
+        return self.settings.credentials_for(registry)
+
+    def acr_source_for(self, registry: str) -> Optional[str]:
+        """The resource id of a source registry that is an ACR (SOURCE_ACR_RESOURCE_IDS), or None."""
+        return self.settings.source_acr_id(registry)
+
+    def _identity_for(self, registry: str) -> Optional[Callable[[], str]]:
+        """For an ACR source: the app identity's token for the ACR audience (the data plane's exchange)."""
+        if self.acr_source_for(registry) is None:
+            return None
+        audience = f"{self.settings.acr_audience}/.default"
+        return lambda: self.clients.credential.get_token(audience).token
 
     @cached_property
     def source(self):
         from .adapters.registry import SourceRegistry
 
         return SourceRegistry(self.http, endpoint_for=self.settings.endpoint_for,
-                              credentials_for=self.credentials_for)
+                              credentials_for=self.credentials_for, identity_for=self._identity_for)
 
     @cached_property
     def acr(self):

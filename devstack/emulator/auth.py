@@ -98,6 +98,12 @@ class TokenAuthority:
         assigned = getattr(config, "identity_roles", None) or {}
         self.identity_roles: dict[str, list[str]] = {client: check_roles(roles) for client, roles in assigned.items()}
 
+    def trust_identities_of(self, other: "TokenAuthority") -> None:
+        """Accept the managed-identity tokens ``other`` issues: one tenant, two registries (a second
+        emulated ACR beside the first). ACR tokens stay per registry: they name their service."""
+        self._secret = other._secret
+        self.tenant_id, self.client_id, self.object_id = other.tenant_id, other.client_id, other.object_id
+
     def allowed_actions(self, client_id: str | None) -> frozenset[str]:
         """The data-plane actions an identity's roles allow (everything without an assignment)."""
         roles = self.identity_roles.get(client_id or "")

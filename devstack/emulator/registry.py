@@ -20,6 +20,12 @@ ImportImageByManifestDigest example sends both); neither means the source's repo
 every target repository (referrers.py), so the referrers API lists it; importing an index imports
 its platform manifests, not their referrers.
 
+A ``source.resourceId`` names this registry (its own content) or another emulated ACR
+(``config.peer_registries``: its content is read with the caller's identity, no credentials, as ACR
+imports from a registry of its tenant); any other resource id fails the import with 404
+``ResourceNotFound``. ``Importer.accepted()`` lists each import with what it named as its source and
+whether credentials came with it (never their values).
+
 Timing (profiles.py): an import runs for its copy time (``import_latency``, spread per source
 image up to ``import_latency_max``) and until skopeo is done; with ``import_copy_at_end`` the copy
 is made when the copy time is up, so the target tag appears then and not before.
@@ -265,6 +271,8 @@ class ImportOperation:
     id: str
     copy_seconds: float = 0.0
     targets: tuple[str, ...] = ()
+    source: str = ""  # "resourceId <id>" or "registryUri <host>", then the source image
+    with_credentials: bool = False  # whether source.credentials came with it (their values are not kept)
     started: float = field(default_factory=time.monotonic)
     done: bool = False
     copied_at: float | None = None  # monotonic time the copy ended (the target tags exist from then)
@@ -348,7 +356,9 @@ class Importer:
 
     def start(self, request: ImportRequest, fault: str | None) -> ImportOperation:
         targets = tuple(str(t) for t in request.target_tags) + request.untagged_repositories
-        operation = ImportOperation(f"registries-{uuid.uuid4()}", self.copy_seconds(request), targets)
+        named = f"resourceId {request.resource_id}" if request.resource_id else f"registryUri {request.registry_uri}"
+        operation = ImportOperation(f"registries-{uuid.uuid4()}", self.copy_seconds(request), targets,
+                                    f"{named} {request.source}", request.credentials is not None)
         self._operations[operation.id] = operation
         if fault == "import-fail":
             operation.failure = self._failure(
@@ -386,6 +396,10 @@ class Importer:
         in seconds after it, in order of acceptance (benchmarks show where a run's time goes)."""
         ordered = sorted(list(self._operations.values()), key=lambda op: op.started)
         return [(op.started - since, op.started + op.copy_seconds - since) for op in ordered if op.started >= since]
+
+    def accepted(self) -> list[ImportOperation]:
+        """Every import accepted so far, in order (tests read what each named as its source)."""
+        return sorted(list(self._operations.values()), key=lambda op: op.started)
 
     def in_flight(self) -> int:
         """Imports accepted and not yet finished (what a benchmark reads as the achieved concurrency)."""
@@ -425,6 +439,10 @@ class Importer:
         if request.resource_id:
             if request.resource_id.lower() == emu.registry_id.lower():
                 return SourceRegistry(self._backing_host, plain_http=True)
+            peers = {rid.lower(): url for rid, url in emu.config.peer_registries.items()}
+            peer = peers.get(request.resource_id.lower())
+            if peer:  # another ACR of the tenant: its content, read with the caller's identity
+                return SourceRegistry(urlsplit(peer).netloc, plain_http=True)
             raise ImportFailed(404, "ResourceNotFound", f"Source registry '{request.resource_id}' was not found.")
         host = request.registry_uri.split("://", 1)[-1].rstrip("/")
         if host.lower() == emu.login_server.lower():

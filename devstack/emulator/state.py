@@ -54,6 +54,10 @@ class EmulatorConfig:
     # Data-plane roles by managed identity client id (auth.py ROLE_ACTIONS), e.g. {"<client id>":
     # ["AcrPull"]}; an identity without an entry may do everything (as before roles were modelled).
     identity_roles: dict[str, list[str]] = field(default_factory=dict)
+    # Other ACRs an importImage may name by source.resourceId: resource id (any case) -> the URL of
+    # the registry holding that ACR's content (its backing registry), read as ACR reads a source
+    # registry of its tenant: with the caller's identity, no credentials (devstack.stack's source_acr()).
+    peer_registries: dict[str, str] = field(default_factory=dict)
     # The token service (realm) of the authenticated upstream registry, see upstream_auth.py;
     # off unless a signing key is given.
     upstream_token_key_path: str = ""  # PEM private key (EC or RSA) that signs the tokens

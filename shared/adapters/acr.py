@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from ..errors import AirlockError, TransientError
@@ -13,18 +13,26 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ImportRequest:
-    registry_uri: str                # host[:port] the ACR pulls from
+    """One ``importImage`` call. The source is either a registry address (``registry_uri``, with
+    ``username``/``password`` when it wants them) or another ACR by ``resource_id``: ACR then reads it
+    with the caller's identity, so no address and no credentials are sent (ARM's ImportSource)."""
+
+    registry_uri: Optional[str]      # host[:port] the ACR pulls from (None with resource_id)
     source_image: str                # repo:tag | repo@digest | repo:tag@digest
     target_tags: Sequence[str]       # repo:tag
     untagged_repositories: Sequence[str]
     mode: str                        # NoForce | Force
     username: Optional[str] = None
-    password: Optional[str] = None   # never logged, never recorded
+    password: Optional[str] = field(default=None, repr=False)  # never logged, never recorded
+    resource_id: Optional[str] = None  # a source ACR's ARM resource id
 
     def body(self) -> dict:
-        source: dict = {"registryUri": self.registry_uri, "sourceImage": self.source_image}
-        if self.username and self.password:
-            source["credentials"] = {"username": self.username, "password": self.password}
+        if self.resource_id:
+            source: dict = {"resourceId": self.resource_id, "sourceImage": self.source_image}
+        else:
+            source = {"registryUri": self.registry_uri, "sourceImage": self.source_image}
+            if self.username and self.password:
+                source["credentials"] = {"username": self.username, "password": self.password}
         body: dict = {"source": source, "mode": self.mode}
         if self.target_tags:
             body["targetTags"] = list(self.target_tags)

@@ -8,6 +8,8 @@ by an authenticator, and its token is cached per repository until it expires:
   to the realm for docker.io) and ``Basic``;
 - ``AcrTokenAuth``: the ACR flow: the managed identity's AAD token is exchanged once for an ACR
   refresh token (``/oauth2/exchange``), then per repository for an access token (``/oauth2/token``).
+  The private ACR is read this way, and so is a source registry that is another ACR
+  (``SOURCE_ACR_RESOURCE_IDS``): no password, the app's identity.
 
 The ACR is read this way rather than with azure-containerregistry 1.2.0 because that client
 re-exchanges its refresh token on every 401 (its expiry test in ``get_refresh_token`` is
@@ -231,10 +233,12 @@ class DockerTokenAuth:
 class AcrTokenAuth:
     """The ACR data-plane flow: AAD token -> refresh token (once) -> access token per repository."""
 
-    def __init__(self, http: httpx.Client, login_server: Callable[[], str], aad_token: Callable[[], str]):
+    def __init__(self, http: httpx.Client, login_server: Callable[[], str], aad_token: Callable[[], str], *,
+                 name: str = "the ACR"):
         self._http = http
         self._login_server = login_server
         self._aad_token = aad_token
+        self._name = name
         self._cache = _TokenCache()
         self._refresh_lock = threading.Lock()
 
@@ -258,7 +262,8 @@ class AcrTokenAuth:
 
     def _fetch_access_many(self, service: str, scopes: list[str]) -> None:
         body = self._post("/oauth2/token", {"grant_type": "refresh_token", "service": service, "scope": scopes,
-                                            "refresh_token": self._refresh_token(service)}, "ACR token service")
+                                            "refresh_token": self._refresh_token(service)},
+                          f"token service of {self._name}")
         token = body["access_token"]
         self._cache.put_many([("access", s) for s in scopes], token, jwt_expiry(token) or time.time() + 300)
 
@@ -274,7 +279,8 @@ class AcrTokenAuth:
             if token:
                 return token
             body = self._post("/oauth2/exchange", {"grant_type": "access_token", "service": service,
-                                                   "access_token": self._aad_token()}, "ACR token exchange")
+                                                   "access_token": self._aad_token()},
+                              f"token exchange of {self._name} (the app's identity)")
             token = body["refresh_token"]
             self._cache.put("refresh", token, jwt_expiry(token) or time.time() + 600)
             return token
@@ -291,14 +297,15 @@ class AcrTokenAuth:
         service = params.get("service") or self._login_server()
         body = self._post("/oauth2/token", {"grant_type": "refresh_token", "service": service,
                                             "scope": params.get("scope") or scope,
-                                            "refresh_token": self._refresh_token(service)}, "ACR token service")
+                                            "refresh_token": self._refresh_token(service)},
+                          f"token service of {self._name}")
         token = body["access_token"]
         self._cache.put(("access", scope), token, jwt_expiry(token) or time.time() + 300)
         return f"Bearer {token}"
 
     def denied(self, what: str, status: int) -> UpstreamError:
         return UpstreamError(f"{what} denied access ({status}); check the app identity's roles on the registry",
-                             code="Unauthorized", status=status)
+                             code="Unauthorized" if self._name == "the ACR" else "SourceUnauthorized", status=status)
 
 
 class ManifestReader:
@@ -452,12 +459,17 @@ def _next_link(header: Optional[str]) -> Optional[str]:
 
 
 class SourceRegistry:
-    """Source digests. ``endpoint_for`` maps a registry name to the host it is reached at (a mirror)."""
+    """Source digests. ``endpoint_for`` maps a registry name to the host it is reached at (a mirror);
+    ``credentials_for`` gives a registry's (user, password) or None; ``identity_for`` gives, for a
+    registry that is an ACR, a callable returning the app identity's AAD token (the ACR flow,
+    ``AcrTokenAuth``: no password), else None."""
 
-    def __init__(self, http: httpx.Client, *, endpoint_for, credentials_for):
+    def __init__(self, http: httpx.Client, *, endpoint_for, credentials_for,
+                 identity_for: Optional[Callable[[str], Optional[Callable[[], str]]]] = None):
         self._http = http
         self._endpoint_for = endpoint_for
         self._credentials_for = credentials_for
+        self._identity_for = identity_for
         self._readers: dict[str, ManifestReader] = {}
         self._lock = threading.Lock()
 
@@ -473,7 +485,9 @@ class SourceRegistry:
         with self._lock:
             if registry not in self._readers:
                 host = self.host_for(registry)
-                auth = DockerTokenAuth(self._http, self._credentials_for(registry))
+                aad_token = self._identity_for(registry) if self._identity_for else None
+                auth = (AcrTokenAuth(self._http, lambda: host, aad_token, name=registry) if aad_token
+                        else DockerTokenAuth(self._http, self._credentials_for(registry)))
                 self._readers[registry] = ManifestReader(self._http, lambda: host, auth, name=registry)
             return self._readers[registry]
 

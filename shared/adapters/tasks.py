@@ -63,6 +63,7 @@ class TaskInfo:
     name: str
     agent_pool: Optional[str]
     repositories: tuple[str, ...]  # what its Docker step pushes to, when that is visible
+    pushes_known: bool = False     # a Docker step: it pushes exactly its imageNames; other steps push anything
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ def _task_info(task) -> TaskInfo:
     step = getattr(p, "step", None)
     names = getattr(step, "image_names", None) or []
     repos = tuple(dict.fromkeys(_repository_of(n) for n in names))
-    return TaskInfo(name=task.name, agent_pool=p.agent_pool_name, repositories=repos)
+    docker = _text(getattr(step, "type", None)) == "Docker"
+    return TaskInfo(name=task.name, agent_pool=p.agent_pool_name, repositories=repos, pushes_known=docker)
 
 
 def _utf8_prefix(data: bytes) -> int:

@@ -18,12 +18,23 @@ the log's SAS signature (``log_url`` is shown with ``sig=REDACTED``).
 
 ``--wait`` follows the run for at most ``--wait-timeout`` seconds (default: the build's own
 ``--timeout`` plus 15 minutes for queueing and scale-up); a run still going then exits 1 and keeps
-running. Ctrl-C while following exits 130 and says how to cancel the run, which keeps running.
+running. Ctrl-C once the build is being queued (while it is queued, right after ``queued build``,
+or while following) exits 130 and says how to follow and cancel the run, which keeps running.
+
+Ctrl-C from the moment the run is asked for is taken by a handler of this module (``_CtrlC``) that
+only notes it; the code looks at the note between steps. Python's own KeyboardInterrupt is raised
+wherever the main thread happens to be: between printing ``queued build`` and entering the code
+that prints the hint, or inside ``scheduleRun`` after ARM queued the run, the hint was lost. A
+process that inherits SIGINT ignored (a background job of a non-interactive shell, some CI agents)
+gets no KeyboardInterrupt at all, so following ignored Ctrl-C; the handler is installed whatever was
+inherited. A second Ctrl-C is not waited for: it raises KeyboardInterrupt at once.
 """
 from __future__ import annotations
 
 import io
+import signal
 import tarfile
+import threading
 from pathlib import Path
 from typing import Mapping, Optional, TextIO
 
@@ -173,6 +184,46 @@ def pack_context(path: Path) -> bytes:
     return buffer.getvalue()
 
 
+class _CtrlC:
+    """SIGINT noted, not raised, while a build is queued and followed (see the module's docstring).
+
+    ``sleep`` waits for the next poll or a Ctrl-C, whichever comes first, and raises KeyboardInterrupt
+    at that well-defined point. The first Ctrl-C installs the handler that was there before (Python's
+    KeyboardInterrupt when SIGINT was ignored), so a second one interrupts even a slow call; leaving
+    puts back exactly what was there. Outside the main thread nothing is installed (signals reach the
+    main thread only) and Python's behaviour is unchanged."""
+
+    def __init__(self) -> None:
+        self.pressed = threading.Event()
+        self._original = None
+        self._installed = False
+
+    def __enter__(self) -> "_CtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self._original = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._noted)  # whatever was inherited, SIG_IGN included
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, signal.default_int_handler if self._original is None else self._original)
+            self._installed = False
+
+    def _noted(self, signum, frame) -> None:
+        self.pressed.set()
+        # a second Ctrl-C raises at once
+        signal.signal(signal.SIGINT, self._original if callable(self._original) else signal.default_int_handler)
+
+    def check(self) -> None:
+        if self.pressed.is_set():
+            raise KeyboardInterrupt
+
+    def sleep(self, seconds: float) -> None:
+        if self.pressed.wait(seconds):
+            raise KeyboardInterrupt
+
+
 def _queue(services, args, env, out: TextIO, err: TextIO) -> int:
     from ..core.builds import parse_build
     from ..core.pools import run_status_is_terminal
@@ -187,25 +238,33 @@ def _queue(services, args, env, out: TextIO, err: TextIO) -> int:
         resolve_target(services, spec)  # and the pool (or task) exists
         data["source_location"] = services.tasks.upload_source(pack_context(context))
         spec = parse_build(data)
-    record = queue_build(services, spec, trigger="cli")
     notes = err if args.json else out
-    scaled = record["scaling"]
-    extra = f" (scaled from 0 to {scaled['to_count']} instance(s))" if scaled else ""
+    record: Optional[dict] = None
+    with _CtrlC() as ctrl_c:
+        try:
+            record = queue_build(services, spec, trigger="cli")  # a Ctrl-C meanwhile is kept for after
+            scaled = record["scaling"]
+            extra = f" (scaled from 0 to {scaled['to_count']} instance(s))" if scaled else ""
+            if not getattr(args, "quiet", False):
+                notes.write(f"queued build {record['run_id']} on agent pool {record['agent_pool']}{extra}\n")
+                notes.flush()
+            ctrl_c.check()
+            if not args.wait:
+                return _print_build(record, args, out, summary=False)
+            limit = getattr(args, "wait_timeout", None) or spec.timeout + QUEUE_ALLOWANCE
+            final = follow_build(services, record["run_id"], on_log=_writer(notes), poll_seconds=args.poll,
+                                 timeout=limit, sleep=ctrl_c.sleep)
+            ctrl_c.check()
+        except KeyboardInterrupt:
+            if record is None:
+                raise  # a second Ctrl-C inside scheduleRun: whether the run was queued is not known here
+            run_id = record["run_id"]
+            err.write(f"\ninterrupted: build {run_id} keeps running on agent pool {record['agent_pool']}.\n"
+                      f"  follow it: {getattr(args, 'prog', 'airlock')} build show {run_id}\n"
+                      f"  cancel it: {getattr(args, 'prog', 'airlock')} build cancel {run_id}\n")
+            err.flush()
+            return EXIT_INTERRUPTED
     run_id = record["run_id"]
-    if not getattr(args, "quiet", False):
-        notes.write(f"queued build {run_id} on agent pool {record['agent_pool']}{extra}\n")
-        notes.flush()
-    if not args.wait:
-        return _print_build(record, args, out, summary=False)
-    limit = getattr(args, "wait_timeout", None) or spec.timeout + QUEUE_ALLOWANCE
-    try:
-        final = follow_build(services, run_id, on_log=_writer(notes), poll_seconds=args.poll, timeout=limit)
-    except KeyboardInterrupt:
-        err.write(f"\ninterrupted: build {run_id} keeps running on agent pool {record['agent_pool']}.\n"
-                  f"  follow it: {getattr(args, 'prog', 'airlock')} build show {run_id}\n"
-                  f"  cancel it: {getattr(args, 'prog', 'airlock')} build cancel {run_id}\n")
-        err.flush()
-        return EXIT_INTERRUPTED
     _print_build(final, args, out)
     if not run_status_is_terminal(final["status"]):
         err.write(f"build {run_id} is still {final['status']} after {limit:g}s; it keeps running.\n"

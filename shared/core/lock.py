@@ -22,7 +22,9 @@ Rules:
 
 * The fingerprint covers what a manifest imports (each line's normalised source and target, each tag
   policy's source, policy and destination), not its comments, blank lines or order: a lock stays
-  valid across edits that change nothing it locks, and goes stale with any that do.
+  valid across edits that change nothing it locks, and goes stale with any that do. A line's
+  ``(overwrite)`` is not in it: it decides whether an existing tag the manifest does not own may be
+  replaced, not which digest goes where, so adding or removing it needs no new lock.
 * A manifest and a lock *agree* (:func:`check_lock`) when every line has its lock entries (a line's
   target; a tag policy at least one selected tag), every lock entry belongs to a line (same target,
   same source), a digest pinned in the manifest equals the locked one, and the fingerprints match.
@@ -251,7 +253,8 @@ def locked_entries(manifest: ManifestResult, lock: Lock) -> list[Entry]:
         for image in sorted(policy_images(policy, lock.images), key=lambda i: i.target):
             tag = image.target.split(":", 1)[1]
             out.append(Entry(policy.line, replace(policy.source, tag=tag, digest=image.digest),
-                             policy.target_repository, tag, policy.policy.text, locked=True))
+                             policy.target_repository, tag, policy.policy.text, locked=True,
+                             overwrite=policy.overwrite))
     return sorted(out, key=lambda e: e.line)
 
 

@@ -50,6 +50,14 @@ Choices worth knowing:
   empty); the lines that did validate are kept apart, in ``valid_entries`` / ``valid_policies``.
 * Warnings do not make a manifest invalid: a source with neither tag nor digest still means
   ``latest`` but is flagged, since a reviewer cannot see what it will import.
+* ``(overwrite)`` at the end of a line (before any comment) lets it replace a destination tag that
+  this manifest does not own: one the airlock did not write (an in-house image) or one another
+  manifest wrote (``shared.core.ownership``). Parentheses are in neither the reference grammar nor
+  the tag grammar, and a tag policy ends with ``}``, so a final ``(...)`` can only be an option;
+  any other word in it is an error, and so is ``(overwrite)`` on an untagged (``@digest``) line,
+  which writes no tag. It is ``Entry.overwrite`` (and ``PolicyEntry.overwrite``, passed on to each
+  resolved tag), and is not part of what a lock fingerprints: it changes whether a tag may be
+  replaced, not what is imported.
 * Tag policies (``repo:{semver: ~1.27, newest: 3}``, see ``shared.core.tagpolicy``) are parsed
   into ``ManifestResult.policies`` (``PolicyEntry``); each is resolved to concrete entries at plan
   time (``PolicyEntry.resolve``). A policy's destination is a repository without a tag (each
@@ -86,14 +94,16 @@ from shared.core.reference import (
 from shared.core.tagpolicy import PolicySyntaxError, TagPolicy, parse_policy
 from shared.errors import ConfigError, ManifestError, Problem
 
-__all__ = ["AllowList", "Entry", "ManifestResult", "PolicyEntry", "parse_manifest", "problem_total",
+__all__ = ["OVERWRITE", "AllowList", "Entry", "ManifestResult", "PolicyEntry", "parse_manifest", "problem_total",
            "registry_allowed"]
 
 ARROW = "=>"
 DEFAULT_TAG = "latest"
+OVERWRITE = "overwrite"  # the one line option: SOURCE [=> DESTINATION] (overwrite)
 MAX_ERRORS = 100  # errors listed; the rest are counted
 ALLOWLIST_SETTING = "SOURCE_REGISTRY_ALLOWLIST"
 _TRAILING_COMMENT = re.compile(r"\s#.*\Z", re.DOTALL)
+_OPTION = re.compile(r"\s\(([^(){}]*)\)\Z")  # a final " (word)", after the comment is removed
 _BOM = "\ufeff"
 _MORE = re.compile(r"\.\.\. and (\d+) more problems? not listed")
 
@@ -124,6 +134,7 @@ class Entry:
     target_tag: Optional[str]  # None: untagged import of source.digest
     policy: Optional[str] = None  # the tag policy this entry was resolved from, if any
     locked: bool = False  # source.digest is the digest images.lock locks (shared.core.lock.locked_entries)
+    overwrite: bool = False  # "(overwrite)": may replace a tag this manifest does not own (shared.core.ownership)
 
     def __post_init__(self) -> None:
         if self.target_tag is None and self.source.digest is None:
@@ -148,6 +159,7 @@ class Entry:
             "target_tag": self.target_tag,
             **({"policy": self.policy} if self.policy else {}),
             **({"locked": True} if self.locked else {}),
+            **({"overwrite": True} if self.overwrite else {}),
         }
 
 
@@ -159,15 +171,17 @@ class PolicyEntry:
     source: ImageReference  # no tag, no digest
     target_repository: str
     policy: TagPolicy
+    overwrite: bool = False  # "(overwrite)": every resolved tag may replace one this manifest does not own
 
     def to_dict(self) -> dict:
         return {"line": self.line, "source": str(self.source), "registry": self.source.registry,
                 "repository": self.source.repository, "policy": self.policy.text,
-                "target_repository": self.target_repository}
+                "target_repository": self.target_repository, **({"overwrite": True} if self.overwrite else {})}
 
     def resolve(self, tags) -> list[Entry]:
         """One entry per selected tag (newest first), each keeping its tag at the destination."""
-        return [Entry(self.line, replace(self.source, tag=tag), self.target_repository, tag, self.policy.text)
+        return [Entry(self.line, replace(self.source, tag=tag), self.target_repository, tag, self.policy.text,
+                      overwrite=self.overwrite)
                 for tag in self.policy.select(tags)]
 
 
@@ -336,9 +350,31 @@ def _split_policy(text: str, brace: int) -> tuple[str, str, str]:
 Parsed = Union[Entry, PolicyEntry]
 
 
+def _split_option(text: str) -> tuple[str, Optional[str], Optional[str]]:
+    """``... (overwrite)`` -> (``...``, ``"overwrite"``, None); (text, None, None) without an option;
+    (text, None, message) for an option that is not one. A ``(`` inside an unclosed tag policy's braces
+    is left to the policy parser."""
+    match = _OPTION.search(text)
+    if match is None:
+        return text, None, None
+    head = text[:match.start()]
+    if head.count("{") != head.count("}"):
+        return text, None, None
+    option = match.group(1).strip()
+    if option != OVERWRITE:
+        return text, None, f"unknown option ({option}); the only line option is ({OVERWRITE})"
+    if not head.strip():
+        return text, None, f"missing source image before ({OVERWRITE})"
+    return head.rstrip(), option, None
+
+
 def _parse_line(number: int, text: str) -> tuple[Optional[Parsed], Optional[str]]:
     """Parse one non-blank, non-comment line; return (entry, None) or (None, message)."""
     text = _TRAILING_COMMENT.sub("", text).strip()
+    text, option, problem = _split_option(text)
+    if problem:
+        return None, problem
+    overwrite = option == OVERWRITE
     policy: Optional[TagPolicy] = None
     brace = text.find("{")
     if brace != -1 and (text.find(ARROW) == -1 or brace < text.find(ARROW)):
@@ -384,11 +420,14 @@ def _parse_line(number: int, text: str) -> tuple[Optional[Parsed], Optional[str]
         if tag is not None:
             return None, (f"destination {dest_text!r} of a tag policy must not have a tag: each "
                           "resolved tag keeps its name")
-        return PolicyEntry(number, source, repository, policy), None
+        return PolicyEntry(number, source, repository, policy, overwrite), None
 
     if tag is None:
         tag = source.tag if source.tag is not None else (None if source.digest else DEFAULT_TAG)
-    return Entry(number, source, repository, tag), None
+    if overwrite and tag is None:
+        return None, (f"({OVERWRITE}) on an untagged import: {source} writes no tag at the destination, "
+                      "so there is nothing to overwrite")
+    return Entry(number, source, repository, tag, overwrite=overwrite), None
 
 
 def _pull_reference(ref: ImageReference) -> ImageReference:

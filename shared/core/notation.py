@@ -298,7 +298,8 @@ def _certificates(raw: Any, what: str, decode) -> tuple[x509.Certificate, ...]:
             certificate = x509.load_der_x509_certificate(decode(item))
             # cryptography reads these lazily; read them now so a damaged certificate fails here, once
             certificate.public_key(), certificate.extensions, certificate.subject, certificate.issuer
-        except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm, x509.DuplicateExtension) as e:
+        except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm, x509.DuplicateExtension,
+                x509.InvalidVersion) as e:  # InvalidVersion: a version field other than v1/v3
             raise _Failed(f"{what}[{n}] is not a readable DER X.509 certificate ({_first_line(e)})") from None
         out.append(certificate)
     return tuple(out)

@@ -12,7 +12,9 @@ Shape (snake_case throughout, like ``manifest check --json``)::
 
 An entry resolved from a tag policy carries ``"policy"`` (the policy's text) next to its line; a locked
 entry whose source tag moved upstream carries ``"drift": {"locked", "upstream"}`` (it imports the locked
-digest; the drift is for review, ``airlock lock --update``).
+digest; the drift is for review, ``airlock lock --update``). An entry that would replace a tag its manifest does
+not own (``shared.core.ownership``) is ``"action": "error"``, ``"result": "failed"`` with ``error.code``
+``TagConflict`` (not retryable), its ``previous_target_digest`` the tag's current digest.
 """
 from __future__ import annotations
 

@@ -43,9 +43,9 @@ way. It is YAML (JSON, being YAML, works too)::
   and rules that trigger each other in a loop (A pushes what B watches, B pushes what A
   watches, through any number of rules). An output tag is compared with ``when.tag`` when it
   is a literal; a templated tag (``{{.Run.ID}}``) or a task output may have any tag.
-* At runtime, :func:`chain_allows` cuts whatever the static check cannot see: a rule never
-  fires for an image whose chain of producing rules already contains it, and chains stop at
-  :data:`MAX_CHAIN` rules.
+* At runtime, :func:`chain_cut` cuts whatever the static check cannot see: a rule never fires
+  for an image whose chain of producing rules (that of the run whose output images hold it, not
+  what rules declare: ``shared.handlers.rules``) contains it; chains stop at ``BUILD_RULE_MAX_CHAIN``.
 
 Validation is all-or-nothing and reports every problem as a ``Problem`` with the 1-based
 ``line`` (of the key, or of the list item, it is about) and a ``field`` path such as
@@ -85,6 +85,7 @@ __all__ = [
     "Rule",
     "RuleSet",
     "chain_allows",
+    "chain_cut",
     "parse_rules",
 ]
 
@@ -163,13 +164,22 @@ class RuleSet:
         return {"content_hash": self.content_hash, "rules": [r.to_dict() for r in self.rules]}
 
 
-def chain_allows(chain: Sequence[str], rule_name: str) -> bool:
-    """May ``rule_name`` fire for an image produced by the rules in ``chain`` (oldest first)?
+def chain_cut(chain: Sequence[str], rule_name: str, max_chain: int = MAX_CHAIN) -> Optional[str]:
+    """Why ``rule_name`` may not fire for an image pushed by a build of the rules in ``chain`` (oldest
+    first), None when it may: it is in the chain already (the loop), or the chain holds ``max_chain``."""
+    if max_chain < 1:
+        raise ValueError(f"max_chain must be at least 1, got {max_chain}")
+    shown = " -> ".join(chain)
+    if rule_name in chain:
+        return f"{rule_name} already produced this image (chain {shown})"
+    if len(chain) >= max_chain:
+        return f"the chain {shown} reached its limit of {max_chain} rule{'s' if max_chain != 1 else ''}"
+    return None
 
-    No if the rule is already in the chain (it would rebuild its own ancestry) or the chain
-    already holds :data:`MAX_CHAIN` rules.
-    """
-    return rule_name not in chain and len(chain) < MAX_CHAIN
+
+def chain_allows(chain: Sequence[str], rule_name: str, max_chain: int = MAX_CHAIN) -> bool:
+    """May ``rule_name`` fire for an image produced by the rules in ``chain``? (see :func:`chain_cut`)"""
+    return chain_cut(chain, rule_name, max_chain) is None
 
 
 # --- locating problems and reading the YAML (shared.core.yamlfile) ----------------------------

@@ -707,7 +707,7 @@ def _cosign_keyless(candidate: CosignSignature, requirement: Keyless, trust: Opt
 
     try:
         cert = x509.load_pem_x509_certificate(candidate.certificate_pem.encode())
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion: a version other than v1/v3
         raise _Refused(f"certificate annotation is not a PEM certificate ({exc})") from None
     integrated, body = _verify_rekor_set(trust, candidate.rekor_bundle)
     signed_at = datetime.fromtimestamp(integrated, tz=timezone.utc)

@@ -1027,7 +1027,8 @@ class _Checker:
                     certificate = x509.load_der_x509_certificate(_pem_der(block))
                     public_key = certificate.public_key()
                     certificate.extensions  # read lazily by cryptography: a damaged one fails here
-                except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension) as e:
+                except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension,
+                        x509.InvalidVersion) as e:
                     self.error(where(j), f"{which} is not a valid X.509 certificate: {_first_line(e)}")
                     ok = False
                     continue

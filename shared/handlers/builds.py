@@ -8,8 +8,12 @@ forever, and only then is the run scheduled.
 Records in ``OUTCOMES_CONTAINER``:
 
     builds/<run id>.json                   a build queued through acr-airlock: trigger, pool,
-                                           request (secret values as ***), status transitions
+                                           request (secret values as ***), the repositories it
+                                           will push to as far as known (``outputs``;
+                                           ``outputs_known`` false: a task whose steps are not
+                                           visible, which may push anywhere), status transitions
                                            as observed, timings, output images with digests
+                                           (the run's ``outputImages``: what it really pushed)
     scaling/<yyyy>/<mm>/<dd>/<time>-<pool>.json   every scale action (for a build, by the timer,
                                            or asked for with ``pool scale``)
     pools/<pool>.json                      the idle timer's memory: idle since, last decision
@@ -71,6 +75,7 @@ class Target:
     pool: Optional[PoolInfo]         # the pool the run will use; None: shared compute (a task without one)
     request_pool: Optional[str]      # agentPoolName put into the run request
     outputs: tuple[str, ...]         # repositories the build pushes to, as far as known
+    outputs_known: bool = True       # False: a task whose steps are not visible may push anywhere
 
 
 def resolve_target(services, spec, *, outputs: tuple[str, ...] = ()) -> Target:
@@ -80,14 +85,15 @@ def resolve_target(services, spec, *, outputs: tuple[str, ...] = ()) -> Target:
         task = _must_exist(lambda: tasks.task(spec.task), "/task", "TaskNotFound")
         pool_name, request_pool = spec.agent_pool or task.agent_pool, spec.agent_pool
         known = tuple(dict.fromkeys(task.repositories + tuple(outputs)))
+        complete = task.pushes_known  # declared outputs are a claim; only a Docker step's imageNames are a fact
     else:
         pool_name = request_pool = spec.agent_pool or services.settings.build_default_pool
         if not pool_name:
             raise ValidationError("no agent pool for the build", [Problem(
                 "name an agent pool in agent_pool, or set BUILD_DEFAULT_AGENT_POOL", field="/agent_pool")])
-        known = spec.outputs
+        known, complete = spec.outputs, True
     pool = _must_exist(lambda: tasks.pool(pool_name), "/agent_pool", "AgentPoolNotFound") if pool_name else None
-    return Target(pool, request_pool, known)
+    return Target(pool, request_pool, known, complete)
 
 
 def _must_exist(fetch: Callable, field: str, code: str):
@@ -141,7 +147,8 @@ def _scrubbed(exc: AirlockError, secrets: tuple[str, ...]) -> AirlockError:
 def _record(**fields) -> dict:
     """A build record: every key present, so readers never meet a half-shaped document."""
     return {"run_id": None, "kind": "build", "build_kind": None, "trigger": None, "origin": None,
-            "registry": None, "agent_pool": None, "task": None, "request": None, "outputs": [], "scaling": None,
+            "registry": None, "agent_pool": None, "task": None, "request": None, "outputs": [],
+            "outputs_known": None, "scaling": None,
             "status": None, "transitions": [], "created_at": None, "started_at": None, "finished_at": None,
             "queued_seconds": None, "duration_seconds": None, "output_images": [], "error": None,
             "cancel_requested_at": None, **fields}
@@ -152,7 +159,8 @@ def _new_record(services, spec, run, target: Target, trigger: str, origin: Optio
     created = _iso(run.created or _now())
     return _record(run_id=run.run_id, build_kind=spec.kind, trigger=trigger, origin=origin,
                    registry=services.settings.registry_name, agent_pool=target.pool.name if target.pool else None,
-                   task=spec.task, request=spec.redacted(), outputs=list(target.outputs), scaling=scaling,
+                   task=spec.task, request=spec.redacted(), outputs=list(target.outputs),
+                   outputs_known=target.outputs_known, scaling=scaling,
                    status=run.status, transitions=[{"status": run.status, "at": created}], created_at=created)
 
 

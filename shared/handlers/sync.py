@@ -3,6 +3,12 @@
 Data flows one way: the core parses and decides (``shared.core``), the adapters act
 (``shared.adapters``), and this module orchestrates them and reports progress. It does not read
 settings from the environment nor construct clients; ``shared.services.Services`` brings both.
+
+Tag ownership (``shared.core.ownership``): an engine given an ``owner`` (the manifest's name) plans an
+update of a tag that manifest does not own as a ``TagConflict`` error (one record read per update),
+claims a tag just before importing it (ETag-conditional; refused when another manifest claimed it since
+the plan) and adopts unchanged tags that have no record. Without an owner (lock building) none of this
+applies; every path that imports passes one.
 """
 from __future__ import annotations
 
@@ -23,10 +29,12 @@ from ..core.manifest import Entry, ManifestResult, PolicyEntry, parse_manifest
 from ..core.tagpolicy import MAX_TAGS_SCANNED
 from ..core.outcome import (RESULT_FAILED, RESULT_IMPORTED, RESULT_PLANNED, RESULT_UNCHANGED, EntryOutcome,
                             RunRecord, redact)
+from ..core.ownership import TAG_CONFLICT, adopts, check_update
 from ..core.plan import Action, Plan, PlanItem, decide, drift, import_mode
 from ..errors import AirlockError, TransientError, UpstreamError
 from ..telemetry import ContextThreadPoolExecutor as ThreadPoolExecutor  # pools see the run (log run id, spans)
 from ..telemetry import traced_import, traced_plan, traced_run
+from . import ownership
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +70,12 @@ def _plan_failure(item: PlanItem, retryable: bool) -> EntryOutcome:
 
 
 class SyncEngine:
-    def __init__(self, services, *, before_import: Optional[Callable[[PlanItem], None]] = None):
+    def __init__(self, services, *, before_import: Optional[Callable[[PlanItem], None]] = None,
+                 owner: Optional[str] = None, run_id: Optional[str] = None):
         self.services = services
         self.before_import = before_import  # e.g. a "started" checkpoint (handlers.runs)
+        self.owner = owner    # the manifest whose tags this engine writes (tag ownership); None: no checks
+        self.run_id = run_id  # named in the ownership records it writes
         self.settings = services.settings
         self._dockerhub_remaining: Optional[int] = None
         self._lock = threading.Lock()
@@ -219,12 +230,27 @@ class SyncEngine:
                     what=f"ACR manifest {entry.target_repository}@{source.digest}")
                 target = source.digest if present else None
             item = decide(entry, source.digest, target)
+            item = self._check_owner(item)
             return replace(item, drift=moved) if moved else item
         except AirlockError as exc:
             if isinstance(exc, TransientError):
                 with self._lock:
                     self._transient_lines.add(entry.line)
             return decide(entry, None, None, error=self._describe(exc))
+
+    def _check_owner(self, item: PlanItem) -> PlanItem:
+        """An update of a tag this engine's manifest does not own becomes a TagConflict error (one record
+        read). A record that cannot be read leaves the update planned: the claim before the import decides."""
+        if not self.owner or item.action is not Action.UPDATE or item.entry.overwrite:
+            return item
+        entry = item.entry
+        try:
+            record = ownership.record(self.services, entry.target_repository, entry.target_tag)
+        except Exception as exc:  # noqa: BLE001 - storage failure: the import-time claim still guards the tag
+            log.warning("could not read the owner of %s (%s); the claim before its import decides",
+                        entry.target, type(exc).__name__)
+            return item
+        return check_update(item, record, self.owner)
 
     def _upstream_tag(self, entry):
         """The source tag's digest now (None when the tag is gone upstream: that is drift too)."""
@@ -258,6 +284,7 @@ class SyncEngine:
                 outcomes[index] = _plan_failure(item, item.entry.line in self._transient_lines)
             else:
                 todo.append(index)
+        self._adopt([item for item in plan.items if adopts(item)])
         total = len(todo)
         if todo:
             with ThreadPoolExecutor(max_workers=min(self.settings.concurrency, total),
@@ -270,25 +297,65 @@ class SyncEngine:
                         progress("failed" if outcome.failed else "imported", done, total, outcome)
         return [outcomes[i] for i in range(len(plan.items))]
 
+    def _adopt(self, items: list[PlanItem]) -> None:
+        """Unchanged tags without an ownership record become this manifest's (one create-once write each, in
+        parallel). Best effort: a tag not adopted now is adopted by the next run that finds it unchanged."""
+        if not self.owner or not items:
+            return
+
+        def one(item: PlanItem) -> None:
+            try:
+                ownership.adopt(self.services, item, self.owner, self.run_id)
+            except Exception as exc:  # noqa: BLE001 - logged; the next run adopts it
+                log.warning("could not adopt %s for %s (%s)", item.entry.target, self.owner, type(exc).__name__)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.settings.plan_concurrency, len(items))),
+                                thread_name_prefix="adopt") as pool:
+            list(pool.map(one, items))
+
     def _import_request(self, item: PlanItem) -> ImportRequest:
+        """The importImage call for a planned entry. A source registry that is an ACR
+        (SOURCE_ACR_RESOURCE_IDS) is named by resource id, with no address and no credentials: ACR reads
+        it with the app's identity. Any other source is named by its address (its mirror, if any), with
+        its credentials (SOURCE_REGISTRY_CREDENTIALS, DOCKERHUB_* for docker.io) when it has some."""
         entry = item.entry
         source = entry.source
+        targets = dict(target_tags=[f"{entry.target_repository}:{entry.target_tag}"] if entry.target_tag else [],
+                       untagged_repositories=[] if entry.target_tag else [entry.target_repository],
+                       mode=import_mode(item.action),
+                       # import exactly the digest that was planned, even if the source tag moved since
+                       source_image=f"{source.repository}@{item.source_digest}")
+        resource_id = self.services.acr_source_for(source.registry)
+        if resource_id:
+            return ImportRequest(registry_uri=None, resource_id=resource_id, **targets)
         creds = self.services.credentials_for(source.registry)
-        return ImportRequest(
-            registry_uri=self.settings.endpoint_for(source.registry),
-            # import exactly the digest that was planned, even if the source tag moved since
-            source_image=f"{source.repository}@{item.source_digest}",
-            target_tags=[f"{entry.target_repository}:{entry.target_tag}"] if entry.target_tag else [],
-            untagged_repositories=[] if entry.target_tag else [entry.target_repository],
-            mode=import_mode(item.action),
-            username=creds[0] if creds else None,
-            password=creds[1] if creds else None,
-        )
+        return ImportRequest(registry_uri=self.settings.endpoint_for(source.registry),
+                             username=creds[0] if creds else None, password=creds[1] if creds else None, **targets)
 
     @traced_import
     def _import_one(self, item: PlanItem) -> EntryOutcome:
-        entry = item.entry
+        """Claim the tag for this engine's manifest (ETag-conditional; refused when another manifest claimed it
+        since the plan: then nothing is imported), import, and give a new tag's claim back when the import
+        failed (so a tag pushed by someone else meanwhile, which NoForce kept, is not left owned by us)."""
         started = time.monotonic()
+        try:
+            claim = ownership.claim(self.services, item, self.owner, self.run_id) if self.owner else None
+        except AirlockError as exc:  # the record kept changing under it: nothing imported, try again
+            return EntryOutcome(item, RESULT_FAILED, 0, time.monotonic() - started, exc.code, exc.message,
+                                retryable=isinstance(exc, TransientError))
+        if claim is not None and claim.refusal is not None:
+            log.warning("%s: not imported: %s", item.entry.target, claim.refusal)
+            return EntryOutcome(item, RESULT_FAILED, 0, time.monotonic() - started, TAG_CONFLICT, claim.refusal)
+        outcome = self._import_claimed(item, started)
+        if outcome.failed and claim is not None and item.action is Action.NEW:
+            try:
+                ownership.release(self.services, item, claim)
+            except Exception as exc:  # noqa: BLE001 - the import's own failure is what is reported
+                log.warning("could not give back the claim on %s (%s)", item.entry.target, type(exc).__name__)
+        return outcome
+
+    def _import_claimed(self, item: PlanItem, started: float) -> EntryOutcome:
+        entry = item.entry
         deadline = started + self.settings.import_timeout
         attempts = Attempts()
         acr = self.services.acr
@@ -364,6 +431,8 @@ class SyncEngine:
                            manifest_name=name, manifest_sha256=manifest.content_hash,
                            registry=self.settings.registry_name, started_at=_now(),
                            entry_count=len(manifest.entries))
+        self.owner = self.owner or name  # the tags it writes are this manifest's
+        self.run_id = self.run_id or record.run_id
         record.warnings = [p.to_dict() for p in manifest.warnings]
         record.lock = None if manifest.lock is None else {
             "sha256": manifest.lock.content_hash, "fingerprint": manifest.lock.manifest,

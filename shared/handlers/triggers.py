@@ -236,18 +236,24 @@ def on_pool_timer(services, *, past_due: bool = False) -> list[dict]:
 
 
 def _self_heal(services, event: AcrEvent) -> list[dict]:
+    """One re-import run per manifest that mirrors the deleted image: the tags it restores stay that
+    manifest's (tag ownership), so the run is queued with the manifest as ``owner``."""
     entries = mirrored_entries(services, event.repository, event.tag)
     if not entries:
         return []
-    lines = "".join(f"{e.source} => {e.target_repository}" + (f":{e.target_tag}" if e.target_tag else "") + "\n"
-                    for _, e in entries)
     names = sorted({n for n, _ in entries})
     log.info("%s was deleted; re-importing %d mirrored entr(ies) from %s", event.repository, len(entries),
              ", ".join(names))
-    document = queue_run(services, lines, name=f"self-heal:{','.join(names)}", trigger="event",
-                         lock=_heal_lock(services, lines, [e for _, e in entries]))
-    return [{"action": "reimport", "run_id": document["run_id"], "status": document["status"],
-             "targets": [e.target for _, e in entries]}]
+    actions = []
+    for name in names:
+        mine = [e for n, e in entries if n == name]
+        lines = "".join(f"{e.source} => {e.target_repository}" + (f":{e.target_tag}" if e.target_tag else "")
+                        + "\n" for e in mine)
+        document = queue_run(services, lines, name=f"self-heal:{name}", trigger="event", owner=name,
+                             lock=_heal_lock(services, lines, mine))
+        actions.append({"action": "reimport", "run_id": document["run_id"], "status": document["status"],
+                        "manifest": name, "targets": [e.target for e in mine]})
+    return actions
 
 
 def _heal_lock(services, lines: str, entries: list[Entry]) -> Optional[bytes]:

@@ -288,6 +288,12 @@ FUNCTIONS = {
     "items": lambda obj: [{"key": k, "value": v} for k, v in obj.items()],
     "toObject": lambda items, k, v=None: {k(x): (v(x) if v else x) for x in items},
     "objectKeys": lambda obj: list(obj),
+    "trim": lambda v: v.strip(),
+    "join": lambda items, sep: sep.join(items),
+    "replace": lambda v, old, new: v.replace(old, new),
+    "last": lambda v: v[-1],
+    "json": lambda v: __import__("json").loads(v),
+    "base64ToString": lambda v: __import__("base64").b64decode(v).decode("utf-8"),
 }
 
 

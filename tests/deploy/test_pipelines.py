@@ -130,8 +130,8 @@ def test_smoke_script_waits_with_a_command_that_exists():
 def test_github_workflow_triggers_and_oidc():
     workflow = load(GITHUB)
     on = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
-    assert on["pull_request"]["paths"] == ["images.txt"]
-    assert on["push"]["paths"] == ["images.txt"] and on["push"]["branches"] == ["main"]
+    assert on["pull_request"]["paths"] == ["images.txt", "images.lock"]
+    assert on["push"]["paths"] == ["images.txt", "images.lock"] and on["push"]["branches"] == ["main"]
     assert workflow["permissions"]["id-token"] == "write"
     logins = [step for job in workflow["jobs"].values() for step in job["steps"]
               if str(step.get("uses", "")).startswith("azure/login@")]
@@ -141,8 +141,9 @@ def test_github_workflow_triggers_and_oidc():
     jobs = workflow["jobs"]
     assert jobs["plan"]["if"] == "github.event_name == 'pull_request'"
     assert jobs["import"]["if"] == "github.event_name == 'push'"
-    [upload] = uploads(GITHUB)
-    assert "--auth-mode login" in upload and "--name images.txt" in upload
+    lock, manifest = uploads(GITHUB)  # the lock first: the manifest's upload is the run, with the lock beside it
+    assert "--auth-mode login" in lock and "--name images.lock" in lock
+    assert "--auth-mode login" in manifest and "--name images.txt" in manifest
     assert "$GITHUB_STEP_SUMMARY" in "\n".join(scripts(jobs["plan"]))
     assert "secrets." not in GITHUB.read_text()
 
@@ -188,15 +189,16 @@ def test_every_oidc_subject_the_workflow_presents_has_its_federated_credential_d
 
 def test_azure_devops_pipeline_triggers_and_federated_sign_in():
     pipeline = load(DEVOPS)
-    assert pipeline["trigger"]["paths"]["include"] == ["images.txt"]
-    assert pipeline["pr"]["paths"]["include"] == ["images.txt"]
+    assert pipeline["trigger"]["paths"]["include"] == ["images.txt", "images.lock"]
+    assert pipeline["pr"]["paths"]["include"] == ["images.txt", "images.lock"]
     plan, imports = pipeline["stages"]
     assert "PullRequest" in plan["condition"] and "ne(variables['Build.Reason'], 'PullRequest')" in imports["condition"]
     tasks = [step for stage in pipeline["stages"] for job in stage["jobs"] for step in job["steps"]
              if str(step.get("task", "")).startswith("AzureCLI@")]
     assert tasks and all(t["inputs"]["azureSubscription"] == "${{ variables.serviceConnection }}" for t in tasks)
-    [upload] = uploads(DEVOPS)
-    assert "--auth-mode login" in upload
+    lock, manifest = uploads(DEVOPS)
+    assert "--auth-mode login" in lock and "--name images.lock" in lock
+    assert "--auth-mode login" in manifest and "--name images.txt" in manifest
     assert "task.uploadsummary" in DEVOPS.read_text()
 
 

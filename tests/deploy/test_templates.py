@@ -624,3 +624,92 @@ def test_azure_yaml_and_parameters():
     assert {name for name, (_, default) in declared.items() if default is None} <= set(given)
     ignored = (ROOT / ".funcignore").read_text().split()
     assert {"infra", "pipelines", "azure.yaml", "tests"} <= set(ignored)
+
+
+# -- private source registries (issue 20, #16) ------------------------------------------------------
+
+SECRETS_URI = "https://kv-test.vault.azure.net/secrets/"
+
+
+def registry_app_settings(credentials: dict, acrs: str = "") -> dict[str, str]:
+    """The settings main.bicep gives the app for sourceRegistryCredentials (the JSON object, base64 as
+    azd passes it) and sourceAcrResourceIds: SOURCE_REGISTRY_CREDENTIALS, SOURCE_ACR_RESOURCE_IDS and
+    registrySettings, evaluated."""
+    import base64
+
+    values = {"sourceRegistryCredentials": base64.b64encode(json.dumps(credentials).encode()).decode()
+              if credentials else "", "sourceAcrResourceIds": acrs,
+              "keyVault": {"outputs": {"secretsUri": SECRETS_URI}}}
+    scope = bicep.Scope(MAIN, values)
+    settings = app_settings()
+    fixed = {name: bicep.evaluate(settings[name], scope)
+             for name in ("SOURCE_REGISTRY_CREDENTIALS", "SOURCE_ACR_RESOURCE_IDS")}
+    return {**fixed, **bicep.evaluate(bicep.var(MAIN, "registrySettings"), scope)}
+
+
+def stored_registry_secrets(credentials: dict) -> dict[str, str]:
+    """What app/keyvault.bicep stores for registryCredentials: secret name -> value."""
+    vault = bicep.read(INFRA / "app" / "keyvault.bicep")
+    [loop] = [b for b in bicep.blocks(vault) if b.symbol == "registryPasswords"]
+    assert loop.body.lstrip().startswith("[for c in items(registryCredentials):")
+    body = bicep.entries(bicep.balanced(loop.body, loop.body.index("{")))
+    stored = {}
+    for item in bicep.FUNCTIONS["items"](credentials):
+        scope = bicep.Scope(vault, {"c": item})
+        stored[bicep.evaluate(body["name"], scope)] = bicep.evaluate(bicep.entries(body["properties"])["value"], scope)
+    return stored
+
+
+def test_source_registry_passwords_reach_the_app_only_through_key_vault():
+    """The template's settings, read by shared/config.py once the platform resolved each Key Vault reference
+    to the secret app/keyvault.bicep stored: every registry gets its own user and password."""
+    from shared.config import Settings
+
+    credentials = {"GHCR": {"registry": "ghcr.io", "username": "bot", "password": "pw-ghcr-1"},
+                   "EXAMPLE2": {"registry": "registry.example.com:5000", "username": "puller", "password": "pw-ex-2"}}
+    settings = registry_app_settings(credentials)
+    assert settings["SOURCE_REGISTRY_CREDENTIALS"] == "ghcr.io=GHCR,registry.example.com:5000=EXAMPLE2"
+    assert settings["REGISTRY_GHCR_USERNAME"] == "bot"
+    references = {k: v for k, v in settings.items() if k.endswith("_PASSWORD")}
+    assert set(references) == {"REGISTRY_GHCR_PASSWORD", "REGISTRY_EXAMPLE2_PASSWORD"}
+    secrets = stored_registry_secrets(credentials)
+    resolved = {}
+    for name, reference in references.items():
+        match = re.fullmatch(r"@Microsoft\.KeyVault\(SecretUri=(\S+)\)", reference)
+        assert match and match.group(1).startswith(SECRETS_URI), reference  # never the password itself
+        resolved[name] = secrets[match.group(1)[len(SECRETS_URI):]]  # the platform resolves the reference
+    app = Settings.from_env({"AZURE_SUBSCRIPTION_ID": "s", "ACR_RESOURCE_GROUP": "g", "ACR_NAME": "a",
+                             "AzureWebJobsStorage": "UseDevelopmentStorage=true", **settings, **resolved})
+    assert app.credentials_for("ghcr.io") == ("bot", "pw-ghcr-1")
+    assert app.credentials_for("registry.example.com:5000") == ("puller", "pw-ex-2")
+    # none by default: no settings, no secrets
+    assert registry_app_settings({}) == {"SOURCE_REGISTRY_CREDENTIALS": "", "SOURCE_ACR_RESOURCE_IDS": ""}
+    # the password appears nowhere else in main.bicep, and the parameters are secure
+    assert "password" not in bicep.var(MAIN, "registrySettings").replace("-password", "")
+    assert "@secure" in bicep.decorators((INFRA / "main.bicep").read_text(), "sourceRegistryCredentials")
+    assert "@secure" in bicep.decorators((INFRA / "app" / "keyvault.bicep").read_text(), "registryCredentials")
+    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert given["sourceRegistryCredentials"]["value"] == "${SOURCE_REGISTRY_CREDENTIALS_B64=}"
+    app_module = next(b for b in bicep.blocks(MAIN) if b.symbol == "app")
+    assert bicep.entries(bicep.find_key(app_module.body, "params")[0])["appSettings"] == \
+        "union(appSettings, secretSettings, registrySettings)"
+
+
+def test_source_acrs_get_the_import_role_and_the_setting():
+    ids = ["/subscriptions/1111/resourceGroups/src-rg/providers/Microsoft.ContainerRegistry/registries/shared",
+           "/subscriptions/2222/resourceGroups/other/providers/Microsoft.ContainerRegistry/registries/base"]
+    acrs = f"shared.azurecr.io={ids[0]}, base.azurecr.io={ids[1]}"
+    assert registry_app_settings({}, acrs)["SOURCE_ACR_RESOURCE_IDS"] == acrs
+    assert bicep.evaluate(bicep.var(MAIN, "sourceAcrIds"), bicep.Scope(MAIN, {"sourceAcrResourceIds": acrs})) == ids
+    assert bicep.evaluate(bicep.var(MAIN, "sourceAcrIds"), bicep.Scope(MAIN, {"sourceAcrResourceIds": ""})) == []
+    [module] = [b for b in bicep.blocks(MAIN) if b.symbol == "sourceAcrAccess"]
+    assert module.target == "app/registry-source-access.bicep"
+    assert module.body.lstrip().startswith("[for id in sourceAcrIds:")
+    assert "scope: resourceGroup(split(id, '/')[2], split(id, '/')[4])" in module.body  # its subscription and group
+    access = bicep.read(INFRA / "app" / "registry-source-access.bicep")
+    [grant] = [b for b in bicep.blocks(access) if b.target == "Microsoft.Authorization/roleAssignments"]
+    properties = bicep.entries(bicep.find_key(grant.body, "properties")[0])
+    assert "containerRegistryDataImporterAndDataReader" in properties["roleDefinitionId"]
+    assert properties["principalId"] == "appPrincipalId" and properties["principalType"] == "'ServicePrincipal'"
+    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert given["sourceAcrResourceIds"]["value"] == "${SOURCE_ACR_RESOURCE_IDS=}"

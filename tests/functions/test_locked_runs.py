@@ -159,7 +159,7 @@ def test_self_heal_of_a_locked_tag_restores_the_locked_digest(env, stack, functi
         id=event["id"], data=event["data"], topic=event["topic"], subject=event["subject"],
         event_type=event["eventType"], event_time=datetime.now(timezone.utc), data_version="1.0"))
     queue_host.drain()
-    [heal] = [r for r in _all_records() if r["trigger"] == "event" and r["entries"]
+    [heal] = [r for r in _all_records() if r.get("trigger") == "event" and r.get("entries")
               and r["entries"][0]["target"] == f"{prefix}/app:2.0"]
     assert heal["status"] == "succeeded" and heal["manifest"]["lock"] is not None
     assert heal["entries"][0]["source_digest"] == locked and heal["entries"][0]["drift"]["locked"] == locked

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -494,3 +495,160 @@ def test_a_transient_failure_during_a_rule_lets_event_grid_deliver_again(stack, 
     [action] = on_registry_event(services, event)["actions"]  # the redelivery
     assert action["action"] == "queued"
     handler.cancel_build(services, action["run_id"])
+
+
+# -- the chain follows what builds pushed (issue 20, #15) ------------------------------------------------------
+
+def create_encoded_task(services, stack, pool: str, image: str, **values: str) -> str:
+    """A multi-step task (EncodedTask): its steps, and so what it pushes, are not visible to the app."""
+    import base64
+
+    s = services.settings
+    name = f"itask-{uuid.uuid4().hex[:8]}"
+    yaml_text = f"version: v1.1.0\nsteps:\n  - build: -t $Registry/{image} .\n  - push: [\"$Registry/{image}\"]\n"
+    body = {"location": stack.location, "properties": {
+        "platform": {"os": "Linux"}, "agentPoolName": pool,
+        "step": {"type": "EncodedTask", "encodedTaskContent": base64.b64encode(yaml_text.encode()).decode(),
+                 "values": [{"name": k, "value": v, "isSecret": False} for k, v in values.items()]}}}
+    services.clients.tasks_mgmt.tasks.create(s.resource_group, s.registry_name, name, body)
+    return name
+
+
+def loop_rule(prefix: str, task: str) -> str:
+    """The field report's rule: it watches library/nginx 1.27* and declares only another repository."""
+    return (f"rules:\n  - name: nginx-loop\n    when: {{repository: \"{prefix}/nginx\", tag: \"1.27*\"}}\n"
+            f"    task: {{task: {task}}}\n    outputs: [\"{prefix}/other\"]\n")
+
+
+def push_event_of(stack, image: dict) -> dict:
+    """The emulator's ImagePushed event for an output image of a run."""
+    return stack.emulator.events.wait_for(
+        lambda e: e["eventType"].endswith("ImagePushed") and e["data"]["target"].get("repository") == image[
+            "repository"] and e["data"]["target"].get("tag") == image["tag"]
+        and e["data"]["target"].get("digest") == image["digest"], timeout=30)
+
+
+def rule_builds_of(services, rule: str, prefix: str) -> list[str]:
+    """The rule's builds fired by pushes under ``prefix`` (the outcomes container is shared by tests)."""
+    names = services.store.list_names(services.settings.outcomes_container, "builds/")
+    origins = [(n, stored(services, n).get("origin") or {}) for n in names]
+    return [n for n, o in origins if o.get("rule") == rule and o.get("repository", "").startswith(f"{prefix}/")]
+
+
+def test_a_task_pushing_a_repository_it_does_not_declare_does_not_rebuild_itself(stack, services, pool_at_zero,
+                                                                                 prefix):
+    """The field defect: a task pushing <p>/nginx:1.27-loop under a rule that watches <p>/nginx 1.27* and
+    declares only <p>/other rebuilt itself until cancelled. The chain now follows the run's output images."""
+    task = create_encoded_task(services, stack, pool_at_zero, f"{prefix}/nginx:1.27-loop")
+    upload_rules(services, loop_rule(prefix, task))
+    [first] = on_registry_event(services, pushed(f"{prefix}/nginx", "1.27", fake_digest()))["actions"]
+    assert first["action"] == "queued" and first["chain"] == ["nginx-loop"]
+    final = handler.follow_build(services, first["run_id"], poll_seconds=0.1, timeout=60)
+    assert final["status"] == "Succeeded"
+    [image] = final["output_images"]
+    assert (image["repository"], image["tag"]) == (f"{prefix}/nginx", "1.27-loop")  # not what the rule declared
+
+    event = push_event_of(stack, image)
+    record = on_registry_event(services, event)
+    [cut] = record["actions"]
+    assert cut["action"] == "cut" and cut["rule"] == "nginx-loop" and cut["chain"] == ["nginx-loop"]
+    assert cut["pushed_by"] == first["run_id"]
+    assert "nginx-loop already produced this image" in cut["reason"] and first["run_id"] in cut["reason"]
+    saved = next(stored(services, n) for n in services.store.list_names(services.settings.outcomes_container,
+                                                                        "events/") if event["id"] in n)
+    assert saved["actions"] == record["actions"]  # recorded, with the reason
+    assert rule_builds_of(services, "nginx-loop", prefix) == [f"builds/{first['run_id']}.json"]  # no second build
+    assert stored(services, f"builds/{first['run_id']}.json")["outputs_known"] is False  # its steps are not visible
+    # what the build pushed is indexed by digest; the build is no longer tracked as running
+    outputs = stored(services, f"rule-outputs/{image['digest'].replace(':', '-')}.json")
+    assert outputs["run_id"] == first["run_id"] and outputs["chain"] == ["nginx-loop"]
+    assert services.store.get_json(services.settings.outcomes_container, f"rule-builds/{first['run_id']}.json") is None
+    # the same event delivered again (Event Grid retries) is a duplicate; another digest pushed by someone else fires
+    assert on_registry_event(services, event)["status"] == "duplicate"
+    [fresh] = on_registry_event(services, pushed(f"{prefix}/nginx", "1.27.1", fake_digest()))["actions"]
+    assert fresh["action"] == "queued" and fresh["chain"] == ["nginx-loop"]
+    handler.cancel_build(services, fresh["run_id"])
+
+
+DEPTH = """\
+rules:
+  - name: one
+    when: {{repository: "{p}/base"}}
+    build: {{source_location: "{git}", image_names: ["{p}/one:v1"], agent_pool: {pool}}}
+  - name: two
+    when: {{repository: "{p}/one"}}
+    build: {{source_location: "{git}", image_names: ["{p}/two:v1"], agent_pool: {pool}}}
+  - name: three
+    when: {{repository: "{p}/two"}}
+    build: {{source_location: "{git}", image_names: ["{p}/three:v1"], agent_pool: {pool}}}
+"""
+
+
+def test_a_chain_stops_at_the_configured_depth(stack, prefix):
+    services = make_services(stack, BUILD_RULE_MAX_CHAIN="2")
+    pool = create_pool(services, stack, 1)
+    upload_rules(services, DEPTH.format(p=prefix, git=GIT, pool=pool))
+    [one] = on_registry_event(services, pushed(f"{prefix}/base", "v1", fake_digest()))["actions"]
+    assert one["action"] == "queued" and one["chain"] == ["one"]
+    [image] = handler.follow_build(services, one["run_id"], poll_seconds=0.1, timeout=60)["output_images"]
+    [two] = on_registry_event(services, push_event_of(stack, image))["actions"]
+    assert two["action"] == "queued" and two["chain"] == ["one", "two"]
+    [image] = handler.follow_build(services, two["run_id"], poll_seconds=0.1, timeout=60)["output_images"]
+    [three] = on_registry_event(services, push_event_of(stack, image))["actions"]
+    assert three["action"] == "cut" and three["rule"] == "three" and three["chain"] == ["one", "two"]
+    assert three["reason"].startswith("the chain one -> two reached its limit of 2 rules")
+    assert three["pushed_by"] == two["run_id"]
+    assert rule_builds_of(services, "three", prefix) == []
+    assert stored(services, f"builds/{two['run_id']}.json")["origin"]["pushed_by"] == one["run_id"]
+
+
+def test_a_push_whose_build_is_still_running_waits_for_the_build_to_end(stack, services, prefix, monkeypatch):
+    """ACR lists a run's output images when it ends; a push event may come first. The event then waits for
+    the build (BUILD_RULE_PRODUCER_WAIT_SECONDS) or, past that, fails so that Event Grid delivers it again."""
+    from shared.errors import TransientError
+    from shared.handlers import rules as rules_handler
+    from tests.agent_pools import STEP
+
+    pool = create_pool(services, stack, 1)
+    # the run pushes, then runs 1000 more steps (200 s): it ends when this test speeds its clock up
+    task = create_encoded_task(services, stack, pool, f"{prefix}/nginx:1.27-loop",
+                               AIRLOCK_EMULATOR_STEPS_AFTER_PUSH="1000")
+    upload_rules(services, loop_rule(prefix, task))
+    [first] = on_registry_event(services, pushed(f"{prefix}/nginx", "1.27", fake_digest()))["actions"]
+    event = stack.emulator.events.wait_for(
+        lambda e: e["eventType"].endswith("ImagePushed") and e["data"]["target"].get("repository") == f"{prefix}/nginx"
+        and e["data"]["target"].get("tag") == "1.27-loop", timeout=30)
+    assert services.tasks.run(first["run_id"]).status == "Running"
+
+    impatient = make_services(stack, BUILD_RULE_PRODUCER_WAIT_SECONDS="0", MANIFESTS_CONTAINER=services.settings.
+                              manifests_container)
+    with pytest.raises(TransientError) as info:
+        on_registry_event(impatient, event)
+    assert info.value.code == "ProducerStillRunning" and first["run_id"] in info.value.message
+    s = services.settings
+    assert [n for n in services.store.list_names(s.outcomes_container, "events/") if event["id"] in n] == []
+    assert rule_builds_of(services, "nginx-loop", prefix) == [f"builds/{first['run_id']}.json"]
+
+    waiting = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        waiting.set()
+        time.sleep(seconds)
+
+    monkeypatch.setattr(rules_handler, "_sleep", sleep)
+    monkeypatch.setattr(rules_handler, "PRODUCER_POLL_SECONDS", 0.1)
+    result: dict = {}
+    delivery = threading.Thread(target=lambda: result.update(on_registry_event(services, event)))  # redelivered
+    delivery.start()
+    try:
+        assert waiting.wait(30), "the redelivery did not wait for the running build"
+        assert services.tasks.run(first["run_id"]).status == "Running"
+        stack.settings(run_step_seconds=0.001)  # the build's remaining steps pass now
+        delivery.join(60)
+    finally:
+        stack.settings(run_step_seconds=STEP)
+    assert not delivery.is_alive()
+    [cut] = result["actions"]
+    assert cut["action"] == "cut" and cut["pushed_by"] == first["run_id"] and cut["chain"] == ["nginx-loop"]
+    assert services.tasks.run(first["run_id"]).status == "Succeeded"
+    assert rule_builds_of(services, "nginx-loop", prefix) == [f"builds/{first['run_id']}.json"]

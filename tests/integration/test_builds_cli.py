@@ -4,8 +4,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -148,12 +153,7 @@ def test_wait_timeout_stops_following_and_says_how_to_cancel(pool, prefix):
 
 
 def test_ctrl_c_while_following_exits_130_with_the_cancel_command(stack, pool, prefix, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
     import time
-    from pathlib import Path
 
     env = {**os.environ, **stack.env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     process = subprocess.Popen([sys.executable, "-m", "shared", "build", "--source", GIT, "--image",
@@ -169,6 +169,60 @@ def test_ctrl_c_while_following_exits_130_with_the_cancel_command(stack, pool, p
     assert process.returncode == 130, (out, err)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert f"interrupted: build {run_id} keeps running on agent pool {pool}." in err
+    assert f"cancel it: python -m shared build cancel {run_id}" in err
+    assert cli("build", "cancel", run_id)[0] == 0
+
+
+class InterruptOnWrite(io.StringIO):
+    """Standard output that sends this process SIGINT as soon as ``marker`` is written: Ctrl-C pressed
+    at exactly that point, whatever the machine's load (CPython runs the handler right after os.kill)."""
+
+    def __init__(self, marker: str):
+        super().__init__()
+        self.marker, self.fired = marker, False
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if not self.fired and self.marker in text:
+            self.fired = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return written
+
+
+@pytest.mark.parametrize("wait", [True, False], ids=["wait", "no-wait"])
+def test_ctrl_c_right_after_queued_build_prints_the_cancel_hint(pool, prefix, wait):
+    """SIGINT between the "queued build" line and the following used to raise KeyboardInterrupt outside
+    the try that prints the hint: the run kept going and the user was told only "interrupted"."""
+    out, err = InterruptOnWrite("queued build "), io.StringIO()
+    handler = signal.getsignal(signal.SIGINT)
+    args = ["build", "--source", GIT, "--image", f"{prefix}/web:v1", "--dockerfile", "hang.Dockerfile",
+            "--pool", pool, "--poll", "0.1"] + (["--wait", "--wait-timeout", "30"] if wait else [])
+    code = main(args, out=out, err=err)
+    assert out.fired
+    run_id = out.getvalue().split()[2]
+    assert code == 130, (out.getvalue(), err.getvalue())
+    assert f"interrupted: build {run_id} keeps running on agent pool {pool}." in err.getvalue()
+    assert f"cancel it: python -m shared build cancel {run_id}" in err.getvalue()
+    assert signal.getsignal(signal.SIGINT) is handler  # the CLI put back the handler it found
+    assert cli("build", "cancel", run_id)[0] == 0
+
+
+def test_ctrl_c_while_following_works_when_sigint_was_ignored_by_the_parent(stack, pool, prefix, tmp_path):
+    """A process started from a non-interactive shell's background job (``make test &``, CI agents) inherits
+    SIGINT ignored, and Python then raises no KeyboardInterrupt: the CLI followed a hanging build through
+    Ctrl-C until it was killed (the 60 s of the field report). Following installs its own handler."""
+    env = {**os.environ, **stack.env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    process = subprocess.Popen([sys.executable, "-m", "shared", "build", "--source", GIT, "--image",
+                                f"{prefix}/web:v1", "--dockerfile", "hang.Dockerfile", "--pool", pool, "--wait",
+                                "--poll", "0.1", "--wait-timeout", "40"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    first = process.stdout.readline()
+    assert first.startswith("queued build "), first + process.stderr.read()
+    run_id = first.split()[2]
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, (out, err)
     assert f"cancel it: python -m shared build cancel {run_id}" in err
     assert cli("build", "cancel", run_id)[0] == 0
 

@@ -98,6 +98,69 @@ def test_appinsights_connection_string_the_exporter_accepts_is_accepted():
     assert s.appinsights_connection_string == GOOD_APPINSIGHTS
 
 
+# -- source registry credentials (issue 20, #16) -------------------------------------------------------
+
+PASSWORD_A, PASSWORD_B = "pw-a-9f2e41c7", "pw-b-0d6b3a55"
+
+
+def test_every_source_registry_gets_its_own_credentials():
+    s = Settings.from_env({**BASE, "SOURCE_REGISTRY_CREDENTIALS": "ghcr.io=GHCR, Registry.Example.com:5000=EX2",
+                           "REGISTRY_GHCR_USERNAME": "bot", "REGISTRY_GHCR_PASSWORD": PASSWORD_A,
+                           "REGISTRY_EX2_USERNAME": "puller", "REGISTRY_EX2_PASSWORD": PASSWORD_B,
+                           "DOCKERHUB_USERNAME": "hubuser", "DOCKERHUB_TOKEN": "dckr_pat_x"})
+    assert s.credentials_for("ghcr.io") == ("bot", PASSWORD_A)
+    assert s.credentials_for("registry.example.com:5000") == ("puller", PASSWORD_B)  # hosts compare in lower case
+    assert s.credentials_for("docker.io") == ("hubuser", "dckr_pat_x")  # DOCKERHUB_* still work
+    assert s.credentials_for("quay.io") is None
+    assert set(s.secrets()) == {PASSWORD_A, PASSWORD_B, "dckr_pat_x"}
+    assert PASSWORD_A not in repr(s) and PASSWORD_B not in repr(s)
+
+
+def test_docker_hub_aliases_name_docker_io():
+    s = Settings.from_env({**BASE, "SOURCE_REGISTRY_CREDENTIALS": "index.docker.io=HUB",
+                           "REGISTRY_HUB_USERNAME": "u", "REGISTRY_HUB_PASSWORD": PASSWORD_A})
+    assert s.credentials_for("docker.io") == ("u", PASSWORD_A)
+
+
+@pytest.mark.parametrize("env, fields", [
+    ({"SOURCE_REGISTRY_CREDENTIALS": "ghcr.io=GHCR", "REGISTRY_GHCR_PASSWORD": PASSWORD_A},
+     ["REGISTRY_GHCR_USERNAME"]),
+    ({"SOURCE_REGISTRY_CREDENTIALS": "ghcr.io=GHCR", "REGISTRY_GHCR_USERNAME": PASSWORD_B},
+     ["REGISTRY_GHCR_PASSWORD"]),
+    ({"SOURCE_REGISTRY_CREDENTIALS": "ghcr.io=ghcr", "REGISTRY_ghcr_PASSWORD": PASSWORD_A},
+     ["SOURCE_REGISTRY_CREDENTIALS"]),  # names are upper case
+    ({"SOURCE_REGISTRY_CREDENTIALS": "ghcr.io=GH_CR", "REGISTRY_GH_CR_USERNAME": "u",
+      "REGISTRY_GH_CR_PASSWORD": PASSWORD_A}, ["SOURCE_REGISTRY_CREDENTIALS"]),  # letters and digits (Key Vault)
+    ({"SOURCE_REGISTRY_CREDENTIALS": "ghcr.io"}, ["SOURCE_REGISTRY_CREDENTIALS"]),
+    ({"SOURCE_REGISTRY_CREDENTIALS": "https://ghcr.io/x=GH"}, ["SOURCE_REGISTRY_CREDENTIALS"]),
+    ({"SOURCE_REGISTRY_CREDENTIALS": "ghcr.io=A,GHCR.io=B"}, ["SOURCE_REGISTRY_CREDENTIALS"]),  # listed twice
+    ({"SOURCE_REGISTRY_CREDENTIALS": "ghcr.io=GH", "REGISTRY_GH_USERNAME": "u",
+      "REGISTRY_GH_PASSWORD": "@Microsoft.KeyVault(SecretUri=https://v.vault.azure.net/secrets/gh)"},
+     ["REGISTRY_GH_PASSWORD"]),  # an unresolved Key Vault reference is not a password
+    ({"SOURCE_REGISTRY_CREDENTIALS": "docker.io=HUB", "REGISTRY_HUB_USERNAME": "u", "REGISTRY_HUB_PASSWORD": PASSWORD_A,
+      "DOCKERHUB_USERNAME": "other", "DOCKERHUB_TOKEN": PASSWORD_B}, ["SOURCE_REGISTRY_CREDENTIALS"]),
+    ({"SOURCE_ACR_RESOURCE_IDS": "other.azurecr.io=/subscriptions/s/resourceGroups/g/providers/"
+                                 "Microsoft.Storage/storageAccounts/x"}, ["SOURCE_ACR_RESOURCE_IDS"]),
+    ({"SOURCE_ACR_RESOURCE_IDS": "other.azurecr.io=/subscriptions/s/resourceGroups/g/providers/"
+                                 "Microsoft.ContainerRegistry/registries/other",
+      "SOURCE_REGISTRY_CREDENTIALS": "other.azurecr.io=OTHER", "REGISTRY_OTHER_USERNAME": "u",
+      "REGISTRY_OTHER_PASSWORD": PASSWORD_A}, ["SOURCE_ACR_RESOURCE_IDS"]),  # one or the other
+])
+def test_bad_source_credentials_name_the_setting_and_never_a_password(env, fields):
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**BASE, **env})
+    for field in fields:
+        assert field in info.value.message
+    assert PASSWORD_A not in info.value.message and PASSWORD_B not in info.value.message
+
+
+def test_source_acrs_by_resource_id():
+    rid = "/subscriptions/1111/resourceGroups/src-rg/providers/Microsoft.ContainerRegistry/registries/sharedimages"
+    s = Settings.from_env({**BASE, "SOURCE_ACR_RESOURCE_IDS": f"SharedImages.azurecr.io={rid}"})
+    assert s.source_acr_id("sharedimages.azurecr.io") == rid
+    assert s.source_acr_id("quay.io") is None and s.credentials_for("sharedimages.azurecr.io") is None
+
+
 def test_serve_api_key_is_a_secret_of_some_length_never_quoted():
     key = "k3y-" + "x" * 28
     s = Settings.from_env({**BASE, "SERVE_API_KEY": key})

@@ -4,7 +4,7 @@ import textwrap
 import pytest
 
 from shared.core.builds import BuildArgument
-from shared.core.rules import MAX_CHAIN, Rule, RuleSet, chain_allows, parse_rules
+from shared.core.rules import MAX_CHAIN, Rule, RuleSet, chain_allows, chain_cut, parse_rules
 from shared.errors import RuleFileError, ValidationError
 
 GIT = "https://git.example.com/team/web.git#main"
@@ -705,3 +705,21 @@ def test_chain_allows(chain, name, allowed):
 
 def test_max_chain_is_five():
     assert MAX_CHAIN == 5
+
+
+@pytest.mark.parametrize("chain, name, limit, reason", [
+    ([], "a", 1, None),
+    (["a"], "b", 1, "the chain a reached its limit of 1 rule"),
+    (["a"], "b", 2, None),
+    (["a", "b"], "c", 2, "the chain a -> b reached its limit of 2 rules"),
+    (["a", "b"], "b", 9, "b already produced this image (chain a -> b)"),
+    ([f"r{i}" for i in range(19)], "x", 20, None),
+])
+def test_chain_cut_names_the_reason_and_honours_the_configured_limit(chain, name, limit, reason):
+    assert chain_cut(chain, name, limit) == reason
+    assert chain_allows(chain, name, limit) is (reason is None)
+
+
+def test_chain_limit_must_be_positive():
+    with pytest.raises(ValueError):
+        chain_cut([], "a", 0)

@@ -30,8 +30,13 @@ of ``dockerFilePath`` / a task step's Dockerfile / override ``file``):
   ``AIRLOCK_EMULATOR_TIMEOUT=1`` or ``timeout.Dockerfile`` -> ``Timeout`` after the build steps
   ``AIRLOCK_EMULATOR_HANG=1``    or ``hang.Dockerfile``    -> stays ``Running`` until cancelled or
                                                               until its real ``timeout`` (seconds)
+  ``AIRLOCK_EMULATOR_STEPS_AFTER_PUSH=N`` -> pushes, then stays ``Running`` for N more steps (a later
+                                          step of a multi-step task; ``inf``: until cancelled or timed
+                                          out), then ``Succeeded``
 Any ``Running`` run also ends ``Timeout`` once it has run longer than its ``timeout`` (wall clock).
-Values "1", "true", "yes" (any case) switch on. Nothing is pushed by a run that does not succeed.
+Values "1", "true", "yes" (any case) switch on. Nothing is pushed by a run that fails in its build
+steps. ``outputImages`` are listed when a run succeeds: a run cancelled (or timed out) in the steps
+after its push keeps its images in the registry and lists none.
 
 Pushes. A successful ``DockerBuildRequest`` (or Docker task step) with ``isPushEnabled`` (default
 true) pushes a small generated image (``devstack.oci``, one layer, the run's platform, seeded by run

@@ -22,6 +22,7 @@ MASK = "*****"
 SWITCH_ARGS = {"AIRLOCK_EMULATOR_FAIL": "fail", "AIRLOCK_EMULATOR_TIMEOUT": "timeout",
                "AIRLOCK_EMULATOR_HANG": "hang"}
 SWITCH_FILES = {"fail.dockerfile": "fail", "timeout.dockerfile": "timeout", "hang.dockerfile": "hang"}
+STEPS_AFTER_PUSH_ARG = "AIRLOCK_EMULATOR_STEPS_AFTER_PUSH"  # steps a run keeps Running after its pushes
 TRUE_WORDS = frozenset({"1", "true", "yes"})
 
 OS_VALUES = {"linux": "Linux", "windows": "Windows"}

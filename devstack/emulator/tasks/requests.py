@@ -6,9 +6,9 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from .common import (ALIAS_RE, Arg, REPO_RE, RUN_TEMPLATE_RE, SWITCH_ARGS, SWITCH_FILES, TAG_RE, TIMEOUT_DEFAULT,
-                     TRUE_WORDS, VALUES_TEMPLATE_RE, _bad, _decode_b64, _field, _merge_args, _obj,
-                     _parse_agent_configuration, _parse_args, _parse_credentials, _parse_platform, _parse_timeout)
+from .common import (ALIAS_RE, Arg, REPO_RE, RUN_TEMPLATE_RE, STEPS_AFTER_PUSH_ARG, SWITCH_ARGS, SWITCH_FILES,
+                     TAG_RE, TIMEOUT_DEFAULT, TRUE_WORDS, VALUES_TEMPLATE_RE, _bad, _decode_b64, _field, _merge_args,
+                     _obj, _parse_agent_configuration, _parse_args, _parse_credentials, _parse_platform, _parse_timeout)
 
 
 # --- run requests -------------------------------------------------------------------------------
@@ -52,6 +52,17 @@ class RunSpec:
                 return kind
         base = (self.dockerfile or "").replace("\\", "/").rsplit("/", 1)[-1].lower()
         return SWITCH_FILES.get(base)
+
+    def steps_after_push(self) -> float:
+        """Steps the run stays Running after its pushes (a later step of a multi-step task): the value
+        of ``AIRLOCK_EMULATOR_STEPS_AFTER_PUSH`` (a number; ``inf``: until cancelled or timed out)."""
+        for arg in (*self.arguments, *self.values):
+            if arg.name.upper() == STEPS_AFTER_PUSH_ARG:
+                try:
+                    return max(0.0, float(arg.value))
+                except ValueError:
+                    return 0.0
+        return 0.0
 
 
 def _common(body: dict, spec: RunSpec) -> RunSpec:

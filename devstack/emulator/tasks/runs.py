@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Optional
 
 from devstack import oci
 
-from .common import ArmError, BUILD_STEPS, MASK, TERMINAL, _bad, _base36, _iso, _not_found, _now
+from .common import (ArmError, BUILD_STEPS, MASK, STEPS_AFTER_PUSH_ARG, TERMINAL, _bad, _base36, _iso, _not_found,
+                     _now)
 from .requests import (ImageRef, RunSpec, _registry_prefixes, _values_map, encoded_task_pushes, parse_image_name,
                        render_run_template)
 
@@ -215,7 +216,17 @@ class RunClock:
         if outcome == "timeout":
             self.finish(run, "Timeout", f"the run exceeded its timeout of {run.spec.timeout} seconds")
             return
-        self._push_all(run)
+        pushed = self._push_all(run)
+        if pushed is None:
+            return
+        after = run.spec.steps_after_push()
+        if after > 0:  # a later step of a multi-step task: the pushed images exist, the run goes on
+            self.log(run, f"Step: running the steps after the push ({STEPS_AFTER_PUSH_ARG}={after:g})")
+            waited = self._pause(run, after, deadline)
+            if waited != "ok":
+                self._interrupted(run, waited)
+                return
+        self.finish(run, "Succeeded", None, pushed)
 
     def _interrupted(self, run: Run, reason: str) -> None:
         if reason == "deadline":
@@ -237,24 +248,25 @@ class RunClock:
         self.log(run, f"Downloaded uploaded source '{location}' ({size} bytes)")
         return True
 
-    def _push_all(self, run: Run) -> None:
+    def _push_all(self, run: Run) -> Optional[list[dict]]:
+        """Push the run's images; their outputImages entries, or None when the run ended meanwhile."""
         pushed: list[dict] = []
         if run.images and not run.spec.push:
             self.log(run, "Push is disabled: built images are not pushed")
         elif run.images:
             for ref in run.images:
                 if run.done:
-                    return
+                    return None
                 try:
                     digest = self._push_one(run, ref)
                 except Exception as exc:  # noqa: BLE001 - any push failure fails the run
                     logger.warning("run %s: push of %s failed: %s", run.run_id, ref, str(exc)[:300])
                     self.finish(run, "Failed", f"failed to push {self.login_server}/{ref}")
-                    return
+                    return None
                 pushed.append({"registry": self.login_server, "repository": ref.repository,
                                "tag": ref.tag, "digest": digest})
                 self.log(run, f"Pushed {self.login_server}/{ref} digest: {digest}")
-        self.finish(run, "Succeeded", None, pushed)
+        return pushed
 
     def _push_one(self, run: Run, ref: ImageRef) -> str:
         plat = run.spec.platform

@@ -31,7 +31,7 @@ from ..sync import Progress, SyncEngine
 from .completion import _Checkpointer, _complete_chunk, _end_now, _maybe_finalise, _settle, _update_record
 from .reaper import _poison_chunk
 from .store import (SnapshotInvalid, _final_entries, _key, _live_record, _now, _run_context, _settled_blob,
-                    _snapshot_entries, _work)
+                    _snapshot_entries, _work, owner_of)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def _execute_chunk(services, message: core.ChunkMessage, record: dict, *, verdic
     try:
         if _start(dict(record), deadline=s.run_deadline) is not None:  # the record as just read: no write due
             _update_record(services, run_id, lambda d: _start(d, deadline=s.run_deadline))
-        retry, known = _run_chunk(services, message, last=verdict == "last", progress=progress, dispatch=dispatch)
+        retry, known = _run_chunk(services, message, last=verdict == "last", progress=progress, dispatch=dispatch,
+                                  owner=owner_of(record))
     except SnapshotInvalid as exc:  # permanent: retrying cannot help, so the run ends now
         return _end_now(services, run_id, core.FAILED, exc.message)
     finally:
@@ -105,10 +106,10 @@ def _start(document: dict, *, deadline: float) -> Optional[dict]:
 
 
 def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Optional[Progress],
-               dispatch: bool = False) -> tuple[bool, dict[str, dict]]:
-    """Plan the chunk's unfinished entries and import them (``dispatch``: send each as an import message);
-    returns (an entry failed on something transient and the chunk must be delivered again, the final
-    outcomes known to this delivery by key)."""
+               dispatch: bool = False, owner: Optional[str] = None) -> tuple[bool, dict[str, dict]]:
+    """Plan the chunk's unfinished entries and import them (``dispatch``: send each as an import message), as
+    manifest ``owner`` (tag ownership: ``shared.handlers.ownership``); returns (an entry failed on something
+    transient and the chunk must be delivered again, the final outcomes known to this delivery by key)."""
     s = services.settings
     container = s.outcomes_container
     run_id = message.run_id
@@ -178,7 +179,7 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
             dispatched.append(item)
 
     if todo:
-        engine = SyncEngine(services, before_import=before_import)
+        engine = SyncEngine(services, before_import=before_import, owner=owner, run_id=run_id)
         plan = engine.plan(_Entries(todo), progress, on_item=send if dispatch else None)
         started = set(services.store.list_names(container, _work(run_id, "started") + "/"))
         resumed = [_resumed(services, run_id, item) if _work(run_id, "started", f"{_key(item.entry)}.json")

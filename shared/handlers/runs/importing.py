@@ -24,7 +24,7 @@ from ...telemetry import chunk_scope
 from ..sync import SyncEngine
 from .completion import _Checkpointer, _complete_chunk, _end_now, _maybe_finalise, _settle
 from .reaper import _poison_entries
-from .store import SnapshotInvalid, _entry_blob, _key, _live_record, _run_context, _snapshot_entries, _work
+from .store import SnapshotInvalid, _entry_blob, _key, _live_record, _run_context, _snapshot_entries, _work, owner_of
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,15 @@ def execute_import(services, message: core.ImportMessage, *, verdict: str,
             log.error("run %s entry %s: poison import message after %d deliveries; recorded as %s", message.run_id,
                       message.key, dequeue_count, outcome.get("result"))
         else:
-            _import_entry(services, message, item, last=verdict == "last", dequeue_count=dequeue_count)
+            _import_entry(services, message, item, last=verdict == "last", dequeue_count=dequeue_count,
+                          owner=owner_of(record))
         if not _complete_chunk(services, message, entries=entries):
             return None
         return _maybe_finalise(services, message.run_id, message.chunks)
 
 
-def _import_entry(services, message: core.ImportMessage, item: PlanItem, *, last: bool, dequeue_count: int) -> None:
+def _import_entry(services, message: core.ImportMessage, item: PlanItem, *, last: bool, dequeue_count: int,
+                  owner: Optional[str] = None) -> None:
     """Under the entry's lease: nothing when it is final already; the import, or the finding that an
     earlier delivery's import landed (its "started" marker and the planned digest in place). A lease
     held elsewhere means another delivery of this import is running: this duplicate is done (the holder
@@ -78,7 +80,8 @@ def _import_entry(services, message: core.ImportMessage, item: PlanItem, *, last
         if services.store.get_json(container, _entry_blob(run_id, key)) is not None:
             return  # final already (a duplicate message, or a redelivered chunk's second send)
         started = _work(run_id, "started", f"{key}.json")
-        engine = SyncEngine(services, before_import=lambda i: services.store.put_json(container, started, i.to_dict()))
+        engine = SyncEngine(services, before_import=lambda i: services.store.put_json(container, started, i.to_dict()),
+                            owner=owner, run_id=run_id)
         outcome, kept = None, None
         if services.store.get_json(container, started) is not None:
             try:  # an earlier delivery started this import: did it land?

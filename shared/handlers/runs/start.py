@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import replace
 from typing import Optional
 
 from ...core import runs as core
@@ -26,7 +27,7 @@ from ...core.ids import new_run_id
 from ...core.lock import lock_name_for
 from ...core.names import blob_segment
 from ...errors import AirlockError, TransientError
-from .. import records, runindex
+from .. import ownership, records, runindex
 from ..sync import Progress, SyncEngine, check_manifest
 from .chunk import execute_chunk
 from .store import ACTIVE, LOCK_SNAPSHOT, _now, _work, _work_count
@@ -35,12 +36,20 @@ log = logging.getLogger(__name__)
 
 
 def create_run(services, text, *, name: str, trigger: str, run_id: Optional[str] = None,
-               fan_out: bool = True, lock: Optional[bytes] = None) -> dict:
-    """Validate (the manifest and its ``lock``, when it came with one); store the snapshot and a
-    ``queued`` record (or an ``invalid`` one). Returns the record. With a ``run_id`` whose record exists
-    already (a taken-over claim), that record is returned."""
+               fan_out: bool = True, lock: Optional[bytes] = None, owner: Optional[str] = None,
+               check_peers: bool = False) -> dict:
+    """Validate (the manifest and its ``lock``, when it came with one; with ``check_peers``, against the
+    other manifests of the manifests container too: a destination tag belongs to one manifest); store the
+    snapshot and a ``queued`` record (or an ``invalid`` one). Returns the record. The tags the run writes
+    belong to ``owner`` (default: ``name``). With a ``run_id`` whose record exists already (a taken-over
+    claim), that record is returned."""
     s = services.settings
     manifest = check_manifest(text, s, lock, name=name, lock_name=lock_name_for(name))
+    if manifest.ok and check_peers:
+        overlaps = ownership.peer_problems(services, name, manifest, lambda peer, upload: _refused(services, peer,
+                                                                                                   upload))
+        if overlaps:
+            manifest = replace(manifest, entries=[], errors=overlaps)
     lines = len({e.line for e in manifest.entries} | {p.line for p in manifest.policies})
     policies: list[dict] = []
     if manifest.ok and manifest.policies:
@@ -52,7 +61,8 @@ def create_run(services, text, *, name: str, trigger: str, run_id: Optional[str]
     chunks = len(core.chunk_ranges(count, s.run_chunk_entries if fan_out else max(1, count)))
     record = {"run_id": run_id, "kind": "sync", "trigger": trigger, "status": core.QUEUED,
               "manifest": {"name": name, "sha256": manifest.content_hash, "entries": lines,
-                           "lock": _lock_document(name, manifest)}, "work_entries": count,
+                           "lock": _lock_document(name, manifest), **({"owner": owner} if owner else {})},
+              "work_entries": count,
               "registry": s.registry_name, "queued_at": now, "started_at": None, "finished_at": None,
               "updated_at": now, "duration_seconds": None, "chunks": chunks, "summary": core.summarise([]),
               "retryable": False, "errors": [], "warnings": [p.to_dict() for p in manifest.warnings],
@@ -96,9 +106,10 @@ def enqueue(services, record: dict) -> None:
 
 
 def queue_run(services, text, *, name: str, trigger: str, run_id: Optional[str] = None,
-              lock: Optional[bytes] = None) -> dict:
+              lock: Optional[bytes] = None, owner: Optional[str] = None, check_peers: bool = False) -> dict:
     """What every trigger that starts imports does: validate, store, enqueue; returns the record."""
-    record = create_run(services, text, name=name, trigger=trigger, run_id=run_id, lock=lock)
+    record = create_run(services, text, name=name, trigger=trigger, run_id=run_id, lock=lock, owner=owner,
+                        check_peers=check_peers)
     if record["status"] == core.QUEUED:
         enqueue(services, record)
     elif record["status"] == core.INVALID:
@@ -146,6 +157,13 @@ def claim_blob(name: str, upload: str, lock_upload: Optional[str]) -> str:
     return f"claims/{blob_segment(name)}/{blob_segment(upload)}+{blob_segment(lock_upload or 'unlocked')}.json"
 
 
+def _refused(services, name: str, upload: str) -> bool:
+    """Was this upload of manifest ``name`` refused (claimed, and every run of it ``invalid``)? A manifest
+    whose upload was refused claims no tags (``ownership.peer_problems``); one never run claims its tags."""
+    claims = claims_of(services, name, upload)
+    return bool(claims) and all(c.get("status") == core.INVALID for c in claims)
+
+
 def claims_of(services, name: str, upload: str) -> list[dict]:
     """The claims made for one upload of a manifest (one per lock it was run with), oldest first."""
     container = services.settings.outcomes_container
@@ -190,6 +208,8 @@ def claim_and_queue(services, name: str, data: bytes, upload: str, *, lock: Opti
             raise TransientError(f"manifest {name} is claimed by another delivery; retrying later",
                                  code="ClaimHeld")
         time.sleep(0.25)
-    record = queue_run(services, data, name=name, trigger="blob", run_id=claim["run_id"], lock=lock)
+    # an upload is checked against the other manifests: a destination tag belongs to one manifest
+    record = queue_run(services, data, name=name, trigger="blob", run_id=claim["run_id"], lock=lock,
+                       check_peers=True)
     services.store.put_json(container, blob, {**claim, "state": "queued", "status": record["status"]})
     return record

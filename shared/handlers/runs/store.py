@@ -83,6 +83,13 @@ def _work_count(record: dict) -> int:
     return record.get("work_entries", record["manifest"]["entries"])
 
 
+def owner_of(record: dict) -> str:
+    """The manifest a run's tags belong to (tag ownership): the record's ``manifest.owner`` when the run was
+    queued for another manifest (a self-heal), else the manifest's name."""
+    manifest = record.get("manifest") or {}
+    return manifest.get("owner") or manifest.get("name") or ""
+
+
 def _run_context(record: dict) -> RunContext:
     return RunContext(record["run_id"], manifest=(record.get("manifest") or {}).get("name", ""),
                       trigger=record.get("trigger", ""), kind=record.get("kind", "sync"))
@@ -156,7 +163,7 @@ def _parse_snapshot(services, run_id: str, data: bytes, record: Optional[dict]) 
     record = record if record is not None else records.load(services, run_id)
     resolved = {doc["line"]: doc for doc in record.get("policies") or []}
     added = [Entry(policy.line, replace(policy.source, tag=r["tag"]), policy.target_repository, r["tag"],
-                   policy.policy.text)
+                   policy.policy.text, overwrite=policy.overwrite)
              for policy in manifest.policies for r in (resolved.get(policy.line) or {}).get("resolved", [])]
     return sorted([*manifest.entries, *added], key=lambda e: e.line)
 
