@@ -202,7 +202,7 @@ def test_ctrl_c_right_after_queued_build_prints_the_cancel_hint(pool, prefix, wa
     run_id = out.getvalue().split()[2]
     assert code == 130, (out.getvalue(), err.getvalue())
     assert f"interrupted: build {run_id} keeps running on agent pool {pool}." in err.getvalue()
-    assert f"cancel it: python -m shared build cancel {run_id}" in err.getvalue()
+    assert f"cancel it: airlock build cancel {run_id}" in err.getvalue()
     assert signal.getsignal(signal.SIGINT) is handler  # the CLI put back the handler it found
     assert cli("build", "cancel", run_id)[0] == 0
 
