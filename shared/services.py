@@ -96,6 +96,8 @@ class Services:
     def store(self):
         from .adapters.blobstore import BlobStore
 
+        if not self.settings.has_storage:  # the command line without storage: say so, not "Invalid URL"
+            raise ConfigError(f"this needs the outcome records in storage: {STORAGE_HINT}")
         return BlobStore(self.clients.blob_service)
 
     @cached_property

@@ -280,3 +280,20 @@ def test_runs_list_takes_the_next_page_token(stack, seeded, tmp_path):
     again = json.loads(cli("runs", "list", "--limit", "1", "--json", "--next", as_json["next"],
                            env_file=env_file).stdout)
     assert again["runs"][0]["run_id"] == second_id
+
+
+def test_without_storage_a_tag_it_cannot_know_the_owner_of_is_not_overwritten(stack, seeded, tmp_path):
+    """Tag ownership lives in the outcomes container: without storage a sync imports new tags but does not
+    replace an existing tag (TagConflict, saying why), unless the line says (overwrite)."""
+    target = f"c{uuid.uuid4().hex[:8]}/tool:1"
+    manifest = tmp_path / "images.txt"
+    manifest.write_text(f"library/busybox:1.36 => {target}\n")
+    first, _ = standalone(stack, tmp_path, "sync", "images.txt", "--registry", stack.registry_name, "--no-lock")
+    assert first.returncode == 0 and "1 imported" in first.stdout, first.stdout + first.stderr
+    manifest.write_text(f"library/nginx:1.27 => {target}\n")  # the same tag, another image: an update
+    refused, _ = standalone(stack, tmp_path, "sync", "images.txt", "--registry", stack.registry_name, "--no-lock")
+    assert refused.returncode == 1 and "TagConflict" in refused.stdout
+    assert "without storage settings, who owns it cannot be read" in refused.stdout
+    manifest.write_text(f"library/nginx:1.27 => {target} (overwrite)\n")
+    forced, _ = standalone(stack, tmp_path, "sync", "images.txt", "--registry", stack.registry_name, "--no-lock")
+    assert forced.returncode == 0 and "update  imported" in forced.stdout, forced.stdout

@@ -2,7 +2,8 @@
 
 The codes are collected from the source, so a new code without a row fails here: ``code="X"`` and
 ``code = "X"`` (arguments and class attributes of the exception tree), ``"code": "X"`` (documents), the
-``"Code: message"`` defaults of plan failures, and ``code=f"HTTP{status}"`` (documented as ``HTTP<status>``).
+``"Code: message"`` defaults of plan failures, module constants such as ``TAG_CONFLICT = "TagConflict"``, and
+``code=f"HTTP{status}"`` (documented as ``HTTP<status>``).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ LITERAL = re.compile(r"""(?:\bcode\s*=\s*|["']code["']\s*:\s*)["']([A-Za-z][A-Za
 FORMATTED = re.compile(r"""\bcode\s*=\s*f["']([A-Za-z]*)\{[^}]*\}["']""")
 DEFAULTED = re.compile(r"""["']([A-Z][A-Za-z]+Error): [^"']*["']\)\.partition\(""")  # "PlanError: ..." defaults
 OTHER = re.compile(r"""else ["']([A-Z][A-Za-z]+)["']\)""")  # `... or (f"HTTP{status}" if status else "HttpError")`
+CONSTANT = re.compile(r"""^[A-Z_]+ = ["']([A-Z][a-z]+[A-Z][A-Za-z]*)["']""", re.M)  # TAG_CONFLICT = "TagConflict"
 
 
 def codes_in_source() -> set[str]:
@@ -23,6 +25,7 @@ def codes_in_source() -> set[str]:
         found |= set(LITERAL.findall(text)) | set(DEFAULTED.findall(text))
         found |= {f"{prefix}<status>" for prefix in FORMATTED.findall(text)}
         found |= {code for line in text.splitlines() if "code" in line for code in OTHER.findall(line)}
+        found |= set(CONSTANT.findall(text))
     return found
 
 
@@ -37,7 +40,7 @@ def test_the_collector_sees_every_kind_of_code():
     found = codes_in_source()
     # one of each: an argument, a class attribute, a document, a plan default, a formatted and a fallback code
     assert {"SourceNotFound", "InvalidManifest", "NoMatchingTag", "PlanError", "HTTP<status>", "HttpError",
-            "CredentialUnavailable", "Unreachable", "RegistryNotFound"} <= found
+            "CredentialUnavailable", "Unreachable", "RegistryNotFound", "TagConflict"} <= found
 
 
 def test_every_code_has_a_runbook_row():
