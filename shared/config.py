@@ -4,6 +4,14 @@
 else receives a ``Settings`` (or the few fields it needs). The table in docs/settings.md and
 local.settings.sample.json list the same names; tests/unit/test_config.py keeps the three in step.
 
+Three modes. The Function App (default) needs the registry (subscription, resource group, name) and
+storage, and uses DefaultAzureCredential. ``offline`` (manifest checks, ``lock``) needs neither.
+``cli`` (the command line, the way ``az`` works): the registry's name is enough - the subscription
+comes from the Azure CLI's current account and the resource group is found from the name through ARM
+(``shared.adapters.azure_clients.AzureClients.locate``), settings and flags still win - and storage is
+optional (without it nothing is recorded, and the commands that read records say so). The credential
+is one azure-identity credential, chosen by ``CLI_CREDENTIAL`` (``credential_kind``), named in its errors.
+
 Source registry credentials: ``SOURCE_REGISTRY_CREDENTIALS`` (``ghcr.io=GHCR,reg.example.com:5000=EXAMPLE``)
 gives each source registry a name, and the name the two settings ``REGISTRY_<NAME>_USERNAME`` and
 ``REGISTRY_<NAME>_PASSWORD`` (a Key Vault reference in Azure). These are the only settings whose names
@@ -28,6 +36,9 @@ _QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,54}[a-z0-9]")
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+# CLI_CREDENTIAL values: the azure-identity credential the command line uses ("default": the whole
+# DefaultAzureCredential chain, which the Function App always uses)
+CREDENTIALS = ("auto", "azure-cli", "managed-identity", "environment", "workload-identity", "default")
 DEFAULT_ALLOWED = ("docker.io", "quay.io", "registry.k8s.io", "mcr.microsoft.com", "ghcr.io")
 
 
@@ -41,14 +52,18 @@ class SettingSpec:
 
 # name, default, description. The order is the order of the docs table.
 SPECS: tuple[SettingSpec, ...] = (
-    SettingSpec("AZURE_SUBSCRIPTION_ID", None, "Subscription of the private ACR."),
-    SettingSpec("ACR_RESOURCE_GROUP", None, "Resource group of the private ACR."),
+    SettingSpec("AZURE_SUBSCRIPTION_ID", None,
+                "Subscription of the private ACR (command line: optional, default the Azure CLI's current one)."),
+    SettingSpec("ACR_RESOURCE_GROUP", None,
+                "Resource group of the private ACR (command line: optional, found from ACR_NAME through ARM)."),
     SettingSpec("ACR_NAME", None, "Name of the private ACR (not its login server)."),
     SettingSpec("ACR_LOGIN_SERVER", "", "Login server of the ACR; empty: read from ARM (registries.get)."),
     SettingSpec("ARM_ENDPOINT", "https://management.azure.com", "Azure Resource Manager endpoint."),
     SettingSpec("ARM_AUDIENCE", "https://management.azure.com", "Token audience for ARM."),
     SettingSpec("ACR_AUDIENCE", "https://containerregistry.azure.net", "Token audience for the ACR data plane."),
-    SettingSpec("AzureWebJobsStorage", "", "Storage connection string (or use AzureWebJobsStorage__blobServiceUri)."),
+    SettingSpec("AzureWebJobsStorage", "",
+                "Storage connection string (or use AzureWebJobsStorage__blobServiceUri). Command line: optional; "
+                "without storage nothing is recorded."),
     SettingSpec("AzureWebJobsStorage__blobServiceUri", "",
                 "Blob endpoint for identity-based storage access (managed identity)."),
     SettingSpec("MANIFESTS_CONTAINER", "manifests", "Container watched for images.txt uploads and rule files."),
@@ -134,6 +149,13 @@ SPECS: tuple[SettingSpec, ...] = (
                 "Seconds between polls of an import's long-running operation when ARM sends no Retry-After."),
     SettingSpec("ACR_PROBE_INTERVAL", "3",
                 "Seconds between data-plane reads of the target tag while an import is pending; 0: off."),
+    # the command line (README "Command line")
+    SettingSpec("CLI_CREDENTIAL", "auto",
+                "The Azure credential of the command line: auto (the managed identity when IDENTITY_ENDPOINT is "
+                "set, a service principal when AZURE_CLIENT_ID and AZURE_TENANT_ID come with a secret, certificate "
+                "or federated token file, else the Azure CLI's login), azure-cli, managed-identity, environment, "
+                "workload-identity, or default (DefaultAzureCredential's chain). The Function App always uses "
+                "DefaultAzureCredential."),
 )
 
 _BY_NAME = {s.name: s for s in SPECS}
@@ -160,19 +182,42 @@ def _registry_key(text: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+NO_EXPORTER = ("is set, but exporting needs the Azure Monitor exporter, which `pip install acr-airlock` leaves out: "
+               "pip install 'acr-airlock[functions]', or unset it")
+
+
 def appinsights_problem(connection_string: str) -> Optional[str]:
     """Why the Azure Monitor exporter would refuse ``connection_string`` (None: it accepts it).
 
     The exporter's own parser is the judge (the one ``configure_azure_monitor`` runs on first use), so a
     string is refused here exactly when exporting would fail: every later run would raise its ValueError
-    after the trigger had written a record. Its reasons never quote the string (a secret)."""
-    from azure.monitor.opentelemetry.exporter._connection_string_parser import ConnectionStringParser
-
+    after the trigger had written a record. Its reasons never quote the string (a secret). Without the exporter
+    installed (the command line's wheel without the ``functions`` extra) a set string is refused too."""
+    try:
+        from azure.monitor.opentelemetry.exporter._connection_string_parser import ConnectionStringParser
+    except ImportError:  # the command line installed without the Function App's extra
+        return NO_EXPORTER
     try:
         ConnectionStringParser(connection_string)
     except ValueError as exc:
         return str(exc).rstrip(".") or "not a connection string"
     return None
+
+
+def credential_kind(env: Mapping[str, str]) -> str:
+    """``CLI_CREDENTIAL=auto``: which credential the environment sets up (azure-identity's variables), else
+    the Azure CLI's login."""
+    def has(*names: str) -> bool:
+        return all(env.get(name) for name in names)
+
+    if has("IDENTITY_ENDPOINT") or has("MSI_ENDPOINT"):
+        return "managed-identity"
+    if has("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE"):
+        return "workload-identity"
+    if has("AZURE_CLIENT_ID", "AZURE_TENANT_ID") and (has("AZURE_CLIENT_SECRET")
+                                                       or has("AZURE_CLIENT_CERTIFICATE_PATH")):
+        return "environment"
+    return "azure-cli"
 
 
 def _split_csv(value: str) -> tuple[str, ...]:
@@ -236,12 +281,15 @@ class Settings:
     run_claim_seconds: float = 300.0
     acr_polling_interval: float = 5.0
     acr_probe_interval: float = 3.0
+    cli: bool = False             # the command line: fail fast on unreachable endpoints (azure_clients)
+    credential: str = "default"   # CREDENTIALS less "auto": the credential AzureClients builds
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], *, offline: bool = False) -> "Settings":
+    def from_env(cls, env: Mapping[str, str], *, offline: bool = False, cli: bool = False) -> "Settings":
         """Read and check every setting; all problems are reported together.
 
-        ``offline`` (manifest validation) does not require the registry and storage settings.
+        ``offline`` (manifest validation) does not require the registry and storage settings; ``cli`` (the
+        command line) requires only the registry's name (see the module docstring).
         """
         problems: list[Problem] = []
 
@@ -282,10 +330,21 @@ class Settings:
             problems.append(Problem(f"must be true or false, got {text!r}", field=name))
             return True
 
-        required = () if offline else ("AZURE_SUBSCRIPTION_ID", "ACR_RESOURCE_GROUP", "ACR_NAME")
+        # the command line asks for the registry's name only in commands that use the registry (Services.for_cli)
+        required = () if offline or cli else ("AZURE_SUBSCRIPTION_ID", "ACR_RESOURCE_GROUP", "ACR_NAME")
         for name in required:
             if not raw(name):
                 problems.append(Problem("is required", field=name))
+
+        credential = "default"
+        if cli:
+            credential = raw("CLI_CREDENTIAL").lower()
+            if credential not in CREDENTIALS:
+                problems.append(Problem(f"must be one of {', '.join(CREDENTIALS)}, got {credential!r}",
+                                        field="CLI_CREDENTIAL"))
+                credential = "default"
+            elif credential == "auto":
+                credential = credential_kind(env)
 
         mirrors: dict[str, str] = {}
         for pair in _split_csv(raw("SOURCE_REGISTRY_MIRRORS")):
@@ -368,10 +427,14 @@ class Settings:
             run_claim_seconds=number("RUN_CLAIM_SECONDS", 1, 24 * 3600),
             acr_polling_interval=number("ACR_POLLING_INTERVAL", 0.1, 60),
             acr_probe_interval=number("ACR_PROBE_INTERVAL", 0, 60),
+            cli=cli,
+            credential=credential,
         )
         if settings.appinsights_connection_string:
             reason = appinsights_problem(settings.appinsights_connection_string)
-            if reason:
+            if reason == NO_EXPORTER:
+                problems.append(Problem(reason, field="APPLICATIONINSIGHTS_CONNECTION_STRING"))
+            elif reason:
                 problems.append(Problem(f"is not an Application Insights connection string ({reason}; expected "
                                         "InstrumentationKey=<GUID>;IngestionEndpoint=https://...)",
                                         field="APPLICATIONINSIGHTS_CONNECTION_STRING"))
@@ -392,16 +455,22 @@ class Settings:
         if not _QUEUE_NAME.fullmatch(settings.runs_queue) or "--" in settings.runs_queue:
             problems.append(Problem("must be 3-56 lower-case letters, digits or single '-' (a storage queue name "
                                     f"that '-poison' still fits), got {settings.runs_queue!r}", field="RUNS_QUEUE"))
-        if (not offline and not settings.storage_connection_string and settings.blob_service_uri
-                and not settings.queue_service_uri):
+        app = not offline and not cli  # the command line runs in process: storage optional, no queue
+        if app and not settings.storage_connection_string and settings.blob_service_uri \
+                and not settings.queue_service_uri:
             problems.append(Problem("is required with AzureWebJobsStorage__blobServiceUri (runs are queued)",
                                     field="AzureWebJobsStorage__queueServiceUri"))
-        if not offline and not settings.storage_connection_string and not settings.blob_service_uri:
+        if app and not settings.storage_connection_string and not settings.blob_service_uri:
             problems.append(Problem("set a connection string, or AzureWebJobsStorage__blobServiceUri "
                                     "for managed identity", field="AzureWebJobsStorage"))
         if problems:
             raise ConfigError("invalid settings: " + "; ".join(str(p) for p in problems))
         return settings
+
+    @property
+    def has_storage(self) -> bool:
+        """Whether outcome records can be written and read (a connection string or a blob endpoint)."""
+        return bool(self.storage_connection_string or self.blob_service_uri)
 
     @property
     def registry_id(self) -> str:

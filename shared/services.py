@@ -1,6 +1,9 @@
 """Wires settings to adapters. Handlers receive a ``Services``; tests build one from the stand-in's env.
 
-Clients are created on first use, so constructing ``Services`` does no I/O.
+Clients are created on first use, so constructing ``Services`` does no I/O. ``Services.for_cli`` is the
+command line's: settings in the ``cli`` mode (shared.config), and, for commands that use the registry,
+the registry located from its name before any work starts (``AzureClients.locate``), so a wrong name,
+subscription, credential or an unreachable ARM fails once, in one line, instead of once per entry.
 """
 from __future__ import annotations
 
@@ -12,6 +15,10 @@ from functools import cached_property
 from typing import Callable, Mapping, Optional
 
 from .config import Settings
+from .errors import ConfigError
+
+STORAGE_HINT = ("set AzureWebJobsStorage (a storage connection string) or AzureWebJobsStorage__blobServiceUri "
+                "(with the credential's access to it)")
 
 DOCKER_HUB = "docker.io"  # kept for callers; credentials are looked up in Settings.credentials_for
 
@@ -26,6 +33,18 @@ class Services:
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None, **kwargs) -> "Services":
         return cls(Settings.from_env(os.environ if env is None else env), **kwargs)
+
+    @classmethod
+    def for_cli(cls, env: Mapping[str, str], *, registry: bool = True, storage: Optional[str] = None,
+                **kwargs) -> "Services":
+        """The command line's services. ``registry``: locate the registry now (its name is required);
+        ``storage``: the command needs the outcome records (its name, for the error when storage is not set)."""
+        services = cls(Settings.from_env(env, cli=True), **kwargs)
+        if storage and not services.settings.has_storage:
+            raise ConfigError(f"{storage} needs the outcome records in storage: {STORAGE_HINT}")
+        if registry:
+            services.settings = services.clients.locate()
+        return services
 
     @cached_property
     def clients(self):
@@ -77,6 +96,8 @@ class Services:
     def store(self):
         from .adapters.blobstore import BlobStore
 
+        if not self.settings.has_storage:  # the command line without storage: say so, not "Invalid URL"
+            raise ConfigError(f"this needs the outcome records in storage: {STORAGE_HINT}")
         return BlobStore(self.clients.blob_service)
 
     @cached_property

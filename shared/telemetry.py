@@ -12,6 +12,10 @@ span, which OpenTelemetry also keeps in contextvars). A log record factory adds 
 record created inside a run (an attribute, exported as a custom dimension) and names the run at the
 start of the message when the message does not name it already.
 
+The run-failed line (``AIRLOCK_RUN_FAILED``, the one an alert matches) carries the record attribute
+``airlock_alert``: it goes to telemetry (the ``shared`` logger's exporter, the Functions host) and the
+command line's terminal handler leaves it out.
+
 Instruments (names as exported)::
 
     airlock.runs             counter    {run}     status, trigger, kind
@@ -39,6 +43,7 @@ SCOPE = "acr-airlock"
 MODE_AZURE_MONITOR = "azure-monitor"  # this app configures the Azure Monitor distro
 MODE_WORKER = "worker"                # the Functions worker configured it (PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY)
 MODE_LOGGING = "logging"              # no connection string: plain logging, OpenTelemetry API no-op
+ALERT_ATTRIBUTE = "airlock_alert"     # set on the AIRLOCK_RUN_FAILED record (for telemetry, not terminals)
 
 
 @dataclass(frozen=True)
@@ -249,8 +254,10 @@ def report_run(run: RunContext, document: dict, record_path: str = "", *, error:
         # a failed sync is the one ERROR line an alert matches ("AIRLOCK_RUN_FAILED", docs/operations.md);
         # a plan imports nothing, so its failures are a warning for whoever asked for it
         level = logging.ERROR if run.kind == "sync" else logging.WARNING
+        # ``airlock_alert``: the command line keeps this line off the terminal (its summary says the same)
         log.log(level, "AIRLOCK_RUN_FAILED run=%s kind=%s trigger=%s manifest=%s status=%s %s%s record=%s",
-                run.run_id, run.kind, run.trigger, run.manifest, status, counts, reason, record_path or "-")
+                run.run_id, run.kind, run.trigger, run.manifest, status, counts, reason, record_path or "-",
+                extra={ALERT_ATTRIBUTE: True})
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""ARM surface of the registry resource: GET registry, POST importImage and its operation status.
+"""ARM surface of the registry resource: GET registry, the subscription's registries (``registries.list``),
+POST importImage and its operation status.
 
 Every call passes ``arm_preflight`` (bearer token for the ARM audience, api-version, known
 subscription / resource group / registry). ``importImage`` validates its body like ARM (400 with an
@@ -63,6 +64,8 @@ PROVIDER_PATH = (
     "/subscriptions/{subscription_id}/resourceGroups/{resource_group}/providers/Microsoft.ContainerRegistry"
 )
 REGISTRY_PATH = PROVIDER_PATH + "/registries/{registry_name}"
+# Registries_List (Registry.tsp: ArmListBySubscription): every registry of the subscription
+SUBSCRIPTION_REGISTRIES_PATH = "/subscriptions/{subscription_id}/providers/Microsoft.ContainerRegistry/registries"
 # As recorded: under the subscription, not the resource group; the location in capitals.
 OPERATION_PATH = (
     "/subscriptions/{subscription_id}/providers/Microsoft.ContainerRegistry/locations/{location}"
@@ -548,6 +551,16 @@ def routes(emu, importer: Importer) -> list[Route]:
     async def get_registry(request: Request) -> Response:
         return arm_preflight(emu, request, REGISTRY_API_VERSIONS) or JSONResponse(registry_resource(emu))
 
+    async def list_registries(request: Request) -> Response:
+        """``registries.list``: this emulator's one registry, as a RegistryListResult (``value``; no
+        ``nextLink``: one page). Another subscription is ARM's 404 SubscriptionNotFound."""
+        if refusal := arm_preflight(emu, request, REGISTRY_API_VERSIONS):
+            if refusal.status_code != 404:
+                return refusal
+            subscription = request.path_params["subscription_id"]
+            return arm_error(404, "SubscriptionNotFound", f"The subscription '{subscription}' could not be found.")
+        return JSONResponse({"value": [registry_resource(emu)]})
+
     async def import_image(request: Request) -> Response:
         if refusal := arm_preflight(emu, request, REGISTRY_API_VERSIONS):
             return refusal
@@ -592,6 +605,7 @@ def routes(emu, importer: Importer) -> list[Route]:
         return JSONResponse({"status": "Succeeded"}, media_type=JSON_UTF8)
 
     return [
+        Route(SUBSCRIPTION_REGISTRIES_PATH, list_registries, methods=["GET"]),
         Route(REGISTRY_PATH, get_registry, methods=["GET"]),
         Route(REGISTRY_PATH + "/importImage", import_image, methods=["POST"]),
         Route(OPERATION_PATH, operation_status, methods=["GET"]),

@@ -5,15 +5,28 @@ properties, so ``import function_app`` stays cheap. Retries inside the SDK pipel
 switched off (``retry_total=0``) for ARM and the ACR data plane because ``shared.adapters.retrying`` owns
 those retries: one place decides back-off, and attempts are counted for the outcome record.
 Blob storage keeps the storage SDK's own retries (records and leases are not counted).
+
+On the command line (``Settings.cli``) the credential is one azure-identity credential
+(``shared.adapters.credentials.cli_credential``), the registry is located from its name (``locate``: the
+subscription from the Azure CLI, the resource group and login server through ARM's ``registries.list``),
+and every client's transport is a ``FailFastTransport``: a connection attempt takes at most
+``credentials.CONNECT_TIMEOUT`` seconds, and an endpoint that has not answered once in this process and
+cannot be connected to is ``Unreachable`` at once, naming it (no retries: a person is waiting). Once it
+has answered, a dropped connection is retried as in the Function App.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import threading
 import time
 from functools import cached_property
 from typing import Optional
 
 from ..config import Settings
+from ..errors import NotFoundError
+
+log = logging.getLogger(__name__)
 
 # Connections each SDK client keeps per host. requests' default is 10: a queue instance runs up to 12
 # run messages at once (host.json), each with its own pool threads, so storage calls past 10 at once
@@ -123,20 +136,21 @@ class AzureClients:
         self._lock = threading.Lock()
         self._login_server: str = settings.login_server
 
-    def _common(self, *, sdk_retries: bool = False) -> dict:
+    def _common(self, what: str, *, sdk_retries: bool = False) -> dict:
         # blob storage: the SDK's own retries, but short (the Functions host retries the trigger too)
         kwargs: dict = {"retry_total": 3, "initial_backoff": 1, "increment_base": 2} if sdk_retries \
             else {"retry_total": 0}
-        kwargs["transport"] = self._transport()
+        kwargs["transport"] = self._transport(what if self.settings.cli else None)
         if self.settings.ca_bundle:
             kwargs["connection_verify"] = self.settings.ca_bundle
         return kwargs
 
     @staticmethod
-    def _transport():
+    def _transport(what: Optional[str] = None):
         """azure-core's requests transport with a pool of POOL_CONNECTIONS per host (one per client). The
         adapter is set up as azure-core sets up its own (urllib3 retries off, so a failure is raised as
-        itself, never as a MaxRetryError that quotes the URL with its query: a SAS would be in it)."""
+        itself, never as a MaxRetryError that quotes the URL with its query: a SAS would be in it).
+        ``what`` (the command line): a ``FailFastTransport`` naming the endpoint as ``what``."""
         import requests
         from azure.core.pipeline.transport import RequestsTransport
         from urllib3.util.retry import Retry
@@ -146,14 +160,77 @@ class AzureClients:
                                                 max_retries=Retry(total=False, redirect=False, raise_on_status=False))
         session.mount("https://", adapter)
         session.mount("http://", adapter)
-        return RequestsTransport(session=session, session_owner=True)
+        if what is None:
+            return RequestsTransport(session=session, session_owner=True)
+        from .credentials import CONNECT_TIMEOUT
+
+        return _fail_fast_transport()(what, session=session, session_owner=True, connection_timeout=CONNECT_TIMEOUT)
 
     @cached_property
     def credential(self):
+        if self.settings.cli:
+            from .credentials import cli_credential
+
+            return cli_credential(self.settings.credential, throttle_aware=ThrottleAwareCredential)
         from azure.identity import DefaultAzureCredential
 
         return ThrottleAwareCredential(
             lambda **hooks: DefaultAzureCredential(exclude_interactive_browser_credential=True, **hooks))
+
+    def locate(self) -> Settings:
+        """The command line's registry, from its name: the subscription (settings, else the Azure CLI's current
+        one), the resource group and login server (settings, else ARM: ``registries.list`` in the subscription,
+        the registry of that name; ``registries.get`` for the login server when only it is missing). Returns
+        the completed settings, which these clients use from now on. Raises ``ConfigError`` without a registry
+        name or a subscription, ``NotFoundError`` (``RegistryNotFound``) when no registry has the name."""
+        from ..errors import ConfigError
+        from .retrying import translate
+
+        s = self.settings
+        if not s.registry_name:
+            raise ConfigError("ACR_NAME: is required: name the registry with --registry NAME (or set ACR_NAME)")
+        if not s.subscription_id:
+            from .credentials import azure_cli_subscription
+
+            s = self.settings = dataclasses.replace(s, subscription_id=azure_cli_subscription())
+        try:
+            if not s.resource_group:
+                s = dataclasses.replace(s, **self._find_registry(s))
+            elif not s.login_server:
+                registry = self.registry_mgmt.registries.get(s.resource_group, s.registry_name)
+                s = dataclasses.replace(s, login_server=registry.properties.login_server)
+        except Exception as exc:  # noqa: BLE001 - ARM's answer in the project's terms (translate)
+            from azure.core.exceptions import AzureError
+
+            if isinstance(exc, AzureError):
+                error = translate(exc)
+                if getattr(error, "status", None) in (401, 403):  # which identity ARM refused
+                    error.message = f"{error.message} (ARM refused the identity of {self._credential_name})"
+                raise error from None
+            raise
+        with self._lock:
+            self.settings = s
+            self._login_server = s.login_server
+        return s
+
+    @property
+    def _credential_name(self) -> str:
+        return getattr(self.credential, "name", None) or "DefaultAzureCredential"
+
+    def _find_registry(self, s: Settings) -> dict:
+        wanted = s.registry_name.lower()
+        for registry in self.registry_mgmt.registries.list():
+            if (registry.name or "").lower() == wanted:
+                parts = (registry.id or "").split("/")
+                lowered = [p.lower() for p in parts]
+                group = parts[lowered.index("resourcegroups") + 1] if "resourcegroups" in lowered[:-1] else ""
+                login_server = getattr(registry.properties, "login_server", None) or ""
+                log.info("registry %s: resource group %s, login server %s", registry.name, group, login_server)
+                return {"resource_group": group, "registry_name": registry.name,
+                        "login_server": s.login_server or login_server}
+        raise NotFoundError(f"no registry named {s.registry_name!r} in subscription {s.subscription_id}: check "
+                            "--registry, or choose the subscription (--subscription, or az account set)",
+                            code="RegistryNotFound")
 
     @cached_property
     def registry_mgmt(self):
@@ -162,7 +239,7 @@ class AzureClients:
         s = self.settings
         return ContainerRegistryManagementClient(
             self.credential, s.subscription_id, base_url=s.arm_endpoint,
-            credential_scopes=[f"{s.arm_audience}/.default"], **self._common())
+            credential_scopes=[f"{s.arm_audience}/.default"], **self._common("ARM"))
 
     @cached_property
     def tasks_mgmt(self):
@@ -171,7 +248,7 @@ class AzureClients:
         s = self.settings
         return ContainerRegistryTasksMgmtClient(
             self.credential, s.subscription_id, base_url=s.arm_endpoint,
-            credential_scopes=[f"{s.arm_audience}/.default"], **self._common())
+            credential_scopes=[f"{s.arm_audience}/.default"], **self._common("ARM"))
 
     @property
     def login_server(self) -> str:
@@ -189,31 +266,69 @@ class AzureClients:
 
         return ContainerRegistryClient(
             f"https://{self.login_server}", self.credential,
-            audience=self.settings.acr_audience, **self._common())
+            audience=self.settings.acr_audience, **self._common("the registry"))
 
     @cached_property
     def blob_service(self):
         from azure.storage.blob import BlobServiceClient
 
-        return self._storage_client(BlobServiceClient, self.settings.blob_service_uri)
+        return self._storage_client(BlobServiceClient, self.settings.blob_service_uri, "storage (blobs)")
 
     @cached_property
     def queue_service(self):
         from azure.storage.queue import QueueServiceClient
 
-        return self._storage_client(QueueServiceClient, self.settings.queue_service_uri)
+        return self._storage_client(QueueServiceClient, self.settings.queue_service_uri, "storage (queues)")
 
-    def _storage_client(self, client_type, service_uri: str):
+    def _storage_client(self, client_type, service_uri: str, what: str):
         """A storage service client: the connection string when set (Azurite), else the service URI
         with the managed identity (``AzureWebJobsStorage__*ServiceUri``)."""
         s = self.settings
         if s.storage_connection_string:
-            return client_type.from_connection_string(s.storage_connection_string, **self._common(sdk_retries=True))
-        return client_type(account_url=service_uri, credential=self.credential, **self._common(sdk_retries=True))
+            return client_type.from_connection_string(s.storage_connection_string,
+                                                      **self._common(what, sdk_retries=True))
+        return client_type(account_url=service_uri, credential=self.credential, **self._common(what, sdk_retries=True))
 
     def blob_at(self, sas_url: str):
         """A blob client for a SAS URL (a run log, a build-source upload). The storage SDK redacts the
         signature when it logs URLs; a plain HTTP client would log the whole credential."""
         from azure.storage.blob import BlobClient
 
-        return BlobClient.from_blob_url(sas_url, **self._common(sdk_retries=True))
+        return BlobClient.from_blob_url(sas_url, **self._common("storage (a SAS URL)", sdk_retries=True))
+
+
+_FAIL_FAST = None
+
+
+def _fail_fast_transport():
+    """The class (made on first use: azure-core is imported lazily)."""
+    global _FAIL_FAST
+    if _FAIL_FAST is None:
+        from azure.core.exceptions import ServiceRequestError
+        from azure.core.pipeline.transport import RequestsTransport
+
+        class FailFastTransport(RequestsTransport):
+            """The command line's transport: until the endpoint has answered once, a connection that cannot
+            be made raises ``Unreachable`` naming ``what`` and the endpoint (an AirlockError: the SDK's retry
+            policies do not retry it). Afterwards failures are the SDK's, retried as usual."""
+
+            def __init__(self, what: str, **kwargs):
+                super().__init__(**kwargs)
+                self.what = what
+                self.answered = False
+
+            def send(self, request, **kwargs):
+                from .credentials import unreachable
+
+                try:
+                    response = super().send(request, **kwargs)
+                except ServiceRequestError as exc:
+                    if self.answered:
+                        raise
+                    log.debug("cannot reach %s: %s", self.what, exc)
+                    raise unreachable(self.what, request.url, exc, self.connection_config.timeout) from None
+                self.answered = True
+                return response
+
+        _FAIL_FAST = FailFastTransport
+    return _FAIL_FAST

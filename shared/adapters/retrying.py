@@ -42,6 +42,13 @@ def translate(exc: BaseException) -> AirlockError:
     if isinstance(exc, (ServiceRequestError, ServiceResponseError, IncompleteReadError, httpx.TransportError)):
         detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         return TransientError(f"connection failed: {detail}", code="ConnectionError")
+    if isinstance(exc, HttpResponseError) and exc.status_code is None and exc.response is None:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        from .credentials import one_line
+
+        if isinstance(exc, ClientAuthenticationError):  # a credential failed, not a service: no "HttpError"
+            return UpstreamError(f"no token: {one_line(exc.message)}", code="CredentialUnavailable")
     if isinstance(exc, HttpResponseError):
         status = exc.status_code
         code = getattr(getattr(exc, "error", None), "code", None) or (f"HTTP{status}" if status else "HttpError")

@@ -16,7 +16,21 @@ from typing import Optional
 from ..errors import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-PROG = "python -m shared"
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of stdout went away (``airlock runs list | head -1``)
+PROG = "airlock"  # the installed command; ``python -m shared`` passes its own name (usage and hints follow it)
+LOG_FORMATS = ("text", "json")
+
+
+class VersionRequested(Exception):
+    """``--version``: main prints the version on its own stdout (argparse's action would print on sys.stdout)."""
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise VersionRequested()
 
 
 class UsageError(Exception):
@@ -27,10 +41,10 @@ class UsageError(Exception):
         self.usage, self.prog, self.message = usage, prog, message
 
 
-_GLOBAL_OPTIONS = ("--env-file", "--json", "-q", "--quiet", "-v", "--verbose", "--subscription",
+_GLOBAL_OPTIONS = ("--env-file", "--json", "-q", "--quiet", "-v", "--verbose", "--log-format", "--subscription",
                    "--resource-group", "--registry")
-_GLOBAL_DEFAULTS = {"env_file": None, "json": False, "quiet": False, "verbose": 0, "subscription": None,
-                    "resource_group": None, "registry": None}
+_GLOBAL_DEFAULTS = {"env_file": None, "json": False, "quiet": False, "verbose": 0, "log_format": "text",
+                    "subscription": None, "resource_group": None, "registry": None}
 
 
 class CliParser(argparse.ArgumentParser):
@@ -49,10 +63,15 @@ class CliParser(argparse.ArgumentParser):
         g("--env-file", default=argparse.SUPPRESS, metavar="FILE", help="load KEY=VALUE settings from this file first")
         g("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON on stdout")
         g("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress or notes on stderr")
-        g("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="log INFO (-vv: DEBUG) on stderr")
-        g("--subscription", default=argparse.SUPPRESS, help="overrides AZURE_SUBSCRIPTION_ID")
-        g("--resource-group", default=argparse.SUPPRESS, help="overrides ACR_RESOURCE_GROUP")
-        g("--registry", default=argparse.SUPPRESS, help="overrides ACR_NAME")
+        g("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+          help="-v: this app's INFO logs on stderr; -vv: DEBUG, with the Azure SDK's and HTTP libraries' wire logs")
+        g("--log-format", choices=LOG_FORMATS, default=argparse.SUPPRESS,
+          help="text (default) or json: one JSON object per log line on stderr, for pipelines")
+        g("--subscription", default=argparse.SUPPRESS,
+          help="overrides AZURE_SUBSCRIPTION_ID (default: the Azure CLI's current subscription)")
+        g("--resource-group", default=argparse.SUPPRESS,
+          help="overrides ACR_RESOURCE_GROUP (default: found from the registry name through ARM)")
+        g("--registry", default=argparse.SUPPRESS, help="the registry's name; overrides ACR_NAME")
         self._globals_ready = True
 
     def add_argument(self, *names, **kwargs):
@@ -62,6 +81,7 @@ class CliParser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         parsed = super().parse_args(args, namespace)
+        parsed.prog = self.prog
         for key, value in _GLOBAL_DEFAULTS.items():
             if not hasattr(parsed, key):
                 setattr(parsed, key, value)
@@ -101,6 +121,16 @@ def seconds(low: float, high: float):
             raise argparse.ArgumentTypeError(f"must be more than {low:g} and at most {high:g} seconds, got {text}")
         return value
     return parse
+
+
+def run_id_arg(text: str) -> str:
+    """argparse type: a run id (``core.ids.RUN_ID``); anything else is a usage error, not a lookup."""
+    from ..core.ids import RUN_ID
+
+    if not RUN_ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a run id (1-100 letters, digits, '.', '_' or '-', "
+                                         "starting with a letter or digit)")
+    return text
 
 
 def os_reason(exc: OSError) -> str:

@@ -104,7 +104,7 @@ def flag_for(pointer: str) -> str:
 def run(args, env: Mapping[str, str], out: TextIO, err: TextIO) -> int:
     from ..services import Services
 
-    services = Services.from_env(env)
+    services = Services.for_cli(env, storage="build" if args.command == "build" else "pool")
     if args.command == "pool":
         return _pool(services, args, out)
     if args.build_command == "show":
@@ -260,16 +260,16 @@ def _queue(services, args, env, out: TextIO, err: TextIO) -> int:
                 raise  # a second Ctrl-C inside scheduleRun: whether the run was queued is not known here
             run_id = record["run_id"]
             err.write(f"\ninterrupted: build {run_id} keeps running on agent pool {record['agent_pool']}.\n"
-                      f"  follow it: python -m shared build show {run_id}\n"
-                      f"  cancel it: python -m shared build cancel {run_id}\n")
+                      f"  follow it: {getattr(args, 'prog', 'airlock')} build show {run_id}\n"
+                      f"  cancel it: {getattr(args, 'prog', 'airlock')} build cancel {run_id}\n")
             err.flush()
             return EXIT_INTERRUPTED
     run_id = record["run_id"]
     _print_build(final, args, out)
     if not run_status_is_terminal(final["status"]):
         err.write(f"build {run_id} is still {final['status']} after {limit:g}s; it keeps running.\n"
-                  f"  follow it: python -m shared build show {run_id}\n"
-                  f"  cancel it: python -m shared build cancel {run_id}\n")
+                  f"  follow it: {getattr(args, 'prog', 'airlock')} build show {run_id}\n"
+                  f"  cancel it: {getattr(args, 'prog', 'airlock')} build cancel {run_id}\n")
         return EXIT_FAILED
     return EXIT_OK if final["status"] == "Succeeded" else EXIT_FAILED
 
@@ -293,7 +293,7 @@ def _print_build(document: dict, args, out: TextIO, *, summary: bool = True) -> 
     elif summary:
         out.write(render_build(document))
     else:
-        out.write(f"follow it with: python -m shared build show {document['run_id']}\n")
+        out.write(f"follow it with: {getattr(args, 'prog', 'airlock')} build show {document['run_id']}\n")
     return EXIT_OK
 
 

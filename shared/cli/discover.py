@@ -8,8 +8,9 @@ FILE is YAML as ``helm template`` or ``kustomize build`` print it (``-`` reads s
 images already on the private registry are left out when its host is known. With ``--check``
 it reports every use of an image the manifest does not mirror, and every reference that does
 not point at the private registry (``--registry-host``, else ``ACR_LOGIN_SERVER``, else the
-login server read from ARM when the ACR settings are there), as ``file:line:column: ...``; exit 1
-when there is any finding or a file cannot be read as YAML. Without a host the check still runs:
+login server read from ARM when the registry is named: ``--registry NAME`` and the Azure CLI's login are
+enough, as for ``plan``), as ``file:line:column: ...``; exit 1 when there is any finding or a file cannot
+be read as YAML. Without a host the check still runs:
 the ``not-private`` check is skipped (said on stderr and in ``skipped``), and a use passes when an
 entry or tag policy imports it or writes its repository and tag. Uses a tag policy admits are listed
 on stderr (``policy_uses``). ``--format github|azure|sarif`` prints the findings (and unreadable files)
@@ -47,18 +48,19 @@ def _read(path: str) -> tuple[str, bytes]:
         return path, handle.read(MAX_FILE_BYTES + 1)
 
 
-def _private_host(args, settings, *, ask_arm: bool) -> str:
-    """``--registry-host``, else ``ACR_LOGIN_SERVER``, else (``ask_arm``, and the ACR settings are there)
+def _private_host(args, settings, env, *, ask_arm: bool) -> str:
+    """``--registry-host``, else ``ACR_LOGIN_SERVER``, else (``ask_arm``, and the registry is named)
     the login server read from ARM; "" when there is none (the check then skips ``not-private``)."""
     if args.registry_host:
         return args.registry_host.strip().lower()
     if settings.login_server:
         return settings.login_server.lower()
-    if not ask_arm or not (settings.subscription_id and settings.resource_group and settings.registry_name):
-        return ""
+    if not ask_arm or not settings.registry_name:
+        return ""  # no registry named: the check runs without the host (not-private skipped)
     from ..services import Services
 
-    return Services(settings).clients.login_server.lower()  # ARM only: no storage settings needed
+    # located from the name (the Azure CLI's subscription, the resource group through ARM), as plan does
+    return Services.for_cli(env).settings.login_server.lower()
 
 
 def run(args, env, out: TextIO, err: TextIO) -> int:
@@ -80,9 +82,9 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
     if args.check:
         manifest = check_manifest(Path(args.check).read_bytes(), settings)
         if not manifest.ok:
-            raise ManifestError(f"{args.check} is not valid; fix it first ({len(manifest.errors)} error(s))",
+            raise ManifestError(f"{args.check} is not valid; fix it first ({manifest.error_count} error(s))",
                                 list(manifest.errors))
-    host = _private_host(args, settings, ask_arm=manifest is not None)
+    host = _private_host(args, settings, env, ask_arm=manifest is not None)
     found = core.discover(files)
     report = core.check_report(found.uses, manifest, host or None) if manifest is not None else None
     findings = report.findings if report is not None else []

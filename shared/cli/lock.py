@@ -111,10 +111,10 @@ def _check(fmt: str, text: bytes, old, settings, manifest_path: Path, path: Path
         write_json(out, {"ok": not problems, "manifest": str(manifest_path), "lock": str(path),
                          "problems": [p.to_dict() for p in problems]})
     elif fmt in ANNOTATION_FORMATS:
-        from ..http.openapi import app_version
+        from ..version import version
 
         write_annotations(out, [Annotation(p.file, p.line, None, p.code, p.message) for p in problems], fmt,
-                          version=app_version())
+                          version=version())
         if fmt != "sarif":
             out.write(f"{manifest_path} and {path} agree\n" if not problems else
                       f"{len(problems)} problem(s): {path} does not match {manifest_path}\n")

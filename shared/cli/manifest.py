@@ -4,7 +4,10 @@
 
 Exit 0 when it is valid (warnings are printed and do not fail it), 1 when it is not. The ``images.lock``
 beside FILE (``--lock PATH``, ``--no-lock``) is checked too: a lock that does not agree makes the manifest
-invalid, as it would for a run; without one, a warning says the tags are not locked.
+invalid, as it would for a run; without one, a warning says the tags are not locked. ``--json`` lists the
+lines that validated under ``entries`` / ``policies`` even when other lines did not (nothing is imported
+from such a manifest), and ``error_count`` counts every problem (``errors`` lists the first 100; the
+summary line's count is ``error_count`` too).
 
 ``--format github`` / ``azure`` print each problem as a pipeline annotation on its file and line (then the
 summary line); ``sarif`` prints a SARIF 2.1.0 log for code scanning. The rule is ``invalid-manifest`` for
@@ -66,13 +69,17 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
     lock_file = args.lock or lock_name_for(args.file if args.file != "-" else name)
     result = check_manifest(data, settings, lock, name=name, lock_name=lock_file)
     if fmt == "json":
-        write_json(out, result.to_dict())
+        document = result.to_dict()
+        if not result.ok:
+            document["entries"] = [e.to_dict() for e in result.valid_entries]
+            document["policies"] = [p.to_dict() for p in result.valid_policies]
+        write_json(out, {**document, "error_count": result.error_count})
         return EXIT_OK if result.ok else EXIT_FAILED
     if fmt in ANNOTATION_FORMATS:
-        from ..http.openapi import app_version
+        from ..version import version
 
         write_annotations(out, annotations(args.file, lock_file, data, lock, settings, result), fmt,
-                          version=app_version())
+                          version=version())
         if fmt == "sarif":
             return EXIT_OK if result.ok else EXIT_FAILED
     else:
@@ -87,5 +94,5 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
         policies = f", {len(result.policies)} tag policies" if result.policies else ""
         out.write(f"{args.file}: {len(result.entries)} entries{policies}, valid\n")
     else:
-        out.write(f"{args.file}: {len(result.errors)} error(s); nothing would be imported\n")
+        out.write(f"{args.file}: {result.error_count} error(s); nothing would be imported\n")
     return EXIT_OK if result.ok else EXIT_FAILED

@@ -36,6 +36,7 @@ from typing import Callable, Iterable, Optional, TextIO
 from urllib.parse import quote
 
 from ..core import referrers as carried
+from ..core.manifest import problem_total
 from ..redact import redact
 
 
@@ -181,7 +182,8 @@ def render_summary(document: dict, *, every_row: bool = False) -> str:
         for error in document["errors"]:
             where = f"line {error['line']}: " if error.get("line") else ""
             lines.append(f"{where}{error['message']}")
-        lines.append(f"{len(document['errors'])} error(s) in {document['manifest']['name']}; nothing was imported")
+        lines.append(f"{problem_total(document['errors'])} error(s) in {document['manifest']['name']}; "
+                     "nothing was imported")
         return "\n".join(lines) + "\n"
     rows = [("LINE", "TARGET", "ACTION", "RESULT", "DIGEST", "NOTE")]
     shown = [e for e in document["entries"] if every_row or e["action"] != "unchanged" or e["error"]
@@ -206,7 +208,8 @@ def render_summary(document: dict, *, every_row: bool = False) -> str:
         lines.append(f"warning: line {warning['line']}: {warning['message']}")
     s = document["summary"]
     lines.append("")
-    lines.append(f"{document['kind']} {document['run_id']}: {document['status']} - "
+    run = f" {document['run_id']}" if document.get("run_id") else " (not recorded)"  # only ids runs show finds
+    lines.append(f"{document['kind']}{run}: {document['status']} - "
                  f"{s['total']} entries: {s['new']} new, {s['update']} update, {s['unchanged']} unchanged, "
                  f"{s['error']} error; {s['imported']} imported, {s['failed']} failed "
                  f"in {document['duration_seconds']}s")

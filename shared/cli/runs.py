@@ -4,9 +4,14 @@
 
     python -m shared runs show RUN_ID
 
-``runs list``: recent runs from the run index (``handlers.runindex``), newest first.
+``runs list``: recent runs from the run index (``handlers.runindex``), newest first. When more runs
+match than were listed, the JSON's ``next`` (and, in text, a note on stderr) is the token that lists
+the next page with ``--next TOKEN`` (the same filters).
 
-    python -m shared runs list [--status failed] [--since 24h] [--limit N] [--json]
+    python -m shared runs list [--status failed] [--since 24h] [--limit N] [--next TOKEN] [--json]
+
+A run id that cannot be one (``RUN_ID``: 1-100 letters, digits, '.', '_', '-') is a usage error (exit
+2), and so is a ``--next`` token that is not one ``runs list`` printed.
 
 ``runs wait``: follow the run an upload of a manifest started, to its end (pipelines use it).
 
@@ -32,9 +37,9 @@ from typing import Callable, Optional, TextIO
 
 from ..core.ids import record_name, upload_id
 from ..core.lock import lock_name_for
-from ..core.runindex import MAX_LIMIT, STATUSES, parse_since
+from ..core.runindex import MAX_LIMIT, STATUSES, decode_token, parse_since
 from ..errors import ConflictError, NotFoundError, ValidationError
-from .args import EXIT_FAILED, EXIT_OK
+from .args import EXIT_FAILED, EXIT_OK, run_id_arg
 from .output import render_runs, render_summary, write_json
 
 
@@ -42,7 +47,7 @@ def add_parsers(sub) -> None:
     runs = sub.add_parser("runs", help="read outcome records")
     rsub = runs.add_subparsers(dest="runs_command", required=True)
     show_command = rsub.add_parser("show", help="print one run's outcome record")
-    show_command.add_argument("run_id")
+    show_command.add_argument("run_id", type=run_id_arg)
     add_wait_parser(rsub)  # pipelines: follow the run an upload started
     add_list_parser(rsub)  # the run index
 
@@ -51,7 +56,7 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
     if args.runs_command == "wait":
         return wait(args, env, out, err)
     if args.runs_command == "list":
-        return runs_list(args, env, out)
+        return runs_list(args, env, out, err)
     return show(args, env, out)
 
 
@@ -59,7 +64,7 @@ def show(args, env, out: TextIO) -> int:
     from ..handlers import records
     from ..services import Services
 
-    write_json(out, records.load(Services.from_env(env), args.run_id))
+    write_json(out, records.load(Services.for_cli(env, registry=False, storage="runs show"), args.run_id))
     return EXIT_OK
 
 
@@ -76,21 +81,31 @@ def _limit(text: str) -> int:
     return int(text)
 
 
+def _token(text: str) -> str:
+    try:
+        decode_token(text)
+    except ValidationError:
+        raise argparse.ArgumentTypeError("not a continuation token printed by runs list") from None
+    return text
+
+
 def add_list_parser(runs_subparsers) -> None:
     command = runs_subparsers.add_parser("list", help="recent runs, newest first (from the run index)")
     command.add_argument("--status", choices=STATUSES, help="only runs with this status")
     command.add_argument("--since", type=_since, help="only runs created since: 30m, 24h, 7d or an ISO 8601 time")
     command.add_argument("--limit", type=_limit, default=20, help="at most this many runs (default 20)")
+    command.add_argument("--next", type=_token, metavar="TOKEN",
+                         help="the next page: the token the previous runs list printed (same filters)")
     command.add_argument("--json", action="store_true")
 
 
-def runs_list(args, env, out: TextIO) -> int:
+def runs_list(args, env, out: TextIO, err: TextIO) -> int:
     from ..handlers.runindex import list_runs
     from ..services import Services
 
-    services = Services.from_env(env)
+    services = Services.for_cli(env, registry=False, storage="runs list")
     runs: list[dict] = []
-    token = None
+    token = args.next
     while len(runs) < args.limit:
         page = list_runs(services, status=args.status, since=args.since,
                          limit=min(MAX_LIMIT, args.limit - len(runs)), token=token)
@@ -102,7 +117,23 @@ def runs_list(args, env, out: TextIO) -> int:
         write_json(out, {"runs": runs, "next": token})
     else:
         out.write(render_runs(runs))
+        if token is not None and not args.quiet:
+            err.write(f"more runs: {_next_page(args, token)}\n")
     return EXIT_OK
+
+
+def _next_page(args, token: str) -> str:
+    """The command that lists the next page: this one's filters and ``--next TOKEN``."""
+    import shlex
+
+    words = [*shlex.split(args.prog), "runs", "list"]
+    if args.status:
+        words += ["--status", args.status]
+    if args.since:
+        words += ["--since", args.since.isoformat()]  # the same instant, not "24h" again from a later now
+    if args.limit != 20:
+        words += ["--limit", str(args.limit)]
+    return shlex.join([*words, "--next", token])
 
 
 FINAL = ("succeeded", "failed", "invalid", "abandoned")
@@ -177,7 +208,7 @@ def wait(args, env, out: TextIO, err: TextIO) -> int:
 
     data = Path(args.file).read_bytes()
     name = args.name or Path(args.file).name
-    services = Services.from_env(env)
+    services = Services.for_cli(env, registry=False, storage="runs wait")
     upload, lock_upload = uploaded(services, name, data)
     err.write(f"waiting for the run of {name} (upload {upload}{', with its lock' if lock_upload else ''}), "
               f"at most {args.timeout:g}s\n")

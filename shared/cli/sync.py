@@ -1,8 +1,12 @@
 """``plan`` and ``sync``: what a manifest would import, and importing it from this process.
 
-    python -m shared plan FILE [--all]
-    python -m shared sync FILE [--all] [--concurrency N] [--no-record]
-    python -m shared sync --resume RUN_ID      (a killed sync: the same run and record, carried on)
+    airlock plan FILE [--all] --registry NAME
+    airlock sync FILE [--all] [--concurrency N] [--no-record] --registry NAME
+    airlock sync --resume RUN_ID      (a killed sync: the same run and record, carried on)
+
+The registry's name is enough (``Services.for_cli``): the subscription is the Azure CLI's, the resource
+group is found through ARM; settings and ``--subscription`` / ``--resource-group`` win. Without storage
+settings a sync imports and says that nothing was recorded (there is then nothing to ``--resume``).
 
 The ``images.lock`` beside FILE (``--lock PATH`` names another; ``--no-lock`` ignores it) makes the run
 import exactly its digests (a tag that moved upstream is reported as drift); without one the tags are
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 from typing import Optional, TextIO
 
-from .args import EXIT_FAILED, EXIT_OK, read_manifest, whole
+from .args import EXIT_FAILED, EXIT_OK, read_manifest, run_id_arg, whole
 from .output import for_stream, render_summary, write_json
 
 
@@ -29,7 +33,7 @@ def add_parsers(sub) -> None:
 
     sync = sub.add_parser("sync", help="import every new or changed image of a manifest")
     sync.add_argument("file", nargs="?", help="images.txt, or - for stdin")
-    sync.add_argument("--resume", metavar="RUN_ID",
+    sync.add_argument("--resume", metavar="RUN_ID", type=run_id_arg,
                       help="carry on a sync that was killed: the same run and record; finished entries are kept")
     sync.add_argument("--all", action="store_true", help="list every entry, unchanged ones too")
     sync.add_argument("--concurrency", type=whole(1, 64), metavar="N",
@@ -58,38 +62,70 @@ def read_lock(args, err: TextIO) -> Optional[bytes]:
 
 
 def run(args, env, out: TextIO, err: TextIO) -> int:
+    from ..core.ids import new_run_id
     from ..handlers import records
     from ..handlers.sync import SyncEngine
     from ..services import Services
 
     apply = args.command == "sync"
     resume = getattr(args, "resume", None)
-    services = Services.from_env(env)
+    services = Services.for_cli(env, storage="sync --resume" if resume else None)
+    progress = None if args.quiet else for_stream(err)
     if resume:
         from ..handlers.runs import resume_in_process
 
-        document = resume_in_process(services, resume, progress=None if args.quiet else for_stream(err))
+        document = _interruptible(args, err, resume, lambda: resume_in_process(services, resume, progress=progress))
         location = services.store.url(services.settings.outcomes_container, records.record_name(resume))
         return _report(args, out, document, location)
     data, name = read_manifest(args.file)
     lock = read_lock(args, err)
-    progress = None if args.quiet else for_stream(err)
-    location = None
-    if apply and not args.no_record:
+    if apply and not args.no_record and services.settings.has_storage:
         from ..handlers.runs import run_in_process
 
         # checkpointed as entries finish: a killed sync leaves a record of what it did (the reaper ends it)
-        document = run_in_process(services, data, name=name, trigger="cli", progress=progress, lock=lock)
+        run_id = new_run_id()
+        document = _interruptible(args, err, run_id, lambda: run_in_process(
+            services, data, name=name, trigger="cli", progress=progress, lock=lock, run_id=run_id))
         location = services.store.url(services.settings.outcomes_container, records.record_name(document["run_id"]))
-    else:
-        document = SyncEngine(services).run(data, name=name, trigger="cli", apply=apply,
-                                            progress=progress, lock=lock).to_dict()
-    return _report(args, out, document, location)
+        return _report(args, out, document, location)
+    if apply and not args.no_record and not args.quiet:
+        from ..services import STORAGE_HINT
+
+        err.write(f"note: nothing will be recorded (no storage settings; to keep outcome records, {STORAGE_HINT})\n")
+    document = SyncEngine(services).run(data, name=name, trigger="cli", apply=apply,
+                                        progress=progress, lock=lock).to_dict()
+    return _report(args, out, {**document, "run_id": None}, None)  # no record: no id that runs show would find
+
+
+def _interruptible(args, err: TextIO, run_id: str, work):
+    """``work()``; on Ctrl-C, the run id and the command that carries the run on, then KeyboardInterrupt."""
+    try:
+        return work()
+    except KeyboardInterrupt:
+        err.write(f"\ninterrupted: run {run_id} is recorded as far as it got; carry it on with:\n"
+                  f"  {resume_command(args, run_id)}\n")
+        err.flush()
+        raise KeyboardInterrupt("reported") from None  # dispatch: exit 130, nothing more to say
+
+
+def resume_command(args, run_id: str) -> str:
+    """The command line that resumes ``run_id`` with the same settings as this one (its global flags)."""
+    import shlex
+
+    words = [*shlex.split(args.prog), "sync", "--resume", run_id]
+    for flag, value in (("--env-file", args.env_file), ("--registry", args.registry),
+                        ("--subscription", args.subscription), ("--resource-group", args.resource_group)):
+        if value:
+            words += [flag, value]
+    if getattr(args, "concurrency", None):
+        words += ["--concurrency", str(args.concurrency)]
+    return shlex.join(words)
 
 
 def _report(args, out, document: dict, location: Optional[str]) -> int:
+    recorded = {"recorded": location is not None, "record_url": location}
     if args.json:
-        write_json(out, {**document, "record_url": location} if location else document)
+        write_json(out, {**document, **recorded})
     else:
         out.write(render_summary(document, every_row=args.all))
         if location:

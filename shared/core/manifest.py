@@ -45,7 +45,9 @@ Choices worth knowing:
   not valid UTF-8 gets its own error and the other lines are still checked. Such lines count
   toward ``max_entries`` like any other non-blank line, and at most ``MAX_ERRORS`` errors are
   listed, then one more saying how many were left out (so a flood of bad lines gets a small
-  answer).
+  answer). ``ManifestResult.error_count`` (and ``problem_total`` for a record's ``errors``) counts
+  every problem, the ones left out included. A manifest with errors imports nothing (``entries`` is
+  empty); the lines that did validate are kept apart, in ``valid_entries`` / ``valid_policies``.
 * Warnings do not make a manifest invalid: a source with neither tag nor digest still means
   ``latest`` but is flagged, since a reviewer cannot see what it will import.
 * ``(overwrite)`` at the end of a line (before any comment) lets it replace a destination tag that
@@ -92,7 +94,8 @@ from shared.core.reference import (
 from shared.core.tagpolicy import PolicySyntaxError, TagPolicy, parse_policy
 from shared.errors import ConfigError, ManifestError, Problem
 
-__all__ = ["OVERWRITE", "AllowList", "Entry", "ManifestResult", "PolicyEntry", "parse_manifest", "registry_allowed"]
+__all__ = ["OVERWRITE", "AllowList", "Entry", "ManifestResult", "PolicyEntry", "parse_manifest", "problem_total",
+           "registry_allowed"]
 
 ARROW = "=>"
 DEFAULT_TAG = "latest"
@@ -102,6 +105,23 @@ ALLOWLIST_SETTING = "SOURCE_REGISTRY_ALLOWLIST"
 _TRAILING_COMMENT = re.compile(r"\s#.*\Z", re.DOTALL)
 _OPTION = re.compile(r"\s\(([^(){}]*)\)\Z")  # a final " (word)", after the comment is removed
 _BOM = "\ufeff"
+_MORE = re.compile(r"\.\.\. and (\d+) more problems? not listed")
+
+
+def _more(hidden: int) -> Problem:
+    """The problem that stands for ``hidden`` problems left out of the list (``problem_total`` reads it)."""
+    return Problem(f"... and {hidden} more problem{'s' if hidden != 1 else ''} not listed")
+
+
+def problem_total(problems) -> int:
+    """How many problems a list stands for: each counts one, and ``... and N more problems not listed``
+    counts N. ``problems``: ``Problem`` objects or their dicts (a record's ``errors``)."""
+    total = 0
+    for problem in problems:
+        message = problem.get("message", "") if isinstance(problem, dict) else problem.message
+        more = _MORE.fullmatch(message or "")
+        total += int(more.group(1)) if more else 1
+    return total
 
 
 @dataclass(frozen=True)
@@ -167,7 +187,8 @@ class PolicyEntry:
 
 @dataclass(frozen=True)
 class ManifestResult:
-    """The outcome of :func:`parse_manifest`. ``entries`` is empty unless ``ok``."""
+    """The outcome of :func:`parse_manifest`. ``entries`` is empty unless ``ok``; then the lines that did
+    validate are in ``valid_entries`` and ``valid_policies`` (reported, never run)."""
 
     entries: list[Entry] = field(default_factory=list)
     errors: list[Problem] = field(default_factory=list)
@@ -177,10 +198,17 @@ class ManifestResult:
     # the images.lock it was checked against (shared.core.lock.Lock): then ``entries`` are the locked
     # entries (tag policies expanded to their locked tags) and ``policies`` are for the record only
     lock: Optional[object] = None
+    valid_entries: list[Entry] = field(default_factory=list)
+    valid_policies: list[PolicyEntry] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    @property
+    def error_count(self) -> int:
+        """Every problem, the ones left out of ``errors`` (past ``MAX_ERRORS``) included."""
+        return problem_total(self.errors)
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(self.entries)
@@ -453,7 +481,7 @@ def parse_manifest(
         count += 1  # an undecodable line counts too: a flood of them stops at the limit
         if count > max_entries:
             if hidden:
-                errors.append(Problem(f"... and {hidden} more problem{'s' if hidden != 1 else ''} not listed"))
+                errors.append(_more(hidden))
                 hidden = 0
             errors.append(Problem(
                 f"more than {max_entries} entries; the limit is {max_entries} (rest of file not read)",
@@ -504,7 +532,7 @@ def parse_manifest(
         entries.append(entry)
 
     if hidden:
-        errors.append(Problem(f"... and {hidden} more problem{'s' if hidden != 1 else ''} not listed"))
+        errors.append(_more(hidden))
     if errors:
-        return ManifestResult([], errors, content_hash, [], warnings)
+        return ManifestResult([], errors, content_hash, [], warnings, valid_entries=entries, valid_policies=policies)
     return ManifestResult(entries, errors, content_hash, policies, warnings)

@@ -8,7 +8,9 @@ Tag ownership (``shared.core.ownership``): an engine given an ``owner`` (the man
 update of a tag that manifest does not own as a ``TagConflict`` error (one record read per update),
 claims a tag just before importing it (ETag-conditional; refused when another manifest claimed it since
 the plan) and adopts unchanged tags that have no record. Without an owner (lock building) none of this
-applies; every path that imports passes one.
+applies; every path that imports passes one. Without storage (the command line may run without it) the
+records cannot be read: an update of a tag is then a ``TagConflict`` unless its line says ``(overwrite)``,
+new tags are imported (``NoForce`` keeps one that appeared meanwhile) and nothing is claimed or adopted.
 """
 from __future__ import annotations
 
@@ -77,6 +79,7 @@ class SyncEngine:
         self.owner = owner    # the manifest whose tags this engine writes (tag ownership); None: no checks
         self.run_id = run_id  # named in the ownership records it writes
         self.settings = services.settings
+        self._records = services.settings.has_storage  # ownership records readable (the CLI may have no storage)
         self._dockerhub_remaining: Optional[int] = None
         self._lock = threading.Lock()
         self._transient_lines: set[int] = set()  # entries whose plan failed on a transient error
@@ -245,6 +248,11 @@ class SyncEngine:
         if not self.owner or item.action is not Action.UPDATE or item.entry.overwrite:
             return item
         entry = item.entry
+        if not self._records:  # who owns the tag cannot be known: it is not overwritten
+            return replace(item, action=Action.ERROR, error=(
+                f"{TAG_CONFLICT}: {entry.target} holds another digest and, without storage settings, who owns it "
+                "cannot be read (the ownership records are in the outcomes container): not overwritten; set "
+                f"AzureWebJobsStorage, or end line {entry.line} with (overwrite)"))
         try:
             record = ownership.record(self.services, entry.target_repository, entry.target_tag)
         except Exception as exc:  # noqa: BLE001 - storage failure: the import-time claim still guards the tag
@@ -308,7 +316,7 @@ class SyncEngine:
     def _adopt(self, items: list[PlanItem]) -> None:
         """Unchanged tags without an ownership record become this manifest's (one create-once write each, in
         parallel). Best effort: a tag not adopted now is adopted by the next run that finds it unchanged."""
-        if not self.owner or not items:
+        if not self.owner or not items or not self._records:
             return
 
         def one(item: PlanItem) -> None:
@@ -377,7 +385,8 @@ class SyncEngine:
         failed (so a tag pushed by someone else meanwhile, which NoForce kept, is not left owned by us)."""
         started = time.monotonic()
         try:
-            claim = ownership.claim(self.services, item, self.owner, self.run_id) if self.owner else None
+            claim = ownership.claim(self.services, item, self.owner, self.run_id) \
+                if self.owner and self._records else None
         except AirlockError as exc:  # the record kept changing under it: nothing imported, try again
             return EntryOutcome(item, RESULT_FAILED, 0, time.monotonic() - started, exc.code, exc.message,
                                 retryable=isinstance(exc, TransientError))

@@ -13,9 +13,6 @@ among them. ``info.version`` is the package's version (``app_version``).
 from __future__ import annotations
 
 import functools
-import importlib.metadata
-import tomllib
-from pathlib import Path
 
 from ..core.runindex import MAX_LIMIT as RUNS_MAX_LIMIT
 from ..core.runindex import STATUSES as RUN_STATUSES
@@ -28,24 +25,15 @@ RUN_ID_PARAMETER = {"name": "run_id", "in": "path", "required": True,
                     "schema": {"type": "string", "pattern": RUN_ID.pattern, "maxLength": 100}}
 
 
-PACKAGE = "acr-airlock"
 
 
 @functools.lru_cache(maxsize=1)
 def app_version() -> str:
-    """The version of acr-airlock this code is: from a checkout, its pyproject.toml (the Function App deploys
-    the repository); installed, the package's metadata; else ``0+unknown``."""
-    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
-    try:
-        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
-        if project.get("name") == PACKAGE and isinstance(project.get("version"), str):
-            return project["version"]
-    except (OSError, ValueError):
-        pass
-    try:
-        return importlib.metadata.version(PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
+    """The version of acr-airlock this code is (``shared.version``: pyproject.toml in a checkout, the package's
+    metadata when installed, else ``0+unknown``): the one number ``airlock --version`` prints too."""
+    from ..version import version
+
+    return version()
 
 
 _PROBLEM_TEXT = {

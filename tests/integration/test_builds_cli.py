@@ -93,7 +93,7 @@ def test_a_local_directory_is_uploaded_as_the_build_context(pool, prefix, tmp_pa
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "config").write_text("[core]\n")
     code, out, err = cli("build", "--source", str(tmp_path), "--image", f"{prefix}/local:v1", "--pool", pool,
-                         "--wait", "--poll", "0.1")
+                         "--wait", "--poll", "0.1", "-vv")  # -vv: the SDK logs its requests (the SAS URLs)
     assert code == 0, (out, err)
     assert "Downloaded uploaded source 'source/" in out
     logged = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
@@ -148,7 +148,7 @@ def test_wait_timeout_stops_following_and_says_how_to_cancel(pool, prefix):
     run_id = out.split()[2]
     assert code == 1, (out, err)
     assert f"build {run_id} is still Running after 1s; it keeps running." in err
-    assert f"cancel it: python -m shared build cancel {run_id}" in err
+    assert f"cancel it: airlock build cancel {run_id}" in err
     assert cli("build", "cancel", run_id)[0] == 0
 
 
@@ -202,7 +202,7 @@ def test_ctrl_c_right_after_queued_build_prints_the_cancel_hint(pool, prefix, wa
     run_id = out.getvalue().split()[2]
     assert code == 130, (out.getvalue(), err.getvalue())
     assert f"interrupted: build {run_id} keeps running on agent pool {pool}." in err.getvalue()
-    assert f"cancel it: python -m shared build cancel {run_id}" in err.getvalue()
+    assert f"cancel it: airlock build cancel {run_id}" in err.getvalue()
     assert signal.getsignal(signal.SIGINT) is handler  # the CLI put back the handler it found
     assert cli("build", "cancel", run_id)[0] == 0
 

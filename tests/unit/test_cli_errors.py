@@ -80,7 +80,7 @@ def storage_env(port: int, **extra) -> dict:
 def test_usage_errors_exit_2_with_usage_and_message(argv, code, message):
     got, out, err = run(*argv)
     assert (got, out) == (code, "")
-    assert err.startswith("usage: python -m shared") and message in err
+    assert err.startswith("usage: airlock") and message in err
     assert "Traceback" not in err
 
 
@@ -114,8 +114,9 @@ def test_bad_env_file_exits_2_with_line(tmp_path, manifest, text, message):
 def test_bad_settings_exit_2_naming_the_setting(manifest):
     code, _, err = run("sync", str(manifest), env={**storage_env(closed_port()), "SYNC_CONCURRENCY": "many"})
     assert code == 2 and "SYNC_CONCURRENCY: must be a whole number, got 'many'" in err
-    code, _, err = run("plan", str(manifest))
-    assert code == 2 and "AZURE_SUBSCRIPTION_ID: is required" in err
+    code, _, err = run("plan", str(manifest))  # the command line needs the registry's name, nothing else
+    assert (code, err) == (2, "error: ACR_NAME: is required: name the registry with --registry NAME "
+                              "(or set ACR_NAME)\n")
 
 
 def test_missing_ca_bundle_is_named(manifest, tmp_path):
@@ -128,8 +129,7 @@ def test_unreachable_storage_is_one_line_exit_1():
     port = closed_port()
     code, out, err = run("runs", "show", "abc", env=storage_env(port))
     assert (code, out) == (1, "")
-    assert err.startswith(f"error: cannot reach HTTPConnection(host='127.0.0.1', port={port})")
-    assert "Connection refused" in err and len(err.splitlines()) == 1
+    assert err == f"error: Unreachable: cannot reach storage (blobs) at http://127.0.0.1:{port}: connection refused\n"
 
 
 def test_an_invalid_manifest_exits_1(tmp_path):
@@ -249,3 +249,114 @@ def test_filter_on_the_root_handler_covers_third_party_loggers_at_debug():
         root.setLevel(level)
     text = stream.getvalue()
     assert "S3cr3tSig" not in text and text.count("sig=REDACTED") == 3, text
+
+
+# -- version, program name, logging ------------------------------------------------------------
+
+def test_version_is_the_pyprojects():
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert run("--version") == (0, f"acr-airlock {version}\n", "")
+    assert run("plan", "--version")[0] == 2  # a top-level flag only
+
+
+def test_usage_and_hints_name_the_command_that_was_run(tmp_path):
+    """``airlock`` (the entry point's default) in-process; ``python -m shared`` when run as the module."""
+    assert run("runs")[2].startswith("usage: airlock runs")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE", "ACR_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run([sys.executable, "-m", "shared", "runs"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.startswith("usage: python -m shared runs")
+
+
+def _log_all(argv: list[str]) -> str:
+    """Configure the CLI's logging as ``argv`` says, then log one record of each kind; what reached stderr."""
+    from shared.cli.dispatch import _configure_logging, build_parser
+    from shared.telemetry import ALERT_ATTRIBUTE
+
+    err = io.StringIO()
+    root = logging.getLogger()
+    saved = root.level, {n: logging.getLogger(n).level for n in ("azure", "urllib3")}
+    try:
+        _configure_logging(build_parser().parse_args([*argv, "manifest", "check", "x"]), err)
+        logging.getLogger("shared.handlers.sync").info("app info %s", "sig=S3cr3t")
+        logging.getLogger("shared.handlers.sync").warning("app warning")
+        logging.getLogger("shared.handlers.sync").debug("app debug")
+        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").info("Request URL: 'https://x'")
+        logging.getLogger("azure.identity._credentials.chained").warning("DefaultAzureCredential failed ...")
+        logging.getLogger("urllib3.connectionpool").debug("Starting new HTTPS connection (1): x:443")
+        logging.getLogger("azure.storage").error("library error")
+        logging.getLogger("shared.telemetry").error("AIRLOCK_RUN_FAILED run=r1", extra={ALERT_ATTRIBUTE: True})
+    finally:
+        from shared.cli import dispatch
+
+        root.removeHandler(dispatch._HANDLER)
+        dispatch._HANDLER = None
+        root.setLevel(saved[0])
+        for name, level in saved[1].items():
+            logging.getLogger(name).setLevel(level)
+    return err.getvalue()
+
+
+def test_default_logging_is_warnings_from_the_app_and_errors_from_libraries():
+    assert _log_all([]).splitlines() == ["WARNING shared.handlers.sync: app warning",
+                                         "ERROR azure.storage: library error"]
+    assert _log_all(["-q"]).splitlines() == ["ERROR azure.storage: library error"]
+
+
+def test_v_is_the_apps_info_and_vv_adds_the_sdks_wire_logs():
+    lines = _log_all(["-v"]).splitlines()
+    assert lines == ["INFO shared.handlers.sync: app info sig=REDACTED", "WARNING shared.handlers.sync: app warning",
+                     "ERROR azure.storage: library error"]
+    debug = _log_all(["-vv"])
+    for text in ("app debug", "Request URL", "DefaultAzureCredential failed", "Starting new HTTPS connection"):
+        assert text in debug
+    assert "AIRLOCK_RUN_FAILED" not in debug  # the alert line is for telemetry, at every level
+
+
+def test_log_format_json_is_one_object_per_line():
+    import json
+
+    lines = [json.loads(line) for line in _log_all(["-v", "--log-format", "json"]).splitlines()]
+    assert [(d["level"], d["logger"], d["message"]) for d in lines] == [
+        ("INFO", "shared.handlers.sync", "app info sig=REDACTED"), ("WARNING", "shared.handlers.sync", "app warning"),
+        ("ERROR", "azure.storage", "library error")]
+    assert all(d["time"].endswith("+00:00") for d in lines)
+    assert run("--log-format", "xml", "manifest", "check", "x")[0] == 2
+
+
+def test_the_alert_line_still_reaches_telemetry_handlers():
+    """The terminal leaves it out; a handler on the ``shared`` logger (where the Azure Monitor exporter sits)
+    still gets it."""
+    from shared.telemetry import RunContext, report_run
+
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record)
+
+    keep = Keep(level=logging.WARNING)
+    logging.getLogger("shared").addHandler(keep)
+    try:
+        report_run(RunContext("r-alert", manifest="images.txt", trigger="cli", kind="sync"),
+                   {"status": "failed", "summary": {"total": 1, "failed": 1}})
+    finally:
+        logging.getLogger("shared").removeHandler(keep)
+    assert [r.getMessage().split()[0:2] for r in seen] == [["AIRLOCK_RUN_FAILED", "run=r-alert"]]
+
+
+def test_a_closed_pipe_is_not_a_network_error(tmp_path):
+    """``airlock manifest check --json | head -c 100``: the reader goes away; no 'cannot reach', no traceback."""
+    manifest = tmp_path / "images.txt"
+    manifest.write_text("".join(f"quay.io/team/app{i}:1.{i} => team/app{i}\n" for i in range(3000)))  # ~1 MB of JSON
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE", "ACR_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    process = subprocess.Popen([sys.executable, "-m", "shared", "manifest", "check", str(manifest), "--json"],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.read(100).startswith(b"{")
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141 and stderr == ""

@@ -16,13 +16,15 @@ MAY_IMPORT = {
     "core": {"errors"},
     "errors": set(),
     "redact": set(),
+    "version": set(),
+    "shared": {"version"},  # shared/__init__.py: __version__
     "config": {"core", "errors"},
     "adapters": {"core", "config", "errors"},
     "telemetry": {"core"},
-    "services": {"adapters", "config", "core"},
+    "services": {"adapters", "config", "core", "errors"},
     "handlers": {"adapters", "core", "errors", "telemetry"},
-    "http": {"core", "errors", "handlers", "services"},
-    "cli": {"core", "config", "errors", "handlers", "http", "redact", "services"},
+    "http": {"core", "errors", "handlers", "services", "version"},
+    "cli": {"core", "config", "errors", "handlers", "http", "redact", "services", "version"},
     "entrypoints": {"handlers", "http", "redact", "services", "telemetry"},
     "__main__": {"cli"},
 }

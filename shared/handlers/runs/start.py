@@ -118,10 +118,11 @@ def queue_run(services, text, *, name: str, trigger: str, run_id: Optional[str] 
     return record
 
 
-def run_in_process(services, text, *, name: str, trigger: str = "cli",
-                   progress: Optional[Progress] = None, lock: Optional[bytes] = None) -> dict:
-    """The CLI's sync: the same checkpointed record, executed here as one chunk (pipelines block on it)."""
-    record = create_run(services, text, name=name, trigger=trigger, fan_out=False, lock=lock)
+def run_in_process(services, text, *, name: str, trigger: str = "cli", progress: Optional[Progress] = None,
+                   lock: Optional[bytes] = None, run_id: Optional[str] = None) -> dict:
+    """The CLI's sync: the same checkpointed record, executed here as one chunk (pipelines block on it).
+    ``run_id``: the caller's (the CLI names it when interrupted); default a new one."""
+    record = create_run(services, text, name=name, trigger=trigger, run_id=run_id, fan_out=False, lock=lock)
     if record["status"] != core.QUEUED:
         return record
     count = _work_count(record)
