@@ -9,9 +9,9 @@
 2. cosign's tag scheme, ``GET /v2/<repo>/manifests/sha256-<hex>.sig`` (404: none);
 3. for each signature the index lists (Sigstore bundles, cosign 2 signature referrers, Notary
    Project signatures; other referrers such as SBOMs are passed over), its manifest by digest, then
-   the blobs ``shared.core.signatures.plan_artifact`` names: each content checked against its digest.
+   the blobs ``shared.core.trust.artifacts.plan_artifact`` names: each content checked against its digest.
 
-It returns the ``SignatureArtifact`` values for ``shared.core.signatures.verify_image``. Multi-platform
+It returns the ``SignatureArtifact`` values for ``shared.core.trust.sigstore.verify_image``. Multi-platform
 images: signatures are attached to the digest that was signed, normally the index a tag names; the
 airlock imports that index digest, so that is the digest to look up (per-platform signatures are not
 consulted).
@@ -45,8 +45,8 @@ from typing import Callable, Optional
 
 import httpx
 
-from ..core import signatures as core
-from ..core.signatures import SignatureArtifact
+from ..core import trust as core
+from ..core.trust.artifacts import SignatureArtifact
 from ..errors import ConfigError, TransientError, ValidationError
 from .registry import MANIFEST_ACCEPT, ManifestReader, _next_link, _status_error
 

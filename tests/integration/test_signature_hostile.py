@@ -19,7 +19,7 @@ from starlette.routing import Route
 from shared.adapters import urllib3_transport
 from shared.adapters.registry import SourceRegistry
 from shared.adapters.signatures import SignatureFinder
-from shared.core import signatures as core
+from shared.core import trust as core
 from shared.errors import TransientError
 from tests.servers import serve_asgi
 from tests.signing import bundle_manifest, sha256

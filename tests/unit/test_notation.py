@@ -1,4 +1,4 @@
-"""Notary Project signature verification (shared.core.notation), offline.
+"""Notary Project signature verification (shared.core.trust.notation), offline.
 
 Signatures come from the signer in tests/unit/notary_signer.py (a test PKI made here) and from
 one real envelope produced by notation, copied from notation-go's test data
@@ -17,14 +17,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.core.notation import (
+from shared.core.trust.notation import (
     Verification,
     is_signature_manifest,
     parse_signature_manifest,
     verify_notation,
     verify_notation_signatures,
 )
-from shared.core.trustpolicy import NotationRequirement, parse_trust_policy
+from shared.core.trust import NotationRequirement, parse_trust_policy
 from tests.fixture_paths import FIXTURES
 from tests.unit import notary_signer as ns
 from tests.unit.notary_signer import IMAGE_DIGEST, NOW, OTHER_DIGEST, make_chain, sign_cose, sign_jws
