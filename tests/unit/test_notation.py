@@ -527,3 +527,12 @@ def test_real_signature_time_is_the_signed_one(real):
 def test_now_must_be_timezone_aware(chain, trusted):
     with pytest.raises(TypeError):
         verify(sign_jws(chain), trusted, now=datetime(2026, 3, 1))
+
+
+def test_notation_returns_the_one_verification_type():
+    """One verdict record for every verifier: notation's is the same class as Sigstore's."""
+    from shared.core.trust import verdict
+
+    assert Verification is verdict.Verification
+    assert verify_notation_signatures([], digest=IMAGE_DIGEST, requirement=None, now=NOW) == verdict.Verification(
+        verdict.UNSIGNED, verdict.KIND_NOTATION, reason="no Notary Project signature")

@@ -31,7 +31,7 @@ from typing import Any, Optional
 
 from shared.core.trust.artifacts import MAX_BLOB_BYTES, CosignSignature, Unreadable, load_json
 from shared.core.trust.fulcio import _check_code_signing, _identity
-from shared.core.trust.signers import CosignKey, Keyless, SigstoreTrust, _Refused, key_id
+from shared.core.trust.signers import CosignKey, Keyless, SigstoreTrust, _Refused
 
 def _simple_signing_digest(payload: bytes) -> str:
     """``critical.image.docker-manifest-digest`` of a simple-signing payload (keys matched without
@@ -160,6 +160,8 @@ def _check_hashedrekord(body: bytes, candidate: CosignSignature, key=None, cert=
             raise _Refused("Rekor entry is about another payload, signature or certificate")
         return
     from cryptography.hazmat.primitives import serialization
+
+    from shared.core.trust.keys import key_id
 
     try:
         entry = load_json(body, "Rekor entry", MAX_BLOB_BYTES)

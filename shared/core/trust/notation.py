@@ -64,7 +64,8 @@ from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyB
 from shared.core.reference import ReferenceSyntaxError, validate_digest
 from shared.core.trust.identities import format_subject
 from shared.core.trust.notation_envelopes import MAX_CHAIN, _cose, _Failed, _first_line, _jws, _loads_json
-from shared.core.trust.policy import KIND_NOTATION, NotationRequirement
+from shared.core.trust.policy import NotationRequirement
+from shared.core.trust.verdict import KIND_NOTATION, MISMATCH, UNSIGNED, VERIFIED, Verification
 
 __all__ = [
     "ARTIFACT_TYPE",
@@ -95,18 +96,6 @@ _FORBIDDEN_LEAF_EKU = {
     ExtendedKeyUsageOID.TIME_STAMPING: "timeStamping",
 }
 _DIGESTS = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
-
-
-@dataclass(frozen=True)
-class Verification:
-    """One verdict. Mirrors ``shared.core.signatures.Verification`` (to be imported from there on merge)."""
-
-    status: str  # "verified" | "unsigned" | "invalid" | "mismatch" | "skipped"
-    kind: Optional[str]  # "cosign-key" | "keyless" | "notation" | None
-    signer: Optional[str]  # certificate identity / key id / X.509 subject
-    issuer: Optional[str]
-    location: Optional[str]  # "referrers:<digest>" ...
-    reason: Optional[str]  # one line, when not verified
 
 
 # --- the signature manifest ----------------------------------------------------------------------
@@ -336,7 +325,7 @@ def _verify(manifest: bytes, blob: bytes, digest: str, requirement: NotationRequ
         raise _Failed(f"the signature expired at {_when(envelope.expiry)}")
     signed = _payload_digest(envelope.payload)
     if signed != digest:
-        raise _Failed(f"the signature is for {signed}, not this image ({digest})", status="mismatch")
+        raise _Failed(f"the signature is for {signed}, not this image ({digest})", status=MISMATCH)
     return signer, format_subject(anchor.subject)
 
 
@@ -356,7 +345,7 @@ def verify_notation(manifest: bytes, envelope: bytes, *, digest: str, requiremen
         signer, issuer = _verify(manifest, envelope, digest, requirement, now.astimezone(timezone.utc))
     except _Failed as failure:
         return Verification(failure.status, KIND_NOTATION, None, None, location, failure.reason)
-    return Verification("verified", KIND_NOTATION, signer, issuer, location, None)
+    return Verification(VERIFIED, KIND_NOTATION, signer, issuer, location, None)
 
 
 def verify_notation_signatures(signatures: Iterable[tuple[bytes, bytes]], *, digest: str,
@@ -373,12 +362,12 @@ def verify_notation_signatures(signatures: Iterable[tuple[bytes, bytes]], *, dig
         if n >= limit:
             break
         verdict = verify_notation(manifest, envelope, digest=digest, requirement=requirement, now=now)
-        if verdict.status == "verified":
+        if verdict.status == VERIFIED:
             return verdict
         failures.append(verdict)
     if not failures:
-        return Verification("unsigned", KIND_NOTATION, None, None, None, "no Notary Project signature")
-    chosen = next((f for f in failures if f.status == "mismatch"), failures[0])
+        return Verification(UNSIGNED, KIND_NOTATION, None, None, None, "no Notary Project signature")
+    chosen = next((f for f in failures if f.status == MISMATCH), failures[0])
     if len(failures) > 1:
         chosen = Verification(chosen.status, chosen.kind, chosen.signer, chosen.issuer, chosen.location,
                               f"{len(failures)} signatures, none verified; {chosen.reason}")

@@ -40,6 +40,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
 from joserfc.registry import HeaderParameter
 
+from shared.core.trust.verdict import INVALID
+
 PAYLOAD_TYPE = "application/vnd.cncf.notary.payload.v1+json"
 SCHEME_X509 = "notary.x509"
 SCHEME_SIGNING_AUTHORITY = "notary.x509.signingAuthority"
@@ -87,7 +89,7 @@ _CBOR_REFUSED = {tag: _refuse_tag(tag) for tag in (0, 2, 3, 4, 5, 25, 28, 29, 30
 class _Failed(Exception):
     """Verification stops here; ``status`` is "invalid" or "mismatch"."""
 
-    def __init__(self, reason: str, status: str = "invalid") -> None:
+    def __init__(self, reason: str, status: str = INVALID) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status

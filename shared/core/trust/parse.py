@@ -60,9 +60,10 @@ from shared.core.builds import type_name
 from shared.core.safeyaml import Limits
 from shared.core.trust.parse_signatures import SignatureChecks
 from shared.core.trust.patterns import _RE2_OPTIONS, Pattern, _check_pattern
-from shared.core.trust.policy import (KIND_NOTATION, MAX_BYTES, MAX_ERRORS, MAX_PATTERNS, MAX_SCOPES, MODE_ENFORCE,
+from shared.core.trust.policy import (MAX_BYTES, MAX_ERRORS, MAX_PATTERNS, MAX_SCOPES, MODE_ENFORCE,
                                       MODE_SKIP, MODES, REQUIRE_ALL, REQUIRE_ANY, Requirement, Scope, TrustPolicy,
                                       TrustPolicyResult)
+from shared.core.trust.verdict import KIND_NOTATION
 from shared.core.yamlfile import Problems, Segment, Yaml12Loader, decode, load
 from shared.errors import Problem
 

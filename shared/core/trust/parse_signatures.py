@@ -37,9 +37,9 @@ from shared.core.builds import type_name
 from shared.core.trust.identities import TrustedIdentity, _overlap, format_subject, parse_trusted_identity
 from shared.core.trust.keys import _check_public_key, _fingerprint, _is_private, _pem_blocks, _pem_der, key_id
 from shared.core.trust.patterns import _RE2_OPTIONS
-from shared.core.trust.policy import (KIND_COSIGN_KEY, KIND_KEYLESS, KIND_NOTATION, KINDS, MAX_CERTIFICATES,
-                                      MAX_IDENTITIES, MAX_REGEX, MAX_SIGNATURES, CosignKeyRequirement,
+from shared.core.trust.policy import (MAX_CERTIFICATES, MAX_IDENTITIES, MAX_REGEX, MAX_SIGNATURES, CosignKeyRequirement,
                                       KeylessRequirement, NotationRequirement, Requirement)
+from shared.core.trust.verdict import KIND_COSIGN_KEY, KIND_KEYLESS, KIND_NOTATION, KINDS
 from shared.core.yamlfile import Segment
 
 _KIND_KEYS = {

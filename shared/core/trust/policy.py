@@ -48,12 +48,9 @@ from shared.core.reference import DOCKER_HUB, normalise_registry
 from shared.core.trust.identities import TrustedIdentity, format_subject, subject_attributes
 from shared.core.trust.keys import _fingerprint
 from shared.core.trust.patterns import Pattern
+from shared.core.trust.verdict import KIND_COSIGN_KEY, KIND_KEYLESS, KIND_NOTATION, KINDS  # noqa: F401 - the kinds a policy names
 from shared.errors import Problem, TrustPolicyError
 
-KIND_COSIGN_KEY = "cosign-key"
-KIND_KEYLESS = "keyless"
-KIND_NOTATION = "notation"
-KINDS = (KIND_COSIGN_KEY, KIND_KEYLESS, KIND_NOTATION)
 MODE_ENFORCE = "enforce"
 MODE_AUDIT = "audit"
 MODE_SKIP = "skip"

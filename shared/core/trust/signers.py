@@ -112,6 +112,8 @@ class CosignKey:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+        from shared.core.trust import keys
+
         text = self.public_key.encode() if isinstance(self.public_key, str) else None
         if not text:
             raise _problem("public_key", "must be a PEM public key")
@@ -129,7 +131,7 @@ class CosignKey:
             raise _problem("public_key", f"{type(key).__name__} keys are not supported")
         object.__setattr__(self, "predicate_types", tuple(self.predicate_types))
         object.__setattr__(self, "_key", key)
-        object.__setattr__(self, "_key_id", key_id(key))
+        object.__setattr__(self, "_key_id", keys.key_id(key))
 
     @property
     def key_id(self) -> str:
@@ -144,14 +146,6 @@ class CosignKey:
 
 
 Requirement = Union[Keyless, CosignKey]
-
-
-def key_id(public_key) -> str:
-    """``sha256:<hex>`` of the key's SubjectPublicKeyInfo DER (the id a verdict names a key by)."""
-    from cryptography.hazmat.primitives import serialization
-
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
 def requirements_fingerprint(requirements: Sequence[Requirement]) -> str:
