@@ -8,11 +8,15 @@ Shape (snake_case throughout, like ``manifest check --json``)::
      "duration_seconds", "summary": {...counts, "drift"...}, "errors": [{"line", "message"}],
      "warnings": [{"line", "message"}], "manifest": {..., "lock": {"sha256", "fingerprint", "images"} or null},
      "dockerhub_ratelimit_remaining", "entries": [EntryOutcome.to_dict(), ...],
-     "policies": [...] (only when the manifest has tag policies; see RunRecord.policies)}
+     "policies": [...] (only when the manifest has tag policies; see RunRecord.policies),
+     "trust": {"policy", "sha256", "scopes"} or null (the trust policy the run verified signatures under)}
 
 An entry resolved from a tag policy carries ``"policy"`` (the policy's text) next to its line; a locked
 entry whose source tag moved upstream carries ``"drift": {"locked", "upstream"}`` (it imports the locked
-digest; the drift is for review, ``airlock lock --update``).
+digest; the drift is for review, ``airlock lock --update``). Under a trust policy every entry with a source
+digest carries ``"verification": {"status", "kind", "signer", "issuer", "location", "reason", "scope",
+"mode"}`` (``shared.core.trust.verify.ScopeVerdict``); the summary counts ``unverified`` (signatures
+required and not verified, enforce or audit) and ``rejected`` (kept out by an enforce scope).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from datetime import datetime
 from typing import Iterable, Optional, Sequence
 
 from .plan import Action, PlanItem
+from .trust.verdict import counts as verification_counts
 
 RESULT_IMPORTED = "imported"
 RESULT_UNCHANGED = "unchanged"
@@ -68,6 +73,7 @@ class EntryOutcome:
                       if self.error_code or self.error_message else None),
             **({"policy": entry.policy} if entry.policy else {}),
             **({"drift": self.item.drift} if self.item.drift else {}),
+            **({"verification": self.item.verification} if self.item.verification else {}),
         }
 
 
@@ -90,6 +96,7 @@ class RunRecord:
     policies: list = field(default_factory=list)
     warnings: Sequence[dict] = ()   # e.g. an unlocked manifest's: what it imports was not reviewed as digests
     lock: Optional[dict] = None     # the images.lock it ran under: {"sha256", "fingerprint", "images"}
+    trust: Optional[dict] = None    # the trust policy it verified under: {"policy", "sha256", "scopes"}
 
     @property
     def status(self) -> str:
@@ -109,7 +116,8 @@ class RunRecord:
 
     def summary(self) -> dict:
         """Counts by planned action (new, update, unchanged, error) and by what happened
-        (imported, failed, planned); an unchanged entry is counted once, as an action."""
+        (imported, failed, planned); an unchanged entry is counted once, as an action; and ``unverified`` /
+        ``rejected`` (``shared.core.trust.verdict.counts``)."""
         counts = {a.value: 0 for a in Action}
         results = {RESULT_IMPORTED: 0, RESULT_FAILED: 0, RESULT_PLANNED: 0}
         drifted = 0
@@ -118,7 +126,8 @@ class RunRecord:
             if outcome.result in results:
                 results[outcome.result] += 1
             drifted += bool(outcome.item.drift)
-        return {**counts, **results, "drift": drifted, "total": len(self.entries)}
+        return {**counts, **results, "drift": drifted,
+                **verification_counts(o.to_dict() for o in self.entries), "total": len(self.entries)}
 
     def to_dict(self) -> dict:
         duration = ((self.finished_at - self.started_at).total_seconds() if self.finished_at else None)
@@ -140,4 +149,5 @@ class RunRecord:
             "dockerhub_ratelimit_remaining": self.dockerhub_ratelimit_remaining,
             "entries": [o.to_dict() for o in self.entries],
             **({"policies": list(self.policies)} if self.policies else {}),
+            "trust": self.trust,
         }

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Optional
 
+from .trust.verdict import counts as verification_counts
+
 QUEUED = "queued"
 RUNNING = "running"
 SUCCEEDED = "succeeded"
@@ -115,6 +117,7 @@ _KEY = re.compile(r"\d{6}(~[\w][\w.-]{0,127})?")
 _DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 IMPORT_ACTIONS = ("new", "update")
+MAX_VERIFICATION_BYTES = 16 * 1024  # a verdict is a few hundred bytes; require: all lists up to 20 parts
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ class ImportMessage:
     source_digest: str
     target_digest: Optional[str] = None
     traceparent: Optional[str] = None  # W3C trace context of the chunk delivery that sent it
+    verification: Optional[dict] = None  # the signature verdict its chunk made (trust policy), for the record
 
     def to_json(self) -> str:
         data = {"v": MESSAGE_VERSION, "kind": "import", "run_id": self.run_id, "chunk": self.chunk,
@@ -140,6 +144,8 @@ class ImportMessage:
                 "source_digest": self.source_digest, "target_digest": self.target_digest}
         if self.traceparent:
             data["traceparent"] = self.traceparent
+        if self.verification:
+            data["verification"] = self.verification
         return json.dumps(data, separators=(",", ":"))
 
 
@@ -165,8 +171,12 @@ def parse_message(text: str | bytes) -> ChunkMessage | ImportMessage:
     parent = data.get("traceparent")
     if parent is not None and (not isinstance(parent, str) or not _TRACEPARENT.fullmatch(parent)):
         raise ValueError("traceparent: expected a W3C traceparent")
+    verification = data.get("verification")
+    if verification is not None and (not isinstance(verification, dict) or not isinstance(
+            verification.get("status"), str) or len(json.dumps(verification)) > MAX_VERIFICATION_BYTES):
+        raise ValueError(f"verification: expected a verdict object (at most {MAX_VERIFICATION_BYTES} bytes)")
     return ImportMessage(chunk.run_id, chunk.chunk, chunk.chunks, chunk.start, chunk.end, key, action, source,
-                         target, parent)
+                         target, parent, verification)
 
 
 def delivery_verdict(dequeue_count: int, max_dequeue: int) -> str:
@@ -206,6 +216,7 @@ def summarise(entries: Iterable[dict]) -> dict:
     counts = {"new": 0, "update": 0, "unchanged": 0, "error": 0, "imported": 0, "failed": 0, "planned": 0,
               "drift": 0}
     total = 0
+    entries = list(entries)
     for entry in entries:
         total += 1
         counts["drift"] += bool(entry.get("drift"))
@@ -213,7 +224,7 @@ def summarise(entries: Iterable[dict]) -> dict:
             counts[entry["action"]] += 1
         if entry.get("result") in ("imported", "failed", "planned"):
             counts[entry["result"]] += 1
-    return {**counts, "total": total}
+    return {**counts, **verification_counts(entries), "total": total}
 
 
 def entry_key(line: int, policy_tag: Optional[str] = None) -> str:

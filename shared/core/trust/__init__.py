@@ -16,6 +16,7 @@ One module per concern (each says its contract in its docstring):
     fulcio.py              identity and issuer in a Fulcio certificate
     notation.py            Notary Project verification (manifest, chain, identity, expiry, target)
     notation_envelopes.py  Notary Project JWS and COSE envelopes
+    verify.py              one image against its scope: any or all of its signatures, one verdict; cache keys
 
 The package's public names can be imported from it directly (``from shared.core.trust import
 parse_trust_policy``); each is loaded from its module on first use, so importing one module does
@@ -28,7 +29,8 @@ from typing import Any
 
 _EXPORTS = {
     "verdict": ("Verification", "VERIFIED", "UNSIGNED", "INVALID", "MISMATCH", "SKIPPED", "STATUSES",
-                "KIND_COSIGN_KEY", "KIND_KEYLESS", "KIND_NOTATION", "KINDS", "MAX_REASON", "one_line"),
+                "KIND_COSIGN_KEY", "KIND_KEYLESS", "KIND_NOTATION", "KINDS", "MAX_REASON", "one_line", "FAILED",
+                "REJECTED_CODE"),
     "artifacts": ("MEDIA_SIMPLESIGNING", "ARTIFACT_COSIGN_SIG", "MEDIA_BUNDLE_V03", "MEDIA_BUNDLES",
                   "ARTIFACT_NOTATION", "MEDIA_NOTATION_ENVELOPES", "MEDIA_OCI_MANIFEST", "MEDIA_OCI_INDEX",
                   "PAYLOAD_IN_TOTO", "IN_TOTO_STATEMENTS", "ANNOTATION_SIGNATURE", "ANNOTATION_CERTIFICATE",
@@ -47,6 +49,7 @@ _EXPORTS = {
     "identities": ("TrustedIdentity", "format_subject", "parse_trusted_identity", "subject_attributes"),
     "keys": ("key_id",),
     "patterns": ("Pattern",),
+    "verify": ("PreparedPolicy", "ScopeCheck", "ScopeVerdict"),
     "notation": ("SignatureManifest", "is_signature_manifest", "parse_signature_manifest", "verify_notation",
                  "verify_notation_signatures"),
 }

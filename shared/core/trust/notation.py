@@ -302,8 +302,9 @@ def _payload_digest(payload: bytes) -> str:
 
 
 def _verify(manifest: bytes, blob: bytes, digest: str, requirement: NotationRequirement,
-            now: datetime) -> tuple[str, str]:
-    """(signer, issuer) of a verified signature; raises ``_Failed``."""
+            now: datetime) -> tuple[str, str, datetime]:
+    """(signer, issuer, valid until) of a verified signature; raises ``_Failed``. It is valid until the
+    first certificate of the chain (the trust anchor included) or the signature expires."""
     described = _signature_manifest(manifest)
     if not isinstance(blob, (bytes, bytearray)):
         raise _Failed("signature envelope must be bytes")
@@ -326,7 +327,9 @@ def _verify(manifest: bytes, blob: bytes, digest: str, requirement: NotationRequ
     signed = _payload_digest(envelope.payload)
     if signed != digest:
         raise _Failed(f"the signature is for {signed}, not this image ({digest})", status=MISMATCH)
-    return signer, format_subject(anchor.subject)
+    until = min([c.not_valid_after_utc for c in (*certificates, anchor)]
+                + ([envelope.expiry] if envelope.expiry is not None else []))
+    return signer, format_subject(anchor.subject), until
 
 
 def verify_notation(manifest: bytes, envelope: bytes, *, digest: str, requirement: NotationRequirement,
@@ -342,26 +345,28 @@ def verify_notation(manifest: bytes, envelope: bytes, *, digest: str, requiremen
         location = "referrers:sha256:" + hashlib.sha256(manifest).hexdigest() \
             if isinstance(manifest, (bytes, bytearray)) else None
     try:
-        signer, issuer = _verify(manifest, envelope, digest, requirement, now.astimezone(timezone.utc))
+        signer, issuer, until = _verify(manifest, envelope, digest, requirement, now.astimezone(timezone.utc))
     except _Failed as failure:
         return Verification(failure.status, KIND_NOTATION, None, None, location, failure.reason)
-    return Verification(VERIFIED, KIND_NOTATION, signer, issuer, location, None)
+    return Verification(VERIFIED, KIND_NOTATION, signer, issuer, location, None, valid_until=until)
 
 
-def verify_notation_signatures(signatures: Iterable[tuple[bytes, bytes]], *, digest: str,
+def verify_notation_signatures(signatures: Iterable[tuple], *, digest: str,
                                requirement: NotationRequirement, now: datetime,
                                limit: int = MAX_SIGNATURES) -> Verification:
-    """The verdict on an image's Notary Project signatures: ``(manifest, envelope)`` pairs.
+    """The verdict on an image's Notary Project signatures: ``(manifest, envelope)`` pairs, or
+    ``(manifest, envelope, location)`` where it was found (default ``referrers:<manifest digest>``).
 
     The first that verifies wins; otherwise the first "mismatch", else the first "invalid" (its
     reason says how many were looked at); no signature at all is "unsigned". At most ``limit``
     signatures are looked at.
     """
     failures: list[Verification] = []
-    for n, (manifest, envelope) in enumerate(signatures):
+    for n, (manifest, envelope, *where) in enumerate(signatures):
         if n >= limit:
             break
-        verdict = verify_notation(manifest, envelope, digest=digest, requirement=requirement, now=now)
+        verdict = verify_notation(manifest, envelope, digest=digest, requirement=requirement, now=now,
+                                  location=where[0] if where else None)
         if verdict.status == VERIFIED:
             return verdict
         failures.append(verdict)

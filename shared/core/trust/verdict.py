@@ -11,11 +11,15 @@
 key id (``sha256:<hex of the SubjectPublicKeyInfo DER>``) or an X.509 subject; ``issuer`` the OIDC
 issuer (keyless); ``location`` where the signature was found (``referrers:<digest>``,
 ``referrers-tag:<digest>``, ``tag:sha256-<hex>.sig``); ``reason`` one line (:func:`one_line`, at most
-:data:`MAX_REASON` characters) when not verified.
+:data:`MAX_REASON` characters) when not verified. ``valid_until`` (not part of ``to_dict``) is when a
+verified verdict stops holding because it depended on the time: a Notary Project chain is checked now,
+so its verdict lasts until the first certificate or the signature expires; a verdict cache keeps it no
+longer.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Optional
 
 VERIFIED = "verified"
@@ -24,6 +28,8 @@ INVALID = "invalid"
 MISMATCH = "mismatch"
 SKIPPED = "skipped"
 STATUSES = (VERIFIED, UNSIGNED, INVALID, MISMATCH, SKIPPED)
+FAILED = (UNSIGNED, INVALID, MISMATCH)  # signatures were required and did not verify
+REJECTED_CODE = "SignatureRejected"  # the error code of an entry an enforce scope kept out
 
 KIND_COSIGN_KEY = "cosign-key"
 KIND_KEYLESS = "keyless"
@@ -42,6 +48,9 @@ class Verification:
     issuer: Optional[str] = None  # OIDC issuer for keyless
     location: Optional[str] = None  # "referrers:<digest>" | "referrers-tag:<digest>" | "tag:sha256-<hex>.sig" | ...
     reason: Optional[str] = None  # one line, when not verified
+    # a verified verdict that depends on the time (a certificate that expires, a signature's expiry) holds
+    # until then; None: it does not (keyless and cosign-key verdicts are made at the signed time)
+    valid_until: Optional[datetime] = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -68,3 +77,14 @@ def one_line(text: str, limit: int = MAX_REASON) -> str:
     """Whitespace collapsed to single spaces, at most ``limit`` characters (an ellipsis marks a cut)."""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+
+
+def counts(entries) -> dict:
+    """``{"unverified", "rejected"}`` over entry outcome documents: entries whose ``verification`` did not
+    verify (enforce or audit), and entries kept out by an enforce scope (error ``SignatureRejected``)."""
+    unverified = rejected = 0
+    for entry in entries:
+        verification = entry.get("verification") or {}
+        unverified += verification.get("status") in FAILED
+        rejected += (entry.get("error") or {}).get("code") == REJECTED_CODE
+    return {"unverified": unverified, "rejected": rejected}
