@@ -91,7 +91,13 @@ class _Deadline:
 
 
 class SignatureFinder:
-    """Signature artifacts of image digests in source registries (see the module docstring)."""
+    """Signature artifacts of image digests in source registries (see the module docstring).
+
+    ``SignatureFinder.lookups`` counts the look-ups this process started (every finder's), so tests and
+    benchmarks can tell a verdict read from a cache from one that went to the registry."""
+
+    lookups = 0
+    _count_lock = threading.Lock()
 
     def __init__(self, source, *, deadline: float = LOOKUP_DEADLINE, clock: Callable[[], float] = time.monotonic):
         self._source = source  # shared.adapters.registry.SourceRegistry
@@ -101,6 +107,8 @@ class SignatureFinder:
     def find(self, registry: str, repository: str, digest: str) -> SignatureLookup:
         if not core.valid_digest(digest):
             raise ValidationError(f"not a sha256 digest: {core.one_line(repr(digest), 90)}", code="InvalidDigest")
+        with SignatureFinder._count_lock:
+            SignatureFinder.lookups += 1
         reader: ManifestReader = self._source.reader(registry)
         budget = _Deadline(self._deadline, self._clock)
         lookup = _Lookup(reader, repository, budget)

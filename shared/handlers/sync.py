@@ -3,6 +3,12 @@
 Data flows one way: the core parses and decides (``shared.core``), the adapters act
 (``shared.adapters``), and this module orchestrates them and reports progress. It does not read
 settings from the environment nor construct clients; ``shared.services.Services`` brings both.
+
+With a trust gate (``shared.handlers.trust.TrustGate``: the trust policy in force) the plan verifies
+the signatures of each digest it would import, in the same worker as the entry's look-ups, and puts
+the verdict on the item (``PlanItem.verification``); an entry an enforce scope rejects is planned as an
+error (``SignatureRejected``, one line saying why) and never imported. ``run`` reads the policy in force
+from storage; queued runs pass the gate of the policy they were queued under (``handlers.runs.chunk``).
 """
 from __future__ import annotations
 
@@ -24,7 +30,8 @@ from ..core.tagpolicy import MAX_TAGS_SCANNED
 from ..core.outcome import (RESULT_FAILED, RESULT_IMPORTED, RESULT_PLANNED, RESULT_UNCHANGED, EntryOutcome,
                             RunRecord, redact)
 from ..core.plan import Action, Plan, PlanItem, decide, drift, import_mode
-from ..errors import AirlockError, TransientError, UpstreamError
+from ..core.trust.verdict import REJECTED_CODE
+from ..errors import AirlockError, TransientError, TrustPolicyError, UpstreamError
 from ..telemetry import ContextThreadPoolExecutor as ThreadPoolExecutor  # pools see the run (log run id, spans)
 from ..telemetry import traced_import, traced_plan, traced_run
 
@@ -61,10 +68,15 @@ def _plan_failure(item: PlanItem, retryable: bool) -> EntryOutcome:
     return EntryOutcome(item, RESULT_FAILED, error_code=code, error_message=message, retryable=retryable)
 
 
+_FROM_STORAGE = object()  # SyncEngine(trust=...): read the policy in force when ``run`` starts
+
+
 class SyncEngine:
-    def __init__(self, services, *, before_import: Optional[Callable[[PlanItem], None]] = None):
+    def __init__(self, services, *, before_import: Optional[Callable[[PlanItem], None]] = None,
+                 trust=_FROM_STORAGE):
         self.services = services
         self.before_import = before_import  # e.g. a "started" checkpoint (handlers.runs)
+        self.trust = trust  # a handlers.trust.TrustGate, None (no policy), or read from storage by ``run``
         self.settings = services.settings
         self._dockerhub_remaining: Optional[int] = None
         self._lock = threading.Lock()
@@ -136,6 +148,10 @@ class SyncEngine:
              on_item: Optional[Callable[[PlanItem], None]] = None) -> Plan:
         """Resolve source and target digests for every entry. Never imports anything. ``on_item`` is
         called with each item as soon as it is planned (a queued chunk sends its imports right away)."""
+        if self.trust is _FROM_STORAGE:  # never plan without asking: the policy in force (fails when invalid)
+            from .trust import gate_from_storage
+
+            self.trust = gate_from_storage(self.services)
         entries = manifest.entries
         items: list[Optional[PlanItem]] = [None] * len(entries)
         workers = max(1, min(self.settings.plan_concurrency, len(entries) or 1))
@@ -219,12 +235,24 @@ class SyncEngine:
                     what=f"ACR manifest {entry.target_repository}@{source.digest}")
                 target = source.digest if present else None
             item = decide(entry, source.digest, target)
-            return replace(item, drift=moved) if moved else item
+            item = replace(item, drift=moved) if moved else item
+            return self._verify(item)
         except AirlockError as exc:
             if isinstance(exc, TransientError):
                 with self._lock:
                     self._transient_lines.add(entry.line)
             return decide(entry, None, None, error=self._describe(exc))
+
+    def _verify(self, item: PlanItem) -> PlanItem:
+        """The trust gate's verdict on what the item would import (an enforce rejection makes it an error)."""
+        gate = self.trust
+        if gate is None or gate is _FROM_STORAGE or item.source_digest is None or item.action is Action.ERROR:
+            return item
+        verdict = gate.check(item.entry, item.source_digest) if item.needs_import else gate.unchanged(item.entry)
+        if verdict.rejected:
+            return replace(item, action=Action.ERROR, error=f"{REJECTED_CODE}: {verdict.line()}",
+                           verification=verdict.to_dict())
+        return replace(item, verification=verdict.to_dict())
 
     def _upstream_tag(self, entry):
         """The source tag's digest now (None when the tag is gone upstream: that is drift too)."""
@@ -360,11 +388,24 @@ class SyncEngine:
         """Validate (with the manifest's ``lock``, when it has one), plan and (when ``apply``) import;
         returns the record (not yet saved)."""
         manifest = check_manifest(text, self.settings, lock, name=name)
+        trust_error = None
+        if self.trust is _FROM_STORAGE:
+            from .trust import gate_from_storage, policy_problem
+
+            try:
+                self.trust = gate_from_storage(self.services)
+            except TrustPolicyError as exc:
+                self.trust, trust_error = None, policy_problem(exc)
         record = RunRecord(run_id=run_id or new_run_id(), kind="sync" if apply else "plan", trigger=trigger,
                            manifest_name=name, manifest_sha256=manifest.content_hash,
                            registry=self.settings.registry_name, started_at=_now(),
                            entry_count=len(manifest.entries))
         record.warnings = [p.to_dict() for p in manifest.warnings]
+        record.trust = self.trust.describe() if self.trust is not None else None
+        if trust_error is not None:
+            record.errors = [trust_error]
+            record.finished_at = _now()
+            return record
         record.lock = None if manifest.lock is None else {
             "sha256": manifest.lock.content_hash, "fingerprint": manifest.lock.manifest,
             "images": len(manifest.lock.images)}

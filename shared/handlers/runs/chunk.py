@@ -6,6 +6,8 @@ message (``core.ImportMessage``) per entry to import (``dispatch``; the CLI's in
 them here instead), and settles unchanged entries and plan errors together. A poison delivery ends the
 chunk's unfinished entries (``reaper``).
 
+Reads ``runs-work/<id>/trust-policy.yaml`` (the trust policy the run was queued under, when it had one).
+
 Writes:
 - ``runs-work/<id>/locks/<chunk>``         the chunk's renewed lease
 - ``runs-work/<id>/started/<key>.json``    before an in-process import
@@ -24,10 +26,11 @@ from typing import Optional
 from ...core import runs as core
 from ...core.outcome import RESULT_FAILED, RESULT_IMPORTED, EntryOutcome
 from ...core.plan import Action, PlanItem
-from ...errors import ConflictError, TransientError
+from ...errors import ConflictError, TransientError, TrustPolicyError
 from ...telemetry import ContextThreadPoolExecutor as ThreadPoolExecutor  # pool threads keep the run id
 from ...telemetry import chunk_scope, traceparent
 from ..sync import Progress, SyncEngine
+from ..trust import gate_for_run
 from .completion import _Checkpointer, _complete_chunk, _end_now, _maybe_finalise, _settle, _update_record
 from .reaper import _poison_chunk
 from .store import (SnapshotInvalid, _final_entries, _key, _live_record, _now, _run_context, _settled_blob,
@@ -77,7 +80,8 @@ def _execute_chunk(services, message: core.ChunkMessage, record: dict, *, verdic
     try:
         if _start(dict(record), deadline=s.run_deadline) is not None:  # the record as just read: no write due
             _update_record(services, run_id, lambda d: _start(d, deadline=s.run_deadline))
-        retry, known = _run_chunk(services, message, last=verdict == "last", progress=progress, dispatch=dispatch)
+        retry, known = _run_chunk(services, message, record, last=verdict == "last", progress=progress,
+                                  dispatch=dispatch)
     except SnapshotInvalid as exc:  # permanent: retrying cannot help, so the run ends now
         return _end_now(services, run_id, core.FAILED, exc.message)
     finally:
@@ -104,9 +108,10 @@ def _start(document: dict, *, deadline: float) -> Optional[dict]:
     return document
 
 
-def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Optional[Progress],
+def _run_chunk(services, message: core.ChunkMessage, record: dict, *, last: bool, progress: Optional[Progress],
                dispatch: bool = False) -> tuple[bool, dict[str, dict]]:
-    """Plan the chunk's unfinished entries and import them (``dispatch``: send each as an import message);
+    """Plan the chunk's unfinished entries (signatures verified under the trust policy the run was queued
+    with, ``handlers.trust.gate_for_run``) and import them (``dispatch``: send each as an import message);
     returns (an entry failed on something transient and the chunk must be delivered again, the final
     outcomes known to this delivery by key)."""
     s = services.settings
@@ -178,7 +183,11 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
             dispatched.append(item)
 
     if todo:
-        engine = SyncEngine(services, before_import=before_import)
+        try:
+            gate = gate_for_run(services, run_id, record, lambda name: _work(run_id, name))
+        except TrustPolicyError as exc:  # the snapshot no longer parses (the checker changed): permanent
+            raise SnapshotInvalid(f"trust policy snapshot of run {run_id}: {exc.message}") from None
+        engine = SyncEngine(services, before_import=before_import, trust=gate)
         plan = engine.plan(_Entries(todo), progress, on_item=send if dispatch else None)
         started = set(services.store.list_names(container, _work(run_id, "started") + "/"))
         resumed = [_resumed(services, run_id, item) if _work(run_id, "started", f"{_key(item.entry)}.json")
@@ -207,7 +216,7 @@ def _dispatch(services, message: core.ChunkMessage, item: PlanItem, parent: Opti
     their own write, so whichever writes last sees every outcome."""
     services.runs_queue.send(core.ImportMessage(
         message.run_id, message.chunk, message.chunks, message.start, message.end, _key(item.entry),
-        item.action.value, item.source_digest, item.target_digest, parent).to_json())
+        item.action.value, item.source_digest, item.target_digest, parent, item.verification).to_json())
 
 
 def _resumed(services, run_id: str, item: PlanItem) -> Optional[dict]:
@@ -219,5 +228,6 @@ def _resumed(services, run_id: str, item: PlanItem) -> Optional[dict]:
     prior = services.store.get_json(container, _work(run_id, "started", f"{_key(item.entry)}.json"))
     if not prior or prior.get("source_digest") != item.source_digest:
         return None
-    planned = PlanItem(item.entry, Action(prior["action"]), item.source_digest, prior.get("target_digest"))
+    planned = PlanItem(item.entry, Action(prior["action"]), item.source_digest, prior.get("target_digest"),
+                       verification=prior.get("verification"))
     return EntryOutcome(planned, RESULT_IMPORTED, attempts=1, target_digest_after=item.target_digest).to_dict()

@@ -46,7 +46,8 @@ def execute_import(services, message: core.ImportMessage, *, verdict: str,
             log.error("run %s: import message for entry %s, which chunk %d does not hold; dropping it",
                       message.run_id, message.key, message.chunk)
             return None
-        item = PlanItem(entry, Action(message.action), message.source_digest, message.target_digest)
+        item = PlanItem(entry, Action(message.action), message.source_digest, message.target_digest,
+                        verification=message.verification)
         if verdict == "poison":
             [outcome] = _poison_entries(services, message.run_id, message.chunk, [entry], dequeue_count)
             log.error("run %s entry %s: poison import message after %d deliveries; recorded as %s", message.run_id,
