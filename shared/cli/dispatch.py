@@ -42,7 +42,7 @@ from typing import Optional, Sequence, TextIO
 
 from ..errors import AirlockError, ConfigError, ValidationError
 from ..redact import redact
-from . import builds, discover, lock, manifest, runs, serve, sync
+from . import builds, discover, lock, manifest, runs, serve, sync, trust
 from .args import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, CliParser, UsageError, environment, \
     os_reason
 
@@ -52,14 +52,14 @@ log = logging.getLogger(__name__)
 
 # the module that runs each command (a group's module declares its commands in add_parsers)
 COMMANDS = {"manifest": manifest, "plan": sync, "sync": sync, "lock": lock, "runs": runs, "build": builds,
-            "pool": builds, "discover": discover, "serve": serve}
+            "pool": builds, "discover": discover, "serve": serve, "trust": trust}
 
 
 def build_parser() -> CliParser:
     p = CliParser(prog=PROG, description="acr-airlock: reviewed images into a private ACR",
                   epilog="exit codes: 0 ok, 1 the work failed, 2 usage or configuration error, 130 interrupted")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (manifest, sync, lock, serve, runs, builds, discover):  # the order of --help
+    for group in (manifest, sync, lock, serve, runs, builds, discover, trust):  # the order of --help
         group.add_parsers(sub)
     return p
 

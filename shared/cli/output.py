@@ -62,6 +62,9 @@ def render_summary(document: dict, *, every_row: bool = False) -> str:
                  f"{s['total']} entries: {s['new']} new, {s['update']} update, {s['unchanged']} unchanged, "
                  f"{s['error']} error; {s['imported']} imported, {s['failed']} failed "
                  f"in {document['duration_seconds']}s")
+    if document.get("trust"):  # signatures were verified under a trust policy
+        lines.append(f"signatures ({document['trust']['policy']}): {s.get('rejected', 0)} rejected, "
+                     f"{s.get('unverified', 0)} not verified")
     return "\n".join(lines) + "\n"
 
 
