@@ -148,12 +148,13 @@ class ScopeCheck:
         from shared.core.trust.sigstore import verify_image
 
         verdicts: list[Verification] = []
-        sigstore = [converted for requirement, converted in pairs if converted is not None]
+        sigstore = [(requirement, converted) for requirement, converted in pairs if converted is not None]
+        if trust is None and trust_problem and any(r.kind == KIND_KEYLESS for r, _ in sigstore):
+            # keyless needs the root that is missing; a key needs none (the reason says why keyless failed)
+            verdicts.append(Verification(INVALID, KIND_KEYLESS, reason=trust_problem))
+            sigstore = [(r, c) for r, c in sigstore if r.kind != KIND_KEYLESS]
         if sigstore:
-            if trust is None and trust_problem and any(r.kind == KIND_KEYLESS for r, _ in pairs):
-                verdicts.append(Verification(INVALID, KIND_KEYLESS, reason=trust_problem))
-            else:
-                verdicts.append(verify_image(digest, artifacts, sigstore, trust))
+            verdicts.append(verify_image(digest, artifacts, [c for _, c in sigstore], trust))
         notation = [requirement for requirement, converted in pairs if converted is None]
         if notation:
             envelopes = _notation_pairs(artifacts)
