@@ -15,7 +15,8 @@ With ``--trust-policy FILE`` (the reviewed policy, as uploaded to ``TRUST_POLICY
 verified as a run would verify it, and each lock entry a scope verified carries its ``signer``; a line an
 enforce scope rejects fails the command and writes nothing (the error names the line and why). The lock
 runs where there is no storage, so the policy and its trusted roots come from files.
-Exit codes: 0 done (or they agree), 1 a line could not be resolved (or they disagree), 2 usage.
+Exit codes: 0 done (or they agree), 1 a line could not be resolved or a trust policy rejected it (or they
+disagree), 2 usage.
 """
 from __future__ import annotations
 

@@ -95,7 +95,8 @@ def build_lock(services, text, *, name: str = "images.txt", old: Optional[bytes]
         kept = _verify_kept(services, kept, kept_entries, trust, failures)
     if failures:
         n = len(failures)
-        raise UpstreamError(f"{name}: {n} line{'s' if n != 1 else ''} could not be resolved; nothing was written "
+        what = "resolved or verified" if trust is not None else "resolved"
+        raise UpstreamError(f"{name}: {n} line{'s' if n != 1 else ''} could not be {what}; nothing was written: "
                             + "; ".join(str(p) for p in sorted(failures, key=lambda p: p.line or 0)[:10]),
                             code="LockIncomplete")
     lock = Lock(manifest_fingerprint(manifest), tuple(sorted([*kept, *images], key=lambda i: i.target)))

@@ -201,10 +201,10 @@ def test_signed_images_cross_unsigned_and_copied_ones_do_not(trust_env, stack, f
     manifest = images.manifest()
     lookups = SignatureFinder.lookups
     with caplog.at_level(logging.WARNING):
-        deliver(functions, "images.txt", manifest)
+        deliver(functions, f"{prefix}.txt", manifest)
         queue_host.drain()
     assert SignatureFinder.lookups - lookups == 6  # one per digest to import
-    [run] = records_for("images.txt")
+    [run] = records_for(f"{prefix}.txt")
     assert run["status"] == "failed" and run["trust"]["policy"] == "trust-policy.yaml"
     assert run["trust"]["sha256"] == f"sha256:{policy_sha}"
     by_target = {e["target"].split(":")[0].split("/", 1)[1]: e for e in run["entries"]}
@@ -274,6 +274,149 @@ def test_signed_images_cross_unsigned_and_copied_ones_do_not(trust_env, stack, f
     # ones are verified again and still rejected
     functions["resync_timer"](TimerRequest(past_due=False))
     queue_host.drain()
-    again = records_for("images.txt")[-1]
+    again = records_for(f"{prefix}.txt")[-1]
     assert again["run_id"] != run["run_id"] and again["summary"]["rejected"] == 2
     assert {e["verification"]["status"] for e in again["entries"] if e["action"] == "unchanged"} == {"skipped"}
+
+
+def test_an_invalid_policy_is_recorded_on_upload_and_runs_import_nothing_until_it_is_fixed(
+        trust_env, stack, functions, queue_host, prefix):
+    digest = oci.push(oci.build_image(f"{prefix}/app", seed=prefix, layers=1),
+                      f"{stack.upstream_host}/{prefix}/app:1.0", cert_dir=stack.certs_dir)
+    s = services()
+    container = s.settings.outcomes_container
+    bad = f"version: 1\nscopes:\n  - name: apps\n    match: quay.io/{prefix}/*\n    mode: strict\n".encode()
+    deliver(functions, "trust-policy.yaml", bad)
+    checked = s.store.get_json(container, f"trust-policies/{__import__('hashlib').sha256(bad).hexdigest()}.json")
+    assert checked["status"] == "invalid" and checked["scopes"] == []
+    assert {(e["line"], e["field"]) for e in checked["errors"]} == {(3, "scopes[0]"), (5, "scopes[0].mode")}
+
+    manifest = f"quay.io/{prefix}/app:1.0 => {prefix}/app\n".encode()
+    deliver(functions, f"{prefix}.txt", manifest)
+    queue_host.drain()
+    [run] = records_for(f"{prefix}.txt")
+    assert run["status"] == "invalid" and run["entries"] == [] and queue_host.pending() == 0
+    [error] = run["errors"]
+    assert error["field"] == "trust_policy" and "the trust policy trust-policy.yaml is invalid (2 problems; " \
+        "first: line 3, scopes[0]: the scope has no signatures" in error["message"]
+    assert s.acr.tag_digest(f"{prefix}/app", "1.0") is None
+
+    # fixed (no scope names this source): the next upload runs, its entries say nothing applied
+    deliver(functions, "trust-policy.yaml", b"version: 1\nscopes: []\n")
+    deliver(functions, f"{prefix}.txt", manifest + b"# again\n")
+    queue_host.drain()
+    run = records_for(f"{prefix}.txt")[-1]
+    assert run["status"] == "succeeded" and run["trust"]["scopes"] == 0
+    [entry] = run["entries"]
+    assert entry["result"] == "imported" and entry["verification"]["status"] == "skipped"
+    assert entry["verification"]["reason"] == (f"no scope of the trust policy trust-policy.yaml matches "
+                                               f"quay.io/{prefix}/app")
+    assert s.acr.tag_digest(f"{prefix}/app", "1.0") == digest
+
+
+def test_a_throttled_signature_lookup_is_transient_like_any_plan_failure(trust_env, stack, functions, queue_host,
+                                                                         prefix, tmp_path):
+    """The source answers HEAD but throttles every signature read: the chunk is delivered again; on its last
+    delivery the entry fails, retryable, and nothing is imported."""
+    import trustme
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from tests.servers import serve_asgi
+
+    image = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
+                                   "digest": "sha256:" + __import__("hashlib").sha256(b"{}").hexdigest()},
+                        "layers": []}).encode()
+    digest = "sha256:" + __import__("hashlib").sha256(image).hexdigest()
+    reads: list[str] = []
+
+    async def manifests(request):
+        if request.path_params["ref"] in ("1.0", digest):
+            return Response(image if request.method == "GET" else b"", headers={
+                "Docker-Content-Digest": digest, "Content-Length": str(len(image)),
+                "Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        reads.append(request.url.path)
+        return JSONResponse({"errors": [{"code": "TOOMANYREQUESTS"}]}, status_code=429, headers={"Retry-After": "0"})
+
+    async def referrers(request):
+        reads.append(request.url.path)
+        return JSONResponse({"errors": [{"code": "UNAVAILABLE"}]}, status_code=503)
+
+    app = Starlette(routes=[Route("/v2/", lambda r: JSONResponse({})),
+                            Route("/v2/{repo:path}/referrers/{digest}", referrers),
+                            Route("/v2/{repo:path}/manifests/{ref}", manifests, methods=["GET", "HEAD"])])
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(stack.ca_pem.read_bytes() + ca.cert_pem.bytes())
+    with serve_asgi(app, certfile=str(tmp_path / "cert.pem"), keyfile=str(tmp_path / "key.pem")) as url:
+        trust_env.setenv("SOURCE_REGISTRY_MIRRORS", f"quay.io={url.split('://', 1)[1]}")
+        trust_env.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+        trust_env.setenv("RETRY_MAX_ATTEMPTS", "2")
+        entrypoints.reset()
+        key = ns.private_key("ec", 256).public_key().public_bytes(
+            __import__("cryptography.hazmat.primitives.serialization", fromlist=["x"]).Encoding.PEM,
+            __import__("cryptography.hazmat.primitives.serialization", fromlist=["x"]).PublicFormat
+            .SubjectPublicKeyInfo).decode()
+        deliver(functions, "trust-policy.yaml", (f"scopes:\n  - name: flaky\n    match: quay.io/{prefix}/*\n"
+                                                 "    signatures:\n      - kind: cosign-key\n        key: |\n"
+                                                 + indent(key, 10)).encode())
+        deliver(functions, f"{prefix}.txt", f"quay.io/{prefix}/flaky:1.0 => {prefix}/flaky\n".encode())
+        queue_host.drain()
+    [run] = records_for(f"{prefix}.txt")
+    assert run["status"] == "failed" and run["retryable"] is True
+    [entry] = run["entries"]
+    assert entry["result"] == "failed" and entry["error"]["retryable"] is True and "verification" not in entry
+    assert "503" in entry["error"]["message"] or "Unavailable" in entry["error"]["message"]
+    assert len([r for r in reads if "/referrers/" in r]) == 2 * queue_host.max_dequeue  # retried, then redelivered
+    assert services().acr.tag_digest(f"{prefix}/flaky", "1.0") is None
+
+
+def test_lock_verifies_each_digest_and_records_its_signer(trust_env, stack, prefix, tmp_path):
+    from shared.core.lock import parse_lock
+
+    images = Upstreams(stack, prefix, tmp_path)
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    (roots / "mock.json").write_bytes(images.trusted_root)
+    policy = tmp_path / "trust-policy.yaml"
+    policy.write_bytes(images.policy("mock"))
+    manifest = tmp_path / "images.txt"
+    manifest.write_bytes(images.manifest(("keyless", "cosign", "notation", "audit/tool")))
+    out, err = io.StringIO(), io.StringIO()
+    code = cli_main(["lock", str(manifest), "--trust-policy", str(policy), "--trusted-roots", str(roots)],
+                    out=out, err=err)
+    assert code == 0, err.getvalue()
+    lock = parse_lock((tmp_path / "images.lock").read_bytes())
+    signers = {i.target.split("/", 1)[1].split(":")[0]: i.signer for i in lock.images}
+    assert signers["keyless"] == {"kind": "keyless", "identity": IDENTITY, "issuer": ISSUER}
+    assert signers["cosign"]["kind"] == "cosign-key" and signers["cosign"]["key_id"].startswith("sha256:")
+    assert signers["notation"] == {"kind": "notation",
+                                   "subject": "C=US, ST=WA, O=acme-rockets.io, OU=Finance, CN=SecureBuilder",
+                                   "issuer": "C=US, ST=WA, O=acme-rockets.io, OU=PKI, CN=Test Root 7"}
+    assert signers["audit-tool"] is None and "locked without a signer (audit)" in err.getvalue()
+    assert {i.digest for i in lock.images} == {images.digests[n] for n in ("keyless", "cosign", "notation",
+                                                                          "audit/tool")}
+
+    # an unsigned line under enforce: the lock is refused, names the line and why, and is not rewritten
+    before = (tmp_path / "images.lock").read_bytes()
+    manifest.write_bytes(images.manifest(("keyless", "cosign", "notation", "audit/tool", "unsigned")))
+    out, err = io.StringIO(), io.StringIO()
+    code = cli_main(["lock", str(manifest), "--trust-policy", str(policy), "--trusted-roots", str(roots)],
+                    out=out, err=err)
+    assert code == 1 and (tmp_path / "images.lock").read_bytes() == before
+    assert "LockIncomplete" in err.getvalue() and "nothing was written" in err.getvalue()
+    assert "1 line could not be resolved or verified" in err.getvalue()
+    assert f"line 5: quay.io/{prefix}/unsigned:1.0@{images.digests['unsigned']}: SignatureRejected: " \
+           "scope cosign (enforce): unsigned: " in err.getvalue()
+    # without the trusted root the keyless line cannot be verified: refused, and the error says why
+    (roots / "mock.json").unlink()
+    manifest.write_bytes(images.manifest(("keyless",)))
+    out, err = io.StringIO(), io.StringIO()
+    assert cli_main(["lock", str(manifest), "--update", "--trust-policy", str(policy), "--trusted-roots",
+                     str(roots)], out=out, err=err) == 1
+    assert "trusted root 'mock' is not available" in err.getvalue()
