@@ -29,6 +29,7 @@ from ...core.plan import Action, PlanItem
 from ...errors import ConflictError, TransientError, TrustPolicyError
 from ...telemetry import ContextThreadPoolExecutor as ThreadPoolExecutor  # pool threads keep the run id
 from ...telemetry import chunk_scope, traceparent
+from .. import records
 from ..sync import Progress, SyncEngine
 from ..trust import gate_for_run
 from .completion import _Checkpointer, _complete_chunk, _end_now, _maybe_finalise, _settle, _update_record
@@ -80,8 +81,8 @@ def _execute_chunk(services, message: core.ChunkMessage, record: dict, *, verdic
     try:
         if _start(dict(record), deadline=s.run_deadline) is not None:  # the record as just read: no write due
             _update_record(services, run_id, lambda d: _start(d, deadline=s.run_deadline))
-        retry, known = _run_chunk(services, message, record, last=verdict == "last", progress=progress,
-                                  dispatch=dispatch)
+        retry, known = _run_chunk(services, message, last=verdict == "last", progress=progress, dispatch=dispatch,
+                                  record=record)
     except SnapshotInvalid as exc:  # permanent: retrying cannot help, so the run ends now
         return _end_now(services, run_id, core.FAILED, exc.message)
     finally:
@@ -108,8 +109,8 @@ def _start(document: dict, *, deadline: float) -> Optional[dict]:
     return document
 
 
-def _run_chunk(services, message: core.ChunkMessage, record: dict, *, last: bool, progress: Optional[Progress],
-               dispatch: bool = False) -> tuple[bool, dict[str, dict]]:
+def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Optional[Progress],
+               dispatch: bool = False, record: Optional[dict] = None) -> tuple[bool, dict[str, dict]]:
     """Plan the chunk's unfinished entries (signatures verified under the trust policy the run was queued
     with, ``handlers.trust.gate_for_run``) and import them (``dispatch``: send each as an import message);
     returns (an entry failed on something transient and the chunk must be delivered again, the final
@@ -184,6 +185,7 @@ def _run_chunk(services, message: core.ChunkMessage, record: dict, *, last: bool
 
     if todo:
         try:
+            record = record if record is not None else records.load(services, run_id)
             gate = gate_for_run(services, run_id, record, lambda name: _work(run_id, name))
         except TrustPolicyError as exc:  # the snapshot no longer parses (the checker changed): permanent
             raise SnapshotInvalid(f"trust policy snapshot of run {run_id}: {exc.message}") from None
