@@ -166,6 +166,8 @@ class SyncEngine:
                     on_item(item)
                 if progress:
                     progress("planned", done, len(entries), None)
+        if self.trust is not None:
+            self.trust.flush()  # the verdicts this plan cached are readable by the next one, wherever it runs
         return Plan([i for i in items if i is not None])
 
     def _prefetch_tokens(self, entries, pool) -> None:

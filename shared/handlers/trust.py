@@ -34,6 +34,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 POLICY_SNAPSHOT = "trust-policy.yaml"
 MEMORY_VERDICTS = 10_000  # verified verdicts one process keeps
+WRITERS = 4  # threads writing verdict blobs
 _PARSED_KEPT = 8  # policies and trusted roots one process keeps parsed (by content hash)
 
 
@@ -148,7 +150,7 @@ class TrustGate:
     def check(self, entry, digest: str):
         """The ``ScopeVerdict`` for importing ``digest`` for ``entry`` (its source names registry and
         repository). Raises ``TransientError`` / ``UpstreamError`` when the source cannot be read."""
-        from ..core.trust.policy import MODE_SKIP
+        from ..core.trust.policy import MODE_SKIP, REQUIRE_ALL
         from ..core.trust.verify import NO_ROOT, ScopeVerdict, cache_key, skipped
 
         source = entry.source
@@ -161,21 +163,30 @@ class TrustGate:
             verdict = skipped(f"scope {scope.name} has mode skip", scope)
             count_verification(verdict.status, scope.mode, "none")
             return verdict
-        trust, problem = self.roots.get(scope.trusted_root) if check.uses_root else (None, None)
-        key = cache_key(digest, check.fingerprint, trust.fingerprint if trust is not None else
-                        (NO_ROOT if not check.uses_root else f"missing:{scope.trusted_root}"))
+        # the root's fingerprint (its bytes hashed) is enough to look the verdict up; it is parsed on a miss only
+        root = self.roots.fingerprint(scope.trusted_root) if check.needs_root else NO_ROOT
+        key = cache_key(digest, check.fingerprint, root or f"missing:{scope.trusted_root}")
         hit = self.cache.get(key, digest)
         if hit is not None:
             verification, parts, where = hit
             count_verification(verification.status, scope.mode, where)
             return ScopeVerdict(verification, scope.name, scope.mode, parts, cached=where)
-
-        def find():
-            return self.finder.find(source.registry, source.repository, digest)
-
+        trust, problem = self.roots.get(scope.trusted_root) if check.needs_root else (None, None)
+        image = self.finder.image(source.registry, source.repository, digest)
         what = f"signatures of {source.registry}/{source.repository}@{digest}"
-        lookup = self.retrier.call(find, what=what) if self.retrier is not None else find()
-        verdict = check.verify(digest, lookup.artifacts, trust=trust, trust_problem=problem, now=self.now())
+
+        def read(place):
+            return (self.retrier.call(place, what=what) if self.retrier is not None else place()).artifacts
+
+        # cosign's tag first (one GET when there is none): a verified signature there ends the look-up, so
+        # the referrers (an API call, or the tag schema and each listed manifest) are read only when needed
+        tagged = read(image.cosign_tag) if check.reads_cosign_tag else ()
+        verdict = None
+        if tagged and scope.require != REQUIRE_ALL:
+            verdict = check.verify(digest, tagged, trust=trust, trust_problem=problem, now=self.now())
+        if verdict is None or verdict.status != VERIFIED:
+            artifacts = (*read(image.referrers), *tagged)
+            verdict = check.verify(digest, artifacts, trust=trust, trust_problem=problem, now=self.now())
         if verdict.status == VERIFIED:
             self.cache.put(key, digest, verdict)
         count_verification(verdict.status, scope.mode, "none")
@@ -183,6 +194,10 @@ class TrustGate:
             log.warning("signatures of %s@%s: %s%s", source, digest, verdict.line(),
                         "; not imported" if verdict.rejected else "; imported (audit)")
         return verdict
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait for this gate's verdict-cache writes (a plan ends with them done)."""
+        self.cache.flush(timeout)
 
     def unchanged(self, entry):
         """The verdict recorded for an entry that imports nothing (the ACR holds its digest already)."""
@@ -218,28 +233,59 @@ def _parse_root(data: bytes, source: str):
 
 
 class _Roots:
-    """A scope's trusted root by name (None: the public-good root), read once per gate."""
+    """A scope's trusted root by name (None: the public-good root): its bytes read once per gate, parsed
+    (once per process and content) only when a signature has to be checked against it."""
 
     def __init__(self, read: Callable[[str], tuple[Optional[bytes], str]]):
-        self._read = read  # name -> (bytes or None, where it was looked for)
+        self._read = read  # name -> (bytes, where it was read) or (None, why it is not there)
+        self._bytes: dict = {}
         self._found: dict = {}
+        self._parsing: dict = {}
         self._lock = threading.Lock()
 
+    def _data(self, name: Optional[str]) -> tuple[Optional[bytes], str]:
+        with self._lock:
+            if name in self._bytes:
+                return self._bytes[name]
+        if name is None:
+            from ..adapters.signatures import public_good_bytes
+
+            found = (public_good_bytes(), "Sigstore public-good trusted root (sigstore-python)")
+        else:
+            found = self._read(name)
+        with self._lock:
+            self._bytes[name] = found
+        return found
+
+    def fingerprint(self, name: Optional[str]) -> Optional[str]:
+        """``sha256:<hex>`` of the root's bytes (a ``SigstoreTrust``'s fingerprint), None when there is none."""
+        data, _ = self._data(name)
+        return None if data is None else "sha256:" + hashlib.sha256(data).hexdigest()
+
     def get(self, name: Optional[str]):
-        """(SigstoreTrust, None), or (None, why it is not available)."""
+        """(SigstoreTrust, None), or (None, why it is not available); parsed once, whoever asks first."""
         with self._lock:
             if name in self._found:
                 return self._found[name]
+            parsing = self._parsing.setdefault(name, threading.Lock())
+        with parsing:  # the plan's threads ask at once: one parses, the others wait for it
+            with self._lock:
+                if name in self._found:
+                    return self._found[name]
+            return self._parse(name)
+
+    def _parse(self, name: Optional[str]):
+        data, where = self._data(name)
         if name is None:
             from ..adapters.signatures import public_good_trust
 
             found = (public_good_trust(), None)
+        elif data is None:
+            found = (None, f"trusted root {name!r} is not available: {where}")
         else:
             try:
-                data, where = self._read(name)
-                found = ((None, f"trusted root {name!r} is not available: {where} does not exist")
-                         if data is None else (_parse_root(data, where), None))
-            except (ValidationError, ConfigError) as exc:
+                found = (_parse_root(data, where), None)
+            except ValidationError as exc:
                 found = (None, f"trusted root {name!r} is not usable: {one_line(exc.message, 200)}")
         with self._lock:
             self._found[name] = found
@@ -251,21 +297,23 @@ def store_roots(services) -> _Roots:
 
     def read(name: str):
         where = f"{s.trust_roots_prefix}{name}.json"
-        return services.store.get_bytes(s.manifests_container, where), f"{s.manifests_container}/{where}"
+        data = services.store.get_bytes(s.manifests_container, where)
+        return (data, f"{s.manifests_container}/{where}") if data is not None else (
+            None, f"{s.manifests_container}/{where} does not exist")
     return _Roots(read)
 
 
 def directory_roots(directory: Optional[str]) -> _Roots:
     def read(name: str):
         if directory is None:
-            return None, f"{name}.json (give --trusted-roots DIR)"
+            return None, f"no --trusted-roots DIR was given (the root would be DIR/{name}.json)"
         path = Path(directory) / f"{name}.json"
         try:
             return path.read_bytes(), str(path)
         except FileNotFoundError:
-            return None, str(path)
+            return None, f"{path} does not exist"
         except OSError as exc:
-            raise ConfigError(f"{path}: {exc.strerror or exc}") from None
+            return None, f"{path}: {exc.strerror or exc}"
     return _Roots(read)
 
 
@@ -281,6 +329,8 @@ class VerdictCache:
         self.prefix = prefix
         self.ttl = ttl
         self.blob_reads = 0
+        self._writes: list = []  # pending blob writes (written beside the plan's work; ``flush`` waits)
+        self._writes_lock = threading.Lock()
 
     def _name(self, key: str, digest: str) -> str:
         from ..core.trust.verify import cache_name
@@ -326,11 +376,34 @@ class VerdictCache:
         _verdicts.put(key, (document, document["expires"]))
         if self.store is None:
             return
+        future = _writer().submit(self._write, self._name(key, digest), json.dumps(document).encode(), digest)
+        with self._writes_lock:
+            self._writes = [f for f in self._writes if not f.done()] + [future]
+
+    def _write(self, name: str, data: bytes, digest: str) -> None:
         try:
-            self.store.put_bytes(self.container, self._name(key, digest), json.dumps(document).encode(),
-                                 content_type="application/json")
+            self.store.put_bytes(self.container, name, data, content_type="application/json")
         except Exception as exc:  # noqa: BLE001 - a cache: the next plan verifies again
             log.warning("could not write the verdict cache for %s (%s)", digest, type(exc).__name__)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait (at most ``timeout`` seconds) for the blob writes this cache started."""
+        with self._writes_lock:
+            pending, self._writes = self._writes, []
+        wait(pending, timeout=timeout)
+
+
+_writer_pool = None
+_writer_lock = threading.Lock()
+
+
+def _writer():
+    """The threads that write verdict blobs beside the plan's own work (a plan need not wait for storage)."""
+    global _writer_pool
+    with _writer_lock:
+        if _writer_pool is None:
+            _writer_pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="verdict-cache")
+        return _writer_pool
 
 
 def _restore(document: dict) -> tuple[Verification, tuple]:
@@ -351,7 +424,8 @@ def clear_memory() -> None:
 def _finder(services):
     from ..adapters.signatures import SignatureFinder
 
-    return SignatureFinder(services.source, deadline=services.settings.trust_lookup_deadline)
+    return SignatureFinder(services.source, deadline=services.settings.trust_lookup_deadline,
+                           remember_missing_api=True)
 
 
 def _gate(services, prepared, roots, cache: VerdictCache) -> TrustGate:

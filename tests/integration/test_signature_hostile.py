@@ -209,3 +209,23 @@ def test_server_errors_and_silence_are_transient(registry):
         find(registry, "silent", deadline=1.0)
     assert "ReadTimeout" in str(caught.value) and time.monotonic() - started < 5
     assert find(registry, "ok").artifacts  # the pool (2 connections) is still usable
+
+
+def test_a_host_without_the_referrers_api_is_remembered_only_when_asked(registry):
+    """The plan's finder (``remember_missing_api``) asks a host that answered 404 for the tag schema directly;
+    a finder without it (and look-ups on other hosts) still ask the API."""
+    host = registry.source.reader("hostile.example").host
+    SignatureFinder._without_api.discard(host)
+    try:
+        remembering = SignatureFinder(registry.source, remember_missing_api=True)
+        remembering.find("hostile.example", "none/app", IMAGE)  # 404 from the API: remembered
+        assert host in SignatureFinder._without_api
+        registry.seen.clear()
+        lookup = remembering.find("hostile.example", "cosign/app", IMAGE)
+        assert lookup.referrers_api is False and not any("/referrers/" in path for path in registry.seen)
+        assert registry.seen[0] == f"/v2/cosign/app/manifests/{IMAGE.replace(':', '-')}"  # the tag schema
+        registry.seen.clear()
+        assert find(registry, "ok").referrers_api is True  # the default finder asks the API every time
+        assert registry.seen[0] == f"/v2/ok/app/referrers/{IMAGE}"
+    finally:
+        SignatureFinder._without_api.discard(host)

@@ -114,8 +114,11 @@ class ScopeCheck:
             else:
                 converted = None
             self.signers.append((requirement, converted))
-        self.needs_root = any(r.kind == KIND_KEYLESS for r, _ in self.signers)
-        self.uses_root = any(r.kind in (KIND_KEYLESS, KIND_COSIGN_KEY) for r, _ in self.signers)
+        # a keyless signature is checked against a trusted root; a key needs none (the policy file asks for no
+        # transparency log), so a key-only scope's verdicts do not depend on the root
+        self.needs_root = any(r.kind == KIND_KEYLESS or getattr(c, "require_tlog", False) for r, c in self.signers)
+        # cosign's tag scheme holds cosign and Sigstore signatures only: a notation-only scope need not read it
+        self.reads_cosign_tag = any(c is not None for _, c in self.signers)
 
     def verify(self, digest: str, artifacts: Sequence[SignatureArtifact], *, trust=None,
                trust_problem: Optional[str] = None, now: datetime) -> ScopeVerdict:
