@@ -85,7 +85,7 @@ class _Lru:
 
 _policies = _Lru(_PARSED_KEPT)   # sha256 -> (TrustPolicyResult, PreparedPolicy or None)
 _roots = _Lru(_PARSED_KEPT)      # sha256 -> SigstoreTrust or the ValidationError it raised
-_verdicts = _Lru(MEMORY_VERDICTS)  # cache key -> (document, expires epoch)
+_verdicts = _Lru(MEMORY_VERDICTS)  # cache key -> (Verification, parts, expires epoch)
 
 
 # --- the policy ---------------------------------------------------------------------------------------
@@ -342,9 +342,9 @@ class VerdictCache:
         if self.ttl <= 0:
             return None
         now = time.time()
-        found = _verdicts.get(key)
-        if found is not None and found[1] > now:
-            return (*_restore(found[0]), "memory")
+        found = _verdicts.get(key)  # (Verification, parts, expires)
+        if found is not None and found[2] > now:
+            return found[0], found[1], "memory"
         if self.store is None:
             return None
         try:
@@ -357,11 +357,11 @@ class VerdictCache:
                 or document["expires"] <= now:
             return None
         try:
-            restored = _restore(document)
+            verification, parts = _restore(document)
         except ValueError:
             return None
-        _verdicts.put(key, (document, document["expires"]))
-        return (*restored, "blob")
+        _verdicts.put(key, (verification, parts, document["expires"]))
+        return verification, parts, "blob"
 
     def put(self, key: str, digest: str, verdict) -> None:
         from ..core.trust.verify import cache_expiry
@@ -373,7 +373,7 @@ class VerdictCache:
         document = {"key": key, "digest": digest, "verification": verdict.verification.to_dict(),
                     "signatures": [p.to_dict() for p in verdict.parts], "verified_at": now.isoformat(),
                     "expires": until.timestamp(), "expires_at": until.isoformat()}
-        _verdicts.put(key, (document, document["expires"]))
+        _verdicts.put(key, (verdict.verification, verdict.parts, document["expires"]))
         if self.store is None:
             return
         future = _writer().submit(self._write, self._name(key, digest), json.dumps(document).encode(), digest)
