@@ -251,6 +251,7 @@ class _Lookup:
             with self.reader.open(path, self.scope, headers, timeout=self.budget.timeout()) as response:
                 status = response.status_code
                 if status in missing:
+                    _drain(response, self.budget)  # a short "not found" body: read, so the connection is reused
                     return status, b"", response.headers
                 if status in (401, 403):
                     raise self.reader.denied(status)
@@ -262,6 +263,22 @@ class _Lookup:
         except httpx.TransportError as exc:  # refused or dropped connection, silent registry: retry the image
             raise TransientError(f"{self.reader.name}: {what}: {type(exc).__name__}",
                                  code="SignatureReadFailed") from exc
+
+
+MAX_DRAINED = 64 * 1024  # an error body read to keep its connection; a longer one is dropped with it
+
+
+def _drain(response: httpx.Response, budget: _Deadline) -> None:
+    """Read a short answer that is not used (a 404's JSON): a response closed unread closes its
+    connection, and the next request would pay for a new TLS handshake. A long or slow one is left."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > MAX_DRAINED:
+        return
+    read = 0
+    for chunk in response.iter_raw():
+        read += len(chunk)
+        if read > MAX_DRAINED or budget.left() <= 0:
+            return
 
 
 def _capped(listed: list[core.Descriptor], passed: int) -> tuple[list[core.Descriptor], int]:

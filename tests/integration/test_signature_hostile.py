@@ -56,6 +56,11 @@ class Hostile:
             return Response(status_code=404)
         if case == "broken":
             return JSONResponse({"errors": [{"code": "UNKNOWN"}]}, status_code=503)
+        if case == "endless404":  # "no referrers API", with a body that never ends
+            async def forever():
+                for _ in range(100_000):
+                    yield b"x" * 65536
+            return StreamingResponse(forever(), status_code=404, media_type="text/plain")
         if case == "silent":
             await asyncio.sleep(6)
             return Response(status_code=404)
@@ -229,3 +234,11 @@ def test_a_host_without_the_referrers_api_is_remembered_only_when_asked(registry
         assert registry.seen[0] == f"/v2/ok/app/referrers/{IMAGE}"
     finally:
         SignatureFinder._without_api.discard(host)
+
+
+def test_an_endless_not_found_body_is_not_read_to_its_end(registry):
+    """A 404's body is read (so its connection can be reused) only while it is short."""
+    started = time.monotonic()
+    lookup = find(registry, "endless404")
+    assert lookup.referrers_api is False and lookup.artifacts == () and time.monotonic() - started < 10
+    assert find(registry, "ok").artifacts  # the pool is still usable
