@@ -192,7 +192,7 @@ class TrustGate:
         count_verification(verdict.status, scope.mode, "none")
         if verdict.unverified:
             log.warning("signatures of %s@%s: %s%s", source, digest, verdict.line(),
-                        "; not imported" if verdict.rejected else "; imported (audit)")
+                        "; rejected" if verdict.rejected else "; let through (audit)")
         return verdict
 
     def flush(self, timeout: float = 60.0) -> None:
