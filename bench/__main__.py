@@ -11,6 +11,8 @@
     python -m bench runindex   # finding failed runs: the run index vs reading every record
     python -m bench probe      # imports finished by the data-plane probe vs by their operation
     python -m bench referrers  # one entry without referrers vs with 1 and 8: one extra import round
+    python -m bench trust      # 1,000 signed entries (cosign key and keyless) planned with and without
+                               # signature verification, cold and warm verdict cache (not in "everything")
     python -m bench runs       # queued runs, 1,000 entries / 100 changed, 1 vs 4 runner processes,
                                # probe vs LRO polling, 24 vs 8 imports per instance (azure timing
                                # profile; about a quarter of an hour; not in "everything")
@@ -21,12 +23,12 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    from . import coldstart, plan, policy, probe, referrers, runindex, runs, standin, sync, yamlbombs
+    from . import coldstart, plan, policy, probe, referrers, runindex, runs, standin, sync, trust, yamlbombs
 
     benches = {"standin": standin.main, "coldstart": coldstart.main, "plan": plan.main, "sync": sync.main,
                "yaml": yamlbombs.main, "runindex": runindex.main, "probe": probe.main,
                "policy": policy.main, "referrers": referrers.main}
-    explicit = {"runs": runs.main}  # too long for "everything"
+    explicit = {"runs": runs.main, "trust": trust.main}  # too long for "everything"
     for name in argv or list(benches):
         if name in explicit:
             explicit[name]()

@@ -3,6 +3,8 @@
 ``Settings.from_env(os.environ)`` is the only code that looks at the environment. Everything
 else receives a ``Settings`` (or the few fields it needs). The table in docs/settings.md and
 local.settings.sample.json list the same names; tests/unit/test_config.py keeps the three in step.
+One unit on purpose: one place for settings (each spec, its type, its check) is the rule this module
+exists for, so it grows by a few lines with every setting rather than being split by concern.
 
 Three modes. The Function App (default) needs the registry (subscription, resource group, name) and
 storage, and uses DefaultAzureCredential. ``offline`` (manifest checks, ``lock``) needs neither.
@@ -122,6 +124,23 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("BUILD_RULE_PRODUCER_WAIT_SECONDS", "20",
                 "How long a push event waits for running rule builds that may have pushed it to end (their "
                 "output images tell); then the event fails and Event Grid delivers it again (0-25)."),
+    # trust at the border (docs/trust.md)
+    SettingSpec("TRUST_POLICY_BLOB", "trust-policy.yaml",
+                "Blob (in MANIFESTS_CONTAINER) holding the trust policy: the signatures each source must carry. "
+                "Absent: no signature is verified (records say which policy a run verified under, or null)."),
+    SettingSpec("TRUST_ROOTS_PREFIX", "trust/roots/",
+                "Where (in MANIFESTS_CONTAINER) operator-supplied Sigstore trusted roots are: a scope's trusted_root "
+                "NAME is the blob <prefix>NAME.json. Scopes without one use the public-good root shipped with "
+                "sigstore."),
+    SettingSpec("TRUST_VERDICT_PREFIX", "verdicts/",
+                "Where (in OUTCOMES_CONTAINER) verified signature verdicts are cached, one blob per (image digest, "
+                "scope signatures, trusted root), shared by every instance."),
+    SettingSpec("TRUST_VERDICT_TTL_SECONDS", "86400",
+                "How long a verified verdict is reused (never past the expiry of a certificate or signature it "
+                "depended on); 0: verify every time."),
+    SettingSpec("TRUST_LOOKUP_DEADLINE_SECONDS", "60",
+                "Longest time finding one image's signatures at its source may take (reads past it are abandoned "
+                "and the verdict is invalid)."),
     SettingSpec("REQUESTS_CA_BUNDLE", "", "CA bundle for TLS to Azure and registries; empty: system trust store."),
     # telemetry (docs/operations.md)
     SettingSpec("APPLICATIONINSIGHTS_CONNECTION_STRING", "",
@@ -269,6 +288,11 @@ class Settings:
     build_rules_blob: str = "build-rules.yaml"
     rule_max_chain: int = 5
     rule_producer_wait: float = 20.0
+    trust_policy_blob: str = "trust-policy.yaml"
+    trust_roots_prefix: str = "trust/roots/"
+    trust_verdict_prefix: str = "verdicts/"
+    trust_verdict_ttl: float = 86400.0
+    trust_lookup_deadline: float = 60.0
     ca_bundle: str = ""
     appinsights_connection_string: str = field(default="", repr=False)
     worker_telemetry: bool = False
@@ -415,6 +439,11 @@ class Settings:
             build_rules_blob=raw("BUILD_RULES_BLOB"),
             rule_max_chain=integer("BUILD_RULE_MAX_CHAIN", 1, 20),
             rule_producer_wait=number("BUILD_RULE_PRODUCER_WAIT_SECONDS", 0, 25),
+            trust_policy_blob=raw("TRUST_POLICY_BLOB"),
+            trust_roots_prefix=raw("TRUST_ROOTS_PREFIX"),
+            trust_verdict_prefix=raw("TRUST_VERDICT_PREFIX"),
+            trust_verdict_ttl=number("TRUST_VERDICT_TTL_SECONDS", 0, 30 * 24 * 3600),
+            trust_lookup_deadline=number("TRUST_LOOKUP_DEADLINE_SECONDS", 1, 600),
             ca_bundle=raw("REQUESTS_CA_BUNDLE"),
             appinsights_connection_string=raw("APPLICATIONINSIGHTS_CONNECTION_STRING"),
             worker_telemetry=boolean("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"),
@@ -452,6 +481,14 @@ class Settings:
         if not _REPOSITORY.fullmatch(settings.trust_repository) or len(settings.trust_repository) > 255:
             problems.append(Problem("must be a repository name (lower-case path components), got "
                                     f"{settings.trust_repository[:100]!r}", field="TRUST_REPOSITORY"))
+        for name, value in (("TRUST_ROOTS_PREFIX", settings.trust_roots_prefix),
+                            ("TRUST_VERDICT_PREFIX", settings.trust_verdict_prefix)):
+            if not value.endswith("/") or value.startswith("/") or "//" in value or ".." in value.split("/"):
+                problems.append(Problem(f"must be a blob name prefix ending in '/', got {value!r}", field=name))
+        if settings.trust_policy_blob in (settings.build_rules_blob,) or settings.trust_policy_blob.endswith(
+                (".txt", ".lock")):
+            problems.append(Problem("must name a blob of its own (not a manifest, a lock or the build rule file), "
+                                    f"got {settings.trust_policy_blob!r}", field="TRUST_POLICY_BLOB"))
         if not _QUEUE_NAME.fullmatch(settings.runs_queue) or "--" in settings.runs_queue:
             problems.append(Problem("must be 3-56 lower-case letters, digits or single '-' (a storage queue name "
                                     f"that '-poison' still fits), got {settings.runs_queue!r}", field="RUNS_QUEUE"))

@@ -22,6 +22,11 @@ Instruments (names as exported)::
     airlock.imports          counter    {import}  result (imported|failed), error_code
     airlock.import.duration  histogram  s         result
     airlock.plan.duration    histogram  s         (none)
+    airlock.verifications    counter    {image}   status (verified|unsigned|invalid|mismatch|skipped), mode
+                                                  (enforce|audit|skip), cache (memory|blob|none: verified now)
+
+A run's span carries its summary counts (``airlock.count.*``, ``unverified`` and ``rejected`` included),
+and the ``AIRLOCK_RUN_FAILED`` line counts the entries a trust policy rejected.
 """
 from __future__ import annotations
 
@@ -168,6 +173,8 @@ class _Instruments:
                                                     description="Duration of planning a run (digest look-ups)")
         self.referrers = meter.create_counter("airlock.referrers", unit="{referrer}",
                                               description="Referrers carried into the ACR by result and kind")
+        self.verifications = meter.create_counter("airlock.verifications", unit="{image}",
+                                                  description="Signature verdicts by status, mode and cache")
 
 
 def instruments() -> _Instruments:
@@ -241,7 +248,7 @@ def report_run(run: RunContext, document: dict, record_path: str = "", *, error:
     status = "error" if error is not None else document.get("status", "unknown")
     summary = document.get("summary") or {}
     span.set_attribute("airlock.status", status)
-    for key in ("total", "imported", "failed", "unchanged", "error", "drift"):
+    for key in ("total", "imported", "failed", "unchanged", "error", "drift", "unverified", "rejected"):
         if key in summary:
             span.set_attribute(f"airlock.count.{key}", summary[key])
     for key, value in (summary.get("referrers") or {}).items():
@@ -249,7 +256,8 @@ def report_run(run: RunContext, document: dict, record_path: str = "", *, error:
     tools.runs.add(1, {"status": status, "trigger": run.trigger, "kind": run.kind})
     if status in ("failed", "error", "abandoned"):
         span.set_status(Status(StatusCode.ERROR, f"run {status}"))
-        counts = " ".join(f"{k}={summary.get(k, 0)}" for k in ("total", "imported", "failed", "unchanged"))
+        counts = " ".join(f"{k}={summary.get(k, 0)}" for k in ("total", "imported", "failed", "unchanged",
+                                                                "rejected"))
         reason = f" error={type(error).__name__}" if error is not None else ""
         # a failed sync is the one ERROR line an alert matches ("AIRLOCK_RUN_FAILED", docs/operations.md);
         # a plan imports nothing, so its failures are a warning for whoever asked for it
@@ -258,6 +266,11 @@ def report_run(run: RunContext, document: dict, record_path: str = "", *, error:
         log.log(level, "AIRLOCK_RUN_FAILED run=%s kind=%s trigger=%s manifest=%s status=%s %s%s record=%s",
                 run.run_id, run.kind, run.trigger, run.manifest, status, counts, reason, record_path or "-",
                 extra={ALERT_ATTRIBUTE: True})
+
+
+def count_verification(status: str, mode: Optional[str], cache: str) -> None:
+    """One signature verdict (``cache``: where it came from, "none" when it was verified now)."""
+    instruments().verifications.add(1, {"status": status, "mode": mode or "", "cache": cache})
 
 
 @contextlib.contextmanager

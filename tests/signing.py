@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from devstack import oci
-from shared.core import signatures as core
+from shared.core import trust as core
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGN_JS = ROOT / "tests" / "sigstore" / "sign.js"

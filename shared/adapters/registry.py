@@ -318,6 +318,11 @@ class ManifestReader:
         self._auth = auth
         self.name = name
 
+    @property
+    def host(self) -> str:
+        """The host[:port] this reader talks to (a mirror's, when the registry has one)."""
+        return self._host()
+
     def _send(self, method: str, path: str, scope: str, headers: dict, content: Optional[bytes] = None
               ) -> httpx.Response:
         url = f"https://{self._host()}{path}"

@@ -5,13 +5,17 @@
 1. the OCI 1.1 referrers API, ``GET /v2/<repo>/referrers/<digest>`` (an image index; ``Link: rel="next"``
    pages followed, at most MAX_REFERRER_PAGES). A 404 (or 405) means the registry has no referrers API:
    then the referrers tag schema, ``GET /v2/<repo>/manifests/sha256-<hex>`` (an index; 404: none), as
-   @sigstore/oci and cosign write it on such registries (Debian's docker-registry is one);
+   @sigstore/oci and cosign write it on such registries (Debian's docker-registry is one). With
+   ``remember_missing_api`` (the plan's finder) a host that answered so once is asked the tag schema
+   directly for the rest of the process;
 2. cosign's tag scheme, ``GET /v2/<repo>/manifests/sha256-<hex>.sig`` (404: none);
 3. for each signature the index lists (Sigstore bundles, cosign 2 signature referrers, Notary
    Project signatures; other referrers such as SBOMs are passed over), its manifest by digest, then
-   the blobs ``shared.core.signatures.plan_artifact`` names: each content checked against its digest.
+   the blobs ``shared.core.trust.artifacts.plan_artifact`` names: each content checked against its digest.
 
-It returns the ``SignatureArtifact`` values for ``shared.core.signatures.verify_image``. Multi-platform
+It returns the ``SignatureArtifact`` values for ``shared.core.trust.sigstore.verify_image``.
+``SignatureFinder.image(...)`` reads the same places one at a time (``cosign_tag()``, ``referrers()``),
+under the same deadline, for a caller that can stop at the first place holding a signature it accepts. Multi-platform
 images: signatures are attached to the digest that was signed, normally the index a tag names; the
 airlock imports that index digest, so that is the digest to look up (per-platform signatures are not
 consulted).
@@ -45,8 +49,8 @@ from typing import Callable, Optional
 
 import httpx
 
-from ..core import signatures as core
-from ..core.signatures import SignatureArtifact
+from ..core import trust as core
+from ..core.trust.artifacts import SignatureArtifact
 from ..errors import ConfigError, TransientError, ValidationError
 from .registry import MANIFEST_ACCEPT, ManifestReader, _next_link, _status_error
 
@@ -91,40 +95,79 @@ class _Deadline:
 
 
 class SignatureFinder:
-    """Signature artifacts of image digests in source registries (see the module docstring)."""
+    """Signature artifacts of image digests in source registries (see the module docstring).
 
-    def __init__(self, source, *, deadline: float = LOOKUP_DEADLINE, clock: Callable[[], float] = time.monotonic):
+    ``SignatureFinder.lookups`` counts the look-ups this process started (every finder's), so tests and
+    benchmarks can tell a verdict read from a cache from one that went to the registry."""
+
+    lookups = 0
+    _count_lock = threading.Lock()
+    _without_api: set[str] = set()  # hosts whose referrers API answered 404/405 (``remember_missing_api``)
+
+    def __init__(self, source, *, deadline: float = LOOKUP_DEADLINE, clock: Callable[[], float] = time.monotonic,
+                 remember_missing_api: bool = False):
         self._source = source  # shared.adapters.registry.SourceRegistry
         self._deadline = deadline
         self._clock = clock
+        # a registry without the referrers API (404/405 for an image that exists) has none for any image:
+        # with this, later look-ups on that host go straight to the tag schema (one request less per image)
+        self._remember = remember_missing_api
 
     def find(self, registry: str, repository: str, digest: str) -> SignatureLookup:
+        """Every signature artifact of ``digest``: the referrers (API or tag schema), then cosign's tag."""
+        image = self.image(registry, repository, digest)
+        found = image.referrers()
+        return SignatureLookup(digest, found.artifacts + image.cosign_tag().artifacts, found.referrers_api,
+                               found.passed_over)
+
+    def image(self, registry: str, repository: str, digest: str) -> "ImageSignatures":
+        """One image's look-up, read place by place (one deadline for all of it): a caller that is
+        satisfied by the first place it reads (a verified signature) need not read the others."""
         if not core.valid_digest(digest):
             raise ValidationError(f"not a sha256 digest: {core.one_line(repr(digest), 90)}", code="InvalidDigest")
+        with SignatureFinder._count_lock:
+            SignatureFinder.lookups += 1
         reader: ManifestReader = self._source.reader(registry)
-        budget = _Deadline(self._deadline, self._clock)
-        lookup = _Lookup(reader, repository, budget)
+        lookup = _Lookup(reader, repository, _Deadline(self._deadline, self._clock),
+                         SignatureFinder._without_api if self._remember else None)
+        return ImageSignatures(lookup, registry, repository, digest)
+
+
+class ImageSignatures:
+    """The places one image's signatures live, each read on demand (``SignatureFinder.image``)."""
+
+    def __init__(self, lookup: "_Lookup", registry: str, repository: str, digest: str):
+        self._lookup = lookup
+        self.registry, self.repository, self.digest = registry, repository, digest
+
+    def cosign_tag(self) -> SignatureLookup:
+        """cosign's ``sha256-<hex>.sig`` tag (one GET when there is none)."""
+        tag = self.digest.replace(":", "-") + ".sig"
+        found = self._lookup.artifact(f"tag:{tag}", f"/v2/{self.repository}/manifests/{tag}", None, missing_ok=True)
+        return SignatureLookup(self.digest, (found,) if found is not None else (), None)
+
+    def referrers(self) -> SignatureLookup:
+        """The OCI referrers API (or, without one, the referrers tag schema) and each signature it lists."""
+        lookup = self._lookup
         artifacts: list[SignatureArtifact] = []
-        listed, passed, api = lookup.referrers(digest, artifacts)
+        listed, passed, api = lookup.referrers(self.digest, artifacts)
         for desc in listed:
             location = f"{'referrers' if api else 'referrers-tag'}:{desc.digest}"
-            artifacts.append(lookup.artifact(location, f"/v2/{repository}/manifests/{desc.digest}", desc.digest,
+            artifacts.append(lookup.artifact(location, f"/v2/{self.repository}/manifests/{desc.digest}", desc.digest,
                                              declared=desc.size))
-        tag = digest.replace(":", "-") + ".sig"
-        cosign = lookup.artifact(f"tag:{tag}", f"/v2/{repository}/manifests/{tag}", None, missing_ok=True)
-        if cosign is not None:
-            artifacts.append(cosign)
-        log.debug("signatures of %s@%s at %s: %d artifact(s), referrers API %s, %d passed over", repository,
-                  digest, registry, len(artifacts), api, passed)
-        return SignatureLookup(digest, tuple(artifacts), api, passed)
+        log.debug("referrers of %s@%s at %s: %d artifact(s), referrers API %s, %d passed over", self.repository,
+                  self.digest, self.registry, len(artifacts), api, passed)
+        return SignatureLookup(self.digest, tuple(artifacts), api, passed)
 
 
 class _Lookup:
-    def __init__(self, reader: ManifestReader, repository: str, budget: _Deadline):
+    def __init__(self, reader: ManifestReader, repository: str, budget: _Deadline,
+                 without_api: Optional[set[str]] = None):
         self.reader = reader
         self.repository = repository
         self.scope = f"repository:{repository}:pull"
         self.budget = budget
+        self.without_api = without_api  # hosts known to have no referrers API (None: always ask)
 
     def referrers(self, digest: str, problems: list[SignatureArtifact]
                   ) -> tuple[list[core.Descriptor], int, Optional[bool]]:
@@ -132,6 +175,8 @@ class _Lookup:
         that cannot be used is added to ``problems``."""
         listed: list[core.Descriptor] = []
         passed = 0
+        if self.without_api is not None and self.reader.host in self.without_api:
+            return self._referrers_tag(digest, problems)
         path: Optional[str] = f"/v2/{self.repository}/referrers/{digest}"
         for page in range(MAX_REFERRER_PAGES):
             what = f"referrers index of {digest}"
@@ -140,6 +185,8 @@ class _Lookup:
                                                  missing=(404, 405) if page == 0 else (404,))
                 if status != 200:
                     if page == 0:
+                        if self.without_api is not None:
+                            self.without_api.add(self.reader.host)
                         return self._referrers_tag(digest, problems)
                     break
                 found, skipped = core.referrers(body, what)
@@ -204,6 +251,7 @@ class _Lookup:
             with self.reader.open(path, self.scope, headers, timeout=self.budget.timeout()) as response:
                 status = response.status_code
                 if status in missing:
+                    _drain(response, self.budget)  # a short "not found" body: read, so the connection is reused
                     return status, b"", response.headers
                 if status in (401, 403):
                     raise self.reader.denied(status)
@@ -215,6 +263,22 @@ class _Lookup:
         except httpx.TransportError as exc:  # refused or dropped connection, silent registry: retry the image
             raise TransientError(f"{self.reader.name}: {what}: {type(exc).__name__}",
                                  code="SignatureReadFailed") from exc
+
+
+MAX_DRAINED = 64 * 1024  # an error body read to keep its connection; a longer one is dropped with it
+
+
+def _drain(response: httpx.Response, budget: _Deadline) -> None:
+    """Read a short answer that is not used (a 404's JSON): a response closed unread closes its
+    connection, and the next request would pay for a new TLS handshake. A long or slow one is left."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > MAX_DRAINED:
+        return
+    read = 0
+    for chunk in response.iter_raw():
+        read += len(chunk)
+        if read > MAX_DRAINED or budget.left() <= 0:
+            return
 
 
 def _capped(listed: list[core.Descriptor], passed: int) -> tuple[list[core.Descriptor], int]:
@@ -245,15 +309,21 @@ _public_good: Optional[core.SigstoreTrust] = None
 _public_good_lock = threading.Lock()
 
 
+def public_good_bytes() -> bytes:
+    """The bytes of the public-good trusted root sigstore-python ships (read, not parsed: its sha256 is the
+    root's fingerprint in verdict cache keys)."""
+    from importlib.resources import files
+
+    return files("sigstore._store").joinpath(PUBLIC_GOOD_ROOT).read_bytes()
+
+
 def public_good_trust() -> core.SigstoreTrust:
     """Sigstore's public-good trusted root as sigstore-python ships it (parsed once per process)."""
     global _public_good
     with _public_good_lock:
         if _public_good is None:
-            from importlib.resources import files
-
-            data = files("sigstore._store").joinpath(PUBLIC_GOOD_ROOT).read_bytes()
-            _public_good = core.SigstoreTrust(data, source="Sigstore public-good trusted root (sigstore-python)")
+            _public_good = core.SigstoreTrust(public_good_bytes(),
+                                              source="Sigstore public-good trusted root (sigstore-python)")
         return _public_good
 
 

@@ -59,7 +59,7 @@ from typing import Optional, Sequence, TextIO
 
 from ..errors import AirlockError, ConfigError, ValidationError
 from ..redact import redact
-from . import builds, discover, lock, manifest, runs, serve, sync, trust_publish
+from . import builds, discover, lock, manifest, runs, serve, sync, trust
 from .args import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, CliParser, \
     UsageError, VersionRequested, _VersionAction, environment, os_reason
 
@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 
 # the module that runs each command (a group's module declares its commands in add_parsers)
 COMMANDS = {"manifest": manifest, "plan": sync, "sync": sync, "lock": lock, "runs": runs, "build": builds,
-            "pool": builds, "discover": discover, "serve": serve, "trust": trust_publish}
+            "pool": builds, "discover": discover, "serve": serve, "trust": trust}
 
 
 def build_parser(prog: str = PROG) -> CliParser:
@@ -77,7 +77,7 @@ def build_parser(prog: str = PROG) -> CliParser:
                   epilog="exit codes: 0 ok, 1 the work failed, 2 usage or configuration error, 130 interrupted")
     p.add_argument("--version", action=_VersionAction, help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (manifest, sync, lock, serve, runs, builds, discover, trust_publish):  # the order of --help
+    for group in (manifest, sync, lock, serve, runs, builds, discover, trust):  # the order of --help
         group.add_parsers(sub)
     return p
 

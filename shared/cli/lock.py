@@ -4,6 +4,8 @@
     python -m shared lock images.txt --update     # resolve every line again (moved tags, new releases)
     python -m shared lock images.txt --check      # offline: exit 1 when images.txt and images.lock disagree
     python -m shared lock images.txt --check --format github|azure|sarif   # the same, as pipeline annotations
+    python -m shared lock images.txt --trust-policy trust-policy.yaml [--trusted-roots DIR]
+                                                  # verify each digest's signatures; record who signed it
 
 The lock is written beside the manifest (``--lock`` names another path), only when it changed, and
 only whole: a line that cannot be resolved fails the command and writes nothing. Needs the source
@@ -13,7 +15,12 @@ files; its problems name the file and line (``images.txt:12: ...``, ``images.loc
 prints them as GitHub or Azure Pipelines annotations, or a SARIF log, with the problem's code as the rule
 (``unlocked``, ``stale``, ``source-changed``, ``pinned-digest``, ``policy-unlocked``, ``fingerprint``,
 ``missing``, ``invalid``).
-Exit codes: 0 done (or they agree), 1 a line could not be resolved (or they disagree), 2 usage.
+With ``--trust-policy FILE`` (the reviewed policy, as uploaded to ``TRUST_POLICY_BLOB``) every digest is
+verified as a run would verify it, and each lock entry a scope verified carries its ``signer``; a line an
+enforce scope rejects fails the command and writes nothing (the error names the line and why). The lock
+runs where there is no storage, so the policy and its trusted roots come from files.
+Exit codes: 0 done (or they agree), 1 a line could not be resolved or a trust policy rejected it (or they
+disagree), 2 usage.
 """
 from __future__ import annotations
 
@@ -36,6 +43,12 @@ def add_parsers(sub) -> None:
     lock.add_argument("--format", choices=CHECK_FORMATS,
                       help="with --check: text (default), json (as --json), github or azure (pipeline annotations), "
                            "sarif")
+    lock.add_argument("--trust-policy", metavar="FILE",
+                      help="verify every digest against this trust policy and record its signer; a line an enforce "
+                           "scope rejects fails the lock (docs/trust.md)")
+    lock.add_argument("--trusted-roots", metavar="DIR",
+                      help="where the policy's trusted_root files are (DIR/NAME.json); default: the public-good "
+                           "root for scopes without one")
 
 
 def lock_path(manifest: str, explicit: str | None = None) -> Path:
@@ -68,13 +81,23 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
     text = _read(manifest_path)
     old = _read(path, missing_ok=True)
     if args.check:
+        if args.trust_policy:
+            raise ConfigError("--check only compares the two files; --trust-policy verifies while locking")
         return _check(fmt, text, old, settings, manifest_path, path, out)
     from ..handlers.lock import build_lock
     from ..services import Services
 
     progress = None if args.quiet else _progress(err)
-    result = build_lock(Services(settings), text, name=manifest_path.name, old=old, update=args.update,
-                        progress=progress)
+    services = Services(settings)
+    trust = None
+    if args.trust_policy:
+        from ..handlers.trust import gate_from_file
+
+        trust = gate_from_file(services, args.trust_policy, args.trusted_roots)
+    elif args.trusted_roots:
+        raise ConfigError("--trusted-roots goes with --trust-policy FILE")
+    result = build_lock(services, text, name=manifest_path.name, old=old, update=args.update,
+                        progress=progress, trust=trust)
     new_text = result.lock.to_text().encode()
     written = new_text != old
     if written:

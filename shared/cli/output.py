@@ -217,6 +217,9 @@ def render_summary(document: dict, *, every_row: bool = False) -> str:
         r = s["referrers"]
         lines.append(f"referrers: {r['imported']} imported, {r['present']} already there, {r['failed']} failed, "
                      f"{r['missing']} not listed by the ACR")
+    if document.get("trust"):  # signatures were verified under a trust policy
+        lines.append(f"signatures ({document['trust']['policy']}): {s.get('rejected', 0)} rejected, "
+                     f"{s.get('unverified', 0)} not verified")
     return "\n".join(lines) + "\n"
 
 

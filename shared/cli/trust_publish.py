@@ -10,10 +10,8 @@ TRUST_REPOSITORY (default ``airlock/trust``) under ``trust-<16 hex of its digest
 A scope's ``trusted_root: NAME`` needs ``--trusted-root NAME=PATH`` (a ``trusted_root.json``).
 Exit codes: 0 published, 1 the policy is invalid or the push was refused (the app needs AcrPush), 2 usage.
 
-Registration: this module declares the ``publish`` subcommand (``add_publish(trust_sub)``) and runs it
-(``run``). Until the ``trust`` group has its own module, ``add_parsers`` makes a ``trust`` group with
-``publish`` only; the ``trust`` module should call ``trust_publish.add_publish(sub)`` on its own
-subparsers and hand ``args.trust_command == "publish"`` to ``trust_publish.run``.
+Registration: the ``trust`` group (``cli/trust.py``) adds this subcommand (``add_publish``) and hands
+``trust publish`` to ``run``.
 """
 from __future__ import annotations
 
@@ -32,12 +30,6 @@ def add_publish(trust_sub) -> None:
     publish.add_argument("file", help="the trust policy (YAML)")
     publish.add_argument("--trusted-root", action="append", default=[], metavar="NAME=PATH",
                          help="a Sigstore trusted_root.json a scope names as trusted_root (repeatable)")
-
-
-def add_parsers(sub) -> None:
-    trust = sub.add_parser("trust", help="the trust policy: publish its verification material")
-    trust_sub = trust.add_subparsers(dest="trust_command", required=True, metavar="SUBCOMMAND")
-    add_publish(trust_sub)
 
 
 def _read(path: Path, limit: int) -> bytes:
@@ -67,7 +59,7 @@ def run(args, env, out: TextIO, err: TextIO) -> int:
     from ..handlers.publish import publish_trust_material
     from ..services import Services
 
-    from ..core.trustpolicy import MAX_BYTES
+    from ..core.trust.policy import MAX_BYTES
 
     path = Path(args.file)
     data = _read(path, MAX_BYTES)

@@ -8,13 +8,17 @@ Shape (snake_case throughout, like ``manifest check --json``)::
      "duration_seconds", "summary": {...counts, "drift"...}, "errors": [{"line", "message"}],
      "warnings": [{"line", "message"}], "manifest": {..., "lock": {"sha256", "fingerprint", "images"} or null},
      "dockerhub_ratelimit_remaining", "entries": [EntryOutcome.to_dict(), ...],
-     "policies": [...] (only when the manifest has tag policies; see RunRecord.policies)}
+     "policies": [...] (only when the manifest has tag policies; see RunRecord.policies),
+     "trust": {"policy", "sha256", "scopes"} or null (the trust policy the run verified signatures under)}
 
 An entry resolved from a tag policy carries ``"policy"`` (the policy's text) next to its line; a locked
 entry whose source tag moved upstream carries ``"drift": {"locked", "upstream"}`` (it imports the locked
 digest; the drift is for review, ``airlock lock --update``). An entry that would replace a tag its manifest does
 not own (``shared.core.ownership``) is ``"action": "error"``, ``"result": "failed"`` with ``error.code``
-``TagConflict`` (not retryable), its ``previous_target_digest`` the tag's current digest.
+``TagConflict`` (not retryable), its ``previous_target_digest`` the tag's current digest. Under a trust policy
+every entry with a source digest carries ``"verification": {"status", "kind", "signer", "issuer", "location",
+"reason", "scope", "mode"}`` (``shared.core.trust.verify.ScopeVerdict``); the summary counts ``unverified`` (signatures
+required and not verified, enforce or audit) and ``rejected`` (kept out by an enforce scope).
 
 Entries whose image landed (or was there already) carry ``referrers``, ``referrers_missing`` (and, when
 some look-up failed, ``referrers_problems``): see ``shared.core.referrers``. Then ``summary.referrers``
@@ -29,6 +33,7 @@ from typing import Iterable, Optional, Sequence
 
 from . import referrers as carried
 from .plan import Action, PlanItem
+from .trust.verdict import counts as verification_counts
 
 RESULT_IMPORTED = "imported"
 RESULT_UNCHANGED = "unchanged"
@@ -80,6 +85,7 @@ class EntryOutcome:
             **({"policy": entry.policy} if entry.policy else {}),
             **({"drift": self.item.drift} if self.item.drift else {}),
             **(self._referrers() if self.referrers is not None else {}),
+            **({"verification": self.item.verification} if self.item.verification else {}),
         }
 
     def _referrers(self) -> dict:
@@ -111,6 +117,7 @@ class RunRecord:
     policies: list = field(default_factory=list)
     warnings: Sequence[dict] = ()   # e.g. an unlocked manifest's: what it imports was not reviewed as digests
     lock: Optional[dict] = None     # the images.lock it ran under: {"sha256", "fingerprint", "images"}
+    trust: Optional[dict] = None    # the trust policy it verified under: {"policy", "sha256", "scopes"}
 
     @property
     def status(self) -> str:
@@ -130,7 +137,8 @@ class RunRecord:
 
     def summary(self) -> dict:
         """Counts by planned action (new, update, unchanged, error) and by what happened
-        (imported, failed, planned); an unchanged entry is counted once, as an action."""
+        (imported, failed, planned); an unchanged entry is counted once, as an action; and ``unverified`` /
+        ``rejected`` (``shared.core.trust.verdict.counts``)."""
         counts = {a.value: 0 for a in Action}
         results = {RESULT_IMPORTED: 0, RESULT_FAILED: 0, RESULT_PLANNED: 0}
         drifted = 0
@@ -139,7 +147,8 @@ class RunRecord:
             if outcome.result in results:
                 results[outcome.result] += 1
             drifted += bool(outcome.item.drift)
-        summary = {**counts, **results, "drift": drifted, "total": len(self.entries)}
+        summary = {**counts, **results, "drift": drifted,
+                   **verification_counts(o.to_dict() for o in self.entries), "total": len(self.entries)}
         referrers = carried.summarise(o.to_dict() for o in self.entries if o.referrers is not None)
         if referrers is not None:
             summary["referrers"] = referrers
@@ -166,4 +175,5 @@ class RunRecord:
             "dockerhub_ratelimit_remaining": self.dockerhub_ratelimit_remaining,
             "entries": entries,
             **({"policies": list(self.policies)} if self.policies else {}),
+            "trust": self.trust,
         }

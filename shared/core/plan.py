@@ -21,6 +21,10 @@ locked digest like a pinned one. The caller also looks the source *tag* up; when
 at the locked digest (or is gone) the item carries ``drift`` (``{"locked", "upstream"}``), which is
 reported, never imported: only ``airlock lock --update`` and a review move a lock.
 
+With a trust policy in force the planner also verifies the signatures of what an entry would import
+and carries the verdict on the item (``verification``); an entry an enforce scope rejects becomes
+``ERROR`` (code ``SignatureRejected``): it is never imported.
+
 Digests are compared case-insensitively (they are lowercase by spec; this only guards
 against a needless forced re-import if an adapter ever reports upper case).
 """
@@ -50,6 +54,8 @@ class PlanItem:
     target_digest: Optional[str]
     error: Optional[str] = None
     drift: Optional[dict] = None  # {"locked": digest, "upstream": digest or None (the tag is gone)}
+    # the signature verdict under the trust policy (``ScopeVerdict.to_dict``), when a policy is in force
+    verification: Optional[dict] = None
 
     @property
     def needs_import(self) -> bool:
@@ -65,6 +71,7 @@ class PlanItem:
             "action": self.action.value,
             "error": self.error,
             **({"drift": self.drift} if self.drift else {}),
+            **({"verification": self.verification} if self.verification else {}),
         }
 
 

@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Iterable, Optional
 
 from . import referrers as carried
+from .trust.verdict import counts as verification_counts
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -117,6 +118,7 @@ _KEY = re.compile(r"\d{6}(~[\w][\w.-]{0,127})?")
 _DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 IMPORT_ACTIONS = ("new", "update")
+MAX_VERIFICATION_BYTES = 16 * 1024  # a verdict is a few hundred bytes; require: all lists up to 20 parts
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ class ImportMessage:
     traceparent: Optional[str] = None  # W3C trace context of the chunk delivery that sent it
     upstream_digest: Optional[str] = None  # a locked entry's tag upstream when it drifted (its record shows it)
     drifted: bool = False  # a locked entry whose tag moved upstream (upstream_digest None: the tag is gone)
+    verification: Optional[dict] = None  # the signature verdict its chunk made (trust policy), for the record
 
     def to_json(self) -> str:
         data = {"v": MESSAGE_VERSION, "kind": "import", "run_id": self.run_id, "chunk": self.chunk,
@@ -146,6 +149,8 @@ class ImportMessage:
             data["traceparent"] = self.traceparent
         if self.drifted:
             data["drift"] = {"upstream": self.upstream_digest}
+        if self.verification:
+            data["verification"] = self.verification
         return json.dumps(data, separators=(",", ":"))
 
 
@@ -176,8 +181,12 @@ def parse_message(text: str | bytes) -> ChunkMessage | ImportMessage:
     if drift is not None and (not isinstance(drift, dict) or (upstream is not None and (
             not isinstance(upstream, str) or not _DIGEST.fullmatch(upstream)))):
         raise ValueError("drift: expected {\"upstream\": a digest or null}")
+    verification = data.get("verification")
+    if verification is not None and (not isinstance(verification, dict) or not isinstance(
+            verification.get("status"), str) or len(json.dumps(verification)) > MAX_VERIFICATION_BYTES):
+        raise ValueError(f"verification: expected a verdict object (at most {MAX_VERIFICATION_BYTES} bytes)")
     return ImportMessage(chunk.run_id, chunk.chunk, chunk.chunks, chunk.start, chunk.end, key, action, source,
-                         target, parent, upstream, drift is not None)
+                         target, parent, upstream, drift is not None, verification)
 
 
 def delivery_verdict(dequeue_count: int, max_dequeue: int) -> str:
@@ -219,6 +228,7 @@ def summarise(entries: Iterable[dict]) -> dict:
     counts = {"new": 0, "update": 0, "unchanged": 0, "error": 0, "imported": 0, "failed": 0, "planned": 0,
               "drift": 0}
     total = 0
+    entries = list(entries)
     for entry in entries:
         total += 1
         counts["drift"] += bool(entry.get("drift"))
@@ -226,7 +236,7 @@ def summarise(entries: Iterable[dict]) -> dict:
             counts[entry["action"]] += 1
         if entry.get("result") in ("imported", "failed", "planned"):
             counts[entry["result"]] += 1
-    summary = {**counts, "total": total}
+    summary = {**counts, **verification_counts(entries), "total": total}
     referrers = carried.summarise(entries)
     if referrers is not None:
         summary["referrers"] = referrers

@@ -1,7 +1,7 @@
 """The verification material published into the ACR as one OCI artifact, so that verifiers inside the
 disconnected cluster (Ratify, Kyverno, cosign, notation) work offline. Pure: builds bytes, no I/O.
 
-``build(policy, policy_bytes, roots)`` lays out, for a validated trust policy (``shared.core.trustpolicy``)
+``build(policy, policy_bytes, roots)`` lays out, for a validated trust policy (``shared.core.trust``)
 and the Sigstore trusted roots it uses (name -> ``trusted_root.json`` bytes; ``public-good`` is the
 root sigstore-python ships), these files, each one layer titled with its file name
 (``org.opencontainers.image.title``, what ``oras pull`` writes)::

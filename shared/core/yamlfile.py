@@ -1,7 +1,7 @@
 """Reading a reviewed YAML file into data plus line-numbered problems.
 
 Pure code: no I/O. Shared by the files operators review and upload (the build rule file,
-``shared.core.rules``; the trust policy, ``shared.core.trustpolicy``), so both read YAML the same
+``shared.core.rules``; the trust policy, ``shared.core.trust.parse``), so both read YAML the same
 way and report problems the same way:
 
 * :func:`decode` turns bytes into text strictly as UTF-8 (a BOM is allowed); a bad byte is one

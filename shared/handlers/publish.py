@@ -19,9 +19,9 @@ from __future__ import annotations
 import logging
 from typing import Mapping, Optional
 
-from ..adapters.trustroots import public_good_root
+from ..adapters.signatures import public_good_bytes as public_good_root
 from ..core import trustmaterial
-from ..core.trustpolicy import parse_trust_policy
+from ..core.trust.parse import parse_trust_policy
 from ..errors import UpstreamError
 
 log = logging.getLogger(__name__)

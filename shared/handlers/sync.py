@@ -11,6 +11,12 @@ the plan) and adopts unchanged tags that have no record. Without an owner (lock 
 applies; every path that imports passes one. Without storage (the command line may run without it) the
 records cannot be read: an update of a tag is then a ``TagConflict`` unless its line says ``(overwrite)``,
 new tags are imported (``NoForce`` keeps one that appeared meanwhile) and nothing is claimed or adopted.
+
+With a trust gate (``shared.handlers.trust.TrustGate``: the trust policy in force) the plan verifies
+the signatures of each digest it would import, in the same worker as the entry's look-ups, and puts
+the verdict on the item (``PlanItem.verification``); an entry an enforce scope rejects is planned as an
+error (``SignatureRejected``, one line saying why) and never imported. ``run`` reads the policy in force
+from storage; queued runs pass the gate of the policy they were queued under (``handlers.runs.chunk``).
 """
 from __future__ import annotations
 
@@ -33,7 +39,8 @@ from ..core.outcome import (RESULT_FAILED, RESULT_IMPORTED, RESULT_PLANNED, RESU
                             RunRecord, redact)
 from ..core.ownership import TAG_CONFLICT, adopts, check_update
 from ..core.plan import Action, Plan, PlanItem, decide, drift, import_mode
-from ..errors import AirlockError, TransientError, UpstreamError
+from ..core.trust.verdict import REJECTED_CODE
+from ..errors import AirlockError, TransientError, TrustPolicyError, UpstreamError
 from ..telemetry import ContextThreadPoolExecutor as ThreadPoolExecutor  # pools see the run (log run id, spans)
 from ..telemetry import count_referrers, traced_import, traced_plan, traced_run
 from . import ownership
@@ -71,13 +78,17 @@ def _plan_failure(item: PlanItem, retryable: bool) -> EntryOutcome:
     return EntryOutcome(item, RESULT_FAILED, error_code=code, error_message=message, retryable=retryable)
 
 
+_FROM_STORAGE = object()  # SyncEngine(trust=...): read the policy in force when ``run`` starts
+
+
 class SyncEngine:
     def __init__(self, services, *, before_import: Optional[Callable[[PlanItem], None]] = None,
-                 owner: Optional[str] = None, run_id: Optional[str] = None):
+                 owner: Optional[str] = None, run_id: Optional[str] = None, trust=_FROM_STORAGE):
         self.services = services
         self.before_import = before_import  # e.g. a "started" checkpoint (handlers.runs)
         self.owner = owner    # the manifest whose tags this engine writes (tag ownership); None: no checks
         self.run_id = run_id  # named in the ownership records it writes
+        self.trust = trust  # a handlers.trust.TrustGate, None (no policy), or read from storage by ``run``
         self.settings = services.settings
         self._records = services.settings.has_storage  # ownership records readable (the CLI may have no storage)
         self._dockerhub_remaining: Optional[int] = None
@@ -151,6 +162,10 @@ class SyncEngine:
              on_item: Optional[Callable[[PlanItem], None]] = None) -> Plan:
         """Resolve source and target digests for every entry. Never imports anything. ``on_item`` is
         called with each item as soon as it is planned (a queued chunk sends its imports right away)."""
+        if self.trust is _FROM_STORAGE:  # never plan without asking: the policy in force (fails when invalid)
+            from .trust import gate_from_storage
+
+            self.trust = gate_from_storage(self.services)
         entries = manifest.entries
         items: list[Optional[PlanItem]] = [None] * len(entries)
         workers = max(1, min(self.settings.plan_concurrency, len(entries) or 1))
@@ -165,6 +180,8 @@ class SyncEngine:
                     on_item(item)
                 if progress:
                     progress("planned", done, len(entries), None)
+        if self.trust is not None:
+            self.trust.flush()  # the verdicts this plan cached are readable by the next one, wherever it runs
         return Plan([i for i in items if i is not None])
 
     def _prefetch_tokens(self, entries, pool) -> None:
@@ -235,7 +252,8 @@ class SyncEngine:
                 target = source.digest if present else None
             item = decide(entry, source.digest, target)
             item = self._check_owner(item)
-            return replace(item, drift=moved) if moved else item
+            item = replace(item, drift=moved) if moved else item
+            return self._verify(item)
         except AirlockError as exc:
             if isinstance(exc, TransientError):
                 with self._lock:
@@ -260,6 +278,17 @@ class SyncEngine:
                         entry.target, type(exc).__name__)
             return item
         return check_update(item, record, self.owner)
+
+    def _verify(self, item: PlanItem) -> PlanItem:
+        """The trust gate's verdict on what the item would import (an enforce rejection makes it an error)."""
+        gate = self.trust
+        if gate is None or gate is _FROM_STORAGE or item.source_digest is None or item.action is Action.ERROR:
+            return item
+        verdict = gate.check(item.entry, item.source_digest) if item.needs_import else gate.unchanged(item.entry)
+        if verdict.rejected:
+            return replace(item, action=Action.ERROR, error=f"{REJECTED_CODE}: {verdict.line()}",
+                           verification=verdict.to_dict())
+        return replace(item, verification=verdict.to_dict())
 
     def _upstream_tag(self, entry):
         """The source tag's digest now (None when the tag is gone upstream: that is drift too)."""
@@ -475,6 +504,14 @@ class SyncEngine:
         """Validate (with the manifest's ``lock``, when it has one), plan and (when ``apply``) import;
         returns the record (not yet saved)."""
         manifest = check_manifest(text, self.settings, lock, name=name)
+        trust_error = None
+        if self.trust is _FROM_STORAGE:
+            from .trust import gate_from_storage, policy_problem
+
+            try:
+                self.trust = gate_from_storage(self.services)
+            except TrustPolicyError as exc:
+                self.trust, trust_error = None, policy_problem(exc)
         record = RunRecord(run_id=run_id or new_run_id(), kind="sync" if apply else "plan", trigger=trigger,
                            manifest_name=name, manifest_sha256=manifest.content_hash,
                            registry=self.settings.registry_name, started_at=_now(),
@@ -482,6 +519,11 @@ class SyncEngine:
         self.owner = self.owner or name  # the tags it writes are this manifest's
         self.run_id = self.run_id or record.run_id
         record.warnings = [p.to_dict() for p in manifest.warnings]
+        record.trust = self.trust.describe() if self.trust is not None else None
+        if trust_error is not None:
+            record.errors = [trust_error]
+            record.finished_at = _now()
+            return record
         record.lock = None if manifest.lock is None else {
             "sha256": manifest.lock.content_hash, "fingerprint": manifest.lock.manifest,
             "images": len(manifest.lock.images)}

@@ -2,7 +2,8 @@
 
 Blob: each upload of a ``*.txt`` manifest is claimed once and queued with the ``*.lock`` beside it
 (``handlers.runs``); an uploaded lock starts the run its manifest is waiting for; the build rule file
-(``BUILD_RULES_BLOB``) is validated (``handlers.rules``). Timers: the re-sync (queues a run per
+(``BUILD_RULES_BLOB``) is validated (``handlers.rules``), and so are the trust policy (``TRUST_POLICY_BLOB``)
+and trusted roots (``TRUST_ROOTS_PREFIX*.json``) (``handlers.trust``). Timers: the re-sync (queues a run per
 manifest), the reaper (``handlers.runs.reap``) and the idle-pool scaler (``handlers.builds``). Event
 Grid: every event of this app's registry is recorded once; ImageDeleted queues a self-heal run, ImagePushed
 fires build rules; another registry's events are ignored (a log line), and an event that cannot be read
@@ -54,17 +55,27 @@ def on_manifest_blob(services, path: str, data: bytes, etag: Optional[str] = Non
     deliveries (a re-upload of the same bytes is a new run). A lock: when it agrees with the manifest
     beside it and that manifest's current upload has not run with an agreeing lock yet (the manifest
     came first), that run is queued now; otherwise nothing (the manifest's own upload runs it). The build
-    rule file is checked. Anything else is ignored."""
+    rule file, the trust policy and trusted roots are checked and the result recorded. Anything else is
+    ignored."""
     s = services.settings
     name = _blob_name(path, s.manifests_container)
     if name == s.build_rules_blob:
         from .rules import check_rule_file
 
         return check_rule_file(services, name, data)
+    if name == s.trust_policy_blob:
+        from .trust import check_trust_policy_file
+
+        return check_trust_policy_file(services, name, data)
+    if name.startswith(s.trust_roots_prefix) and name.endswith(".json"):
+        from .trust import check_trusted_root_file
+
+        return check_trusted_root_file(services, name, data)
     if name.lower().endswith(LOCK_SUFFIX):
         return _on_lock_blob(services, name, data, etag)
     if not is_manifest(name):
-        log.info("ignoring %s: not a manifest (*.txt), a lock (*.lock) nor the build rule file", name)
+        log.info("ignoring %s: not a manifest (*.txt), a lock (*.lock), the build rule file, the trust policy "
+                 "nor a trusted root", name)
         return None
     lock, lock_etag = services.store.get_bytes_etag(s.manifests_container, lock_name_for(name))
     return claim_and_queue(services, name, data, _upload(services, name, data, etag), lock=lock,

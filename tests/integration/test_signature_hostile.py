@@ -19,7 +19,7 @@ from starlette.routing import Route
 from shared.adapters import urllib3_transport
 from shared.adapters.registry import SourceRegistry
 from shared.adapters.signatures import SignatureFinder
-from shared.core import signatures as core
+from shared.core import trust as core
 from shared.errors import TransientError
 from tests.servers import serve_asgi
 from tests.signing import bundle_manifest, sha256
@@ -56,6 +56,11 @@ class Hostile:
             return Response(status_code=404)
         if case == "broken":
             return JSONResponse({"errors": [{"code": "UNKNOWN"}]}, status_code=503)
+        if case == "endless404":  # "no referrers API", with a body that never ends
+            async def forever():
+                for _ in range(100_000):
+                    yield b"x" * 65536
+            return StreamingResponse(forever(), status_code=404, media_type="text/plain")
         if case == "silent":
             await asyncio.sleep(6)
             return Response(status_code=404)
@@ -209,3 +214,31 @@ def test_server_errors_and_silence_are_transient(registry):
         find(registry, "silent", deadline=1.0)
     assert "ReadTimeout" in str(caught.value) and time.monotonic() - started < 5
     assert find(registry, "ok").artifacts  # the pool (2 connections) is still usable
+
+
+def test_a_host_without_the_referrers_api_is_remembered_only_when_asked(registry):
+    """The plan's finder (``remember_missing_api``) asks a host that answered 404 for the tag schema directly;
+    a finder without it (and look-ups on other hosts) still ask the API."""
+    host = registry.source.reader("hostile.example").host
+    SignatureFinder._without_api.discard(host)
+    try:
+        remembering = SignatureFinder(registry.source, remember_missing_api=True)
+        remembering.find("hostile.example", "none/app", IMAGE)  # 404 from the API: remembered
+        assert host in SignatureFinder._without_api
+        registry.seen.clear()
+        lookup = remembering.find("hostile.example", "cosign/app", IMAGE)
+        assert lookup.referrers_api is False and not any("/referrers/" in path for path in registry.seen)
+        assert registry.seen[0] == f"/v2/cosign/app/manifests/{IMAGE.replace(':', '-')}"  # the tag schema
+        registry.seen.clear()
+        assert find(registry, "ok").referrers_api is True  # the default finder asks the API every time
+        assert registry.seen[0] == f"/v2/ok/app/referrers/{IMAGE}"
+    finally:
+        SignatureFinder._without_api.discard(host)
+
+
+def test_an_endless_not_found_body_is_not_read_to_its_end(registry):
+    """A 404's body is read (so its connection can be reused) only while it is short."""
+    started = time.monotonic()
+    lookup = find(registry, "endless404")
+    assert lookup.referrers_api is False and lookup.artifacts == () and time.monotonic() - started < 10
+    assert find(registry, "ok").artifacts  # the pool is still usable

@@ -1,5 +1,5 @@
 """Signatures found in the stand-in's upstream registries by shared.adapters.signatures and verified by
-shared.core.signatures: Sigstore bundles attached by @sigstore/oci (the tool GitHub's attest actions
+shared.core.trust: Sigstore bundles attached by @sigstore/oci (the tool GitHub's attest actions
 use) to an image in the token-auth upstream, where Debian's docker-registry has no referrers API and
 the referrers tag schema is used; and cosign's ``sha256-<hex>.sig`` tag scheme, pushed with skopeo."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from devstack import oci
 from shared.adapters.signatures import SignatureFinder
-from shared.core import signatures as core
+from shared.core import trust as core
 from shared.services import Services
 from tests.signing import IDENTITY, ISSUER, attach, cosign_manifest, push_manifest, sign, simple_signing
 

@@ -1,4 +1,4 @@
-"""Notary Project signature verification (shared.core.notation), offline.
+"""Notary Project signature verification (shared.core.trust.notation), offline.
 
 Signatures come from the signer in tests/unit/notary_signer.py (a test PKI made here) and from
 one real envelope produced by notation, copied from notation-go's test data
@@ -17,14 +17,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.core.notation import (
+from shared.core.trust.notation import (
     Verification,
     is_signature_manifest,
     parse_signature_manifest,
     verify_notation,
     verify_notation_signatures,
 )
-from shared.core.trustpolicy import NotationRequirement, parse_trust_policy
+from shared.core.trust import NotationRequirement, parse_trust_policy
 from tests.fixture_paths import FIXTURES
 from tests.unit import notary_signer as ns
 from tests.unit.notary_signer import IMAGE_DIGEST, NOW, OTHER_DIGEST, make_chain, sign_cose, sign_jws
@@ -527,3 +527,12 @@ def test_real_signature_time_is_the_signed_one(real):
 def test_now_must_be_timezone_aware(chain, trusted):
     with pytest.raises(TypeError):
         verify(sign_jws(chain), trusted, now=datetime(2026, 3, 1))
+
+
+def test_notation_returns_the_one_verification_type():
+    """One verdict record for every verifier: notation's is the same class as Sigstore's."""
+    from shared.core.trust import verdict
+
+    assert Verification is verdict.Verification
+    assert verify_notation_signatures([], digest=IMAGE_DIGEST, requirement=None, now=NOW) == verdict.Verification(
+        verdict.UNSIGNED, verdict.KIND_NOTATION, reason="no Notary Project signature")

@@ -121,7 +121,7 @@ def test_final_document_lists_every_entry_once_by_line_and_decides_status():
     assert [e["line"] for e in document["entries"]] == [1, 2, 3]
     assert document["status"] == "succeeded" and document["duration_seconds"] == 10.0
     assert document["summary"] == {"new": 2, "update": 0, "unchanged": 1, "error": 0, "imported": 2, "failed": 0,
-                                   "planned": 0, "drift": 0, "total": 3}
+                                   "planned": 0, "drift": 0, "unverified": 0, "rejected": 0, "total": 3}
     failed = core.final_document(record, {1: entry(1, result="failed", retryable=True)}, finished_at=T0)
     assert failed["status"] == "failed" and failed["retryable"] is True
     mixed = core.final_document(record, {1: entry(1, result="failed", retryable=True),

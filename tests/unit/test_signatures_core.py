@@ -1,12 +1,13 @@
-"""shared.core.signatures without signatures that verify: the result type, requirement checks, cache
-keys, artifact parsing, and hostile or broken artifacts (a clear ``invalid``, never a crash)."""
+"""cosign / Sigstore verification (shared.core.trust) without signatures that verify: the result type,
+requirement checks, cache keys, artifact parsing, and hostile or broken artifacts (a clear ``invalid``,
+never a crash)."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from shared.core import signatures as core
+from shared.core import trust as core
 from shared.errors import ValidationError
 from tests.signing import artifact, bundle_manifest, cosign_manifest, sha256, simple_signing
 
@@ -256,7 +257,7 @@ def test_import_is_cheap():
     import subprocess
     import sys
 
-    code = ("import sys, shared.core.signatures, shared.adapters.signatures; "
+    code = ("import sys, shared.core.trust, shared.core.trust.sigstore, shared.adapters.signatures; "
             "print(sorted(m for m in ('sigstore', 're2', 'cryptography', 'rfc8785') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

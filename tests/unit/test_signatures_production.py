@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from shared.adapters.signatures import public_good_trust
-from shared.core import signatures as core
+from shared.core import trust as core
+from shared.core.trust.cosign import _simple_signing_digest
 
 from tests.signing import artifact, bundle_manifest, cosign_manifest, sha256
 
@@ -186,7 +187,7 @@ def test_cosign_1_key_signature_layout_as_docker_hub_served_it():
     [signature] = core.candidates(core.SignatureArtifact("tag:x", manifest, {sha256(payload): payload}))
     assert isinstance(signature, core.CosignSignature)
     assert signature.certificate_pem is None and signature.rekor_bundle is None and len(signature.signature) > 64
-    assert core._simple_signing_digest(signature.payload) == (
+    assert _simple_signing_digest(signature.payload) == (
         "sha256:4c1c50d0ffc614f90b93b07d778028dc765548e823f676fb027f61d281ac380d")
     # its key was not published: a keyless policy refuses it as key-signed, any other key as not its own
     verdict = core.verify_image("sha256:4c1c50d0ffc614f90b93b07d778028dc765548e823f676fb027f61d281ac380d",
@@ -202,4 +203,4 @@ def test_the_keyless_tag_scheme_layout_as_docker_hub_served_it():
     assert signature.certificate_pem.startswith("-----BEGIN CERTIFICATE-----")
     assert signature.chain_pem.count("BEGIN CERTIFICATE") == 2
     assert json.loads(signature.rekor_bundle)["Payload"]["logIndex"] == 924321775
-    assert core._simple_signing_digest(signature.payload) == IMAGE_DIGEST
+    assert _simple_signing_digest(signature.payload) == IMAGE_DIGEST

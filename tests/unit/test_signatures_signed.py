@@ -1,5 +1,5 @@
 """Signatures made by Sigstore's JavaScript tools and node:crypto (tests/sigstore/sign.js, offline:
-@sigstore/sign against @sigstore/mock's CA and logs), verified by shared.core.signatures with
+@sigstore/sign against @sigstore/mock's CA and logs), verified by shared.core.trust with
 sigstore-python against the mock's trusted root: keyless DSSE statements and message signatures, and
 cosign key signatures (ECDSA P-256/P-384/P-521, RSA, Ed25519) in the tag scheme and in bundles."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.core import signatures as core
+from shared.core import trust as core
 from tests.signing import IDENTITY, ISSUER, artifact, bundle_manifest, cosign_manifest, sha256, sign, simple_signing
 
 IMAGE = "sha256:" + "a1" * 32

@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from shared.core import trustmaterial as tm
-from shared.core.trustpolicy import parse_trust_policy
+from shared.core.trust.parse import parse_trust_policy
 from shared.errors import ValidationError
 from tests.fixture_paths import FIXTURES
 

@@ -1,4 +1,4 @@
-"""The trust policy file (shared.core.trustpolicy): syntax, every problem with its line, scope choice."""
+"""The trust policy file (shared.core.trust): syntax, every problem with its line, scope choice."""
 import json
 import textwrap
 from datetime import datetime, timedelta, timezone
@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
-from shared.core.trustpolicy import (
+from shared.core.trust import (
     MAX_ERRORS,
     MAX_SCOPES,
     TrustPolicyResult,

@@ -6,6 +6,8 @@ message (``core.ImportMessage``) per entry to import (``dispatch``; the CLI's in
 them here instead), and settles unchanged entries and plan errors together. A poison delivery ends the
 chunk's unfinished entries (``reaper``).
 
+Reads ``runs-work/<id>/trust-policy.yaml`` (the trust policy the run was queued under, when it had one).
+
 Writes:
 - ``runs-work/<id>/locks/<chunk>``         the chunk's renewed lease
 - ``runs-work/<id>/started/<key>.json``    before an in-process import
@@ -24,10 +26,12 @@ from typing import Optional
 from ...core import runs as core
 from ...core.outcome import RESULT_FAILED, RESULT_IMPORTED, EntryOutcome
 from ...core.plan import Action, PlanItem
-from ...errors import ConflictError, TransientError
+from ...errors import ConflictError, TransientError, TrustPolicyError
 from ...telemetry import ContextThreadPoolExecutor as ThreadPoolExecutor  # pool threads keep the run id
 from ...telemetry import chunk_scope, traceparent
+from .. import records
 from ..sync import Progress, SyncEngine
+from ..trust import gate_for_run
 from .completion import _Checkpointer, _complete_chunk, _end_now, _maybe_finalise, _settle, _update_record
 from .reaper import _poison_chunk
 from .store import (SnapshotInvalid, _final_entries, _key, _live_record, _now, _run_context, _settled_blob,
@@ -78,7 +82,7 @@ def _execute_chunk(services, message: core.ChunkMessage, record: dict, *, verdic
         if _start(dict(record), deadline=s.run_deadline) is not None:  # the record as just read: no write due
             _update_record(services, run_id, lambda d: _start(d, deadline=s.run_deadline))
         retry, known = _run_chunk(services, message, last=verdict == "last", progress=progress, dispatch=dispatch,
-                                  owner=owner_of(record))
+                                  owner=owner_of(record), record=record)
     except SnapshotInvalid as exc:  # permanent: retrying cannot help, so the run ends now
         return _end_now(services, run_id, core.FAILED, exc.message)
     finally:
@@ -106,8 +110,10 @@ def _start(document: dict, *, deadline: float) -> Optional[dict]:
 
 
 def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Optional[Progress],
-               dispatch: bool = False, owner: Optional[str] = None) -> tuple[bool, dict[str, dict]]:
-    """Plan the chunk's unfinished entries and import them (``dispatch``: send each as an import message), as
+               dispatch: bool = False, owner: Optional[str] = None,
+               record: Optional[dict] = None) -> tuple[bool, dict[str, dict]]:
+    """Plan the chunk's unfinished entries (signatures verified under the trust policy the run was queued
+    with, ``handlers.trust.gate_for_run``) and import them (``dispatch``: send each as an import message), as
     manifest ``owner`` (tag ownership: ``shared.handlers.ownership``); returns (an entry failed on something
     transient and the chunk must be delivered again, the final outcomes known to this delivery by key)."""
     s = services.settings
@@ -179,7 +185,12 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
             dispatched.append(item)
 
     if todo:
-        engine = SyncEngine(services, before_import=before_import, owner=owner, run_id=run_id)
+        try:
+            record = record if record is not None else records.load(services, run_id)
+            gate = gate_for_run(services, run_id, record, lambda name: _work(run_id, name))
+        except TrustPolicyError as exc:  # the snapshot no longer parses (the checker changed): permanent
+            raise SnapshotInvalid(f"trust policy snapshot of run {run_id}: {exc.message}") from None
+        engine = SyncEngine(services, before_import=before_import, owner=owner, run_id=run_id, trust=gate)
         plan = engine.plan(_Entries(todo), progress, on_item=send if dispatch else None)
         started = set(services.store.list_names(container, _work(run_id, "started") + "/"))
         resumed = [_resumed(services, run_id, item, engine) if _work(run_id, "started", f"{_key(item.entry)}.json")
@@ -209,7 +220,7 @@ def _dispatch(services, message: core.ChunkMessage, item: PlanItem, parent: Opti
     services.runs_queue.send(core.ImportMessage(
         message.run_id, message.chunk, message.chunks, message.start, message.end, _key(item.entry),
         item.action.value, item.source_digest, item.target_digest, parent,
-        (item.drift or {}).get("upstream"), item.drift is not None).to_json())
+        (item.drift or {}).get("upstream"), item.drift is not None, item.verification).to_json())
 
 
 def _resumed(services, run_id: str, item: PlanItem, engine: SyncEngine) -> Optional[dict]:
@@ -222,6 +233,7 @@ def _resumed(services, run_id: str, item: PlanItem, engine: SyncEngine) -> Optio
     prior = services.store.get_json(container, _work(run_id, "started", f"{_key(item.entry)}.json"))
     if not prior or prior.get("source_digest") != item.source_digest:
         return None
-    planned = PlanItem(item.entry, Action(prior["action"]), item.source_digest, prior.get("target_digest"))
+    planned = PlanItem(item.entry, Action(prior["action"]), item.source_digest, prior.get("target_digest"),
+                       verification=prior.get("verification"))
     return engine.with_referrers(EntryOutcome(planned, RESULT_IMPORTED, attempts=1,
                                               target_digest_after=item.target_digest)).to_dict()

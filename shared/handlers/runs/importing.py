@@ -50,7 +50,7 @@ def execute_import(services, message: core.ImportMessage, *, verdict: str,
             return None
         item = PlanItem(entry, Action(message.action), message.source_digest, message.target_digest,
                         drift={"locked": message.source_digest, "upstream": message.upstream_digest}
-                        if message.drifted else None)
+                        if message.drifted else None, verification=message.verification)
         if verdict == "poison":
             [outcome] = _poison_entries(services, message.run_id, message.chunk, [entry], dequeue_count)
             log.error("run %s entry %s: poison import message after %d deliveries; recorded as %s", message.run_id,

@@ -10,6 +10,8 @@ Sends: one chunk message (``core.ChunkMessage``) per ``RUN_CHUNK_ENTRIES`` entri
 Writes:
 - ``runs-work/<id>/manifest.txt``            the snapshot every later stage reads
 - ``runs-work/<id>/images.lock``             the lock it came with (a locked run imports its digests)
+- ``runs-work/<id>/trust-policy.yaml``        the trust policy in force when it was queued (its chunks verify
+                                              signatures under it); the record's ``trust`` names it
 - ``active/<id>``                            the run is not final (for the reaper)
 - ``runs/<id>.json``                         the ``queued`` record (or ``invalid``, never queued)
 - ``claims/<blob name>/<upload>+<lock upload>.json``  a blob trigger's claim on one upload, naming the run id
@@ -26,9 +28,10 @@ from ...core import runs as core
 from ...core.ids import new_run_id
 from ...core.lock import lock_name_for
 from ...core.names import blob_segment
-from ...errors import AirlockError, TransientError
+from ...errors import AirlockError, TransientError, TrustPolicyError
 from .. import ownership, records, runindex
 from ..sync import Progress, SyncEngine, check_manifest
+from ..trust import POLICY_SNAPSHOT, policy_for_run, policy_problem
 from .chunk import execute_chunk
 from .store import ACTIVE, LOCK_SNAPSHOT, _now, _work, _work_count
 
@@ -50,6 +53,12 @@ def create_run(services, text, *, name: str, trigger: str, run_id: Optional[str]
                                                                                                    upload))
         if overlaps:
             manifest = replace(manifest, entries=[], errors=overlaps)
+    trust_data, trust_note, trust_error = None, None, None
+    if manifest.ok:  # the trust policy in force now is the run's (an invalid one: the run is invalid)
+        try:
+            trust_data, trust_note = policy_for_run(services)
+        except TrustPolicyError as exc:
+            trust_error = policy_problem(exc)
     lines = len({e.line for e in manifest.entries} | {p.line for p in manifest.policies})
     policies: list[dict] = []
     if manifest.ok and manifest.policies:
@@ -66,17 +75,19 @@ def create_run(services, text, *, name: str, trigger: str, run_id: Optional[str]
               "registry": s.registry_name, "queued_at": now, "started_at": None, "finished_at": None,
               "updated_at": now, "duration_seconds": None, "chunks": chunks, "summary": core.summarise([]),
               "retryable": False, "errors": [], "warnings": [p.to_dict() for p in manifest.warnings],
-              "dockerhub_ratelimit_remaining": None, "entries": []}
+              "dockerhub_ratelimit_remaining": None, "entries": [], "trust": trust_note}
     if policies:
         record["policies"] = policies
-    if not manifest.ok:
-        record.update(status=core.INVALID, errors=[p.to_dict() for p in manifest.errors], chunks=0,
-                      finished_at=now, duration_seconds=0.0)
+    if not manifest.ok or trust_error is not None:
+        errors = [p.to_dict() for p in manifest.errors] if not manifest.ok else [trust_error]
+        record.update(status=core.INVALID, errors=errors, chunks=0, finished_at=now, duration_seconds=0.0)
     data = text.encode() if isinstance(text, str) else bytes(text)
     if record["status"] == core.QUEUED:
         services.store.put_bytes(s.outcomes_container, _work(run_id, "manifest.txt"), data)
         if manifest.lock is not None:
             services.store.put_bytes(s.outcomes_container, _work(run_id, LOCK_SNAPSHOT), bytes(lock))
+        if trust_data is not None:
+            services.store.put_bytes(s.outcomes_container, _work(run_id, POLICY_SNAPSHOT), trust_data)
         services.store.create_once(s.outcomes_container, ACTIVE + run_id)
     if not services.store.put_json_if(s.outcomes_container, records.record_name(run_id), record, None):
         return records.load(services, run_id)

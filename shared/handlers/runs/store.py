@@ -9,6 +9,7 @@ Blob layout (all in ``OUTCOMES_CONTAINER``), and the stage that writes each:
 
 - ``runs-work/<id>/manifest.txt``        the reviewed snapshot                          (start)
 - ``runs-work/<id>/images.lock``         the lock it came with, if any                  (start)
+- ``runs-work/<id>/trust-policy.yaml``   the trust policy in force when queued, if any  (start)
 - ``runs-work/<id>/locks/<chunk>``       a renewed lease: one worker per chunk at a time (chunk)
 - ``runs-work/<id>/locks/<key>``         the same for one entry's import message        (importing)
 - ``runs-work/<id>/started/<key>.json``  written before an import                       (chunk, importing)
