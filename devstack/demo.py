@@ -1,15 +1,20 @@
 """``make demo``: the main job, end to end, on the local stand-in.
 
 1. start the stand-in (Azurite, upstream + backing registries, ACR emulator) and seed the upstream;
-2. write a sample images.txt (multi-platform images, a digest-pinned entry, a Docker Hub short name);
+2. write a sample images.txt (multi-platform images, a digest-pinned entry, a Docker Hub short name)
+   and lock it (``airlock lock``: images.lock, the reviewed digests);
 3. ``python -m shared sync`` it twice with the CLI: everything new, then everything unchanged;
 4. serve the HTTP API with uvicorn (`python -m shared serve`, whose in-process worker runs the queued
    import) and drive a plan and an import through it with httpx;
 5. deliver the registry's real push events to the Event Grid function and show what it recorded;
 6. builds: upload a build rule file, refresh the upstream base image (nginx:1.27) and sync it; the
    import's push events queue the dependent build on agent pool "vnetpool" (scaled up from 0),
-   which is followed to its end; the idle-pool timer then scales the pool back to 0;
-7. print where the outcome records are, then stop everything.
+   which is followed to its end; the idle-pool timer then scales the pool back to 0 (the refreshed
+   nginx digest crosses through ``lock --update``: a moved tag alone imports nothing);
+7. trust at the border (devstack/demo_trust.py): signed images verified and imported with their
+   signatures (the ACR's referrers API lists the Notary Project signature), an unsigned image refused
+   under enforce, a tag moved upstream reported as drift, ``lock --update`` proposing the new digest;
+8. print where the outcome records are, then stop everything.
 """
 from __future__ import annotations
 
@@ -84,12 +89,16 @@ def main() -> int:
         env_file.write_text("".join(f"{k}={v}\n" for k, v in stack.env.items()))
         manifest = workdir / "images.txt"
         manifest.write_text(sample_manifest(seeded))
+        manifest.with_suffix(".lock").unlink(missing_ok=True)  # a lock from an earlier demo locks other digests
         banner(f"the manifest: {manifest.relative_to(ROOT)}")
         print(manifest.read_text(), end="")
 
-        banner("manifest check (offline)")
+        banner("lock: the digests under review (images.lock, committed beside images.txt)")
+        locked = run_cli(env_file, "lock", str(manifest))
+        print(manifest.with_suffix(".lock").read_text(), end="")
+        banner("manifest check (offline; with its lock)")
         run_cli(env_file, "manifest", "check", str(manifest))
-        banner("first sync: everything is new")
+        banner("first sync: everything is new (the locked digests)")
         first = run_cli(env_file, "sync", str(manifest))
         banner("second sync: nothing changed, nothing imported")
         second = run_cli(env_file, "sync", str(manifest))
@@ -145,6 +154,9 @@ def main() -> int:
         print(f"recorded {len(pushed)} events from the emulated ACR: {kinds}")
 
         built = builds_demo(stack, env_file, manifest, functions)
+        from devstack.demo_trust import trust_demo
+
+        trusted = trust_demo(stack, env_file, workdir, functions)
 
         banner("outcome records")
         store = entrypoints.services().store
@@ -159,7 +171,7 @@ def main() -> int:
         print("read one with: python -m shared --env-file .devstack/demo/env runs show RUN_ID "
               "(while the stand-in runs: python -m devstack up)")
     banner("stand-in stopped")
-    ok = first == 0 and second == 0 and built
+    ok = locked == 0 and first == 0 and second == 0 and built and trusted
     print("demo " + ("succeeded" if ok else "FAILED"))
     return 0 if ok else 1
 
@@ -193,10 +205,11 @@ def builds_demo(stack, env_file: Path, manifest: Path, functions: dict) -> bool:
     print(f"manifest_uploaded checked it: {checked['status']}, rules {[r['name'] for r in checked['rules']]}")
     run_cli(env_file, "pool", "status", "vnetpool")
 
-    banner("a refreshed base image upstream (nginx:1.27), synced into the ACR")
+    banner("a refreshed base image upstream (nginx:1.27): lock --update proposes it, then it is synced")
     layout = oci.catalogue_image("library/nginx:1.27", seed="2")
     digest = oci.push(layout, f"{stack.upstream_host}/library/nginx:1.27", cert_dir=stack.certs_dir)
     print(f"pushed a new library/nginx:1.27 upstream: {digest}")
+    run_cli(env_file, "lock", str(manifest), "--update")  # the reviewed bump (the lock-update job's pull request)
     events: list[dict] = []
     unsubscribe = stack.emulator.events.subscribe(events.extend)
     try:
