@@ -590,10 +590,10 @@ def test_concurrent_deliveries_of_one_run_parse_its_snapshot_once(env, monkeypat
     calls = []
     real = store.check_manifest
 
-    def counted(data, settings):
+    def counted(data, settings, *rest):
         calls.append(settings)
         time.sleep(0.2)  # a parse long enough for every other delivery to arrive meanwhile
-        return real(data, settings)
+        return real(data, settings, *rest)
 
     monkeypatch.setattr(store, "check_manifest", counted)  # the snapshot parse
     record = runs.create_run(services(), manifest(prefix, 3), name=f"{prefix}.txt", trigger="http")

@@ -7,11 +7,12 @@ them here instead), and settles unchanged entries and plan errors together. A po
 chunk's unfinished entries (``reaper``).
 
 Writes:
-- ``runs-work/<id>/locks/<chunk>``         the chunk's renewed lease
-- ``runs-work/<id>/started/<key>.json``    before an in-process import
-- ``runs-work/<id>/settled/<chunk>.json``  the chunk's quiet outcomes, created once
-- ``runs/<id>.json``                       ``running`` and progress marks (``completion._update_record``)
-and, through ``completion``, entries, tries, chunks and the final record.
+- ``runs-work/<id>/locks/<chunk>``                 the chunk's renewed lease
+- ``runs-work/<id>/started/<chunk>/<key>.json``    before an in-process import
+- ``runs-work/<id>/settled/<chunk>.json``          the chunk's quiet outcomes, created once
+- ``runs/<id>.json``                               ``running`` and progress marks (``completion._update_record``)
+and, through ``completion``, entries, tries, chunks and the final record. What a chunk delivery reads
+is its own chunk's blobs (``entries/<chunk>/``, ``started/<chunk>/``, its settled blob), never the run's.
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ from ...telemetry import chunk_scope, traceparent
 from ..sync import Progress, SyncEngine
 from .completion import _Checkpointer, _complete_chunk, _end_now, _maybe_finalise, _settle, _update_record
 from .reaper import _poison_chunk
-from .store import (SnapshotInvalid, _final_entries, _key, _live_record, _now, _run_context, _settled_blob,
-                    _snapshot_entries, _work)
+from .store import (SnapshotInvalid, _chunk_outcomes, _key, _live_record, _now, _run_context, _settled_blob,
+                    _snapshot_entries, _started_blob, _work)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ def _execute_chunk(services, message: core.ChunkMessage, record: dict, *, verdic
     try:
         if _start(dict(record), deadline=s.run_deadline) is not None:  # the record as just read: no write due
             _update_record(services, run_id, lambda d: _start(d, deadline=s.run_deadline))
-        retry, known = _run_chunk(services, message, last=verdict == "last", progress=progress, dispatch=dispatch)
+        retry, known = _run_chunk(services, message, last=verdict == "last", progress=progress, dispatch=dispatch,
+                                  record=record)
     except SnapshotInvalid as exc:  # permanent: retrying cannot help, so the run ends now
         return _end_now(services, run_id, core.FAILED, exc.message)
     finally:
@@ -105,15 +107,15 @@ def _start(document: dict, *, deadline: float) -> Optional[dict]:
 
 
 def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Optional[Progress],
-               dispatch: bool = False) -> tuple[bool, dict[str, dict]]:
+               dispatch: bool = False, record: Optional[dict] = None) -> tuple[bool, dict[str, dict]]:
     """Plan the chunk's unfinished entries and import them (``dispatch``: send each as an import message);
     returns (an entry failed on something transient and the chunk must be delivered again, the final
     outcomes known to this delivery by key)."""
     s = services.settings
     container = s.outcomes_container
     run_id = message.run_id
-    entries = _snapshot_entries(services, run_id)[message.start:message.end]
-    final = _final_entries(services, run_id, {_key(e) for e in entries}, {message.chunk})
+    entries = _snapshot_entries(services, run_id, record, message.start, message.end)
+    final = _chunk_outcomes(services, run_id, message.chunk, {_key(e) for e in entries})
     todo = [e for e in entries if _key(e) not in final]
     checkpoint = _Checkpointer(services, run_id)
     lock = threading.Lock()
@@ -121,7 +123,7 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
 
     def settle(outcome: dict) -> None:
         """Keep a final outcome once (the first one written wins), or note a transient failure."""
-        kept = _settle(services, run_id, outcome, last=last)
+        kept = _settle(services, run_id, message.chunk, outcome, last=last)
         key = core.outcome_key(outcome)
         with lock:
             if kept is None:
@@ -159,7 +161,7 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
                 checkpoint.add(outcome)
 
     def before_import(item: PlanItem) -> None:
-        services.store.put_json(container, _work(run_id, "started", f"{_key(item.entry)}.json"), item.to_dict())
+        services.store.put_json(container, _started_blob(run_id, message.chunk, _key(item.entry)), item.to_dict())
 
     def on_progress(event, done, total, outcome) -> None:
         if outcome is not None:
@@ -180,9 +182,10 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
     if todo:
         engine = SyncEngine(services, before_import=before_import)
         plan = engine.plan(_Entries(todo), progress, on_item=send if dispatch else None)
-        started = set(services.store.list_names(container, _work(run_id, "started") + "/"))
-        resumed = [_resumed(services, run_id, item) if _work(run_id, "started", f"{_key(item.entry)}.json")
-                   in started else None for item in plan.items]
+        started = set(services.store.list_names(container, _work(run_id, "started", f"{message.chunk:05d}") + "/"))
+        resumed = [_resumed(services, run_id, message.chunk, item)
+                   if _started_blob(run_id, message.chunk, _key(item.entry)) in started else None
+                   for item in plan.items]
         for item, outcome in zip(plan.items, resumed):
             if outcome is not None:
                 settle(outcome)
@@ -210,13 +213,13 @@ def _dispatch(services, message: core.ChunkMessage, item: PlanItem, parent: Opti
         item.action.value, item.source_digest, item.target_digest, parent).to_json())
 
 
-def _resumed(services, run_id: str, item: PlanItem) -> Optional[dict]:
+def _resumed(services, run_id: str, chunk: int, item: PlanItem) -> Optional[dict]:
     """An entry whose import a previous delivery started: when the planned digest is now in place, it
     was imported (by that delivery), and is reported so without importing it again."""
     if item.action is not Action.UNCHANGED:
         return None
     container = services.settings.outcomes_container
-    prior = services.store.get_json(container, _work(run_id, "started", f"{_key(item.entry)}.json"))
+    prior = services.store.get_json(container, _started_blob(run_id, chunk, _key(item.entry)))
     if not prior or prior.get("source_digest") != item.source_digest:
         return None
     planned = PlanItem(item.entry, Action(prior["action"]), item.source_digest, prior.get("target_digest"))

@@ -5,7 +5,8 @@ Handles: the ``run_reaper`` timer (``reap``: runs in ``active/`` with no progres
 (``RUNS_QUEUE-poison``, or the last delivery: ``_poison_chunk`` / ``_poison_entries``).
 
 Writes:
-- ``runs-work/<id>/entries/<key>.json``  unfinished entries' final outcomes (failed, retryable), created once
+- ``runs-work/<id>/entries/<chunk>/<key>.json``  unfinished entries' final outcomes (failed, retryable),
+                                         created once
 - ``runs-work/<id>/chunks/<chunk>.json`` a poisoned chunk's outcomes, created once
 - ``runs-work/<id>/final.json``          the reaper's create-once marker (``abandoned``)
 - ``runs/<id>.json``                     the final record (through ``completion._write_final``)
@@ -24,7 +25,8 @@ from ...core.plan import decide
 from ...errors import AirlockError, TransientError
 from .. import records
 from .completion import _write_final
-from .store import ACTIVE, SnapshotInvalid, _entry_blob, _final_entries, _key, _now, _snapshot_entries, _work
+from .store import (ACTIVE, SnapshotInvalid, _chunk_outcomes, _entry_blob, _final_entries, _key, _now,
+                    _snapshot_entries, _work)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ def _failed_entry(entry: Entry, code: str, message: str) -> dict:
 
 def _poison_chunk(services, message: core.ChunkMessage, dequeue_count: int) -> None:
     """Entries of the chunk without a final outcome end failed (retryable), with the last reason seen."""
-    entries = _snapshot_entries(services, message.run_id)[message.start:message.end]
+    entries = _snapshot_entries(services, message.run_id, None, message.start, message.end)
     ordered = _poison_entries(services, message.run_id, message.chunk, entries, dequeue_count)
     services.store.create_once(services.settings.outcomes_container,
                                _work(message.run_id, "chunks", f"{message.chunk:05d}.json"),
@@ -109,7 +111,7 @@ def _poison_entries(services, run_id: str, chunk: int, entries: list[Entry], deq
     transient reason seen; returns their final outcomes in order."""
     s = services.settings
     container = s.outcomes_container
-    final = _final_entries(services, run_id, {_key(e) for e in entries}, {chunk})
+    final = _chunk_outcomes(services, run_id, chunk, {_key(e) for e in entries})
     ordered = []
     for entry in entries:
         if _key(entry) in final:
@@ -123,7 +125,8 @@ def _poison_entries(services, run_id: str, chunk: int, entries: list[Entry], deq
                                           "message": f"{tried['error']['message']}; {reason}"}}
         else:
             outcome = _failed_entry(entry, "PoisonMessage", reason + "; the worker crashed or timed out")
-        if not services.store.create_once(container, _entry_blob(run_id, _key(entry)), json.dumps(outcome).encode()):
-            outcome = services.store.get_json(container, _entry_blob(run_id, _key(entry))) or outcome
+        blob = _entry_blob(run_id, chunk, _key(entry))
+        if not services.store.create_once(container, blob, json.dumps(outcome).encode()):
+            outcome = services.store.get_json(container, blob) or outcome
         ordered.append(outcome)
     return ordered
