@@ -191,7 +191,9 @@ def _maybe_finalise(services, run_id: str, chunks: int) -> Optional[dict]:
 
 
 def _write_final(services, run_id: str, entries: dict[str, dict], *, status: Optional[str],
-                 errors: Optional[list] = None) -> dict:
+                 errors: Optional[list] = None, alert: bool = True) -> dict:
+    """Save the final record once, drop the run from ``active/`` and report it (``alert``: a failed run
+    logs its own alert line; the reaper reports the runs of one pass together instead)."""
     container = services.settings.outcomes_container
     record = records.load(services, run_id)
     if core.is_terminal(record.get("status")):
@@ -202,7 +204,7 @@ def _write_final(services, run_id: str, entries: dict[str, dict], *, status: Opt
     records.save(services, document)
     services.store.delete(container, ACTIVE + run_id)
     log.info("run %s %s: %s", run_id, document["status"], document["summary"])
-    report_run(_run_context(document), document, f"{container}/{records.record_name(run_id)}")
+    report_run(_run_context(document), document, f"{container}/{records.record_name(run_id)}", alert=alert)
     return document
 
 
