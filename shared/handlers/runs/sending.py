@@ -79,11 +79,10 @@ def _write_count(services, record: dict, sent: int, chunks: int, failure: Option
         document["error"] = type(failure).__name__
     try:
         services.store.put_json(services.settings.outcomes_container, _sent_blob(record["run_id"]), document)
-    except Exception as exc:  # noqa: BLE001 - without a count the reaper sends them all after RUN_CLAIM_SECONDS
-        if failure is None:
-            raise
-        log.warning("run %s: could not record how many chunk messages were sent (%s)", record["run_id"],
-                    type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - the messages are what matters; without a count the reaper
+        # sends them all again RUN_CLAIM_SECONDS after the run was queued, which only repeats idempotent work
+        log.warning("run %s: could not record that %d of %d chunk message(s) were sent (%s)", record["run_id"],
+                    sent, chunks, type(exc).__name__)
 
 
 def unsent(services, record: dict, now: datetime) -> Optional[int]:
