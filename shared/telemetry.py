@@ -255,30 +255,24 @@ RUNS_NAMED = 20  # run ids a summary line names after its first
 
 
 def report_runs_together(reports: list[tuple[RunContext, dict, str]], *, cause: str) -> None:
-    """ONE alert line for failed or abandoned syncs ended together by one ``cause`` (the reaper's pass),
-    each already counted and logged as a WARNING by ``report_run(..., alert=False)``. The line has the
-    single-run line's fields for the first run (so the alert query reads it as it reads any), the
-    counts summed over all of them, ``runs=N`` and the other run ids (``also=``, at most RUNS_NAMED)."""
+    """ONE alert line for failed or abandoned syncs ended together by one ``cause`` (a word: "reaper" for
+    the reaper's pass), each already counted and logged as a WARNING by ``report_run(..., alert=False)``.
+    The line has the single-run line's fields for the first run (so the alert query reads it as it reads
+    any), the counts summed over all of them, ``runs=N`` and the other run ids (``also=``, at most
+    RUNS_NAMED)."""
     failed = [(run, document, path) for run, document, path in reports
               if run.kind == "sync" and document.get("status") in ("failed", "abandoned")]
     if not failed:
         return
-    (run, document, path), others = failed[0], failed[1:]
-    if not others:
-        report_line = "AIRLOCK_RUN_FAILED run=%s kind=%s trigger=%s manifest=%s status=%s %s cause=%s record=%s"
-        counts = " ".join(f"{k}={(document.get('summary') or {}).get(k, 0)}"
-                          for k in ("total", "imported", "failed", "unchanged"))
-        log.error(report_line, run.run_id, run.kind, run.trigger, run.manifest, document.get("status"), counts,
-                  cause, path or "-")
-        return
+    (run, _, path), others = failed[0], failed[1:]
     counts = " ".join(f"{k}={sum((d.get('summary') or {}).get(k, 0) for _, d, _ in failed)}"
                       for k in ("total", "imported", "failed", "unchanged"))
-    named = ",".join(r.run_id for r, _, _ in others[:RUNS_NAMED]) + (
+    also = ",".join(r.run_id for r, _, _ in others[:RUNS_NAMED]) + (
         f",+{len(others) - RUNS_NAMED}" if len(others) > RUNS_NAMED else "")
-    statuses = sorted({d.get("status") for _, d, _ in failed})
-    log.error("AIRLOCK_RUN_FAILED run=%s kind=sync trigger=%s manifest=%s status=%s %s runs=%d cause=%s also=%s "
-              "record=%s", run.run_id, run.trigger, run.manifest, ",".join(statuses), counts, len(failed), cause,
-              named, path or "-")
+    statuses = ",".join(sorted({d.get("status") for _, d, _ in failed}))
+    log.error("AIRLOCK_RUN_FAILED run=%s kind=sync trigger=%s manifest=%s status=%s %s runs=%d cause=%s%s record=%s",
+              run.run_id, run.trigger, run.manifest, statuses, counts, len(failed), cause,
+              f" also={also}" if also else "", path or "-")
 
 
 @contextlib.contextmanager

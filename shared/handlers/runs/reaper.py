@@ -90,7 +90,7 @@ def reap(services, *, now: Optional[datetime] = None) -> list[dict]:
                     "(sent on a later pass)", type(queue_error.__cause__).__name__ if queue_error else "?", waiting)
     log.info("reaper: %d run(s) abandoned", len(reaped))
     report_runs_together([(_run_context(d), d, f"{container}/{records.record_name(d['run_id'])}") for d in reaped],
-                         cause="no progress for RUN_DEADLINE_SECONDS (reaper)")
+                         cause="reaper")
     if problems:
         raise TransientError(f"reaper could not finalise {len(problems)} run(s): {', '.join(problems[:10])}",
                              code="ReaperFailed")
