@@ -87,6 +87,12 @@ class Acr:
         """All tags of a repository with their digests (one listing instead of a HEAD per tag)."""
         return self._reader.acr_tag_digests(repository)
 
+    def tag_pages(self, repository: str, *, after: str = "", through: Optional[str] = None,
+                  max_pages: Optional[int] = None) -> tuple[dict[str, str], bool]:
+        """Some tags of a repository with their digests, from after ``after`` until ``through`` or
+        ``max_pages`` pages (``ManifestReader.acr_tag_pages``); and whether the listing is complete."""
+        return self._reader.acr_tag_pages(repository, after=after, through=through, max_pages=max_pages)
+
     def prefetch_tokens(self, pull: list[str], metadata_read: list[str] = (), per_token: int = 50) -> int:
         """Data-plane tokens for many repositories, several per token request (see registry.py)."""
         scopes = [f"repository:{r}:pull" for r in pull] + [f"repository:{r}:metadata_read" for r in metadata_read]

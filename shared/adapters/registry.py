@@ -393,19 +393,35 @@ class ManifestReader:
 
     def acr_tag_digests(self, repository: str, page_size: int = 100) -> dict[str, str]:
         """Every tag of an ACR repository with its digest (``/acr/v1/<repo>/_tags``, following pages)."""
+        return self.acr_tag_pages(repository, page_size)[0]
+
+    def acr_tag_pages(self, repository: str, page_size: int = 100, *, after: str = "",
+                      through: Optional[str] = None, max_pages: Optional[int] = None) -> tuple[dict[str, str], bool]:
+        """Tags of an ACR repository with their digests, from the first tag lexically after ``after``
+        (ACR's ``last``), page by page until a page reaches ``through`` or ``max_pages`` pages were read;
+        (the tags, whether the listing reached the repository's end). A repository that does not exist
+        is an empty, complete listing."""
         digests: dict[str, str] = {}
-        path: Optional[str] = f"/acr/v1/{repository}/_tags?n={page_size}"
+        path: Optional[str] = f"/acr/v1/{repository}/_tags?n={page_size}" + (
+            f"&last={quote(after, safe='')}" if after else "")
         scope = f"repository:{repository}:metadata_read"
+        pages = 0
         while path:
             response = self._send("GET", path, scope, {"Accept": "application/json"})
             if response.status_code == 404:
-                return digests
+                return digests, True
             if response.status_code >= 400:
                 raise _status_error(response, self.name)
-            for tag in response.json().get("tags") or []:
+            tags = response.json().get("tags") or []
+            names = [tag["name"] for tag in tags]
+            for tag in tags:
                 digests[tag["name"]] = tag["digest"]
             path = _next_link(response.headers.get("Link"))
-        return digests
+            pages += 1
+            if path and ((through is not None and names and names[-1] >= through)
+                         or (max_pages is not None and pages >= max_pages)):
+                return digests, False
+        return digests, True
 
 
 def _next_link(header: Optional[str]) -> Optional[str]:

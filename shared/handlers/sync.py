@@ -7,6 +7,7 @@ settings from the environment nor construct clients; ``shared.services.Services`
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -32,12 +33,20 @@ log = logging.getLogger(__name__)
 
 DOCKER_HUB = "docker.io"
 LIST_TAGS_FROM = 3  # entries writing to one repository from which its tags are listed, not HEADed
+LISTED_PAGE_TAGS = 10  # a listing reads at most one page (100 tags) per this many of the plan's tags
 # Progress callback: (event, done, total, outcome) with event in {"planned", "imported", "failed"}.
 Progress = Callable[[str, int, int, Optional[EntryOutcome]], None]
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _lexically_before(tag: str) -> str:
+    """A string just before ``tag`` in code-point order, for ACR's ``last`` (results after it): the last
+    character one lower, then the highest tag character ('~' sorts after [A-Za-z0-9_.-]), so no tag lies
+    between it and ``tag``."""
+    return tag[:-1] + chr(ord(tag[-1]) - 1) + "~"
 
 
 def read_manifest(text, settings) -> ManifestResult:
@@ -181,20 +190,35 @@ class SyncEngine:
                             name, type(exc).__name__)
 
     def _list_busy_repositories(self, entries, pool) -> dict[str, Future]:
-        """Tag listings of target repositories that several entries write to: one request per
-        repository (a page per 100 tags) instead of one HEAD per tag. Each future gives the
-        listing, or None when it failed (its entries then fall back to HEADs)."""
-        counts = Counter(e.target_repository for e in entries if e.target_tag)
+        """Tag listings of target repositories that several entries write to: a page per 100 tags instead
+        of one HEAD per tag. What a listing reads is bounded by the entries it serves, never by the
+        repository (a queued run's chunk of 50 entries once listed all 10,000 tags of their repository):
+        the first page (a repository that fits in it is listed whole: a tag not in it is absent), then at
+        most one page per LISTED_PAGE_TAGS of the plan's tags, from just before its first tag in the
+        repository's order to its last (ACR's ``last``; a tag found there has that digest, one not found
+        is read with a HEAD). Each future gives (tags, complete), or None when the listing failed (its
+        entries then fall back to HEADs)."""
+        wanted: dict[str, list[str]] = {}
+        for e in entries:
+            if e.target_tag:
+                wanted.setdefault(e.target_repository, []).append(e.target_tag)
+        acr, retrier = self.services.acr, self.services.retrier
 
-        def listing(repo) -> Optional[dict[str, str]]:
+        def listing(repo: str, tags: list[str]) -> Optional[tuple[dict[str, str], bool]]:
             try:
-                return self.services.retrier.call(lambda: self.services.acr.tag_digests(repo),
-                                                  what=f"ACR tags of {repo}")
+                found, complete = retrier.call(lambda: acr.tag_pages(repo, max_pages=1), what=f"ACR tags of {repo}")
+                if not complete:
+                    more, _ = retrier.call(
+                        lambda: acr.tag_pages(repo, after=_lexically_before(min(tags)), through=max(tags),
+                                              max_pages=math.ceil(len(tags) / LISTED_PAGE_TAGS)),
+                        what=f"ACR tags of {repo}")
+                    found.update(more)
+                return found, complete
             except AirlockError as exc:
                 log.warning("could not list the tags of %s (%s); reading them one by one", repo, exc.code)
                 return None
 
-        return {repo: pool.submit(listing, repo) for repo, n in counts.items() if n >= LIST_TAGS_FROM}
+        return {repo: pool.submit(listing, repo, tags) for repo, tags in wanted.items() if len(tags) >= LIST_TAGS_FROM}
 
     def _resolve(self, entry, listings: dict[str, Future]) -> PlanItem:
         retrier = self.services.retrier
@@ -207,8 +231,8 @@ class SyncEngine:
                 lambda: self.services.source.head(entry.source), what=f"HEAD {entry.source}")
             self._note_ratelimit(entry, source.ratelimit_remaining)
             listed = listings[entry.target_repository].result() if entry.target_repository in listings else None
-            if entry.target_tag and listed is not None:
-                target = listed.get(entry.target_tag)
+            if entry.target_tag and listed is not None and (entry.target_tag in listed[0] or listed[1]):
+                target = listed[0].get(entry.target_tag)  # found, or absent from a complete listing
             elif entry.target_tag:
                 target = retrier.call(
                     lambda: self.services.acr.tag_digest(entry.target_repository, entry.target_tag),

@@ -151,3 +151,56 @@ def test_an_import_costs_the_same_in_a_run_four_times_larger_or_with_fewer_chang
     # 25%; the bytes include each chunk's outcomes (read and written once by the delivery completing it)
     # and the final record, shared by fewer imports: bounded by RUN_CHUNK_ENTRIES, not by the run
     assert sparse["names"] <= 1.2 * small["names"] and sparse["calls"] <= 1.25 * small["calls"], report
+
+
+def test_a_chunks_plan_reads_tag_pages_for_its_entries_not_for_the_repository(env, stack, seeded):
+    """A chunk of 10 entries writing to a repository of 600 tags reads the first page of its tags and
+    one page from just before the chunk's first tag, not all 6 pages (a queued run of 10,000 entries in
+    one repository listed all 10,000 tags in each of its 200 chunks). Tags found in the pages keep their
+    digests; a tag not found in a partial listing is read with a HEAD (new entries stay new). A
+    repository that fits in the first page is listed whole, as before: nothing else is read."""
+    from urllib.parse import unquote
+
+    import httpx
+
+    from devstack import oci
+    from shared.adapters import registry
+    from shared.handlers.sync import SyncEngine, check_manifest
+
+    prefix = f"p{uuid.uuid4().hex[:8]}"
+    repository, small = f"{prefix}/many", f"{prefix}/few"
+    images = {repo: oci.build_image(repo, seed="pages") for repo in (repository, small)}
+    digests = {repo: oci.push(image, f"{stack.backing_host}/{repo}:seed", tls_verify=False)
+               for repo, image in images.items()}
+    with httpx.Client(base_url=stack.backing_url, verify=False, timeout=30) as client:
+        for repo, count in ((repository, 600), (small, 5)):
+            for i in range(count):
+                client.put(f"/v2/{repo}/manifests/t{i:04d}", content=images[repo].raw,
+                           headers={"Content-Type": images[repo].media_type}).raise_for_status()
+    s = services()
+    pages: list[str] = []
+    real = registry.ManifestReader._send
+
+    def counting(self, method, path, scope, headers):
+        if "/_tags" in path:
+            pages.append(unquote(path))  # a next page's link has the repository's name escaped
+        return real(self, method, path, scope, headers)
+
+    env.setattr(registry.ManifestReader, "_send", counting)
+    source = "library/busybox:1.36"
+    # 10 tags in the middle of the 600 (t0300-t0309), and 3 the repository does not have (u0-u2)
+    lines = [f"{source} => {repository}:t{i:04d}" for i in range(300, 310)] + \
+            [f"{source} => {repository}:u{i}" for i in range(3)] + \
+            [f"{source} => {small}:t{i:04d}" for i in range(3)] + [f"{source} => {small}:u0"]
+    manifest = check_manifest("\n".join(lines) + "\n", s.settings)
+    assert manifest.ok, manifest.errors
+    plan = SyncEngine(s).plan(manifest)
+    by_target = {item.entry.target: item for item in plan.items}
+    assert all(by_target[f"{repository}:t{i:04d}"].target_digest == digests[repository] for i in range(300, 310))
+    assert all(by_target[f"{repository}:u{i}"].target_digest is None for i in range(3))
+    assert all(by_target[f"{small}:t{i:04d}"].target_digest == digests[small] for i in range(3))
+    assert by_target[f"{small}:u0"].target_digest is None
+    many = [p for p in pages if f"/{repository}/" in p]
+    # the first page, then at most ceil(13 / 10) = 2 from just before t0300 (the repository has 6)
+    assert len(many) == 3 and many[1].endswith("&last=t030/~"), many
+    assert [p for p in pages if f"/{small}/" in p] == [f"/acr/v1/{small}/_tags?n=100"]
