@@ -16,21 +16,33 @@ runner --processes N`` (N local instances). Scenarios, side by side in one run:
   LRO polling only with azure-core's own default interval (30 s; ACR_POLLING_INTERVAL=30), no Retry-After
   1 process vs 4 processes at 8 imports per instance (host.json batchSize 4 + newBatchThreshold 4, 8 threads)
   in place of the shipped 24: the other side of the trade-off in docs/architecture.md, "Scale-out"
+  runs with many changes, each on a repository of its own with every copy 2 s (issue 20 item 9), 4 processes:
+  9: 1,000 entries / 500 changed, 10: 1,000 / 100, 11: 10,000 / 1,000; the worker CPU per import of 9
+  and of 11 is printed as a ratio to 10's (the cost of one import must not grow with its run's size nor
+  with how many of its entries changed)
 
 Per-import overhead = an imported entry's duration in the run record minus its copy time (p50, p90). The
 emulator's own count of imports in flight gives the concurrency actually reached, and its clock when
 each import was accepted shows where a run's time goes (from the upload: first and last import
-accepted, last copy ended, run final). Takes about a quarter of an hour.
+accepted, last copy ended, run final). Worker CPU is the runner processes' user + system time from
+the upload to the final record (/proc), divided by the run's imports; worker memory is the largest
+peak RSS (VmHWM) of one runner process. Beside them, the stand-in's own CPU over the run (the emulator
+runs on a thread of this process; the skopeo processes it starts; Azurite; the registries) and how
+late the emulator wrote each import's tag, so a run slower than its floor shows whether the app or the
+machine was short. Scenarios 1-8 take about a quarter of an hour; 9-11 about ten minutes more.
 
-For a quick look (not the issue's figures): BENCH_SCENARIOS=1,2 runs only those scenarios,
-BENCH_ENTRIES / BENCH_CHANGED shrink the manifest, BENCH_KEEP_RECORDS=<dir> keeps each final record
-(entry durations, queued/started/finished times), BENCH_RUNNER_LOG=<file> keeps the runners' logs.
+For a quick look (not the issue's figures): BENCH_SCENARIOS=1,2 runs only those scenarios (9,10,11 the
+item 9 ones, alone), BENCH_ENTRIES / BENCH_CHANGED shrink the manifest of scenarios 1-8,
+BENCH_KEEP_RECORDS=<dir> keeps each final record (entry durations, queued/started/finished times),
+BENCH_RUNNER_LOG=<file> keeps the runners' logs, BENCH_RUN_TIMEOUT=<s> waits longer than 900 s for a run.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -122,6 +134,8 @@ class Result:
     timeline: list[tuple[float, float]]  # (accepted, copy ended) of each import, seconds after the upload
     worker_cpu: float = 0.0  # CPU seconds of the runner processes from the upload to the final record
     worker_peak_mib: float = 0.0  # the largest peak RSS (VmHWM) of one runner process
+    standin_cpu: Optional[dict] = None  # CPU seconds of the stand-in's parts over the same time
+    tag_delays: Optional[list[float]] = None  # seconds from an import's start to its tag being written
 
     @property
     def cpu_per_import_ms(self) -> float:
@@ -208,6 +222,13 @@ def main(app=None) -> None:
               f"peak imports in flight {r.peak_in_flight}{sized}")
         print(f"  {'':<48} worker CPU {r.worker_cpu:.1f} s over {r.scenario.processes} process(es), "
               f"{r.cpu_per_import_ms:.0f} ms per import; largest worker peak RSS {r.worker_peak_mib:.0f} MiB")
+        if r.standin_cpu:
+            parts = ", ".join(f"{k} {v:.1f} s" for k, v in r.standin_cpu.items())
+            print(f"  {'':<48} stand-in CPU over the run: {parts} ({os.cpu_count()} CPUs, load average "
+                  f"{os.getloadavg()[0]:.1f} after it)")
+        if r.tag_delays:
+            print(f"  {'':<48} the emulator wrote an import's tag {percentile(r.tag_delays, 0.5):.1f} s (p50), "
+                  f"{percentile(r.tag_delays, 0.9):.1f} s (p90) after the import began")
         if r.timeline:
             accepted = [a for a, _ in r.timeline]
             print(f"  {'':<48} imports accepted from {min(accepted):.1f} s to {max(accepted):.1f} s "
@@ -276,20 +297,24 @@ def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Re
         host_json = _host_json(scenario, index)
         runners, pids = _start_runners(scenario.processes, os.environ, host_json)
         peak = _Peak(stack.emulator.importer)
+        copies = _CopyLog()
         try:
             try:
                 blobs.create_container(container)
             except Exception:  # noqa: BLE001 - exists already
                 pass
             cpu_before = sum(_cpu_seconds(pid) for pid in pids)
+            standin_before = _standin_cpu(stack)
             started, since = time.perf_counter(), time.monotonic()
             blobs.get_blob_client(container, name).upload_blob(text.encode(), overwrite=True)
             blob_function.get_user_function()(func.blob.InputStream(data=text.encode(), name=f"{container}/{name}"))
             record = _wait_record(name)
             wall = time.perf_counter() - started
             worker_cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
+            standin = {k: v - standin_before.get(k, 0.0) for k, v in _standin_cpu(stack).items()}
             worker_peak = max(_peak_rss_mib(pid) for pid in pids)
         finally:
+            copies.stop()
             peak.stop()
             _stop_runners(runners)
             if scenario.queues is not None:
@@ -308,7 +333,8 @@ def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Re
                               sum(1 for e in entries if e.get("result") == "failed"),
                               [duration - copy for duration, copy in timed if copy is not None],
                               peak.value, [copy for _, copy in timed if copy is not None],
-                              stack.emulator.importer.timeline(since), worker_cpu, worker_peak))
+                              stack.emulator.importer.timeline(since), worker_cpu, worker_peak, standin,
+                              copies.delays))
         print(f"runs: {scenario.label}: {wall:.1f} s ({record.get('status')}); worker CPU {worker_cpu:.1f} s, "
               f"{results[-1].cpu_per_import_ms:.0f} ms per import, largest peak RSS {worker_peak:.0f} MiB",
               file=sys.stderr, flush=True)
@@ -437,6 +463,45 @@ def _stop_runners(process: subprocess.Popen) -> None:
         process.wait(timeout=60)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+def _standin_cpu(stack) -> dict[str, float]:
+    """CPU seconds so far of the stand-in's parts: this process (the ACR emulator runs on a thread of it,
+    beside the bench's own polling), the skopeo processes the emulator ran (children it reaped), Azurite
+    and the registries."""
+    own = os.times()
+    found = {"emulator and bench": own.user + own.system, "skopeo": own.children_user + own.children_system}
+    for name, pid in stack.children.items():
+        try:
+            key = "azurite" if name == "azurite" else "registries"
+            found[key] = found.get(key, 0.0) + _cpu_seconds(pid)
+        except OSError:
+            pass
+    return found
+
+
+class _CopyLog(logging.Handler):
+    """Collects the emulator's "import ... copied ... in X s" lines: X is how long after an import began
+    its tag was written (the copy time when the emulator keeps up; more when it falls behind)."""
+
+    PATTERN = re.compile(r" in ([0-9.]+)s \(copy time")
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.delays: list[float] = []
+        self._logger = logging.getLogger("devstack.emulator.registry")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.INFO)
+        self._logger.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = self.PATTERN.search(record.getMessage())
+        if match:
+            self.delays.append(float(match.group(1)))
+
+    def stop(self) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
 
 
 class _Peak:
