@@ -134,6 +134,7 @@ class Result:
     timeline: list[tuple[float, float]]  # (accepted, copy ended) of each import, seconds after the upload
     worker_cpu: float = 0.0  # CPU seconds of the runner processes from the upload to the final record
     worker_peak_mib: float = 0.0  # the largest peak RSS (VmHWM) of one runner process
+    worker_peaks: Optional[list[float]] = None  # every runner process's peak RSS, MiB, smallest first
     standin_cpu: Optional[dict] = None  # CPU seconds of the stand-in's parts over the same time
     tag_delays: Optional[list[float]] = None  # seconds from an import's start to its tag being written
 
@@ -221,7 +222,9 @@ def main(app=None) -> None:
               f"p90 {percentile(r.overheads, 0.9):5.1f} s; "
               f"peak imports in flight {r.peak_in_flight}{sized}")
         print(f"  {'':<48} worker CPU {r.worker_cpu:.1f} s over {r.scenario.processes} process(es), "
-              f"{r.cpu_per_import_ms:.0f} ms per import; largest worker peak RSS {r.worker_peak_mib:.0f} MiB")
+              f"{r.cpu_per_import_ms:.0f} ms per import; largest worker peak RSS {r.worker_peak_mib:.0f} MiB "
+              f"(each process: {'/'.join(f'{m:.0f}' for m in r.worker_peaks or [])}; the one that finalised the "
+              f"run built its record of every entry)")
         if r.standin_cpu:
             parts = ", ".join(f"{k} {v:.1f} s" for k, v in r.standin_cpu.items())
             print(f"  {'':<48} stand-in CPU over the run: {parts} ({os.cpu_count()} CPUs, load average "
@@ -312,7 +315,8 @@ def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Re
             wall = time.perf_counter() - started
             worker_cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
             standin = {k: v - standin_before.get(k, 0.0) for k, v in _standin_cpu(stack).items()}
-            worker_peak = max(_peak_rss_mib(pid) for pid in pids)
+            worker_peaks = sorted(_peak_rss_mib(pid) for pid in pids)
+            worker_peak = worker_peaks[-1]
         finally:
             copies.stop()
             peak.stop()
@@ -333,8 +337,8 @@ def _measure(stack, blob_function, saved_env: dict, resolve_settings) -> list[Re
                               sum(1 for e in entries if e.get("result") == "failed"),
                               [duration - copy for duration, copy in timed if copy is not None],
                               peak.value, [copy for _, copy in timed if copy is not None],
-                              stack.emulator.importer.timeline(since), worker_cpu, worker_peak, standin,
-                              copies.delays))
+                              stack.emulator.importer.timeline(since), worker_cpu, worker_peak, worker_peaks,
+                              standin, copies.delays))
         print(f"runs: {scenario.label}: {wall:.1f} s ({record.get('status')}); worker CPU {worker_cpu:.1f} s, "
               f"{results[-1].cpu_per_import_ms:.0f} ms per import, largest peak RSS {worker_peak:.0f} MiB",
               file=sys.stderr, flush=True)
