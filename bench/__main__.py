@@ -15,7 +15,9 @@
                                # signature verification, cold and warm verdict cache (not in "everything")
     python -m bench runs       # queued runs, 1,000 entries / 100 changed, 1 vs 4 runner processes,
                                # probe vs LRO polling, 24 vs 8 imports per instance (azure timing
-                               # profile; about a quarter of an hour; not in "everything")
+                               # profile; about a quarter of an hour; not in "everything"); then
+                               # 1,000/500, 1,000/100 and 10,000/1,000 changed with 2 s copies: worker
+                               # CPU per import as ratios (BENCH_SCENARIOS=9,10,11 runs only those)
 """
 from __future__ import annotations
 

@@ -162,7 +162,8 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("RUN_LEASE_SECONDS", "60", "Blob lease on a chunk while it runs (15-60; renewed)."),
     SettingSpec("RUN_CLAIM_SECONDS", "300",
                 "A blob trigger's claim on (blob name, content hash) expires after this; then another delivery "
-                "takes it over."),
+                "takes it over. A queued run with no count of its sent chunk messages this long after it was "
+                "queued (its sender died) has them sent by the reaper."),
     SettingSpec("REAPER_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule of the reaper timer."),
     SettingSpec("ACR_POLLING_INTERVAL", "5",
                 "Seconds between polls of an import's long-running operation when ARM sends no Retry-After."),

@@ -237,9 +237,11 @@ class RunOutcome:
 
 
 def report_run(run: RunContext, document: dict, record_path: str = "", *, error: Optional[BaseException] = None,
-               span=None, tools: Optional[_Instruments] = None) -> None:
+               span=None, tools: Optional[_Instruments] = None, alert: bool = True) -> None:
     """Count a finished run by status and trigger; a failed or abandoned sync logs the ONE error line.
-    Called once per run: by ``run_scope`` (in-process runs) or when a queued run is finalised."""
+    Called once per run: by ``run_scope`` (in-process runs) or when a queued run is finalised. With
+    ``alert`` False the line is a WARNING: the caller reports the run in one line with others
+    (``report_runs_together``), so one outage is one alert line, not one per run."""
     from opentelemetry import trace
     from opentelemetry.trace import Status, StatusCode
 
@@ -261,7 +263,7 @@ def report_run(run: RunContext, document: dict, record_path: str = "", *, error:
         reason = f" error={type(error).__name__}" if error is not None else ""
         # a failed sync is the one ERROR line an alert matches ("AIRLOCK_RUN_FAILED", docs/operations.md);
         # a plan imports nothing, so its failures are a warning for whoever asked for it
-        level = logging.ERROR if run.kind == "sync" else logging.WARNING
+        level = logging.ERROR if run.kind == "sync" and alert else logging.WARNING
         # ``airlock_alert``: the command line keeps this line off the terminal (its summary says the same)
         log.log(level, "AIRLOCK_RUN_FAILED run=%s kind=%s trigger=%s manifest=%s status=%s %s%s record=%s",
                 run.run_id, run.kind, run.trigger, run.manifest, status, counts, reason, record_path or "-",
@@ -271,6 +273,30 @@ def report_run(run: RunContext, document: dict, record_path: str = "", *, error:
 def count_verification(status: str, mode: Optional[str], cache: str) -> None:
     """One signature verdict (``cache``: where it came from, "none" when it was verified now)."""
     instruments().verifications.add(1, {"status": status, "mode": mode or "", "cache": cache})
+
+
+RUNS_NAMED = 20  # run ids a summary line names after its first
+
+
+def report_runs_together(reports: list[tuple[RunContext, dict, str]], *, cause: str) -> None:
+    """ONE alert line for failed or abandoned syncs ended together by one ``cause`` (a word: "reaper" for
+    the reaper's pass), each already counted and logged as a WARNING by ``report_run(..., alert=False)``.
+    The line has the single-run line's fields for the first run (so the alert query reads it as it reads
+    any), the counts summed over all of them, ``runs=N`` and the other run ids (``also=``, at most
+    RUNS_NAMED)."""
+    failed = [(run, document, path) for run, document, path in reports
+              if run.kind == "sync" and document.get("status") in ("failed", "abandoned")]
+    if not failed:
+        return
+    (run, _, path), others = failed[0], failed[1:]
+    counts = " ".join(f"{k}={sum((d.get('summary') or {}).get(k, 0) for _, d, _ in failed)}"
+                      for k in ("total", "imported", "failed", "unchanged"))
+    also = ",".join(r.run_id for r, _, _ in others[:RUNS_NAMED]) + (
+        f",+{len(others) - RUNS_NAMED}" if len(others) > RUNS_NAMED else "")
+    statuses = ",".join(sorted({d.get("status") for _, d, _ in failed}))
+    log.error("AIRLOCK_RUN_FAILED run=%s kind=sync trigger=%s manifest=%s status=%s %s runs=%d cause=%s%s record=%s",
+              run.run_id, run.trigger, run.manifest, statuses, counts, len(failed), cause,
+              f" also={also}" if also else "", path or "-")
 
 
 @contextlib.contextmanager

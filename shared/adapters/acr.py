@@ -60,7 +60,8 @@ class Acr:
     """Import through ARM (azure-mgmt-containerregistry); read digests on the data plane (registry.py)."""
 
     def __init__(self, clients, http):
-        from .registry import AcrTokenAuth, ManifestReader
+        from .registry import ManifestReader
+        from .registry_auth import AcrTokenAuth
 
         self._clients = clients
         self._settings = clients.settings
@@ -109,6 +110,12 @@ class Acr:
     def tag_digests(self, repository: str) -> dict[str, str]:
         """All tags of a repository with their digests (one listing instead of a HEAD per tag)."""
         return self._reader.acr_tag_digests(repository)
+
+    def tag_pages(self, repository: str, *, after: str = "", through: Optional[str] = None,
+                  max_pages: Optional[int] = None) -> tuple[dict[str, str], bool]:
+        """Some tags of a repository with their digests, from after ``after`` until ``through`` or
+        ``max_pages`` pages (``ManifestReader.acr_tag_pages``); and whether the listing is complete."""
+        return self._reader.acr_tag_pages(repository, after=after, through=through, max_pages=max_pages)
 
     def prefetch_tokens(self, pull: list[str], metadata_read: list[str] = (), per_token: int = 50) -> int:
         """Data-plane tokens for many repositories, several per token request (see registry.py)."""
@@ -194,7 +201,7 @@ class Acr:
 
 
 def _check(response, what: str) -> None:
-    from .registry import _status_error
+    from .registry_auth import _status_error
 
     if response.status_code >= 400:
         raise _status_error(response, f"the ACR ({what})")

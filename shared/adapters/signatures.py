@@ -52,7 +52,8 @@ import httpx
 from ..core import trust as core
 from ..core.trust.artifacts import SignatureArtifact
 from ..errors import ConfigError, TransientError, ValidationError
-from .registry import MANIFEST_ACCEPT, ManifestReader, _next_link, _status_error
+from .registry import MANIFEST_ACCEPT, ManifestReader, _next_link
+from .registry_auth import _status_error
 
 log = logging.getLogger(__name__)
 

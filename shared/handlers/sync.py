@@ -21,6 +21,7 @@ from storage; queued runs pass the gate of the policy they were queued under (``
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -33,8 +34,7 @@ from ..adapters.acr import ImportRequest
 from ..adapters.retrying import Attempts
 from ..core.ids import new_run_id
 from ..core.lock import apply_lock
-from ..core.manifest import Entry, ManifestResult, PolicyEntry, parse_manifest
-from ..core.tagpolicy import MAX_TAGS_SCANNED
+from ..core.manifest import ManifestResult, parse_manifest
 from ..core.outcome import (RESULT_FAILED, RESULT_IMPORTED, RESULT_PLANNED, RESULT_UNCHANGED, EntryOutcome,
                             RunRecord, redact)
 from ..core.ownership import TAG_CONFLICT, adopts, check_update
@@ -43,18 +43,27 @@ from ..core.trust.verdict import REJECTED_CODE
 from ..errors import AirlockError, TransientError, TrustPolicyError, UpstreamError
 from ..telemetry import ContextThreadPoolExecutor as ThreadPoolExecutor  # pools see the run (log run id, spans)
 from ..telemetry import count_referrers, traced_import, traced_plan, traced_run
+from .policies import PolicyResolution
 from . import ownership
 
 log = logging.getLogger(__name__)
 
 DOCKER_HUB = "docker.io"
 LIST_TAGS_FROM = 3  # entries writing to one repository from which its tags are listed, not HEADed
+LISTED_PAGE_TAGS = 10  # a listing reads at most one page (100 tags) per this many of the plan's tags
 # Progress callback: (event, done, total, outcome) with event in {"planned", "imported", "failed"}.
 Progress = Callable[[str, int, int, Optional[EntryOutcome]], None]
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _lexically_before(tag: str) -> str:
+    """A string just before ``tag`` in code-point order, for ACR's ``last`` (results after it): the last
+    character one lower, then the highest tag character ('~' sorts after [A-Za-z0-9_.-]), so no tag lies
+    between it and ``tag``."""
+    return tag[:-1] + chr(ord(tag[-1]) - 1) + "~"
 
 
 def read_manifest(text, settings) -> ManifestResult:
@@ -81,7 +90,7 @@ def _plan_failure(item: PlanItem, retryable: bool) -> EntryOutcome:
 _FROM_STORAGE = object()  # SyncEngine(trust=...): read the policy in force when ``run`` starts
 
 
-class SyncEngine:
+class SyncEngine(PolicyResolution):
     def __init__(self, services, *, before_import: Optional[Callable[[PlanItem], None]] = None,
                  owner: Optional[str] = None, run_id: Optional[str] = None, trust=_FROM_STORAGE):
         self.services = services
@@ -95,66 +104,6 @@ class SyncEngine:
         self._lock = threading.Lock()
         self._transient_lines: set[int] = set()  # entries whose plan failed on a transient error
         self._carried: dict[tuple, Future] = {}  # referrers carried in this run, by source image and target
-
-    # -- tag policies -------------------------------------------------------------------------
-    def resolve_policies(self, manifest: ManifestResult) -> tuple[ManifestResult, list[dict]]:
-        """List each policy's source tags and turn the policy into concrete entries (in line order,
-        newest first within a line). A resolved tag that another line already writes is skipped
-        (the explicit line wins). Returns the manifest with the entries added, and one resolution
-        document per policy for the record (its ``resolved`` digests are filled in after planning)."""
-        if not manifest.policies:
-            return manifest, []
-        if manifest.lock is not None:  # locked: the tags the lock lists, already among the entries
-            return manifest, [self._locked_policy(policy, manifest) for policy in manifest.policies]
-        workers = max(1, min(self.settings.plan_concurrency, len(manifest.policies)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="policy") as pool:
-            listed = list(pool.map(self._list_source_tags, manifest.policies))
-        taken = {(e.target_repository, e.target_tag): e.line for e in manifest.entries if e.target_tag}
-        added: list[Entry] = []
-        resolutions = []
-        for policy, (tags, error) in zip(manifest.policies, listed):
-            doc = {"line": policy.line, "source": str(policy.source), "policy": policy.policy.text,
-                   "target_repository": policy.target_repository,
-                   "tags_listed": None if tags is None else len(tags), "resolved": [], "skipped": [],
-                   "error": error}
-            if tags is not None:
-                entries = policy.resolve(tags)
-                if not entries:
-                    doc["error"] = {"code": "NoMatchingTag",
-                                    "message": f"none of the {len(tags)} tags of {policy.source} matches "
-                                               f"{policy.policy.text}"}
-                for entry in entries:
-                    other = taken.get((entry.target_repository, entry.target_tag))
-                    if other is not None:
-                        doc["skipped"].append({"tag": entry.target_tag, "reason": f"written by line {other}"})
-                        continue
-                    taken[(entry.target_repository, entry.target_tag)] = entry.line
-                    added.append(entry)
-                    doc["resolved"].append({"tag": entry.target_tag, "target": entry.target, "digest": None})
-            resolutions.append(doc)
-        entries = sorted([*manifest.entries, *added], key=lambda e: e.line)  # stable: newest first per line
-        return replace(manifest, entries=entries), resolutions
-
-    @staticmethod
-    def _locked_policy(policy: PolicyEntry, manifest: ManifestResult) -> dict:
-        """A locked policy's record document: the tags the lock selected for review (no listing: new
-        releases reach the ACR through `airlock lock --update` and a review, not through a run)."""
-        selected = [e for e in manifest.entries if e.line == policy.line and e.policy]
-        return {"line": policy.line, "source": str(policy.source), "policy": policy.policy.text,
-                "target_repository": policy.target_repository, "tags_listed": None, "locked": True,
-                "resolved": [{"tag": e.target_tag, "target": e.target, "digest": e.source.digest} for e in selected],
-                "skipped": [], "error": None}
-
-    def _list_source_tags(self, policy: PolicyEntry) -> tuple[Optional[list[str]], Optional[dict]]:
-        try:
-            tags = self.services.retrier.call(
-                lambda: self.services.source.tags(policy.source, limit=MAX_TAGS_SCANNED),
-                what=f"tags of {policy.source}")
-            return tags, None
-        except AirlockError as exc:
-            log.warning("could not list the tags of %s: %s", policy.source, self._describe(exc))
-            return None, {"code": exc.code, "message": redact(exc.message, self.settings.secrets()),
-                          "retryable": isinstance(exc, TransientError)}
 
     # -- plan -------------------------------------------------------------------------------
     @traced_plan
@@ -213,20 +162,35 @@ class SyncEngine:
                             name, type(exc).__name__)
 
     def _list_busy_repositories(self, entries, pool) -> dict[str, Future]:
-        """Tag listings of target repositories that several entries write to: one request per
-        repository (a page per 100 tags) instead of one HEAD per tag. Each future gives the
-        listing, or None when it failed (its entries then fall back to HEADs)."""
-        counts = Counter(e.target_repository for e in entries if e.target_tag)
+        """Tag listings of target repositories that several entries write to: a page per 100 tags instead
+        of one HEAD per tag. What a listing reads is bounded by the entries it serves, never by the
+        repository (a queued run's chunk of 50 entries once listed all 10,000 tags of their repository):
+        the first page (a repository that fits in it is listed whole: a tag not in it is absent), then at
+        most one page per LISTED_PAGE_TAGS of the plan's tags, from just before its first tag in the
+        repository's order to its last (ACR's ``last``; a tag found there has that digest, one not found
+        is read with a HEAD). Each future gives (tags, complete), or None when the listing failed (its
+        entries then fall back to HEADs)."""
+        wanted: dict[str, list[str]] = {}
+        for e in entries:
+            if e.target_tag:
+                wanted.setdefault(e.target_repository, []).append(e.target_tag)
+        acr, retrier = self.services.acr, self.services.retrier
 
-        def listing(repo) -> Optional[dict[str, str]]:
+        def listing(repo: str, tags: list[str]) -> Optional[tuple[dict[str, str], bool]]:
             try:
-                return self.services.retrier.call(lambda: self.services.acr.tag_digests(repo),
-                                                  what=f"ACR tags of {repo}")
+                found, complete = retrier.call(lambda: acr.tag_pages(repo, max_pages=1), what=f"ACR tags of {repo}")
+                if not complete:
+                    more, _ = retrier.call(
+                        lambda: acr.tag_pages(repo, after=_lexically_before(min(tags)), through=max(tags),
+                                              max_pages=math.ceil(len(tags) / LISTED_PAGE_TAGS)),
+                        what=f"ACR tags of {repo}")
+                    found.update(more)
+                return found, complete
             except AirlockError as exc:
                 log.warning("could not list the tags of %s (%s); reading them one by one", repo, exc.code)
                 return None
 
-        return {repo: pool.submit(listing, repo) for repo, n in counts.items() if n >= LIST_TAGS_FROM}
+        return {repo: pool.submit(listing, repo, tags) for repo, tags in wanted.items() if len(tags) >= LIST_TAGS_FROM}
 
     def _resolve(self, entry, listings: dict[str, Future]) -> PlanItem:
         retrier = self.services.retrier
@@ -239,8 +203,8 @@ class SyncEngine:
                 lambda: self.services.source.head(entry.source), what=f"HEAD {entry.source}")
             self._note_ratelimit(entry, source.ratelimit_remaining)
             listed = listings[entry.target_repository].result() if entry.target_repository in listings else None
-            if entry.target_tag and listed is not None:
-                target = listed.get(entry.target_tag)
+            if entry.target_tag and listed is not None and (entry.target_tag in listed[0] or listed[1]):
+                target = listed[0].get(entry.target_tag)  # found, or absent from a complete listing
             elif entry.target_tag:
                 target = retrier.call(
                     lambda: self.services.acr.tag_digest(entry.target_repository, entry.target_tag),

@@ -27,7 +27,7 @@ from ..core.lock import lock_name_for
 from ..core.manifest import Entry
 from ..core.names import blob_segment
 from ..errors import ConflictError, TransientError, ValidationError
-from .runs import claim_and_queue, queue_run, reap
+from .runs import RunNotSent, claim_and_queue, queue_run, reap
 from .runs.start import claims_of
 from .sync import check_manifest
 
@@ -132,24 +132,42 @@ def current_locks(services, names) -> dict[str, Optional[bytes]]:
 
 def on_resync_timer(services, *, past_due: bool = False) -> list[dict]:
     """Queue a re-sync run of every current manifest, one re-sync at a time (a blob lease). Raises
-    (after queueing the others) when any manifest could not be queued."""
+    (after queueing the others) when any manifest could not be queued.
+
+    A run whose chunk messages the queue would not take is recorded all the same (``RunNotSent``): the
+    reaper sends its messages once the queue answers. After the first such failure the other runs of
+    this pass are recorded without trying the queue (each try would wait out the SDK's retries), one
+    line says so, and the timer does not raise for them: a retry of the timer would only record
+    a second run of every manifest."""
     s = services.settings
     if past_due:
         log.info("re-sync timer is past due; running once now (missed runs are not replayed)")
     queued, failures = [], []
+    unsent: Optional[RunNotSent] = None
+    deferred = 0
     try:
         with services.store.lease(s.outcomes_container, RESYNC_LEASE, seconds=60, renew=True):
             manifests = current_manifests(services)
             locks = current_locks(services, [n for n, _ in manifests])
             for name, data in manifests:
                 try:
-                    queued.append(queue_run(services, data, name=name, trigger="timer", lock=locks[name]))
+                    record = queue_run(services, data, name=name, trigger="timer", lock=locks[name],
+                                       send=unsent is None)
+                    deferred += unsent is not None and record["status"] == "queued"
+                    queued.append(record)
+                except RunNotSent as exc:  # recorded; the reaper sends its messages
+                    unsent = unsent or exc
+                    deferred += 1
+                    queued.append(exc.record)
                 except Exception as exc:  # noqa: BLE001 - reported below, after the other manifests
                     log.error("re-sync: could not queue %s: %s", name, type(exc).__name__)
                     failures.append(name)
     except ConflictError:
         log.info("another re-sync holds the lease; skipping this one")
         return []
+    if unsent is not None:
+        log.warning("re-sync: the runs queue did not take a message (%s); %d run(s) are recorded and the reaper "
+                    "sends their messages once it answers", type(unsent.__cause__).__name__, deferred)
     if failures:
         raise TransientError(f"re-sync could not queue {len(failures)} manifest(s): {', '.join(failures[:10])}",
                              code="ResyncFailed")

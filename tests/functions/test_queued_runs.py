@@ -475,16 +475,22 @@ def test_throttled_read_back_is_transient_never_a_digest_mismatch(env, stack, se
 
 # -- timers -------------------------------------------------------------------------------------------
 
-def test_failed_resync_timer_raises(env, stack, functions, prefix):
-    """The queue is unreachable: the re-sync cannot queue its runs and the invocation fails."""
+def test_resync_with_the_queue_unreachable_records_the_run_for_the_reaper(env, stack, functions, prefix):
+    """The queue is unreachable: the re-sync records its run (the count says none of its messages was
+    sent, so the reaper sends them) and does not fail: a retried timer would record a second run.
+    tests/functions/test_run_repair.py follows such runs to the end."""
     s = services()
     s.store.put_bytes(s.settings.manifests_container, "r.txt", manifest(prefix, 1).encode())
     broken = stack.env["AzureWebJobsStorage"].replace(f":{stack.queue_port}/", ":1/")
     assert broken != stack.env["AzureWebJobsStorage"]
     env.setenv("AzureWebJobsStorage", broken)
+    env.setenv("OUTCOMES_CONTAINER", f"outcomes-{uuid.uuid4().hex[:10]}")  # its run is for no other reaper
     entrypoints.reset()
-    with pytest.raises(Exception, match="could not queue 1 manifest"):
-        functions["resync_timer"](TimerRequest())
+    functions["resync_timer"](TimerRequest())
+    [record] = records_for("r.txt")
+    assert record["status"] == "queued"
+    s = services()
+    assert s.store.get_json(s.settings.outcomes_container, f"runs-work/{record['run_id']}/sent.json")["sent"] == 0
 
 
 # -- fan-out ------------------------------------------------------------------------------------------

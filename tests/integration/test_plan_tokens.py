@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from devstack import layout, oci
-from shared.adapters.registry import SCOPES_PER_TOKEN
+from shared.adapters.registry_auth import SCOPES_PER_TOKEN
 from shared.handlers.imports import run_manifest
 from shared.services import Services
 

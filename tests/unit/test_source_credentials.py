@@ -2,7 +2,8 @@
 import pytest
 
 from shared.adapters.acr import ImportRequest
-from shared.adapters.registry import AcrTokenAuth, DockerTokenAuth, SourceRegistry
+from shared.adapters.registry import SourceRegistry
+from shared.adapters.registry_auth import AcrTokenAuth, DockerTokenAuth
 from shared.config import Settings
 from shared.services import Services
 

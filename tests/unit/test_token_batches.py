@@ -1,5 +1,5 @@
 """Scopes are grouped into token requests of bounded size."""
-from shared.adapters.registry import SCOPE_CHARS_PER_TOKEN, SCOPES_PER_TOKEN, scope_batches
+from shared.adapters.registry_auth import SCOPE_CHARS_PER_TOKEN, SCOPES_PER_TOKEN, scope_batches
 
 
 def test_batches_hold_at_most_the_scope_count():

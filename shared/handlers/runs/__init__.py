@@ -14,10 +14,12 @@ The stages, one module each (each docstring says which messages it handles and w
 
 - ``start``       validate, snapshot, ``queued`` record, chunk messages; blob-trigger claims; the CLI's
                   in-process run
+- ``sending``     the chunk messages, counted (``sent.json``): what a failed send left, the reaper sends
 - ``chunk``       chunk messages: plan, settle quiet entries, send import messages
 - ``importing``   import messages: one entry's import under its lease
 - ``completion``  outcomes kept once, record checkpoints, chunk completion, finalising once
-- ``reaper``      the reaper timer and poison deliveries
+- ``reaper``      the reaper timer (stale runs end, landed imports count, unsent messages go out) and
+                  poison deliveries
 - ``store``       what they share: blob names, the snapshot, reading outcomes back
 
 This module is the queue functions' entry point (``on_run_message``, ``on_poison_message``: parse the
@@ -35,12 +37,13 @@ from ...core import runs as core
 from .chunk import execute_chunk
 from .importing import execute_import
 from .reaper import reap
+from .sending import RunNotSent
 from .start import claim_and_queue, create_run, enqueue, queue_run, resume_in_process, run_in_process
 from .store import WORK, RunFailed, SnapshotInvalid
 
-__all__ = ["WORK", "RunFailed", "SnapshotInvalid", "claim_and_queue", "create_run", "enqueue", "execute_chunk",
-           "execute_import", "on_poison_message", "on_run_message", "queue_run", "reap", "resume_in_process",
-           "run_in_process"]
+__all__ = ["WORK", "RunFailed", "RunNotSent", "SnapshotInvalid", "claim_and_queue", "create_run", "enqueue",
+           "execute_chunk", "execute_import", "on_poison_message", "on_run_message", "queue_run", "reap",
+           "resume_in_process", "run_in_process"]
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,12 @@ chunk's unfinished entries (``reaper``).
 Reads ``runs-work/<id>/trust-policy.yaml`` (the trust policy the run was queued under, when it had one).
 
 Writes:
-- ``runs-work/<id>/locks/<chunk>``         the chunk's renewed lease
-- ``runs-work/<id>/started/<key>.json``    before an in-process import
-- ``runs-work/<id>/settled/<chunk>.json``  the chunk's quiet outcomes, created once
-- ``runs/<id>.json``                       ``running`` and progress marks (``completion._update_record``)
-and, through ``completion``, entries, tries, chunks and the final record.
+- ``runs-work/<id>/locks/<chunk>``                 the chunk's renewed lease
+- ``runs-work/<id>/started/<chunk>/<key>.json``    before an in-process import
+- ``runs-work/<id>/settled/<chunk>.json``          the chunk's quiet outcomes, created once
+- ``runs/<id>.json``                               ``running`` and progress marks (``completion._update_record``)
+and, through ``completion``, entries, tries, chunks and the final record. What a chunk delivery reads
+is its own chunk's blobs (``entries/<chunk>/``, ``started/<chunk>/``, its settled blob), never the run's.
 """
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ from ..sync import Progress, SyncEngine
 from ..trust import gate_for_run
 from .completion import _Checkpointer, _complete_chunk, _end_now, _maybe_finalise, _settle, _update_record
 from .reaper import _poison_chunk
-from .store import (SnapshotInvalid, _final_entries, _key, _live_record, _now, _run_context, _settled_blob,
-                    _snapshot_entries, _work, owner_of)
+from .store import (SnapshotInvalid, _chunk_outcomes, _key, _live_record, _now, _run_context, _settled_blob,
+                    _snapshot_entries, _started_blob, _work, owner_of)
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,8 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
     s = services.settings
     container = s.outcomes_container
     run_id = message.run_id
-    entries = _snapshot_entries(services, run_id)[message.start:message.end]
-    final = _final_entries(services, run_id, {_key(e) for e in entries}, {message.chunk})
+    entries = _snapshot_entries(services, run_id, record, message.start, message.end)
+    final = _chunk_outcomes(services, run_id, message.chunk, {_key(e) for e in entries})
     todo = [e for e in entries if _key(e) not in final]
     checkpoint = _Checkpointer(services, run_id)
     lock = threading.Lock()
@@ -128,7 +129,7 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
 
     def settle(outcome: dict) -> None:
         """Keep a final outcome once (the first one written wins), or note a transient failure."""
-        kept = _settle(services, run_id, outcome, last=last)
+        kept = _settle(services, run_id, message.chunk, outcome, last=last)
         key = core.outcome_key(outcome)
         with lock:
             if kept is None:
@@ -166,7 +167,7 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
                 checkpoint.add(outcome)
 
     def before_import(item: PlanItem) -> None:
-        services.store.put_json(container, _work(run_id, "started", f"{_key(item.entry)}.json"), item.to_dict())
+        services.store.put_json(container, _started_blob(run_id, message.chunk, _key(item.entry)), item.to_dict())
 
     def on_progress(event, done, total, outcome) -> None:
         if outcome is not None:
@@ -192,9 +193,10 @@ def _run_chunk(services, message: core.ChunkMessage, *, last: bool, progress: Op
             raise SnapshotInvalid(f"trust policy snapshot of run {run_id}: {exc.message}") from None
         engine = SyncEngine(services, before_import=before_import, owner=owner, run_id=run_id, trust=gate)
         plan = engine.plan(_Entries(todo), progress, on_item=send if dispatch else None)
-        started = set(services.store.list_names(container, _work(run_id, "started") + "/"))
-        resumed = [_resumed(services, run_id, item, engine) if _work(run_id, "started", f"{_key(item.entry)}.json")
-                   in started else None for item in plan.items]
+        started = set(services.store.list_names(container, _work(run_id, "started", f"{message.chunk:05d}") + "/"))
+        resumed = [_resumed(services, run_id, message.chunk, item, engine)
+                   if _started_blob(run_id, message.chunk, _key(item.entry)) in started else None
+                   for item in plan.items]
         for item, outcome in zip(plan.items, resumed):
             if outcome is not None:
                 settle(outcome)
@@ -223,14 +225,14 @@ def _dispatch(services, message: core.ChunkMessage, item: PlanItem, parent: Opti
         (item.drift or {}).get("upstream"), item.drift is not None, item.verification).to_json())
 
 
-def _resumed(services, run_id: str, item: PlanItem, engine: SyncEngine) -> Optional[dict]:
+def _resumed(services, run_id: str, chunk: int, item: PlanItem, engine: SyncEngine) -> Optional[dict]:
     """An entry whose import a previous delivery started: when the planned digest is now in place, it
     was imported (by that delivery), and is reported so without importing it again (its referrers are
     carried, as they are after any import)."""
     if item.action is not Action.UNCHANGED:
         return None
     container = services.settings.outcomes_container
-    prior = services.store.get_json(container, _work(run_id, "started", f"{_key(item.entry)}.json"))
+    prior = services.store.get_json(container, _started_blob(run_id, chunk, _key(item.entry)))
     if not prior or prior.get("source_digest") != item.source_digest:
         return None
     planned = PlanItem(item.entry, Action(prior["action"]), item.source_digest, prior.get("target_digest"),

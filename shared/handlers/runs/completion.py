@@ -3,14 +3,23 @@
 No queue messages of its own: the chunk and import stages call it after their work.
 
 Writes:
-- ``runs-work/<id>/entries/<key>.json``  ``_settle``: an entry's final outcome, created once (the first wins)
+- ``runs-work/<id>/entries/<chunk>/<key>.json``  ``_settle``: an entry's final outcome, created once (the
+                                          first wins)
 - ``runs-work/<id>/tries/<key>.json``    ``_settle``: the last transient failure (the poison reason)
 - ``runs/<id>.json``                     ``_update_record`` / ``_Checkpointer``: ETag-conditional merges of
-                                          imports and failures while the run goes on; ``_write_final``: the
+                                          a chunk's failures (and, in the CLI's run, its imports) while the
+                                          run goes on; ``_mark_progress``: the progress mark an import
+                                          delivery leaves when the last one is old; ``_write_final``: the
                                           final record (every entry once, by line)
 - ``runs-work/<id>/chunks/<chunk>.json`` ``_complete_chunk``: created once every entry of the chunk is final
 - ``runs-work/<id>/final.json``          ``_maybe_finalise`` / ``_end_now``: created once by whoever finalises
 - ``active/<id>``                         deleted when the run is final
+
+What a delivery costs here does not grow with the run: an import does not merge its outcome into the
+record (a record holding every import so far, rewritten by every import, made each import's cost
+grow with the number of changed entries, and its ETag the bottleneck of the run); it checks its own
+chunk only (a listing of the chunk's finished entries, the chunk's settled blob), the chunk's outcomes
+are read once, by the delivery that completes it, and the run's chunks are listed only then.
 """
 from __future__ import annotations
 
@@ -26,7 +35,8 @@ from ...core.manifest import Entry
 from ...errors import TransientError
 from ...telemetry import report_run
 from .. import records, runindex
-from .store import ACTIVE, _entry_blob, _final_entries, _key, _now, _run_context, _snapshot_entries, _work
+from .store import (ACTIVE, _chunk_done, _chunk_outcomes, _entry_blob, _final_entries, _key, _now, _run_context,
+                    _settled_outcomes, _snapshot_entries, _work)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +62,26 @@ def _update_record(services, run_id: str, change: Callable[[dict], Optional[dict
                 runindex.update(services, updated)  # the run index follows status changes
             return updated
     raise TransientError(f"record of run {run_id} kept changing; retrying", code="RecordContention")
+
+
+def _mark_progress(services, run_id: str, record: dict) -> None:
+    """Keep the reaper away from a run whose imports go on: when the record's last progress mark
+    (``updated_at``, as ``record`` was read) is older than ``core.progress_mark_due`` allows, mark it now
+    (re-checked on the current record, so deliveries that find it due together write it once)."""
+    deadline = services.settings.run_deadline
+    if not core.progress_mark_due(record.get("updated_at"), _now(), deadline):
+        return
+
+    def mark(document: dict) -> Optional[dict]:
+        now = _now()
+        if not core.progress_mark_due(document.get("updated_at"), now, deadline):
+            return None
+        return {**document, "updated_at": now.isoformat()}
+
+    try:
+        _update_record(services, run_id, mark)
+    except TransientError as exc:  # a mark is not worth failing an import for; the next one marks
+        log.info("run %s: progress mark skipped (%s)", run_id, exc.code)
 
 
 def _merge_entries(document: dict, outcomes: list[dict]) -> dict:
@@ -101,7 +131,7 @@ class _Checkpointer:
                         "; they are in the final record" if final else "")
 
 
-def _settle(services, run_id: str, outcome: dict, *, last: bool) -> Optional[dict]:
+def _settle(services, run_id: str, chunk: int, outcome: dict, *, last: bool) -> Optional[dict]:
     """Keep an entry's final outcome once (the first one written wins; returns the kept one), or note a
     transient failure for the poison handler's reason (returns None: the entry is not final yet)."""
     container = services.settings.outcomes_container
@@ -109,30 +139,44 @@ def _settle(services, run_id: str, outcome: dict, *, last: bool) -> Optional[dic
     if not core.is_final_entry(outcome, last_delivery=last):
         services.store.put_json(container, _work(run_id, "tries", f"{key}.json"), outcome)
         return None
-    if not services.store.create_once(container, _entry_blob(run_id, key), json.dumps(outcome).encode()):
-        outcome = services.store.get_json(container, _entry_blob(run_id, key)) or outcome
+    blob = _entry_blob(run_id, chunk, key)
+    if not services.store.create_once(container, blob, json.dumps(outcome).encode()):
+        outcome = services.store.get_json(container, blob) or outcome
     return outcome
 
 
 def _complete_chunk(services, message, *, known: Optional[dict[str, dict]] = None,
                     entries: Optional[list[Entry]] = None) -> bool:
     """Create the chunk's outcomes blob once every entry of it is final; True when the chunk is complete.
-    ``known``: final outcomes this caller holds already (read from storage only when they fall short)."""
+    ``known``: final outcomes this caller holds already (read from storage only when they fall short).
+
+    Whether it is complete costs a listing of the chunk's finished entries (names only) and, when they
+    do not cover it, a read of its settled blob; the outcomes are read only once it is complete and its
+    blob is not there yet (the last import of the chunk, once)."""
     container = services.settings.outcomes_container
-    name = _work(message.run_id, "chunks", f"{message.chunk:05d}.json")
+    run_id, chunk = message.run_id, message.chunk
+    name = _work(run_id, "chunks", f"{chunk:05d}.json")
     if entries is None:
-        entries = _snapshot_entries(services, message.run_id)[message.start:message.end]
+        entries = _snapshot_entries(services, run_id, None, message.start, message.end)
     keys = {_key(e) for e in entries}
-    final = known if known is not None and keys <= known.keys() else \
-        _final_entries(services, message.run_id, keys, {message.chunk})
-    if not keys <= final.keys():
-        return False
+    if known is not None and keys <= known.keys():
+        final = known
+    else:
+        rest = keys - _chunk_done(services, run_id, chunk)
+        if rest and not rest <= (_settled_outcomes(services, run_id, chunk) or {}).keys():
+            return False
+        if services.store.get_metadata(container, name) is not None:
+            return True  # completed by another delivery already
+        final = _chunk_outcomes(services, run_id, chunk, keys)
+        if not keys <= final.keys():
+            return False
     services.store.create_once(container, name, json.dumps([final[_key(e)] for e in entries]).encode())
     return True
 
 
 def _maybe_finalise(services, run_id: str, chunks: int) -> Optional[dict]:
-    """When every chunk is complete, the one caller that creates the final marker writes the record."""
+    """When every chunk is complete, the one caller that creates the final marker writes the record.
+    Called by a delivery that completed a chunk: the listing of the run's chunks is once per chunk."""
     container = services.settings.outcomes_container
     names = services.store.list_names(container, _work(run_id, "chunks") + "/")
     if len(names) < chunks:
@@ -147,7 +191,9 @@ def _maybe_finalise(services, run_id: str, chunks: int) -> Optional[dict]:
 
 
 def _write_final(services, run_id: str, entries: dict[str, dict], *, status: Optional[str],
-                 errors: Optional[list] = None) -> dict:
+                 errors: Optional[list] = None, alert: bool = True) -> dict:
+    """Save the final record once, drop the run from ``active/`` and report it (``alert``: a failed run
+    logs its own alert line; the reaper reports the runs of one pass together instead)."""
     container = services.settings.outcomes_container
     record = records.load(services, run_id)
     if core.is_terminal(record.get("status")):
@@ -158,7 +204,7 @@ def _write_final(services, run_id: str, entries: dict[str, dict], *, status: Opt
     records.save(services, document)
     services.store.delete(container, ACTIVE + run_id)
     log.info("run %s %s: %s", run_id, document["status"], document["summary"])
-    report_run(_run_context(document), document, f"{container}/{records.record_name(run_id)}")
+    report_run(_run_context(document), document, f"{container}/{records.record_name(run_id)}", alert=alert)
     return document
 
 

@@ -9,12 +9,16 @@ each referrer once). The delivery that gives a chunk's last entry
 its final outcome completes the chunk, and the one completing the last chunk finalises the run.
 
 Writes:
-- ``runs-work/<id>/locks/<key>``          the entry's renewed lease
-- ``runs-work/<id>/started/<key>.json``   before the import
-and, through ``completion``, ``entries/<key>.json`` (or ``tries/``), the chunk and the final record.
+- ``runs-work/<id>/locks/<key>``                 the entry's renewed lease
+- ``runs-work/<id>/started/<chunk>/<key>.json``  before the import, created once
+and, through ``completion``, ``entries/<chunk>/<key>.json`` (or ``tries/``), a progress mark on the record
+when the last one is old, the chunk and the final record. The outcome is not merged into the record
+here (it is in its blob; the final record is built from those): an import's cost stays the same
+however many entries its run has and however many of them changed.
 """
 from __future__ import annotations
 
+import json
 import logging
 from typing import Optional
 
@@ -24,9 +28,10 @@ from ...core.plan import Action, Plan, PlanItem
 from ...errors import AirlockError, ConflictError, TransientError
 from ...telemetry import chunk_scope
 from ..sync import SyncEngine
-from .completion import _Checkpointer, _complete_chunk, _end_now, _maybe_finalise, _settle
+from .completion import _complete_chunk, _end_now, _mark_progress, _maybe_finalise, _settle
 from .reaper import _poison_entries
-from .store import SnapshotInvalid, _entry_blob, _key, _live_record, _run_context, _snapshot_entries, _work, owner_of
+from .store import (SnapshotInvalid, _entry_blob, _key, _live_record, _run_context, _snapshot_entries,
+                    _started_blob, _work, owner_of)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +45,7 @@ def execute_import(services, message: core.ImportMessage, *, verdict: str,
     with chunk_scope(_run_context(record), chunk=message.chunk, chunks=message.chunks, delivery=dequeue_count,
                      settings=services.settings, parent=message.traceparent, entry=message.key):
         try:
-            entries = _snapshot_entries(services, message.run_id, record)[message.start:message.end]
+            entries = _snapshot_entries(services, message.run_id, record, message.start, message.end)
         except SnapshotInvalid as exc:
             return _end_now(services, message.run_id, core.FAILED, exc.message)
         entry = next((e for e in entries if _key(e) == message.key), None)
@@ -56,6 +61,7 @@ def execute_import(services, message: core.ImportMessage, *, verdict: str,
             log.error("run %s entry %s: poison import message after %d deliveries; recorded as %s", message.run_id,
                       message.key, dequeue_count, outcome.get("result"))
         else:
+            _mark_progress(services, message.run_id, record)
             _import_entry(services, message, item, last=verdict == "last", dequeue_count=dequeue_count,
                           owner=owner_of(record))
         if not _complete_chunk(services, message, entries=entries):
@@ -79,28 +85,26 @@ def _import_entry(services, message: core.ImportMessage, item: PlanItem, *, last
         log.info("run %s: entry %s is being imported by another delivery; this duplicate is done", run_id, key)
         return
     try:
-        if services.store.get_json(container, _entry_blob(run_id, key)) is not None:
+        if services.store.get_json(container, _entry_blob(run_id, message.chunk, key)) is not None:
             return  # final already (a duplicate message, or a redelivered chunk's second send)
-        started = _work(run_id, "started", f"{key}.json")
-        engine = SyncEngine(services, before_import=lambda i: services.store.put_json(container, started, i.to_dict()),
-                            owner=owner, run_id=run_id)
+        engine = SyncEngine(services, owner=owner, run_id=run_id)
         outcome, kept = None, None
-        if services.store.get_json(container, started) is not None:
-            try:  # an earlier delivery started this import: did it land?
+        # the started marker, created once: when it was there, an earlier delivery started this import
+        started = _started_blob(run_id, message.chunk, key)
+        if not services.store.create_once(container, started, json.dumps(item.to_dict()).encode()):
+            try:  # did it land?
                 landed = engine.landed(item)
             except AirlockError:
                 landed = False  # unknown: import (again); importImage of the same digest is harmless
             if landed:  # its referrers are carried again: importing what is there already is harmless
                 outcome = engine.with_referrers(EntryOutcome(item, RESULT_IMPORTED, attempts=1,
                                                              target_digest_after=item.source_digest)).to_dict()
+            else:  # importing again: the marker names what this delivery imports (the reaper reads it)
+                services.store.put_json(container, started, item.to_dict())
         if outcome is None:
             [result] = engine.apply(Plan(items=[item]))
             outcome = result.to_dict()
-        kept = _settle(services, run_id, outcome, last=last)
-        if kept is not None:
-            checkpoint = _Checkpointer(services, run_id)
-            checkpoint.add(kept)
-            checkpoint.flush(final=True)
+        kept = _settle(services, run_id, message.chunk, outcome, last=last)
     finally:
         lease.__exit__(None, None, None)
     if kept is None:

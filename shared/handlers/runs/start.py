@@ -5,13 +5,15 @@ uploaded manifest, ``claim_and_queue`` (once per blob name and content hash, wha
 deliveries). The CLI runs the same chunk code in its own process (``run_in_process``,
 ``resume_in_process``).
 
-Sends: one chunk message (``core.ChunkMessage``) per ``RUN_CHUNK_ENTRIES`` entries to ``RUNS_QUEUE``.
+Sends: one chunk message (``core.ChunkMessage``) per ``RUN_CHUNK_ENTRIES`` entries to ``RUNS_QUEUE``
+(``sending``: counted, so a run whose sends failed half-way is sent the rest by the reaper).
 
 Writes:
 - ``runs-work/<id>/manifest.txt``            the snapshot every later stage reads
 - ``runs-work/<id>/images.lock``             the lock it came with (a locked run imports its digests)
 - ``runs-work/<id>/trust-policy.yaml``        the trust policy in force when it was queued (its chunks verify
                                               signatures under it); the record's ``trust`` names it
+- ``runs-work/<id>/sent.json``               how many chunk messages were sent (``sending``)
 - ``active/<id>``                            the run is not final (for the reaper)
 - ``runs/<id>.json``                         the ``queued`` record (or ``invalid``, never queued)
 - ``claims/<blob name>/<upload>+<lock upload>.json``  a blob trigger's claim on one upload, naming the run id
@@ -33,6 +35,7 @@ from .. import ownership, records, runindex
 from ..sync import Progress, SyncEngine, check_manifest
 from ..trust import POLICY_SNAPSHOT, policy_for_run, policy_problem
 from .chunk import execute_chunk
+from .sending import send_chunks
 from .store import ACTIVE, LOCK_SNAPSHOT, _now, _work, _work_count
 
 log = logging.getLogger(__name__)
@@ -67,7 +70,8 @@ def create_run(services, text, *, name: str, trigger: str, run_id: Optional[str]
     run_id = run_id or new_run_id()
     now = _now().isoformat()
     count = len(manifest.entries)
-    chunks = len(core.chunk_ranges(count, s.run_chunk_entries if fan_out else max(1, count)))
+    size = s.run_chunk_entries if fan_out else max(1, count)
+    chunks = len(core.chunk_ranges(count, size))
     record = {"run_id": run_id, "kind": "sync", "trigger": trigger, "status": core.QUEUED,
               "manifest": {"name": name, "sha256": manifest.content_hash, "entries": lines,
                            "lock": _lock_document(name, manifest), **({"owner": owner} if owner else {})},
@@ -78,6 +82,7 @@ def create_run(services, text, *, name: str, trigger: str, run_id: Optional[str]
               "dockerhub_ratelimit_remaining": None, "entries": [], "trust": trust_note}
     if policies:
         record["policies"] = policies
+    record["chunk_entries"] = size  # the chunk ranges, for messages sent later (sending)
     if not manifest.ok or trust_error is not None:
         errors = [p.to_dict() for p in manifest.errors] if not manifest.ok else [trust_error]
         record.update(status=core.INVALID, errors=errors, chunks=0, finished_at=now, duration_seconds=0.0)
@@ -104,25 +109,26 @@ def _lock_document(name: str, manifest) -> Optional[dict]:
             "images": len(lock.images)}
 
 
-def enqueue(services, record: dict) -> None:
-    """One message per chunk. A repeated send (a retried trigger) only duplicates idempotent work."""
-    s = services.settings
-    count = _work_count(record)
-    ranges = core.chunk_ranges(count, s.run_chunk_entries)
-    for index, (start, end) in enumerate(ranges):
-        message = core.ChunkMessage(record["run_id"], index, len(ranges), start, end)
-        services.runs_queue.send(message.to_json())
-    log.info("run %s of %s queued: %d entries in %d message(s)", record["run_id"], record["manifest"]["name"],
-             count, len(ranges))
+def enqueue(services, record: dict, *, send: bool = True) -> None:
+    """One message per chunk, counted (``sending.send_chunks``); raises ``RunNotSent`` when the queue
+    failed half-way (the reaper sends the rest). With ``send`` False nothing is sent: the reaper sends
+    them all on its next pass. A repeated send (a retried trigger) only duplicates idempotent work."""
+    sent = send_chunks(services, record, send=send)
+    log.info("run %s of %s %s: %d entries in %d message(s)", record["run_id"], record["manifest"]["name"],
+             "queued" if send else "recorded, its messages left to the reaper", _work_count(record), sent)
 
 
 def queue_run(services, text, *, name: str, trigger: str, run_id: Optional[str] = None,
-              lock: Optional[bytes] = None, owner: Optional[str] = None, check_peers: bool = False) -> dict:
-    """What every trigger that starts imports does: validate, store, enqueue; returns the record."""
+              lock: Optional[bytes] = None, owner: Optional[str] = None, check_peers: bool = False,
+              send: bool = True) -> dict:
+    """What every trigger that starts imports does: validate, store, enqueue; returns the record.
+    Raises ``RunNotSent`` (a TransientError naming the run, which the reaper carries on) when the chunk
+    messages could not all be sent; ``send`` False records the run and leaves every send to the reaper
+    (the re-sync, once the queue failed)."""
     record = create_run(services, text, name=name, trigger=trigger, run_id=run_id, lock=lock, owner=owner,
                         check_peers=check_peers)
     if record["status"] == core.QUEUED:
-        enqueue(services, record)
+        enqueue(services, record, send=send)
     elif record["status"] == core.INVALID:
         log.info("manifest %s is invalid (%d error(s)); recorded as run %s", name, len(record["errors"]),
                  record["run_id"])
