@@ -483,6 +483,9 @@ class SyncEngine(PolicyResolution):
         self.owner = self.owner or name  # the tags it writes are this manifest's
         self.run_id = self.run_id or record.run_id
         record.warnings = [p.to_dict() for p in manifest.warnings]
+        if not self.settings.has_storage:
+            record.warnings.append({"message": "signatures were not verified: without storage settings the trust "
+                                               "policy (TRUST_POLICY_BLOB in MANIFESTS_CONTAINER) cannot be read"})
         record.trust = self.trust.describe() if self.trust is not None else None
         if trust_error is not None:
             record.errors = [trust_error]

@@ -438,7 +438,10 @@ def _store_cache(services) -> VerdictCache:
 
 
 def gate_from_storage(services) -> Optional[TrustGate]:
-    """The gate of the policy in force now (None without one); ``TrustPolicyError`` when it is invalid."""
+    """The gate of the policy in force now (None without one, or without storage settings: the command line
+    may run without them, and then there is no policy to read); ``TrustPolicyError`` when it is invalid."""
+    if not services.settings.has_storage:
+        return None
     data, _ = policy_for_run(services)
     if data is None:
         return None
