@@ -23,6 +23,7 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
 from shared import entrypoints
+from tests.records import run_records_of
 from tests.queue_host import InvocationContext
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,10 +52,7 @@ def manifest(prefix: str, count: int) -> str:
 
 
 def records_for(name: str) -> list[dict]:
-    s = services()
-    found = [s.store.get_json(s.settings.outcomes_container, n)
-             for n in s.store.list_names(s.settings.outcomes_container, "runs/")]
-    return [r for r in found if r and r.get("manifest", {}).get("name") == name]
+    return run_records_of(services(), name)
 
 
 def claim_name(name: str, digest: str) -> str:

@@ -34,6 +34,7 @@ from azure.functions.timer import TimerRequest
 
 from devstack import oci
 from shared import entrypoints
+from tests.records import run_records_of
 from shared.adapters.signatures import SignatureFinder
 from shared.cli import main as cli_main
 from shared.handlers import trust as trust_handler
@@ -79,11 +80,7 @@ def deliver(functions, name: str, data: bytes) -> None:
 
 
 def records_for(name: str) -> list[dict]:
-    s = services()
-    found = [s.store.get_json(s.settings.outcomes_container, n)
-             for n in s.store.list_names(s.settings.outcomes_container, "runs/")]
-    return sorted((r for r in found if r and r.get("manifest", {}).get("name") == name),
-                  key=lambda r: r["queued_at"])
+    return run_records_of(services(), name)
 
 
 def indent(pem: str, spaces: int) -> str:
