@@ -156,6 +156,7 @@ module storage 'app/storage.bicep' = {
     containerNames: [deploymentContainerName, manifestsContainerName, outcomesContainerName, deadLetterContainerName]
     queueNames: [runsQueueName, '${runsQueueName}-poison']
     runsWorkPrefix: '${outcomesContainerName}/runs-work/'
+    verdictsPrefix: '${outcomesContainerName}/verdicts/'
   }
 }
 

@@ -12,6 +12,11 @@ param queueNames array
 // final marker gone (docs/architecture.md, "Run lifecycle")
 param runsWorkPrefix string
 param runsWorkRetentionDays int = 14
+// the cached signature verdicts (<outcomes container>/verdicts/, TRUST_VERDICT_PREFIX): a verdict is
+// reused for at most TRUST_VERDICT_TTL_SECONDS (30 days at most) and rewritten when verified again, so
+// one unchanged for longer is never read again; deleting one early only costs a new verification
+param verdictsPrefix string
+param verdictsRetentionDays int = 31
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -67,6 +72,24 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
               baseBlob: {
                 delete: {
                   daysAfterModificationGreaterThan: runsWorkRetentionDays
+                }
+              }
+            }
+          }
+        }
+        {
+          enabled: true
+          name: 'trust-verdicts'
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: ['blockBlob']
+              prefixMatch: [verdictsPrefix]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: verdictsRetentionDays
                 }
               }
             }

@@ -233,14 +233,37 @@ def test_run_work_blobs_expire_after_every_late_delivery():
     storage = bicep.read(INFRA / "app" / "storage.bicep")
     [rule] = [b for b in bicep.blocks(storage) if b.target == "Microsoft.Storage/storageAccounts/managementPolicies"]
     assert "name: 'default'" in rule.body
-    assert bicep.find_key(rule.body, "prefixMatch") == ["[runsWorkPrefix]"]
-    assert bicep.find_key(rule.body, "daysAfterModificationGreaterThan") == ["runsWorkRetentionDays"]
+    rules = dict(zip(bicep.find_key(rule.body, "prefixMatch"),
+                     bicep.find_key(rule.body, "daysAfterModificationGreaterThan"), strict=True))
+    assert rules["[runsWorkPrefix]"] == "runsWorkRetentionDays"
+    assert all("runs-work" not in prefix and "runsWork" not in prefix for prefix in set(rules) - {"[runsWorkPrefix]"})
     assert int(bicep.params(storage)["runsWorkRetentionDays"][1]) > 7
     module = next(b for b in bicep.blocks(MAIN) if b.symbol == "storage").body
     assert bicep.find_key(module, "runsWorkPrefix") == ["'${outcomesContainerName}/runs-work/'"]
     from shared.handlers.runs import WORK
 
     assert WORK == "runs-work"
+
+
+def test_signature_verdicts_expire_after_the_longest_reuse_the_app_allows():
+    """A second lifecycle rule deletes cached signature verdicts (the app's TRUST_VERDICT_PREFIX under the
+    outcomes container), and only once no TRUST_VERDICT_TTL_SECONDS the app accepts can still reuse them."""
+    from shared.config import Settings
+    from shared.errors import ConfigError
+
+    storage = bicep.read(INFRA / "app" / "storage.bicep")
+    [rule] = [b for b in bicep.blocks(storage) if b.target == "Microsoft.Storage/storageAccounts/managementPolicies"]
+    rules = dict(zip(bicep.find_key(rule.body, "prefixMatch"),
+                     bicep.find_key(rule.body, "daysAfterModificationGreaterThan"), strict=True))
+    assert rules == {"[runsWorkPrefix]": "runsWorkRetentionDays", "[verdictsPrefix]": "verdictsRetentionDays"}
+    module = next(b for b in bicep.blocks(MAIN) if b.symbol == "storage").body
+    defaults = Settings.from_env({}, offline=True)
+    assert "TRUST_VERDICT_PREFIX" not in app_settings()  # the app uses the default the rule names
+    assert bicep.find_key(module, "verdictsPrefix") == [f"'${{outcomesContainerName}}/{defaults.trust_verdict_prefix}'"]
+    days = int(bicep.params(storage)["verdictsRetentionDays"][1])
+    assert Settings.from_env({"TRUST_VERDICT_TTL_SECONDS": str((days - 1) * 86400)}, offline=True)
+    with pytest.raises(ConfigError, match="TRUST_VERDICT_TTL_SECONDS"):
+        Settings.from_env({"TRUST_VERDICT_TTL_SECONDS": str(days * 86400)}, offline=True)
 
 
 def test_registry_new_or_existing_with_trusted_services_bypass():
