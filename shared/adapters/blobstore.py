@@ -16,11 +16,14 @@ class BlobStore:
     def __init__(self, service_client):
         self._service = service_client
         self._ready: set[str] = set()
+        self._containers: dict = {}  # name -> ContainerClient (Azure SDK clients are thread-safe)
 
     def _container(self, name: str):
         from azure.core.exceptions import ResourceExistsError
 
-        container = self._service.get_container_client(name)
+        container = self._containers.get(name)
+        if container is None:  # built once per name: building one costs about as much CPU as a request
+            container = self._containers.setdefault(name, self._service.get_container_client(name))
         if name not in self._ready:
             with contextlib.suppress(ResourceExistsError):
                 container.create_container()
