@@ -75,7 +75,7 @@ from shared.core.builds import (
     with_argument,
 )
 from shared.core.safeyaml import Limits
-from shared.core.yamlfile import Problems, Segment, Yaml12Loader, decode, load, locate
+from shared.core.yamlfile import Problems, Segment, Yaml12Loader, check_keys, check_name, decode, load, locate
 from shared.core.reference import ReferenceSyntaxError, is_registry_component, parse_repository, validate_tag
 from shared.errors import Problem, RuleFileError
 
@@ -94,7 +94,6 @@ MAX_CHAIN = 5
 MAX_BYTES = 1_048_576
 LIMITS = Limits(max_depth=32, max_aliases=64, max_nodes=50_000)  # a rule file is small and shallow
 
-_RULE_NAME = re.compile(r"[a-z0-9-]{1,63}")
 _RULE_KEYS = ("name", "when", "build", "task", "digest_argument", "outputs")
 _WHEN_KEYS = ("repository", "tag")
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -290,22 +289,8 @@ def _check_rule(i: int, item: Any, problems: Problems, names: dict[str, int]) ->
         return None
     before = len(problems.items)
     line, _ = locate(problems.root, at)
-    for key in item:
-        if key not in _RULE_KEYS:
-            problems.add(at + (key,), f"unknown key {str(key)!r} in a rule; allowed: {', '.join(_RULE_KEYS)}")
-
-    name = item.get("name")
-    if name is None:
-        problems.add(at, "the rule has no name")
-    elif not isinstance(name, str):
-        problems.add(at + ("name",), f"name must be a string, not {type_name(name)}")
-    elif not _RULE_NAME.fullmatch(name):
-        problems.add(at + ("name",), f"invalid rule name {name!r}: 1-63 lowercase letters, digits or '-'")
-    elif name in names:
-        first_line, _ = locate(problems.root, ("rules", names[name]))
-        problems.add(at + ("name",), f"duplicate rule name {name!r} (first used on line {first_line})")
-    else:
-        names[name] = i
+    check_keys(problems, at, item, _RULE_KEYS, "rule")
+    name = check_name(problems, at, item, names, "rule")
 
     repository = tag = None
     when = item.get("when")

@@ -16,6 +16,8 @@ way and report problems the same way:
   list indexes (:func:`locate`): the 1-based line of the key (or list item) it is about and a
   ``field`` such as ``rules[1].when.repository``. A problem in an aliased value is reported at the
   anchor's line.
+* :func:`check_keys` and :func:`check_name` check what every named item of a top-level list (a rule,
+  a scope) has in common: only known keys, and a ``name`` that is valid and unique in the list.
 
 A file type subclasses :class:`Yaml12Loader` to set its own ``limits``.
 """
@@ -26,13 +28,16 @@ from typing import Any, Optional, Sequence, Union
 
 import yaml
 
+from shared.core.builds import type_name
 from shared.core.safeyaml import SafeLoader, yaml_problem
 from shared.errors import Problem
 
-__all__ = ["Problems", "Segment", "Yaml12Loader", "decode", "format_path", "load", "locate"]
+__all__ = ["ITEM_NAME", "Problems", "Segment", "Yaml12Loader", "check_keys", "check_name", "decode", "format_path",
+           "load", "locate"]
 
 Segment = Union[str, int]
 
+ITEM_NAME = re.compile(r"[a-z0-9-]{1,63}")
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _BOM = "\ufeff"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -101,6 +106,34 @@ class Problems:
 
     def line_of(self, segments: Sequence[Segment]) -> Optional[int]:
         return locate(self.root, segments)[0]
+
+
+def check_keys(problems: Problems, at: Sequence[Segment], item: Any, allowed: Sequence[str], noun: str) -> None:
+    """Each key of the list item at ``at`` that is not ``allowed`` is a problem on that key, naming the allowed ones."""
+    for key in item:
+        if key not in allowed:
+            problems.add((*at, key), f"unknown key {str(key)!r} in a {noun}; allowed: {', '.join(allowed)}")
+
+
+def check_name(problems: Problems, at: Sequence[Segment], item: Any, names: dict[str, int],
+               noun: str) -> Optional[str]:
+    """The ``name`` of the list item at ``at`` (``(list key, index)``), when it is given, a string of
+    ``ITEM_NAME`` and not the name of an earlier item (``names``: name -> index, to which it is added);
+    otherwise None, and the problem is added."""
+    name = item.get("name")
+    if name is None:
+        problems.add(at, f"the {noun} has no name")
+    elif not isinstance(name, str):
+        problems.add((*at, "name"), f"name must be a string, not {type_name(name)}")
+    elif not ITEM_NAME.fullmatch(name):
+        problems.add((*at, "name"), f"invalid {noun} name {name!r}: 1-63 lowercase letters, digits or '-'")
+    elif name in names:
+        problems.add((*at, "name"), f"duplicate {noun} name {name!r} (first used on line "
+                                    f"{problems.line_of((at[0], names[name]))})")
+    else:
+        names[name] = at[1]
+        return name
+    return None
 
 
 # --- reading the YAML ------------------------------------------------------------------------

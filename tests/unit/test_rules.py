@@ -169,6 +169,12 @@ BAD = [
      """, 2, "rules[0]", "has no name"),
     ("""\
      rules:
+       - name: 7
+         when: {repository: a/b}
+         task: {task: build-api}
+     """, 2, "rules[0].name", "name must be a string, not a number"),
+    ("""\
+     rules:
        - name: Web_Rule
          when: {repository: a/b}
          task: {task: build-api}

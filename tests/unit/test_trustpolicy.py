@@ -351,6 +351,7 @@ ERRORS = [
     ("scopes:\n  - name: a\n    match: quay.io/a/*\n    mode: skip\n    when: x\n", 5, "scopes[0].when",
      "unknown key 'when' in a scope"),
     ("scopes:\n  - match: quay.io/a/*\n    mode: skip\n", 2, "scopes[0]", "the scope has no name"),
+    ("scopes:\n  - name:\n    match: quay.io/a/*\n    mode: skip\n", 2, "scopes[0]", "the scope has no name"),
     ("scopes:\n  - name: 7\n    match: quay.io/a/*\n    mode: skip\n", 2, "scopes[0].name",
      "name must be a string, not a number"),
     ("scopes:\n  - name: Big_Name\n    match: quay.io/a/*\n    mode: skip\n", 2, "scopes[0].name",

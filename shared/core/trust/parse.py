@@ -64,14 +64,13 @@ from shared.core.trust.policy import (MAX_BYTES, MAX_ERRORS, MAX_PATTERNS, MAX_S
                                       MODE_SKIP, MODES, REQUIRE_ALL, REQUIRE_ANY, Requirement, Scope, TrustPolicy,
                                       TrustPolicyResult)
 from shared.core.trust.verdict import KIND_NOTATION
-from shared.core.yamlfile import Problems, Segment, Yaml12Loader, decode, load
+from shared.core.yamlfile import Problems, Segment, Yaml12Loader, check_keys, check_name, decode, load
 from shared.errors import Problem
 
 LIMITS = Limits(max_depth=16, max_aliases=64, max_nodes=50_000)  # a trust policy is small and shallow
 
 _TOP_KEYS = ("version", "scopes")
 _SCOPE_KEYS = ("name", "match", "mode", "require", "trusted_root", "signatures")
-_NAME = re.compile(r"[a-z0-9-]{1,63}")
 _ROOT_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62})")
 
 
@@ -140,22 +139,9 @@ class _Checker(SignatureChecks):
             self.error(at, f"a scope must be a mapping with name, match and signatures, not {type_name(item)}")
             return None
         before = len(self.problems.items)
-        for key in item:
-            if key not in _SCOPE_KEYS:
-                self.error(at + (key,), f"unknown key {str(key)!r} in a scope; allowed: {', '.join(_SCOPE_KEYS)}")
-
-        name = item.get("name")
-        if "name" not in item:
-            self.error(at, "the scope has no name")
-        elif not isinstance(name, str):
-            self.error(at + ("name",), f"name must be a string, not {type_name(name)}")
-        elif not _NAME.fullmatch(name):
-            self.error(at + ("name",), f"invalid scope name {name!r}: 1-63 lowercase letters, digits or '-'")
-        elif name in names:
-            self.error(at + ("name",), f"duplicate scope name {name!r} (first used on line "
-                                       f"{self.line(('scopes', names[name]))})")
-        else:
-            names[name] = i
+        check_keys(self.problems, at, item, _SCOPE_KEYS, "scope")
+        name = check_name(self.problems, at, item, names, "scope")
+        if name is not None:
             self.names[i] = name
 
         compiled = self.patterns(at, item, i, patterns)
