@@ -55,6 +55,12 @@ def _problem_responses(*codes: int) -> dict:
             for c in sorted({*codes, *AUTH})}
 
 
+def _accepted(description: str, schema: str) -> dict:
+    """A 202 answer: the body (a ``schema`` component) and the ``Location`` to poll."""
+    return {"description": description, "headers": {"Location": {"schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
 def _query(name: str, schema: dict, description: str, **extra) -> dict:
     """A query parameter; a string one must not be empty (the server answers 400 to ``?name=``)."""
     if schema.get("type") == "string":
@@ -234,9 +240,7 @@ def document(*, max_wait: float = 200.0, max_body: int = 1_048_576) -> dict:
                 "responses": {
                     "200": {"description": "The plan, or the finished run",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunRecord"}}}},
-                    "202": {"description": "Run queued (durably); poll the Location",
-                            "headers": {"Location": {"schema": {"type": "string"}}},
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Queued"}}}},
+                    "202": _accepted("Run queued (durably); poll the Location", "Queued"),
                     **_problem_responses(400, 413, 415, 422, 502, 503)}}},
             "/api/runs": {"get": {
                 "operationId": "listRuns", "tags": ["runs"],
@@ -266,10 +270,7 @@ def document(*, max_wait: float = 200.0, max_body: int = 1_048_576) -> dict:
                                 "POOL_SCALE_UP_COUNT first. Nothing is queued when the request is refused."),
                 "requestBody": {"required": True, "description": f"at most {max_body} bytes", "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/BuildRequest"}}}},
-                "responses": {"202": {"description": "Queued; poll the Location",
-                                      "headers": {"Location": {"schema": {"type": "string"}}},
-                                      "content": {"application/json": {"schema": {
-                                          "$ref": "#/components/schemas/Build"}}}},
+                "responses": {"202": _accepted("Queued; poll the Location", "Build"),
                               **_problem_responses(400, 413, 415, 502, 503)}}},
             "/api/builds/{run_id}": {"get": {
                 "operationId": "getBuild", "tags": ["builds"],
@@ -281,10 +282,7 @@ def document(*, max_wait: float = 200.0, max_body: int = 1_048_576) -> dict:
                 "operationId": "cancelBuild", "tags": ["builds"],
                 "summary": "Cancel a build (a finished build stays as it is)",
                 "parameters": [RUN_ID_PARAMETER],
-                "responses": {"202": {"description": "Cancel requested; the build as it is now",
-                                      "headers": {"Location": {"schema": {"type": "string"}}},
-                                      "content": {"application/json": {"schema": {
-                                          "$ref": "#/components/schemas/Build"}}}},
+                "responses": {"202": _accepted("Cancel requested; the build as it is now", "Build"),
                               **_problem_responses(400, 404, 502, 503)}}},
             "/api/discover": {"post": {
                 "operationId": "checkKubernetesYaml", "tags": ["discover"],
